@@ -1,0 +1,3 @@
+from onnxdeploy.cli.main import entry
+
+entry()

@@ -1,0 +1,98 @@
+"""Entry point: discovers the subcommand modules and is the one error boundary of the CLI.
+
+Each module in ``onnxdeploy.cli`` that defines ``register(app)`` adds its command(s). Those modules import only the
+standard library, typer and :mod:`onnxdeploy.cli.common` at top level, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+import onnxdeploy
+from onnxdeploy.errors import OnnxDeployError
+
+DEBUG_ENV = "ONNXDEPLOY_DEBUG"
+
+app = typer.Typer(
+    name="onnxdeploy",
+    help="PyTorch -> ONNX -> optimized ONNX -> target engine, verified at every step.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"onnxdeploy {onnxdeploy.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = None,
+) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+def _register_commands() -> None:
+    import onnxdeploy.cli as package
+
+    skip = {"main", "common", "output"}
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.name in skip or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"onnxdeploy.cli.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors become one line on stderr and a non-zero exit code."""
+    from onnxdeploy.cli import output
+
+    try:
+        app(args=argv, prog_name="onnxdeploy", standalone_mode=False)
+    except OnnxDeployError as err:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        output.error(err.message, err.hint)
+        return err.exit_code
+    except typer.Exit as exit_:
+        return exit_.exit_code
+    except KeyboardInterrupt:
+        output.error("interrupted")
+        return 130
+    except Exception as err:  # click usage errors and aborts
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            return err.exit_code
+        if isinstance(err, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

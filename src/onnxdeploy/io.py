@@ -1,0 +1,337 @@
+"""Model I/O: safe loading (external data checked before any byte is read) and atomic saving.
+
+- :func:`load_proto` parses the graph without reading external weights (fast, small memory), for ``inspect``.
+- :func:`load` returns an ``onnx_ir.Model`` whose external tensors are memory-mapped lazily.
+- :func:`save` writes the model and its external data into a private temporary folder next to the output, then
+  renames them into place, so a failure never leaves a half-written output and never touches unrelated files.
+
+External-data references are refused when absolute, when they escape the model's folder (``..``, symlinks), when
+they are hard links, and when the file is missing or shorter than the tensor needs (the ONNX loader CVEs
+2022-2026: path traversal, symlink and hard-link escapes, out-of-bounds reads).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Union
+
+from onnxdeploy.errors import ModelFileError, UnsafeModelError, UserInputError
+
+if TYPE_CHECKING:
+    import onnx
+    import onnx_ir as ir
+
+ModelLike = Union[str, os.PathLike, "onnx.ModelProto", "ir.Model"]
+
+PROTOBUF_LIMIT = 2**31 - 1
+EXTERNAL_THRESHOLD = 1_800_000_000  # above this many tensor bytes, save() switches to external data
+SIZE_THRESHOLD_BYTES = 1024  # tensors at least this large go to the external-data file
+
+
+@dataclass(frozen=True)
+class ExternalRef:
+    """One tensor's reference into an external-data file."""
+
+    tensor: str
+    location: str
+    offset: int
+    length: int | None
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _check_model_path(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise ModelFileError(f"{p}: no such file", hint="check the path")
+    if p.is_dir():
+        raise ModelFileError(f"{p}: is a folder, not an .onnx file")
+    if not os.access(p, os.R_OK):
+        raise ModelFileError(f"{p}: permission denied")
+    if p.stat().st_size == 0:
+        raise ModelFileError(f"{p}: the file is empty, not an ONNX model")
+    return p
+
+
+def load_proto(path: str | os.PathLike, *, load_weights: bool = False) -> "onnx.ModelProto":
+    """Parse an ONNX file into a ModelProto, checking its external-data references first.
+
+    With ``load_weights=False`` (the default) external data stays on disk: enough for inspection, cheap for
+    models of any size. Raises :class:`ModelFileError` or :class:`UnsafeModelError` with a one-line reason.
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    p = _check_model_path(path)
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, UnicodeDecodeError) as err:
+        raise ModelFileError(
+            f"{p}: not a valid ONNX model (truncated or corrupt protobuf: {err})",
+            hint="re-export or re-download the file",
+        ) from err
+    _check_is_onnx(proto, p)
+    check_external_data(proto, p.parent)
+    if load_weights and any(True for _ in external_refs(proto)):
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(proto, str(p.parent))
+    return proto
+
+
+def _check_is_onnx(proto: "onnx.ModelProto", path: Path) -> None:
+    if proto.ir_version <= 0 or not proto.HasField("graph"):
+        raise ModelFileError(
+            f"{path}: not an ONNX model (no IR version or graph)", hint="pass a .onnx file exported by an ONNX tool"
+        )
+
+
+def load(path: str | os.PathLike) -> "ir.Model":
+    """Load a model as an ``onnx_ir.Model``; external tensors are checked, then memory-mapped on first use."""
+    from onnx_ir import external_data, serde
+
+    proto = load_proto(path)
+    model = serde.deserialize_model(proto)
+    external_data.set_base_dir(model.graph, str(Path(path).parent))
+    return model
+
+
+def as_model(model: ModelLike) -> "ir.Model":
+    """Return an ``ir.Model`` for a path, a ModelProto or an ``ir.Model`` (the latter returned as is)."""
+    import onnx
+    import onnx_ir as ir
+
+    if isinstance(model, ir.Model):
+        return model
+    if isinstance(model, onnx.ModelProto):
+        return ir.serde.deserialize_model(model)
+    if isinstance(model, (str, os.PathLike)):
+        return load(model)
+    raise UserInputError(f"expected a path, an onnx.ModelProto or an onnx_ir.Model, got {type(model).__name__}")
+
+
+def as_proto(model: ModelLike, *, load_weights: bool = False) -> "onnx.ModelProto":
+    """Return a ModelProto for a path, a ModelProto (as is) or an ``ir.Model`` (serialized)."""
+    import onnx
+
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return load_proto(model, load_weights=load_weights)
+    import onnx_ir as ir
+
+    if isinstance(model, ir.Model):
+        return ir.serde.serialize_model(model)
+    raise UserInputError(f"expected a path, an onnx.ModelProto or an onnx_ir.Model, got {type(model).__name__}")
+
+
+def _all_tensors(proto: "onnx.ModelProto") -> Iterator["onnx.TensorProto"]:
+    from onnx.external_data_helper import _get_all_tensors
+
+    yield from _get_all_tensors(proto)
+
+
+def external_refs(proto: "onnx.ModelProto") -> Iterator[ExternalRef]:
+    """Every external-data reference in the model, subgraphs and functions included."""
+    import onnx
+
+    for tensor in _all_tensors(proto):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        try:
+            offset = int(info.get("offset", 0) or 0)
+            length = int(info["length"]) if info.get("length") else None
+        except ValueError as err:
+            raise UnsafeModelError(f"tensor {tensor.name!r}: malformed external-data offset/length") from err
+        if offset < 0 or (length is not None and length < 0):
+            raise UnsafeModelError(f"tensor {tensor.name!r}: negative external-data offset or length")
+        yield ExternalRef(tensor.name, info.get("location", ""), offset, length)
+
+
+def _expected_nbytes(proto: "onnx.ModelProto") -> dict[str, int]:
+    import onnx
+    from onnx import helper
+
+    sizes: dict[str, int] = {}
+    for tensor in _all_tensors(proto):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        try:
+            np_dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        except (KeyError, ValueError):
+            continue
+        count = 1
+        for d in tensor.dims:
+            count *= d
+        bits = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}.get(tensor.data_type)
+        sizes[tensor.name] = (count * bits + 7) // 8 if bits else count * np_dtype.itemsize
+    return sizes
+
+
+def check_external_data(proto: "onnx.ModelProto", base_dir: str | os.PathLike) -> None:
+    """Refuse external-data references that are unsafe or that point at missing or too-short files."""
+    base = Path(base_dir)
+    base_real = Path(os.path.realpath(base))
+    expected = None
+    sizes: dict[str, int] = {}
+    for ref in external_refs(proto):
+        where = f"tensor {ref.tensor!r}: external-data location {ref.location!r}"
+        loc = ref.location
+        if not loc:
+            raise UnsafeModelError(f"tensor {ref.tensor!r}: external data without a location")
+        if "\0" in loc:
+            raise UnsafeModelError(f"{where} contains a NUL byte")
+        if os.path.isabs(loc) or loc.startswith(("/", "\\")) or (len(loc) > 1 and loc[1] == ":"):
+            raise UnsafeModelError(f"{where} is an absolute path", hint="external data must sit in the model's folder")
+        parts = loc.replace("\\", "/").split("/")
+        if ".." in parts:
+            raise UnsafeModelError(f"{where} escapes the model's folder ('..')")
+        target = base.joinpath(*parts)
+        probe = base
+        for part in parts:
+            probe = probe / part
+            if probe.is_symlink():
+                raise UnsafeModelError(f"{where} goes through a symbolic link", hint="copy the data file instead")
+        real = Path(os.path.realpath(target))
+        if base_real != real and base_real not in real.parents:
+            raise UnsafeModelError(f"{where} resolves outside the model's folder")
+        if loc not in sizes:
+            try:
+                st = target.stat()
+            except FileNotFoundError:
+                raise ModelFileError(f"{where}: file not found next to the model") from None
+            if not stat.S_ISREG(st.st_mode):
+                raise UnsafeModelError(f"{where} is not a regular file")
+            if st.st_nlink > 1:
+                raise UnsafeModelError(f"{where} is a hard link", hint="copy the data file instead of linking it")
+            sizes[loc] = st.st_size
+        size = sizes[loc]
+        if ref.length is None:
+            if expected is None:
+                expected = _expected_nbytes(proto)
+            need = expected.get(ref.tensor)
+        else:
+            need = ref.length
+        end = ref.offset + (need or 0)
+        if ref.offset > size or end > size:
+            raise ModelFileError(
+                f"{where}: file is too short ({size} bytes, the tensor needs bytes {ref.offset}..{end})",
+                hint="the data file is truncated or belongs to another model",
+            )
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _initializer_bytes(model: "ir.Model") -> tuple[int, bool]:
+    """Total bytes of initializers in all graphs, and whether any of them lives in external data."""
+    import onnx_ir as ir
+
+    total, has_external = 0, False
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if tensor is None:
+                continue
+            total += tensor.nbytes
+            has_external = has_external or isinstance(tensor, ir.ExternalTensor)
+    return total, has_external
+
+
+def data_file_name(path: str | os.PathLike) -> str:
+    """The external-data file name :func:`save` uses for ``path``: ``<file name>.data``."""
+    return Path(path).name + ".data"
+
+
+def _referenced_locations(path: Path) -> set[str]:
+    try:
+        import onnx
+
+        return {ref.location for ref in external_refs(onnx.load(str(path), load_external_data=False))}
+    except Exception:  # an unreadable previous output owns nothing
+        return set()
+
+
+def save(
+    model: ModelLike,
+    path: str | os.PathLike,
+    *,
+    external_data: bool | None = None,
+    size_threshold_bytes: int = SIZE_THRESHOLD_BYTES,
+) -> Path:
+    """Write ``model`` to ``path`` atomically; return the path.
+
+    ``external_data=None`` chooses: external data (``<name>.data`` beside the model) when the model already has
+    external tensors or its weights would approach protobuf's 2 GB limit, embedded otherwise. The data file is
+    written only under that name, inside the output's folder, and only over a file that is absent or that the
+    previous output at ``path`` referenced; the model and data appear together or not at all.
+    """
+    import onnx_ir as ir
+
+    out = Path(path)
+    if out.is_dir():
+        raise UserInputError(f"{out} is a folder; give a file name such as {out / 'model.onnx'}")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.exists():
+        raise UserInputError(f"{folder}: output folder does not exist", hint=f"mkdir -p {folder}")
+    if isinstance(model, (str, os.PathLike)):
+        model = load(model)
+    elif not isinstance(model, ir.Model):
+        model = as_model(model)
+
+    total, has_external = _initializer_bytes(model)
+    use_external = external_data if external_data is not None else (has_external or total > EXTERNAL_THRESHOLD)
+    data_name = data_file_name(out)
+    data_path = folder / data_name
+    if use_external and data_path.exists() and data_name not in _referenced_locations(out):
+        raise UserInputError(
+            f"{data_path} already exists and is not the data file of {out}; refusing to overwrite it",
+            hint="remove it or choose another output name",
+        )
+    if data_path.is_symlink():
+        raise UserInputError(f"{data_path} is a symbolic link; refusing to write through it")
+
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".onnxdeploy-", dir=folder))
+    try:
+        tmp_model = tmp_dir / out.name
+        try:
+            if use_external:
+                ir.save(model, tmp_model, external_data=data_name, size_threshold_bytes=size_threshold_bytes)
+            else:
+                ir.save(model, tmp_model)
+        except ValueError as err:
+            if "2GB" in str(err) or "2 GB" in str(err) or "exceeds" in str(err):
+                raise UserInputError(f"{out}: model exceeds protobuf's 2 GB limit", hint="save with external data") from err
+            raise
+        tmp_data = tmp_dir / data_name
+        if use_external and tmp_data.exists():
+            os.replace(tmp_data, data_path)
+        os.replace(tmp_model, out)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return out
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write bytes to ``path`` through a temporary file in the same folder and a rename."""
+    out = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent if str(out.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))

@@ -1,0 +1,457 @@
+"""Run models on onnxruntime: input specs, input files, seeded input synthesis, validation, sessions.
+
+Every command that runs a model (run, probe, compare, optimize/quantize verification, bench) goes through
+:func:`prepare_inputs` and :func:`create_session`, so the same flags mean the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import numpy as np
+
+from onnxdeploy.errors import ModelFileError, OnnxDeployError, UserInputError
+from onnxdeploy.io import ModelLike, as_proto
+
+if TYPE_CHECKING:
+    import onnx
+    import onnxruntime as ort
+
+Dim = "int | str | None"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A graph input that must be fed: name, numpy dtype, and dims (int, symbolic name, or None if unknown)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple | None  # None: rank unknown
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": str(self.dtype), "shape": None if self.shape is None else list(self.shape)}
+
+
+def _np_dtype(elem_type: int) -> np.dtype:
+    from onnx import helper
+
+    return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+
+
+def _dims(type_proto) -> tuple | None:
+    tensor = type_proto.tensor_type
+    if not tensor.HasField("shape"):
+        return None
+    dims = []
+    for d in tensor.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param:
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return tuple(dims)
+
+
+def input_specs(model: ModelLike) -> list[InputSpec]:
+    """The inputs a caller must feed (graph inputs that are not initializers)."""
+    proto = as_proto(model)
+    inits = {t.name for t in proto.graph.initializer}
+    specs = []
+    for vi in proto.graph.input:
+        if vi.name in inits:
+            continue
+        if not vi.type.HasField("tensor_type"):
+            raise UserInputError(f"input {vi.name!r} is not a tensor; only tensor inputs are supported")
+        specs.append(InputSpec(vi.name, _np_dtype(vi.type.tensor_type.elem_type), _dims(vi.type)))
+    return specs
+
+
+def output_specs(model: ModelLike) -> list[InputSpec]:
+    proto = as_proto(model)
+    return [
+        InputSpec(vi.name, _np_dtype(vi.type.tensor_type.elem_type), _dims(vi.type))
+        for vi in proto.graph.output
+        if vi.type.HasField("tensor_type")
+    ]
+
+
+# ---------------------------------------------------------------- input files
+
+
+def read_tensor_file(path: str | os.PathLike) -> np.ndarray:
+    """Read a ``.npy`` array or a serialized ``TensorProto`` (``.pb``, the ONNX test-data layout)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(f"{p}: no such input file")
+    if p.suffix == ".npy":
+        try:
+            return np.load(p, allow_pickle=False)
+        except ValueError as err:
+            raise ModelFileError(f"{p}: not a valid .npy file ({err})") from err
+    if p.suffix == ".pb":
+        import onnx
+        from google.protobuf.message import DecodeError
+        from onnx import numpy_helper
+
+        tensor = onnx.TensorProto()
+        try:
+            tensor.ParseFromString(p.read_bytes())
+            return numpy_helper.to_array(tensor)
+        except (DecodeError, ValueError, TypeError) as err:
+            raise ModelFileError(f"{p}: not a valid TensorProto .pb file ({err})") from err
+    raise UserInputError(f"{p}: unsupported input file type {p.suffix!r}", hint="use .npy, .pb or --inputs FILE.npz")
+
+
+def read_tensor_name(path: str | os.PathLike) -> str | None:
+    """The tensor name stored in a TensorProto ``.pb`` file (None for .npy or unnamed tensors)."""
+    p = Path(path)
+    if p.suffix != ".pb":
+        return None
+    import onnx
+
+    tensor = onnx.TensorProto()
+    tensor.ParseFromString(p.read_bytes())
+    return tensor.name or None
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(f"{p}: no such file")
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (ValueError, OSError) as err:
+        raise ModelFileError(f"{p}: not a valid .npz file ({err})") from err
+
+
+def read_test_data_dir(folder: str | os.PathLike, specs: Sequence[InputSpec], prefix: str) -> dict[str, np.ndarray]:
+    """Read ``<prefix>_K.pb`` files of an ONNX test-data folder, named by the tensor name or by position."""
+    files = sorted(Path(folder).glob(f"{prefix}_*.pb"), key=lambda f: int(f.stem.split("_")[-1]))
+    result = {}
+    for i, f in enumerate(files):
+        name = read_tensor_name(f) or (specs[i].name if i < len(specs) else f.stem)
+        result[name] = read_tensor_file(f)
+    return result
+
+
+# ---------------------------------------------------------------- synthesis and validation
+
+
+def _resolve_shape(spec: InputSpec, dims: Mapping[str, int], shape: Sequence | None) -> tuple[int, ...]:
+    if shape is not None:
+        resolved = []
+        for i, d in enumerate(shape):
+            if isinstance(d, str):
+                if d not in dims:
+                    raise UserInputError(f"--shape {spec.name}: dim {i} is {d!r}; give a number")
+                d = dims[d]
+            resolved.append(int(d))
+        return tuple(resolved)
+    if spec.shape is None:
+        raise UserInputError(
+            f"input {spec.name!r} has no declared shape", hint=f"give one with --shape {spec.name}=1x3x224x224"
+        )
+    resolved = []
+    for d in spec.shape:
+        if isinstance(d, int):
+            resolved.append(d)
+        elif isinstance(d, str) and d in dims:
+            resolved.append(dims[d])
+        else:
+            resolved.append(1)
+    return tuple(resolved)
+
+
+def _random_array(rng: np.random.Generator, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    if dtype == np.bool_:
+        return rng.integers(0, 2, size=shape).astype(np.bool_)
+    if dtype.kind in "iu":
+        return rng.integers(0, 4, size=shape).astype(dtype)
+    if dtype.kind == "f" or dtype.kind == "V":
+        return rng.standard_normal(size=shape).astype(dtype)
+    if dtype.kind == "c":
+        return (rng.standard_normal(size=shape) + 1j * rng.standard_normal(size=shape)).astype(dtype)
+    if dtype.kind in "OSU":
+        return np.full(shape, "a", dtype=object)
+    raise UserInputError(f"cannot synthesize inputs of dtype {dtype}", hint="pass the input with --input NAME=FILE")
+
+
+def synthesize_inputs(
+    model: ModelLike,
+    *,
+    dims: Mapping[str, int] | None = None,
+    shapes: Mapping[str, Sequence] | None = None,
+    seed: int = 0,
+    specs: Sequence[InputSpec] | None = None,
+) -> dict[str, np.ndarray]:
+    """Seeded random inputs from the declared dtypes and shapes.
+
+    Symbolic dims take ``dims[name]`` or 1; ``shapes[input]`` overrides one input's shape. Floats are standard
+    normal; integers are small non-negative values (safe as indices); booleans random.
+    """
+    specs = list(specs) if specs is not None else input_specs(model)
+    dims = dict(dims or {})
+    shapes = dict(shapes or {})
+    _check_names(shapes, specs, "--shape")
+    rng = np.random.default_rng(seed)
+    return {s.name: _random_array(rng, s.dtype, _resolve_shape(s, dims, shapes.get(s.name))) for s in specs}
+
+
+def _check_names(given: Mapping[str, object], specs: Sequence[InputSpec], option: str) -> None:
+    known = [s.name for s in specs]
+    for name in given:
+        if name not in known:
+            import difflib
+
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else f"inputs are: {', '.join(known) or '(none)'}"
+            raise UserInputError(f"{option}: the model has no input named {name!r}", hint=hint)
+
+
+def validate_inputs(specs: Sequence[InputSpec], feeds: Mapping[str, np.ndarray]) -> None:
+    """Refuse unknown or missing inputs, wrong dtypes, wrong ranks, and shapes that contradict fixed dims."""
+    _check_names(feeds, specs, "input")
+    for spec in specs:
+        if spec.name not in feeds:
+            raise UserInputError(
+                f"missing input {spec.name!r} ({spec.dtype}, shape {_fmt_shape(spec.shape)})",
+                hint=f"pass --input {spec.name}=FILE.npy, or leave all inputs out to synthesize them",
+            )
+        arr = np.asarray(feeds[spec.name])
+        if arr.dtype != spec.dtype:
+            raise UserInputError(
+                f"input {spec.name!r} has dtype {arr.dtype}, the model expects {spec.dtype}",
+                hint=f"convert it, e.g. np.asarray(x, dtype=np.{spec.dtype})",
+            )
+        if spec.shape is None or (len(spec.shape) == 0 and arr.size == 0 and arr.ndim == 1):
+            continue  # an empty 1-D tensor for a scalar input is onnxruntime's "not given" (e.g. Resize roi)
+        if arr.ndim != len(spec.shape):
+            raise UserInputError(
+                f"input {spec.name!r} has rank {arr.ndim} (shape {_fmt_shape(arr.shape)}), "
+                f"the model expects rank {len(spec.shape)} ({_fmt_shape(spec.shape)})"
+            )
+        for axis, (want, got) in enumerate(zip(spec.shape, arr.shape)):
+            if isinstance(want, int) and want != got:
+                raise UserInputError(
+                    f"input {spec.name!r} has shape {_fmt_shape(arr.shape)}, but dim {axis} is fixed to {want} "
+                    f"(model expects {_fmt_shape(spec.shape)})"
+                )
+
+
+def _fmt_shape(shape) -> str:
+    if shape is None:
+        return "?"
+    return "x".join("?" if d is None else str(d) for d in shape) or "scalar"
+
+
+def prepare_inputs(
+    model: ModelLike,
+    *,
+    inputs: Mapping[str, np.ndarray] | None = None,
+    input_files: Mapping[str, str | os.PathLike] | None = None,
+    npz: str | os.PathLike | None = None,
+    dims: Mapping[str, int] | None = None,
+    shapes: Mapping[str, Sequence] | None = None,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Collect feeds from arrays, files and an .npz; synthesize whatever is still missing; validate all."""
+    specs = input_specs(model)
+    feeds: dict[str, np.ndarray] = {}
+    if npz is not None:
+        feeds.update(read_npz(npz))
+    for name, path in (input_files or {}).items():
+        feeds[name] = read_tensor_file(path)
+    feeds.update(inputs or {})
+    _check_names(feeds, specs, "input")
+    missing = [s for s in specs if s.name not in feeds]
+    if missing:
+        feeds.update(synthesize_inputs(model, dims=dims, shapes=shapes, seed=seed, specs=missing))
+    validate_inputs(specs, feeds)
+    return feeds
+
+
+# ---------------------------------------------------------------- sessions
+
+_PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+}
+
+
+def resolve_providers(providers: Sequence[str] | None) -> list[str]:
+    """Map short names (cpu, cuda, ...) to onnxruntime provider names; refuse ones this build lacks."""
+    import onnxruntime as ort
+
+    if not providers:
+        return ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    resolved = []
+    for p in providers:
+        full = _PROVIDER_ALIASES.get(p.lower(), p)
+        if full not in available:
+            raise UserInputError(
+                f"execution provider {p!r} is not available in this onnxruntime build",
+                hint=f"available: {', '.join(available)}",
+            )
+        resolved.append(full)
+    return resolved
+
+
+def create_session(
+    model: ModelLike,
+    *,
+    providers: Sequence[str] | None = None,
+    threads: int | None = None,
+    optimization_level: str | None = None,
+    profile: bool = False,
+) -> "ort.InferenceSession":
+    """An onnxruntime session for a path, a ModelProto or an ``ir.Model`` (external data resolved from its folder)."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    if optimization_level:
+        options.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[optimization_level]
+    if profile:
+        options.enable_profiling = True
+    provider_list = resolve_providers(providers)
+    if isinstance(model, (str, os.PathLike)):
+        as_proto(model)  # validates the file and its external data first
+        source: object = str(model)
+    else:
+        source, base_dir = _serialize_for_session(model)
+        if base_dir:
+            options.add_session_config_entry("session.model_external_initializers_file_folder_path", base_dir)
+    try:
+        return ort.InferenceSession(source, sess_options=options, providers=provider_list)
+    except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
+        raise _session_error(err) from err
+
+
+def _serialize_for_session(model) -> tuple[bytes, str | None]:
+    import onnx_ir as ir
+
+    base_dir = None
+    if isinstance(model, ir.Model):
+        for graph in model.graphs():
+            for value in graph.initializers.values():
+                if isinstance(value.const_value, ir.ExternalTensor):
+                    base_dir = value.const_value.base_dir
+                    break
+        proto = ir.serde.serialize_model(model)
+    else:
+        proto = model
+    data = proto.SerializeToString()
+    return data, (str(base_dir) if base_dir else None)
+
+
+class SessionError(OnnxDeployError, RuntimeError):
+    """onnxruntime refused to load or run the model."""
+
+
+def _session_error(err: Exception) -> SessionError:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = text.replace("[ONNXRuntimeError] : ", "")
+    hint = None
+    if "NOT_IMPLEMENTED" in text or "Could not find an implementation" in text:
+        hint = "an operator or dtype is not supported by onnxruntime; `onnxdeploy check` lists them"
+    return SessionError(f"onnxruntime: {text}", hint=hint)
+
+
+@dataclass
+class RunResult:
+    """Outputs of one run and what was noticed about them."""
+
+    outputs: dict[str, np.ndarray]
+    inputs: dict[str, np.ndarray]
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "seconds": self.seconds,
+            "warnings": self.warnings,
+            "inputs": {k: _array_summary(v) for k, v in self.inputs.items()},
+            "outputs": {k: _array_summary(v) for k, v in self.outputs.items()},
+        }
+
+
+def _array_summary(arr: np.ndarray) -> dict:
+    summary: dict = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
+    if arr.size and arr.dtype.kind in "biuf":
+        a = arr.astype(np.float64)
+        summary.update(min=float(np.nanmin(a)), max=float(np.nanmax(a)), mean=float(np.nanmean(a)))
+    return summary
+
+
+def run_session(
+    session: "ort.InferenceSession", feeds: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Run a session and return outputs by name; onnxruntime failures become :class:`SessionError`."""
+    names = list(output_names) if output_names else [o.name for o in session.get_outputs()]
+    try:
+        values = session.run(names, dict(feeds))
+    except Exception as err:
+        raise _session_error(err) from err
+    return dict(zip(names, values))
+
+
+def shape_warnings(model: ModelLike, outputs: Mapping[str, np.ndarray]) -> list[str]:
+    """Outputs whose real shape contradicts a fixed dim the model declares (e.g. 1x32x512x512 vs 510x510)."""
+    warnings = []
+    for spec in output_specs(model):
+        arr = outputs.get(spec.name)
+        if arr is None or spec.shape is None:
+            continue
+        declared = spec.shape
+        if len(declared) != arr.ndim or any(isinstance(d, int) and d != g for d, g in zip(declared, arr.shape)):
+            warnings.append(
+                f"output {spec.name!r} has shape {_fmt_shape(arr.shape)} but the model declares {_fmt_shape(declared)}"
+            )
+    return warnings
+
+
+def run_model(
+    model: ModelLike,
+    inputs: Mapping[str, np.ndarray] | None = None,
+    *,
+    input_files: Mapping[str, str | os.PathLike] | None = None,
+    npz: str | os.PathLike | None = None,
+    dims: Mapping[str, int] | None = None,
+    shapes: Mapping[str, Sequence] | None = None,
+    seed: int = 0,
+    providers: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+) -> RunResult:
+    """Prepare inputs, run once on onnxruntime, and report outputs, timing and declared-shape warnings."""
+    proto = as_proto(model)
+    feeds = prepare_inputs(proto, inputs=inputs, input_files=input_files, npz=npz, dims=dims, shapes=shapes, seed=seed)
+    session = create_session(model if isinstance(model, (str, os.PathLike)) else proto, providers=providers)
+    start = time.perf_counter()
+    outputs = run_session(session, feeds, output_names)
+    seconds = time.perf_counter() - start
+    return RunResult(outputs, feeds, seconds, shape_warnings(proto, outputs))
+
+
+def run(model: ModelLike, inputs: Mapping[str, np.ndarray] | None = None, **options) -> dict[str, np.ndarray]:
+    """Run ``model`` on onnxruntime and return its outputs by name (missing inputs are synthesized, seeded)."""
+    return run_model(model, inputs, **options).outputs
