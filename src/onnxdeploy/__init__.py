@@ -49,7 +49,7 @@ def __getattr__(name: str) -> Any:
     if module_name is None:
         raise AttributeError(f"module 'onnxdeploy' has no attribute {name!r}")
     module = importlib.import_module(module_name)
-    value = module if module_name.endswith("." + name) else getattr(module, name)
+    value = getattr(module, name) if hasattr(module, name) else module
     globals()[name] = value
     return value
 
