@@ -1,0 +1,403 @@
+"""Benchmark models on onnxruntime: latency percentiles and throughput, several models interleaved, op profiles.
+
+Models are timed round-robin (one run of each in turn) so that a noisy machine slows them all alike and the ratios
+stay meaningful. ``profile=True`` runs a separate profiling session per model (its overhead never pollutes the
+timings) and sums onnxruntime's per-node kernel times by op type; :func:`profile_svg` draws them as a bar chart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from onnxdeploy.errors import UserInputError
+from onnxdeploy.io import ModelLike, as_proto
+
+DEFAULT_ITERATIONS = 50
+DEFAULT_WARMUP = 5
+PROFILE_RUNS = 10
+
+
+@dataclass
+class LatencyStats:
+    """Latency of one model at one batch size, in milliseconds."""
+
+    model: str
+    batch: int | None
+    iterations: int
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    min: float
+    max: float
+    std: float
+    throughput: float  # samples (batch items) per second, from the mean latency
+    ratio: float | None = None  # p50 / p50 of the first model at the same batch size
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class OpTime:
+    """Time spent in one op type during the profiled runs."""
+
+    op_type: str
+    ms: float  # per run
+    calls: int  # kernel calls per run
+    percent: float
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class BenchReport:
+    results: list[LatencyStats]
+    settings: dict
+    profiles: dict[str, list[OpTime]] = field(default_factory=dict)
+    svg: str | None = None
+
+    def by_model(self) -> dict[str, list[LatencyStats]]:
+        out: dict[str, list[LatencyStats]] = {}
+        for r in self.results:
+            out.setdefault(r.model, []).append(r)
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "settings": self.settings,
+            "results": [r.to_dict() for r in self.results],
+            "profiles": {m: [o.to_dict() for o in ops] for m, ops in self.profiles.items()},
+            "svg": self.svg,
+        }
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def latency_stats(model: str, batch: int | None, seconds: Sequence[float]) -> LatencyStats:
+    """Percentiles (linear interpolation), mean, spread and throughput of per-run times in seconds."""
+    if not len(seconds):
+        raise UserInputError("no timed runs", hint="give --iterations of at least 1 or a longer --duration")
+    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
+    p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
+    mean = float(ms.mean())
+    items = batch or 1
+    return LatencyStats(
+        model=model,
+        batch=batch,
+        iterations=int(ms.size),
+        p50=p50,
+        p90=p90,
+        p99=p99,
+        mean=mean,
+        min=float(ms.min()),
+        max=float(ms.max()),
+        std=float(ms.std()),
+        throughput=items * 1000.0 / mean if mean > 0 else float("inf"),
+    )
+
+
+def time_interleaved(
+    runners: Sequence[Callable[[], object]],
+    *,
+    warmup: int = DEFAULT_WARMUP,
+    iterations: int | None = None,
+    duration: float | None = None,
+    on_step: Callable[[float], None] | None = None,
+) -> list[list[float]]:
+    """Call each runner in turn, ``warmup`` untimed rounds then timed rounds; return per-runner seconds.
+
+    Stops after ``iterations`` rounds, or once ``duration`` seconds of timed rounds have passed (at least one round),
+    whichever comes first; with neither, :data:`DEFAULT_ITERATIONS` rounds. ``on_step(fraction_done)`` after each round.
+    """
+    if iterations is not None and iterations < 1:
+        raise UserInputError(f"iterations must be at least 1, got {iterations}")
+    if duration is not None and duration <= 0:
+        raise UserInputError(f"duration must be positive, got {duration}")
+    if iterations is None and duration is None:
+        iterations = DEFAULT_ITERATIONS
+    for _ in range(max(0, warmup)):
+        for run in runners:
+            run()
+    times: list[list[float]] = [[] for _ in runners]
+    start = time.perf_counter()
+    rounds = 0
+    while True:
+        for i, run in enumerate(runners):
+            t0 = time.perf_counter()
+            run()
+            times[i].append(time.perf_counter() - t0)
+        rounds += 1
+        elapsed = time.perf_counter() - start
+        done = []
+        if iterations is not None:
+            done.append(rounds / iterations)
+        if duration is not None:
+            done.append(elapsed / duration)
+        fraction = min(1.0, max(done))
+        if on_step:
+            on_step(fraction)
+        if fraction >= 1.0:
+            return times
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def batch_dims(model: ModelLike) -> dict[str, str | int | None]:
+    """The leading dim of each input (a symbolic name, a fixed size, or None when unknown)."""
+    from onnxdeploy.run import input_specs
+
+    return {s.name: (s.shape[0] if s.shape else None) for s in input_specs(model)}
+
+
+def _dims_for_batch(proto, batch: int | None, dims: Mapping[str, int], label: str) -> dict[str, int]:
+    dims = dict(dims)
+    if batch is None:
+        return dims
+    for name, d0 in batch_dims(proto).items():
+        if isinstance(d0, str):
+            dims[d0] = batch
+        elif isinstance(d0, int) and d0 != batch:
+            raise UserInputError(
+                f"{label}: input {name!r} has a fixed batch dim of {d0}; cannot run batch size {batch}",
+                hint="export the model with a symbolic batch dim, or leave --batch out",
+            )
+    return dims
+
+
+# ---------------------------------------------------------------- profiling
+
+
+def parse_profile(path: str | os.PathLike, *, skip_runs: int = 0) -> tuple[list[OpTime], int]:
+    """Kernel time by op type from an onnxruntime profile (``*_kernel_time`` node events), sorted, longest first.
+
+    The first ``skip_runs`` runs (warm-up) are left out. Each op type's time is the median over the counted runs
+    (robust to a run disturbed by other processes). Returns the op times and the number of runs counted.
+    """
+    events = json.loads(Path(path).read_text())
+    if isinstance(events, dict):  # some versions wrap the list
+        events = events.get("traceEvents", [])
+    runs = sorted(
+        (float(ev.get("ts", 0)), float(ev.get("ts", 0)) + float(ev.get("dur", 0)))
+        for ev in events
+        if ev.get("name") == "model_run"
+    )
+    counted = runs[skip_runs:] if len(runs) > skip_runs else runs[-1:]
+    if not counted:  # no run markers: everything is one run
+        counted = [(float("-inf"), float("inf"))]
+    per_run: list[dict[str, float]] = [{} for _ in counted]
+    calls: dict[str, int] = {}
+    starts = [r[0] for r in counted]
+    for ev in events:
+        if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith("_kernel_time"):
+            continue
+        ts = float(ev.get("ts", 0))
+        k = int(np.searchsorted(starts, ts, side="right")) - 1
+        if k < 0 or ts > counted[k][1]:
+            continue
+        op = (ev.get("args") or {}).get("op_name", "?")
+        per_run[k][op] = per_run[k].get(op, 0.0) + float(ev.get("dur", 0)) / 1000.0
+        calls[op] = calls.get(op, 0) + 1
+    n = len(counted)
+    medians = {op: float(np.median([r.get(op, 0.0) for r in per_run])) for op in calls}
+    grand = sum(medians.values()) or 1.0
+    ops = [OpTime(op, ms, calls[op] // n, 100.0 * ms / grand) for op, ms in medians.items()]
+    return sorted(ops, key=lambda o: -o.ms), n
+
+
+def _profile(model, feeds, *, providers, threads, optimization_level, warmup: int, runs: int) -> list[OpTime]:
+    """Profile ``runs`` steady-state runs (after ``warmup``) in a separate session; the trace file is removed."""
+    from onnxdeploy.run import create_session, run_session
+
+    session = create_session(
+        model, providers=providers, threads=threads, optimization_level=optimization_level, profile=True
+    )
+    warmup = max(1, warmup)  # the first run of a session allocates; never count it
+    for _ in range(warmup + runs):
+        run_session(session, feeds)
+    produced = Path(session.end_profiling())
+    try:
+        ops, _ = parse_profile(produced, skip_runs=warmup)
+    finally:
+        produced.unlink(missing_ok=True)
+    return ops
+
+
+def profile_svg(profiles: Mapping[str, Sequence[OpTime]], *, top: int = 12, title: str = "Time per op type") -> str:
+    """A self-contained SVG horizontal bar chart of per-op-type time, one block per model."""
+    from xml.sax.saxutils import escape
+
+    width, label_w, bar_w, row_h = 760, 200, 420, 20
+    palette = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2"]
+    blocks = []
+    y = 40
+    rows_svg: list[str] = []
+    for m_index, (model, ops) in enumerate(profiles.items()):
+        shown = list(ops)[:top]
+        rest = list(ops)[top:]
+        if rest:
+            shown.append(OpTime("(other)", sum(o.ms for o in rest), sum(o.calls for o in rest),
+                                sum(o.percent for o in rest)))
+        longest = max((o.ms for o in shown), default=0.0) or 1.0
+        total = sum(o.ms for o in ops)
+        rows_svg.append(
+            f'<text x="10" y="{y}" font-weight="bold">{escape(model)} ({total:.2f} ms per run in kernels)</text>'
+        )
+        y += 10
+        color = palette[m_index % len(palette)]
+        for o in shown:
+            w = max(1.0, bar_w * o.ms / longest)
+            rows_svg.append(
+                f'<text x="{label_w - 8}" y="{y + 14}" text-anchor="end">{escape(o.op_type)}</text>'
+                f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" fill="{color}">'
+                f"<title>{escape(o.op_type)}: {o.ms:.3f} ms, {o.calls} calls</title></rect>"
+                f'<text x="{label_w + w + 6:.1f}" y="{y + 14}">{o.ms:.2f} ms ({o.percent:.1f}%)</text>'
+            )
+            y += row_h
+        y += 24
+    height = y
+    blocks.append(
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">'
+    )
+    blocks.append(f'<rect width="{width}" height="{height}" fill="white"/>')
+    blocks.append(f'<text x="10" y="20" font-size="15" font-weight="bold">{escape(title)}</text>')
+    blocks.extend(rows_svg)
+    blocks.append("</svg>")
+    return "\n".join(blocks) + "\n"
+
+
+# ---------------------------------------------------------------- the verb
+
+
+def _label(model: ModelLike, index: int, used: set[str]) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        label = Path(model).name
+    else:
+        label = f"model{index}"
+    base, k = label, 2
+    while label in used:
+        label = f"{base}#{k}"
+        k += 1
+    used.add(label)
+    return label
+
+
+def bench(
+    models: Sequence[ModelLike] | ModelLike,
+    *,
+    warmup: int = DEFAULT_WARMUP,
+    iterations: int | None = None,
+    duration: float | None = None,
+    threads: int | None = None,
+    batch_sizes: Sequence[int] | None = None,
+    providers: Sequence[str] | None = None,
+    optimization_level: str | None = None,
+    dims: Mapping[str, int] | None = None,
+    shapes: Mapping[str, Sequence] | None = None,
+    inputs: Mapping[str, np.ndarray] | None = None,
+    seed: int = 0,
+    profile: bool = False,
+    profile_runs: int = PROFILE_RUNS,
+    svg: str | os.PathLike | None = None,
+    labels: Sequence[str] | None = None,
+    on_progress: Callable[[str, float], None] | None = None,
+) -> BenchReport:
+    """Time one or more models on onnxruntime, interleaved, at one or more batch sizes.
+
+    Each batch size sets every symbolic leading (batch) dim; inputs are synthesized (seeded) unless ``inputs`` are
+    given, and models with the same input specs get the same arrays. ``duration`` is seconds per batch size for all
+    models together. The first model is the reference of the ``ratio`` column. ``profile=True`` adds per-op-type
+    kernel times; ``svg`` writes them as a bar chart (atomically).
+    """
+    from onnxdeploy.io import atomic_write_text
+    from onnxdeploy.run import create_session, input_specs, prepare_inputs, run_session
+
+    if isinstance(models, (str, os.PathLike)) or not isinstance(models, Sequence):
+        models = [models]
+    models = list(models)
+    if not models:
+        raise UserInputError("no model to benchmark", hint="give at least one .onnx file")
+    if labels is not None and len(labels) != len(models):
+        raise UserInputError(f"{len(labels)} labels for {len(models)} models")
+    for b in batch_sizes or []:
+        if b < 1:
+            raise UserInputError(f"batch size must be at least 1, got {b}")
+    used: set[str] = set()
+    names = list(labels) if labels else [_label(m, i, used) for i, m in enumerate(models)]
+    protos = [as_proto(m) for m in models]
+    sessions = [
+        create_session(m, providers=providers, threads=threads, optimization_level=optimization_level) for m in models
+    ]
+    batches: list[int | None] = list(batch_sizes) if batch_sizes else [None]
+
+    results: list[LatencyStats] = []
+    feeds_by_batch: dict[int | None, list[dict]] = {}
+    for b_index, batch in enumerate(batches):
+        feeds_list: list[dict] = []
+        cache: dict[str, dict] = {}
+        for name, proto in zip(names, protos):
+            key = repr([s.to_dict() for s in input_specs(proto)])
+            if key not in cache:
+                d = _dims_for_batch(proto, batch, dims or {}, name)
+                cache[key] = prepare_inputs(proto, inputs=inputs, dims=d, shapes=shapes, seed=seed)
+            feeds_list.append(cache[key])
+        feeds_by_batch[batch] = feeds_list
+        runners = [
+            (lambda s=s, f=f: run_session(s, f)) for s, f in zip(sessions, feeds_list)
+        ]
+
+        def step(fraction: float, b_index=b_index, batch=batch) -> None:
+            if on_progress:
+                on_progress(f"batch {batch}" if batch else "timing", (b_index + fraction) / len(batches))
+
+        times = time_interleaved(runners, warmup=warmup, iterations=iterations, duration=duration, on_step=step)
+        stats = [latency_stats(n, batch, t) for n, t in zip(names, times)]
+        for s in stats:
+            s.ratio = s.p50 / stats[0].p50 if stats[0].p50 > 0 else None
+        results.extend(stats)
+
+    profiles: dict[str, list[OpTime]] = {}
+    svg_path = None
+    if profile:
+        first = batches[0]
+        for i, (name, model) in enumerate(zip(names, models)):
+            if on_progress:
+                on_progress(f"profiling {name}", 1.0)
+            profiles[name] = _profile(
+                model if isinstance(model, (str, os.PathLike)) else protos[i],
+                feeds_by_batch[first][i],
+                providers=providers,
+                threads=threads,
+                optimization_level=optimization_level,
+                warmup=min(warmup, 3),
+                runs=profile_runs,
+            )
+        if svg is not None:
+            svg_path = str(atomic_write_text(svg, profile_svg(profiles)))
+    elif svg is not None:
+        raise UserInputError("an SVG chart needs profiling", hint="add --profile")
+
+    settings = {
+        "models": names,
+        "warmup": warmup,
+        "iterations": iterations if iterations is not None or duration is not None else DEFAULT_ITERATIONS,
+        "duration": duration,
+        "threads": threads,
+        "batch_sizes": [b for b in batches if b is not None],
+        "providers": [p for p in (providers or ["cpu"])],
+        "optimization_level": optimization_level or "all",
+        "interleaved": len(models) > 1,
+    }
+    return BenchReport(results, settings, profiles, svg_path)

@@ -1,0 +1,115 @@
+"""`onnxdeploy bench`: latency percentiles and throughput of one or more models, interleaved, with op profiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from onnxdeploy.cli.common import PANEL_OPTIMIZE, DimOpt, JsonOpt, ProviderOpt, SeedOpt, ShapeOpt
+
+EXAMPLES = """[b]Examples[/b]
+
+  onnxdeploy bench model.onnx
+
+  onnxdeploy bench model.onnx model.int8.onnx --iterations 200 --threads 1
+
+  onnxdeploy bench model.onnx --batch 1 --batch 8 --duration 10
+
+  onnxdeploy bench model.onnx --profile --svg ops.svg --json"""
+
+ModelsArg = Annotated[list[Path], typer.Argument(help="One or more .onnx models; the first is the reference.")]
+
+
+def bench(
+    models: ModelsArg,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs of each model first.")] = 5,
+    iterations: Annotated[
+        Optional[int], typer.Option("--iterations", "-n", help="Timed runs of each model (default 50).")
+    ] = None,
+    duration: Annotated[
+        Optional[float], typer.Option("--duration", "-t", help="Seconds of timed runs per batch size.")
+    ] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="onnxruntime intra-op threads.")] = None,
+    batch: Annotated[
+        Optional[list[int]], typer.Option("--batch", "-b", help="Batch size for symbolic batch dims. Repeatable.")
+    ] = None,
+    provider: ProviderOpt = None,
+    optimization_level: Annotated[
+        Optional[str], typer.Option("--optimization-level", help="disable, basic, extended or all (default).")
+    ] = None,
+    dim: DimOpt = None,
+    shape: ShapeOpt = None,
+    seed: SeedOpt = 0,
+    profile: Annotated[bool, typer.Option("--profile", help="Add per-op-type time from onnxruntime's profiler.")] = False,
+    svg: Annotated[Optional[Path], typer.Option("--svg", help="With --profile: write a bar chart here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Time models on onnxruntime: p50/p90/p99, mean and throughput; several models side by side."""
+    from onnxdeploy.bench import bench as bench_api
+    from onnxdeploy.cli import output as out
+    from onnxdeploy.cli.common import parse_dims, parse_shapes, providers_from
+    from onnxdeploy.errors import UserInputError
+
+    if optimization_level is not None and optimization_level not in ("disable", "basic", "extended", "all"):
+        raise UserInputError(f"--optimization-level must be disable, basic, extended or all, got {optimization_level!r}")
+    if svg is not None and not profile:
+        profile = True
+    with out.progress() as bar:
+        task = bar.add_task("benchmarking", total=1.0)
+
+        def on_progress(label: str, fraction: float) -> None:
+            bar.update(task, description=label, completed=fraction)
+
+        report = bench_api(
+            [str(m) for m in models],
+            warmup=warmup,
+            iterations=iterations,
+            duration=duration,
+            threads=threads,
+            batch_sizes=batch,
+            providers=providers_from(provider),
+            optimization_level=optimization_level,
+            dims=parse_dims(dim),
+            shapes=parse_shapes(shape),
+            seed=seed,
+            profile=profile,
+            svg=svg,
+            on_progress=on_progress,
+        )
+    if as_json:
+        out.print_json(report)
+        return
+    several = len(report.settings["models"]) > 1
+    batched = bool(report.settings["batch_sizes"])
+    columns = ["model", *(["batch"] if batched else []), "runs", "p50", "p90", "p99", "mean", "items/s"]
+    if several:
+        columns.append("p50/first")
+    rows = []
+    for r in report.results:
+        row = [r.model, *([r.batch] if batched else []), r.iterations, f"{r.p50:.3f}", f"{r.p90:.3f}",
+               f"{r.p99:.3f}", f"{r.mean:.3f}", f"{r.throughput:.1f}"]
+        if several:
+            row.append(f"{r.ratio:.2f}x" if r.ratio is not None else "")
+        rows.append(row)
+    s = report.settings
+    caption = (
+        f"milliseconds; {s['warmup']} warm-up runs{', interleaved' if several else ''}; "
+        f"threads {s['threads'] or 'default'}; {', '.join(s['providers'])}"
+    )
+    out.show(out.table("Latency", columns, rows, caption=caption))
+    for model, ops in report.profiles.items():
+        out.show(
+            out.table(
+                f"Time per op type: {model}",
+                ["op type", "ms per run", "calls", "share"],
+                [[o.op_type, f"{o.ms:.3f}", o.calls, f"{o.percent:.1f}%"] for o in ops],
+            )
+        )
+    if report.svg:
+        out.info(f"wrote {report.svg}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench", epilog=EXAMPLES, rich_help_panel=PANEL_OPTIMIZE)(bench)

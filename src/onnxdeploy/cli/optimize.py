@@ -1,0 +1,119 @@
+"""`onnxdeploy optimize`: fold, fuse and clean up a model, verified against the original."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from onnxdeploy.cli.common import PANEL_OPTIMIZE, AtolOpt, DimOpt, JsonOpt, ModelArg, OutputOpt, ProviderOpt, RtolOpt
+
+EXAMPLES = """[b]Examples[/b]
+
+  onnxdeploy optimize model.onnx -o model.opt.onnx
+
+  onnxdeploy optimize bert.onnx -o bert.ort.onnx --for-runtime onnxruntime
+
+  onnxdeploy optimize model.onnx -o out.onnx --dim batch=1 --verify-each --json"""
+
+RuntimeOpt = Annotated[
+    Optional[str],
+    typer.Option("--for-runtime", help="Also apply this runtime's fusions and offline optimizer: onnxruntime."),
+]
+LevelOpt = Annotated[
+    str,
+    typer.Option("--level", help="basic (folding, cleanup), extended (+ fusions) or all (+ onnxruntime layout "
+                 "transforms with --for-runtime)."),
+]
+VerifyEachOpt = Annotated[
+    bool, typer.Option("--verify-each", help="Check outputs after every pass; skip (and name) a pass that breaks them.")
+]
+NoVerifyOpt = Annotated[bool, typer.Option("--no-verify", help="Skip the final comparison with the original.")]
+FoldLimitOpt = Annotated[
+    int, typer.Option("--fold-limit", help="Largest constant (bytes) that folding may create.", show_default=True)
+]
+
+
+def optimize(
+    model: ModelArg,
+    output: OutputOpt,
+    dim: DimOpt = None,
+    for_runtime: RuntimeOpt = None,
+    level: LevelOpt = "all",
+    verify_each: VerifyEachOpt = False,
+    no_verify: NoVerifyOpt = False,
+    atol: AtolOpt = 1e-4,
+    rtol: RtolOpt = 1e-3,
+    fold_limit: FoldLimitOpt = 1 << 20,
+    provider: ProviderOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fold constants and shapes, fuse, remove redundant nodes; verify outputs; print a before/after table."""
+    from onnxdeploy import io
+    from onnxdeploy.cli import output as out
+    from onnxdeploy.cli.common import parse_dims, providers_from
+    from onnxdeploy.errors import UserInputError
+    from onnxdeploy.optimize import optimize as optimize_api
+
+    if output.resolve() == model.resolve():
+        raise UserInputError(f"{output}: the output would overwrite the input", hint="choose another -o path")
+    result = optimize_api(
+        model,
+        dims=parse_dims(dim),
+        for_runtime=for_runtime,
+        level=level,
+        verify=not no_verify,
+        verify_each=verify_each,
+        atol=atol,
+        rtol=rtol,
+        fold_limit_bytes=fold_limit,
+        providers=providers_from(provider),
+    )
+    io.save(result.model, output)
+    if as_json:
+        data = result.to_dict()
+        data["output"] = str(output)
+        data["output_bytes"] = output.stat().st_size
+        out.print_json(data)
+        return
+    _show(result.report, model.stat().st_size, output.stat().st_size, str(output))
+
+
+def _show(report, size_before: int, size_after: int, path: str) -> None:
+    from onnxdeploy.cli import output as out
+
+    before, after = report.before, report.after
+    ops = sorted(set(before.ops) | set(after.ops), key=lambda k: (-before.ops.get(k, 0), k))
+    rows = [["nodes", before.nodes, after.nodes, after.nodes - before.nodes]]
+    rows += [[f"  {op}", before.ops.get(op, 0), after.ops.get(op, 0), after.ops.get(op, 0) - before.ops.get(op, 0)]
+             for op in ops]
+    rows.append(["parameters", out.fmt_count(before.parameters), out.fmt_count(after.parameters), ""])
+    rows.append(["parameter bytes", out.fmt_bytes(before.parameter_bytes), out.fmt_bytes(after.parameter_bytes), ""])
+    rows.append(["file size", out.fmt_bytes(size_before), out.fmt_bytes(size_after), ""])
+    out.show(out.table(f"optimize ({report.level}{', for ' + report.for_runtime if report.for_runtime else ''})",
+                       ["", "before", "after", "change"], rows))
+    steps = [[p.name, "skipped" if p.skipped else ("changed" if p.modified else "-"),
+              p.nodes_after if p.nodes_after is not None else "", f"{p.seconds:.2f}",
+              p.error or _details(p.details)] for p in report.passes]
+    out.show(out.table("passes", ["pass", "result", "nodes after", "seconds", "notes"], steps))
+    for record in report.skipped:
+        out.warn(f"skipped pass {record.name}: {record.error}")
+    for note in report.notes:
+        out.info(note)
+    for comparison in report.verification:
+        out.info(f"verified {comparison.summary()}")
+    if not report.verification:
+        out.warn("not verified (--no-verify)")
+    out.info(f"wrote {path} in {report.seconds:.1f} s")
+
+
+def _details(details: dict) -> str:
+    if "fusions" in details:
+        return ", ".join(f"{k} {v}" for k, v in details["fusions"].items())
+    if details.get("rewrites"):
+        return f"{details['rewrites']} rewrites"
+    return ""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("optimize", epilog=EXAMPLES, rich_help_panel=PANEL_OPTIMIZE)(optimize)

@@ -1,0 +1,77 @@
+"""`onnxdeploy reduce`: cut two disagreeing models down to the smallest subgraph that still disagrees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from onnxdeploy.cli.common import (
+    PANEL_DEBUG,
+    AtolOpt,
+    DimOpt,
+    InputOpt,
+    InputsOpt,
+    JsonOpt,
+    ProviderOpt,
+    RtolOpt,
+    SeedOpt,
+    ShapeOpt,
+)
+
+EXAMPLES = """[b]Examples[/b]
+
+  onnxdeploy reduce model.onnx optimized.onnx -o repro.onnx
+
+  onnxdeploy reduce model.onnx --provider cpu --provider-b cuda -o repro.onnx
+
+  onnxdeploy compare repro.onnx repro.b.onnx --inputs repro.npz   [dim](replay the repro)[/dim]"""
+
+
+def reduce(
+    a: Annotated[str, typer.Argument(help="Reference .onnx model.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the repro model.", show_default=False)],
+    b: Annotated[Optional[str], typer.Argument(help="The disagreeing .onnx model (default: A again).",
+                                              show_default=False)] = None,
+    input_: InputOpt = None,
+    inputs: InputsOpt = None,
+    dim: DimOpt = None,
+    shape: ShapeOpt = None,
+    seed: SeedOpt = 0,
+    provider: ProviderOpt = None,
+    provider_b: Annotated[Optional[list[str]], typer.Option("--provider-b", help="Execution provider(s) for B.")] = None,
+    opt_level: Annotated[Optional[str], typer.Option("--opt-level", help="onnxruntime graph optimizations.")] = None,
+    opt_level_b: Annotated[Optional[str], typer.Option("--opt-level-b", help="Graph optimizations for B.")] = None,
+    atol: AtolOpt = 1e-4,
+    rtol: RtolOpt = 1e-3,
+    as_json: JsonOpt = False,
+) -> None:
+    """Save the smallest subgraph whose output still disagrees (A as -o, B as <name>.b.onnx, inputs as .npz)."""
+    from onnxdeploy.cli import output as out
+    from onnxdeploy.cli.probe import check_opt_level, fmt_num, input_options
+    from onnxdeploy.debug import reduce as reduce_api
+
+    result = reduce_api(
+        a, b, output, providers=provider, providers_b=provider_b, optimization_level=check_opt_level(opt_level),
+        optimization_level_b=check_opt_level(opt_level_b, "--opt-level-b"), atol=atol, rtol=rtol,
+        **input_options(input_, inputs, dim, shape, seed))
+    if as_json:
+        out.print_json(result)
+        return
+    first = result.first
+    rows = [
+        ["first divergence", f"{first.name} ({first.op} node {first.node!r})"],
+        ["repro", f"{result.path}" + (f", {result.path_b}" if result.path_b else "")],
+        ["inputs", f"{result.inputs_path} ({', '.join(result.inputs)})"],
+        ["nodes", f"{result.nodes} of {result.original_nodes}: {', '.join(result.ops)}"],
+        ["repro max abs / rel", f"{fmt_num(result.diff.max_abs)} / {fmt_num(result.diff.max_rel)}"],
+        ["bisection trials", str(result.trials)],
+    ]
+    out.show(out.table("reduced", ["", ""], rows))
+    replay = f"onnxdeploy compare {result.path}" + (f" {result.path_b}" if result.path_b else " --provider-b ...")
+    out.info(f"{result.summary()}\nreplay: {replay} --inputs {result.inputs_path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("reduce", epilog=EXAMPLES, rich_help_panel=PANEL_DEBUG)(reduce)

@@ -1,0 +1,450 @@
+"""Capture intermediate tensors: expose them as outputs of an in-memory copy and run ONE onnxruntime session.
+
+The model is serialized once; each session gets those bytes followed by a tiny ``ModelProto`` holding only the
+extra graph outputs (and Casts). Protobuf merges a repeated embedded message, so onnxruntime parses the model with
+the outputs appended, and the weights are never copied through Python objects again.
+
+With a memory budget the tensors are split into batches of bounded estimated size (shape inference with the real
+input shapes), one session and run per batch, and each batch is written to the .npz before the next is computed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, Union
+
+import numpy as np
+
+from onnxdeploy import io
+from onnxdeploy.debug._graph import ValueSite, main_values, nested_reason, nested_values, unknown_name_error
+from onnxdeploy.debug._npz import NpzWriter, storable
+from onnxdeploy.errors import UserInputError
+
+if TYPE_CHECKING:
+    import onnx
+    import onnx_ir as ir
+
+ALL = "all"
+Selection = Union[None, str, Sequence[str]]
+
+# onnxruntime cannot hand these to numpy: fetch them through a lossless Cast, then view them with ml_dtypes
+_CAST = {
+    "tensor(bfloat16)": (1, "bfloat16"),
+    "tensor(float8e4m3fn)": (1, "float8_e4m3fn"),
+    "tensor(float8e4m3fnuz)": (1, "float8_e4m3fnuz"),
+    "tensor(float8e5m2)": (1, "float8_e5m2"),
+    "tensor(float8e5m2fnuz)": (1, "float8_e5m2fnuz"),
+    "tensor(float4e2m1)": (1, "float4_e2m1fn"),
+    "tensor(int4)": (3, "int4"),
+    "tensor(uint4)": (2, "uint4"),
+}
+_CAST_SUFFIX = "__onnxdeploy_probe"
+
+
+@dataclass
+class TensorInfo:
+    """One captured tensor: where it comes from and what it holds."""
+
+    name: str
+    node: str | None
+    op: str | None
+    shape: tuple[int, ...]
+    dtype: str
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    nonfinite: int = 0
+    run: int = 0
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["shape"] = list(self.shape)
+        return d
+
+
+@dataclass
+class SkippedTensor:
+    name: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "reason": self.reason}
+
+
+@dataclass
+class ProbeResult(Mapping):
+    """Captured tensors by name (a read-only dict), plus per-tensor facts and what could not be captured."""
+
+    tensors: dict[str, np.ndarray]
+    infos: list[TensorInfo]
+    skipped: list[SkippedTensor] = field(default_factory=list)
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    runs: int = 1
+    seconds: float = 0.0
+    path: Path | None = None
+    max_memory: int | None = None
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise unknown_name_error(name, self.tensors, what="captured tensor") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def info(self, name: str) -> TensorInfo:
+        for i in self.infos:
+            if i.name == name:
+                return i
+        raise unknown_name_error(name, [i.name for i in self.infos], what="captured tensor")
+
+    def to_dict(self) -> dict:
+        return {
+            "runs": self.runs,
+            "seconds": self.seconds,
+            "path": str(self.path) if self.path else None,
+            "max_memory": self.max_memory,
+            "tensors": [i.to_dict() for i in self.infos],
+            "skipped": [s.to_dict() for s in self.skipped],
+        }
+
+
+def parse_size(value: int | str | None) -> int | None:
+    """``2GB``, ``512MB``, ``100k`` or a byte count."""
+    if value is None or isinstance(value, int):
+        return value
+    text = str(value).strip().upper().replace("IB", "B")
+    units = {"TB": 1 << 40, "GB": 1 << 30, "MB": 1 << 20, "KB": 1 << 10, "T": 1 << 40, "G": 1 << 30, "M": 1 << 20,
+             "K": 1 << 10, "B": 1}
+    for unit, factor in units.items():
+        if text.endswith(unit):
+            number = text[: -len(unit)].strip()
+            break
+    else:
+        number, factor = text, 1
+    try:
+        size = int(float(number) * factor)
+    except ValueError:
+        raise UserInputError(f"--max-memory: cannot read {value!r} as a size", hint="write e.g. 2GB or 512MB") from None
+    if size <= 0:
+        raise UserInputError(f"--max-memory must be positive, got {value!r}")
+    return size
+
+
+def select(model: "ir.Model", tensors: Selection) -> tuple[list[str], list[SkippedTensor], dict[str, ValueSite]]:
+    """Resolve the requested names: (capturable names in topological order, skipped ones, all main-graph sites)."""
+    sites = main_values(model)
+    nested = nested_values(model)
+    skipped: list[SkippedTensor] = []
+    if tensors is None or tensors == ALL:
+        names = [s.name for s in sites.values() if s.kind == "node"]
+        skipped = [SkippedTensor(n.name, nested_reason(n)) for n in nested.values()]
+        return names, skipped, sites
+    if isinstance(tensors, str):
+        tensors = [tensors]
+    wanted: list[str] = []
+    for name in tensors:
+        if name in sites:
+            wanted.append(name)
+        elif name in nested:
+            skipped.append(SkippedTensor(name, nested_reason(nested[name])))
+        else:
+            raise unknown_name_error(name, [*sites, *nested])
+    order = {name: (site.index, i) for i, (name, site) in enumerate(sites.items())}
+    names = sorted(dict.fromkeys(wanted), key=lambda n: order[n])
+    return names, skipped, sites
+
+
+def probe(
+    model: io.ModelLike,
+    *,
+    tensors: Selection = None,
+    inputs: Mapping[str, np.ndarray] | None = None,
+    input_files: Mapping[str, str | os.PathLike] | None = None,
+    npz: str | os.PathLike | None = None,
+    dims: Mapping[str, int] | None = None,
+    shapes: Mapping[str, Sequence] | None = None,
+    seed: int = 0,
+    providers: Sequence[str] | None = None,
+    optimization_level: str | None = None,
+    max_memory: int | str | None = None,
+    out: str | os.PathLike | None = None,
+    keep: bool | None = None,
+) -> ProbeResult:
+    """Capture intermediate tensors of ``model`` (all node outputs by default, or the names in ``tensors``).
+
+    Inputs are given or synthesized as for :func:`onnxdeploy.run`. One session computes all of them; with
+    ``max_memory`` (bytes or "2GB") they are captured in several runs whose tensors fit the budget. ``out`` writes
+    an .npz (incrementally, renamed into place at the end). ``keep`` (default: unless ``max_memory`` and ``out``
+    are both given) keeps the arrays in the result, which is a read-only dict of them.
+    """
+    from onnxdeploy.run import prepare_inputs
+
+    start = time.perf_counter()
+    budget = parse_size(max_memory)
+    if keep is None:
+        keep = not (budget and out is not None)
+    source = _Source(model)
+    ir_model = source.ir_model
+    names, skipped, sites = select(ir_model, tensors)
+    feeds = prepare_inputs(source.proto, inputs=inputs, input_files=input_files, npz=npz, dims=dims, shapes=shapes,
+                           seed=seed)
+    direct = [n for n in names if sites[n].kind != "node"]
+    names = [n for n in names if sites[n].kind == "node"]
+    batches = _batches(source.proto, feeds, names, budget) if budget else [names]
+
+    result = ProbeResult({}, [], skipped, feeds, runs=0, path=Path(out) if out else None, max_memory=budget)
+    writer = NpzWriter(out) if out is not None else None
+    try:
+        for name in direct:  # graph inputs and initializers: no run needed
+            value = feeds[name] if sites[name].kind == "input" else ir_model.graph.initializers[name].const_value.numpy()
+            _record(result, sites[name], value, 0, writer, keep)
+        for batch in batches:
+            if not batch:
+                continue
+            result.runs += 1
+            captured, batch_skipped = _capture(source, batch, feeds, providers, optimization_level)
+            result.skipped.extend(batch_skipped)
+            for name in batch:
+                if name in captured:
+                    _record(result, sites[name], captured.pop(name), result.runs, writer, keep)
+            del captured
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is not None:
+        writer.close()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _record(result: ProbeResult, site: ValueSite, value: Any, run: int, writer: NpzWriter | None, keep: bool) -> None:
+    array = np.asarray(value)
+    info = TensorInfo(site.name, site.node, site.op, tuple(array.shape), str(array.dtype), run=run)
+    _fill_stats(info, array)
+    result.infos.append(info)
+    if writer is not None:
+        writer.write(site.name, array)
+    if keep:
+        result.tensors[site.name] = array
+
+
+def _fill_stats(info: TensorInfo, array: np.ndarray) -> None:
+    if array.size == 0:
+        return
+    if array.dtype.kind == "b":
+        array = array.view(np.uint8)
+    elif array.dtype.kind not in "iuf":
+        if array.dtype.kind in "OUSc":
+            return
+        array = storable(array)
+    if array.dtype.kind == "f":
+        finite = np.isfinite(array)
+        info.nonfinite = int(array.size - np.count_nonzero(finite))
+        if info.nonfinite:
+            array = array[finite]
+            if array.size == 0:
+                return
+    info.min = float(array.min())
+    info.max = float(array.max())
+    info.mean = float(array.mean(dtype=np.float64))
+
+
+class _Source:
+    """A model read once: its serialized bytes (for sessions), its proto and ``ir.Model`` (for the graph facts)."""
+
+    def __init__(self, model: io.ModelLike) -> None:
+        import onnx
+        import onnx_ir as ir
+
+        self.base_dir: str | None = None
+        if isinstance(model, (str, os.PathLike)):
+            self.proto, self.data = _read_once(Path(model))
+            self.base_dir = str(Path(model).resolve().parent)
+            self.ir_model = ir.serde.deserialize_model(self.proto)
+            ir.external_data.set_base_dir(self.ir_model.graph, self.base_dir)
+        elif isinstance(model, ir.Model):
+            from onnxdeploy.run import _serialize_for_session
+
+            self.ir_model = model
+            self.proto = ir.serde.serialize_model(model)
+            self.data, self.base_dir = _serialize_for_session(model)
+        elif isinstance(model, onnx.ModelProto):
+            self.proto = model
+            self.data = model.SerializeToString()
+            self.ir_model = ir.serde.deserialize_model(model)
+        else:
+            io.as_model(model)  # raises the usual error for anything else
+            raise AssertionError("unreachable")
+
+    def session(self, names: Sequence[str], cast: Mapping[str, int], providers, optimization_level):
+        """A session on the model with ``names`` as extra outputs (through a Cast for those in ``cast``).
+
+        Returns the session and {fetched output name: tensor name}."""
+        import onnx
+        from onnx import helper
+
+        existing = {o.name for o in self.proto.graph.output}
+        delta = onnx.ModelProto()
+        fetch: dict[str, str] = {}
+        for name in names:
+            if name in cast:
+                fetched = name + _CAST_SUFFIX
+                delta.graph.node.append(helper.make_node("Cast", [name], [fetched], name=fetched, to=cast[name]))
+            else:
+                fetched = name
+            if fetched not in existing:
+                delta.graph.output.append(onnx.ValueInfoProto(name=fetched))
+            fetch[fetched] = name
+        return _ort_session(self.data + delta.SerializeToString(), self.base_dir, providers,
+                            optimization_level), fetch
+
+
+def _read_once(path: Path) -> "tuple[onnx.ModelProto, bytes]":
+    """The file's bytes and its parsed proto from one read; any problem is reported by :func:`io.load_proto`."""
+    import onnx
+
+    try:
+        data = path.read_bytes()
+        proto = onnx.load_model_from_string(data)
+        ok = proto.ir_version > 0 and proto.HasField("graph")
+    except Exception:  # unreadable or not ONNX: let load_proto raise its one-line error
+        ok = False
+    if not ok:
+        io.load_proto(path)
+        raise AssertionError("unreachable: load_proto accepted what onnx could not parse")
+    io.check_external_data(proto, path.parent)
+    return proto, data
+
+
+def _ort_session(data: bytes, base_dir: str | None, providers, optimization_level):
+    import onnxruntime as ort
+
+    from onnxdeploy.run import _session_error, resolve_providers
+
+    ort.set_default_logger_severity(3)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if optimization_level:
+        options.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[optimization_level]
+    if base_dir:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", base_dir)
+    provider_list = resolve_providers(providers)
+    try:
+        return ort.InferenceSession(data, sess_options=options, providers=provider_list)
+    except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
+        raise _session_error(err) from err
+
+
+def _capture(
+    source: _Source, names: list[str], feeds: Mapping[str, np.ndarray], providers, optimization_level
+) -> tuple[dict[str, np.ndarray], list[SkippedTensor]]:
+    """One session exposing ``names`` as outputs, one run; types numpy cannot hold are fetched through a Cast."""
+    from onnxdeploy.run import run_session
+
+    session, fetch = source.session(names, {}, providers, optimization_level)
+    types = {o.name: o.type for o in session.get_outputs()}
+    cast = {fetch[f]: _CAST[t][0] for f, t in types.items() if f in fetch and t in _CAST}
+    skipped = [SkippedTensor(fetch[f], f"a {t} value; only tensors are captured")
+               for f, t in types.items() if f in fetch and not t.startswith("tensor(")]
+    elem = {fetch[f]: _CAST[t][1] for f, t in types.items() if f in fetch and t in _CAST}
+    if cast or skipped:
+        gone = {s.name for s in skipped}
+        del session
+        session, fetch = source.session([n for n in names if n not in gone], cast, providers, optimization_level)
+    outputs = run_session(session, feeds, list(fetch))
+    del session
+    captured: dict[str, np.ndarray] = {}
+    for fetched, name in fetch.items():
+        value = outputs.pop(fetched)
+        if name in elem:
+            import ml_dtypes
+
+            value = np.asarray(value).astype(getattr(ml_dtypes, elem[name]))
+        captured[name] = value
+    return captured, skipped
+
+
+# ---------------------------------------------------------------- memory budget
+
+
+def estimate_sizes(model: io.ModelLike, feeds: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """Bytes of each value whose shape shape inference resolves, with the inputs' real shapes substituted."""
+    import onnx
+    from onnx import helper
+
+    proto = onnx.ModelProto()
+    source = io.as_proto(model)
+    proto.graph.input.extend(source.graph.input)  # a copy without the weights' bytes: shapes are all we need
+    for field_name in ("ir_version", "producer_name"):
+        setattr(proto, field_name, getattr(source, field_name))
+    proto.opset_import.extend(source.opset_import)
+    proto.functions.extend(source.functions)
+    graph = proto.graph
+    graph.node.extend(source.graph.node)
+    graph.output.extend(source.graph.output)
+    declared = {v.name for v in source.graph.input}
+    for init in source.graph.initializer:
+        if init.name in declared:
+            continue
+        if math.prod(init.dims) <= 4096 and init.data_location != onnx.TensorProto.EXTERNAL:
+            graph.initializer.append(init)  # small ones (shapes, axes) feed data propagation
+        else:
+            graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    for value in proto.graph.input:
+        if value.name in feeds and value.type.HasField("tensor_type"):
+            shape = value.type.tensor_type.shape
+            shape.ClearField("dim")
+            for d in np.shape(feeds[value.name]):
+                shape.dim.add().dim_value = int(d)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception:  # shape inference is an estimate here; unknown sizes are handled by the caller
+        return {}
+    sizes: dict[str, int] = {}
+    for value in [*inferred.graph.value_info, *inferred.graph.output]:
+        t = value.type.tensor_type
+        if not value.type.HasField("tensor_type") or not t.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+        if any(d is None for d in dims):
+            continue
+        try:
+            itemsize = helper.tensor_dtype_to_np_dtype(t.elem_type).itemsize
+        except (KeyError, ValueError, TypeError):
+            itemsize = 4
+        sizes[value.name] = math.prod(dims) * max(itemsize, 4 if t.elem_type in (16, 17, 18, 19, 20) else 1)
+    return sizes
+
+
+def _batches(model: io.ModelLike, feeds, names: list[str], budget: int) -> list[list[str]]:
+    """Greedy batches in topological order whose estimated bytes stay within ``budget`` (an unknown size counts as
+    the largest known one; a tensor larger than the budget gets a batch of its own)."""
+    sizes = estimate_sizes(model, feeds)
+    known = [sizes[n] for n in names if n in sizes]
+    fallback = max(known) if known else budget
+    batches: list[list[str]] = [[]]
+    used = 0
+    for name in names:
+        size = sizes.get(name, fallback)
+        if batches[-1] and used + size > budget:
+            batches.append([])
+            used = 0
+        batches[-1].append(name)
+        used += size
+    return batches

@@ -1,0 +1,266 @@
+"""Reduce a disagreement between two models to the smallest subgraph whose output still disagrees.
+
+The first tensor beyond tolerance (from :func:`compare`) is the subgraph's output. Its inputs are cut at tensors that
+still agree: bisecting over those agreeing tensors (in topological order), the smallest cut that keeps the
+disagreement wins. Both sides are fed the reference model's values at the cut, so the repro is self-contained.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import numpy as np
+
+from onnxdeploy import io
+from onnxdeploy.debug._compare import TensorMatch, compare_onnx, map_inputs
+from onnxdeploy.debug._npz import NpzWriter
+from onnxdeploy.errors import UnsupportedError, UserInputError
+from onnxdeploy.numerics import TensorDiff, diff_tensor
+
+if TYPE_CHECKING:
+    import onnx
+
+
+@dataclass
+class ReduceResult:
+    """The saved repro: model(s), inputs, and the disagreement it reproduces."""
+
+    path: Path
+    path_b: Path | None
+    inputs_path: Path
+    output: str
+    first: TensorMatch
+    diff: TensorDiff
+    nodes: int
+    original_nodes: int
+    ops: list[str]
+    inputs: list[str]
+    trials: int
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{self.nodes} of {self.original_nodes} nodes ({', '.join(self.ops)}) reproduce the mismatch of "
+                f"{self.output!r}: max abs {self.diff.max_abs:.3g}, max rel {self.diff.max_rel:.3g}")
+
+    def to_dict(self) -> dict:
+        return {
+            "path": str(self.path),
+            "path_b": str(self.path_b) if self.path_b else None,
+            "inputs_path": str(self.inputs_path),
+            "output": self.output,
+            "first_divergence": self.first.to_dict(),
+            "repro": self.diff.to_dict(),
+            "nodes": self.nodes,
+            "original_nodes": self.original_nodes,
+            "ops": self.ops,
+            "inputs": self.inputs,
+            "trials": self.trials,
+            "notes": self.notes,
+            "summary": self.summary(),
+        }
+
+
+class _Index:
+    """Producers, initializers and inputs of a ModelProto's main graph."""
+
+    def __init__(self, proto: "onnx.ModelProto") -> None:
+        g = proto.graph
+        self.proto = proto
+        self.producer = {out: i for i, node in enumerate(g.node) for out in node.output if out}
+        self.inits = {t.name: t for t in g.initializer}
+        self.inputs = {v.name for v in g.input if v.name not in self.inits}
+
+    def cone(self, target: str, stops: set[str]) -> tuple[list[int], list[str], list[str]]:
+        """Nodes computing ``target`` back to ``stops``/graph inputs: (node indices, boundary names, initializers)."""
+        nodes: set[int] = set()
+        boundary: list[str] = []
+        inits: list[str] = []
+        seen: set[str] = set()
+        stack = [target]
+        while stack:
+            name = stack.pop()
+            if not name or name in seen:
+                continue
+            seen.add(name)
+            if name != target and name in stops:
+                boundary.append(name)
+            elif name in self.producer:
+                i = self.producer[name]
+                if i not in nodes:
+                    nodes.add(i)
+                    node = self.proto.graph.node[i]
+                    stack.extend(node.input)
+                    stack.extend(_outer_refs(node))
+            elif name in self.inits:
+                inits.append(name)
+            else:
+                boundary.append(name)
+        return sorted(nodes), boundary, inits
+
+
+def _outer_refs(node) -> set[str]:
+    """Names a node's subgraphs read from the enclosing scope."""
+    import onnx
+
+    refs: set[str] = set()
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for g in graphs:
+            defined = {v.name for v in g.input} | {t.name for t in g.initializer}
+            for n in g.node:
+                refs.update(i for i in n.input if i and i not in defined)
+                refs.update(_outer_refs(n) - defined)
+                defined.update(n.output)
+            refs.update(o.name for o in g.output if o.name not in defined)
+    return refs
+
+
+def _value_info(name: str, array: np.ndarray):
+    from onnx import TensorProto, helper
+
+    array = np.asarray(array)
+    elem = TensorProto.STRING if array.dtype.kind in "OUS" else helper.np_dtype_to_tensor_dtype(array.dtype)
+    return helper.make_tensor_value_info(name, elem, list(array.shape))
+
+
+def _submodel(index: _Index, nodes, boundary, inits, output: str, values: Mapping[str, np.ndarray],
+              out_value: np.ndarray, rename: Mapping[str, str] | None = None) -> "onnx.ModelProto":
+    import onnx
+    from onnx import helper
+
+    rename = dict(rename or {})
+    src = index.proto
+    new_nodes = []
+    for i in nodes:
+        node = onnx.NodeProto()
+        node.CopyFrom(src.graph.node[i])
+        for k, name in enumerate(node.input):
+            if name in rename:
+                node.input[k] = rename[name]
+        new_nodes.append(node)
+    graph = helper.make_graph(
+        new_nodes, "repro",
+        [_value_info(rename.get(n, n), values[rename.get(n, n)]) for n in boundary],
+        [_value_info(output, out_value)],
+        [index.inits[n] for n in inits])
+    model = helper.make_model(graph, opset_imports=list(src.opset_import), ir_version=src.ir_version,
+                              producer_name="onnxdeploy reduce")
+    model.functions.extend(src.functions)
+    return model
+
+
+def reduce(
+    a: io.ModelLike,
+    b: io.ModelLike | None = None,
+    out: str | os.PathLike = "repro.onnx",
+    *,
+    inputs: Mapping[str, np.ndarray] | None = None,
+    input_files: Mapping[str, str | os.PathLike] | None = None,
+    npz: str | os.PathLike | None = None,
+    dims: Mapping[str, int] | None = None,
+    shapes: Mapping[str, Sequence] | None = None,
+    seed: int = 0,
+    providers: Sequence[str] | None = None,
+    providers_b: Sequence[str] | None = None,
+    optimization_level: str | None = None,
+    optimization_level_b: str | None = None,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+) -> ReduceResult:
+    """Save the smallest subgraph of ``a`` (and of ``b``, as ``<out>.b.onnx``) whose output still disagrees, with
+    its inputs as ``<out>.npz``. Without ``b``: ``a`` on ``providers`` vs ``providers_b``/``optimization_level_b``."""
+    from onnxdeploy.run import create_session, input_specs, run_session
+
+    out = Path(out)
+    result, probe_a, probe_b = compare_onnx(
+        a, b, inputs=inputs, input_files=input_files, npz=npz, dims=dims, shapes=shapes, seed=seed,
+        providers=providers, providers_b=providers_b, optimization_level=optimization_level,
+        optimization_level_b=optimization_level_b, atol=atol, rtol=rtol)
+    first = result.first_divergence
+    if first is None:
+        raise UserInputError(f"the models agree within tolerance ({result.summary()}); nothing to reduce",
+                             hint="tighten --atol/--rtol to reduce a smaller difference")
+    same = b is None
+    index_a = _Index(io.as_proto(a, load_weights=True))
+    index_b = index_a if same else _Index(io.as_proto(b, load_weights=True))
+    feeds_a = result.inputs
+    feeds_b = feeds_a if same else map_inputs(feeds_a, input_specs(a), input_specs(b), "A", "B")
+    b_to_a = {m.other: m.name for m in result.matches}
+    b_to_a.update({nb: na for na, nb in zip(feeds_a, feeds_b)} if not same else {})
+    agree = [m for m in result.matches if m.passed]
+    position = {m.name: k for k, m in enumerate(result.matches)}
+    candidates = [m for m in agree if position[m.name] < position[first.name]]
+
+    def value_a(name: str) -> np.ndarray:
+        return probe_a.tensors[name] if name in probe_a.tensors else feeds_a[name]
+
+    def trial(k: int):
+        stops = candidates[k:]
+        nodes_a, bound_a, inits_a = index_a.cone(first.name, {m.name for m in stops})
+        nodes_b, bound_b, inits_b = index_b.cone(first.other, {m.other for m in stops})
+        if any(n not in probe_a.tensors and n not in feeds_a for n in bound_a) or \
+                any(n not in b_to_a and n not in feeds_b for n in bound_b):
+            return None
+        names = list(dict.fromkeys([*bound_a, *(b_to_a.get(n, n) for n in bound_b)]))
+        values = {n: value_a(n) for n in names}
+        rename = {n: b_to_a[n] for n in bound_b if n in b_to_a}
+        sub_a = _submodel(index_a, nodes_a, names, inits_a, first.name, values, probe_a.tensors[first.name])
+        sub_b = _submodel(index_b, nodes_b, [b for b in bound_b], inits_b, first.other, values,
+                          probe_b.tensors[first.other], rename)
+        extra = [n for n in names if n not in {rename.get(x, x) for x in bound_b}]
+        sub_b.graph.input.extend(_value_info(n, values[n]) for n in extra)  # same inputs on both sides
+        got_a = run_session(create_session(sub_a, providers=providers, optimization_level=optimization_level),
+                            values)[first.name]
+        got_b = run_session(create_session(sub_b, providers=providers_b or providers,
+                                           optimization_level=optimization_level_b or optimization_level),
+                            values)[first.other]
+        diff = diff_tensor(first.name, got_a, got_b, atol=atol, rtol=rtol)
+        return (sub_a, sub_b, values, diff, len(nodes_a)) if not diff.passed else None
+
+    trials = 1
+    best = trial(0)
+    if best is None:
+        lo, hi = 0, len(candidates)
+        best = trial(hi)
+        trials += 1
+        if best is None:
+            raise UnsupportedError(
+                f"the mismatch of {first.name!r} does not reproduce in an extracted subgraph",
+                hint="the difference may depend on graph-level optimizations; try --opt-level disable on both sides")
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            found = trial(mid)
+            trials += 1
+            if found is None:
+                lo = mid
+            else:
+                hi, best = mid, found
+    sub_a, sub_b, values, diff, n_nodes = best
+    import onnx
+
+    for sub in (sub_a, sub_b):
+        try:
+            onnx.checker.check_model(sub)
+        except onnx.checker.ValidationError as err:  # the repro still runs; say why a checker may complain
+            raise UnsupportedError(f"the extracted subgraph does not pass the ONNX checker: {err}") from err
+    written: list[Path] = []
+    path_b = None if same else out.with_name(out.stem + ".b.onnx")
+    inputs_path = out.with_suffix(".npz")
+    try:
+        written.append(io.save(sub_a, out))
+        if path_b is not None:
+            written.append(io.save(sub_b, path_b))
+        with NpzWriter(inputs_path) as writer:
+            for name, value in values.items():
+                writer.write(name, value)
+        written.append(inputs_path)
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    ops = list(dict.fromkeys(n.op_type for n in sub_a.graph.node))
+    return ReduceResult(out, path_b, inputs_path, first.name, first, diff, n_nodes, len(index_a.proto.graph.node),
+                        ops, list(values), trials)

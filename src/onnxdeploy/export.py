@@ -1,0 +1,746 @@
+"""Export a PyTorch model to ONNX with named dynamic dims, verified parity and custom operator mappings.
+
+``export(model, example_inputs, path, ...)`` drives ``torch.onnx.export`` (the dynamo exporter, the TorchScript one, or
+``auto``: dynamo first, TorchScript when dynamo cannot convert the model), then checks what ``torch.onnx.export``
+does not: that every dim you named dynamic really is symbolic in the file, and that onnxruntime computes what PyTorch
+computes on the example inputs and on a second shape that changes every dynamic dim.
+
+File policy: the model is written (atomically, with ``io.save``) only after verification passes. When outputs disagree
+:class:`~onnxdeploy.errors.OutputsDisagree` is raised and nothing is written, unless ``keep_on_mismatch=True``: then
+the file is written and the error says so.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect as _inspect
+import os
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from onnxdeploy.errors import OutputsDisagree, UnsupportedError, UserInputError, require
+from onnxdeploy.export_ops import (  # noqa: F401 - re-exported API
+    OpMapping,
+    collect,
+    custom_op,
+    domains,
+    dynamo_table,
+    install_torchscript,
+    register_op,
+    registered_ops,
+    uninstall_torchscript,
+)
+
+EXPORTERS = ("auto", "dynamo", "torchscript")
+TORCHSCRIPT_DEFAULT_OPSET = 17
+
+
+@dataclass
+class MissingOp:
+    """One operator an exporter could not convert, and where it occurs in the PyTorch model."""
+
+    op: str
+    module_path: str
+    location: str
+    count: int = 1
+
+    def to_dict(self) -> dict:
+        return {"op": self.op, "module_path": self.module_path, "location": self.location, "count": self.count}
+
+    def describe(self) -> str:
+        where = f" in {self.module_path}" if self.module_path else ""
+        at = f" ({self.location})" if self.location else ""
+        times = f" x{self.count}" if self.count > 1 else ""
+        return f"{self.op}{times}{where}{at}"
+
+
+class UnsupportedOperators(UnsupportedError):
+    """The exporter cannot convert some operators; ``ops`` lists every one with its module path."""
+
+    def __init__(self, exporter: str, ops: list[MissingOp], detail: str = "") -> None:
+        names = ", ".join(m.describe() for m in ops)
+        first = ops[0].op if ops else "namespace::op"
+        super().__init__(
+            f"the {exporter} exporter cannot convert {len(ops)} operator{'s' if len(ops) != 1 else ''}: {names}",
+            hint=(f"map it to ONNX: onnxdeploy.export.register_op('{first}', 'OnnxOp') or @custom_op('{first}'), "
+                  "or rewrite that module with supported ops" + (f"; {detail}" if detail else "")),
+        )
+        self.exporter = exporter
+        self.ops = ops
+
+
+@dataclass
+class ExportReport:
+    """What ``export`` did: exporter used (and why), names, dynamic dims, parity per shape, seconds per phase."""
+
+    path: str | None
+    exporter: str
+    exporter_reason: str
+    opset: int
+    input_names: list[str]
+    output_names: list[str]
+    dynamic_dims: dict[str, dict[int, str]]
+    parity: list = field(default_factory=list)  # numerics.Comparison, one per shape tested
+    seconds: dict[str, float] = field(default_factory=dict)
+    custom_ops: list[str] = field(default_factory=list)
+    kept: bool = True
+    verified: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.parity)
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "exporter": self.exporter,
+            "exporter_reason": self.exporter_reason,
+            "opset": self.opset,
+            "input_names": self.input_names,
+            "output_names": self.output_names,
+            "dynamic_dims": {k: {str(i): n for i, n in v.items()} for k, v in self.dynamic_dims.items()},
+            "verified": self.verified,
+            "passed": self.passed,
+            "kept": self.kept,
+            "parity": [c.to_dict() for c in self.parity],
+            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+            "custom_ops": self.custom_ops,
+        }
+
+
+# --------------------------------------------------------------------------------------------- names and dims
+def _closest(name: str, names: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(names), n=3, cutoff=0.3)
+    return f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+
+
+def _default_input_names(model, n_args: int, kwargs: Mapping[str, Any]) -> list[str]:
+    names: list[str] = []
+    try:
+        params = list(_inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for i in range(n_args):
+        names.append(positional[i].name if i < len(positional) else f"input_{i}")
+    names.extend(kwargs)
+    return names
+
+
+def _normalize_dynamic(dynamic: Mapping | None) -> dict[str, dict[int, str]]:
+    result: dict[str, dict[int, str]] = {}
+    for key, axes in (dynamic or {}).items():
+        if isinstance(axes, (list, tuple)):
+            axes = {int(i): f"{key}_dim{int(i)}" for i in axes}
+        if not isinstance(axes, Mapping):
+            raise UserInputError(f"dynamic[{key!r}] must map dim index -> name, got {type(axes).__name__}",
+                                 hint="e.g. dynamic={'input': {0: 'batch'}}")
+        dims = {}
+        for index, name in axes.items():
+            if not isinstance(index, int) and not str(index).lstrip("-").isdigit():
+                raise UserInputError(f"dynamic[{key!r}]: dim index {index!r} is not an integer")
+            name = str(name)
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise UserInputError(f"dynamic dim name {name!r} must be an identifier", hint="e.g. batch, seq_len")
+            dims[int(index)] = name
+        result[str(key)] = dims
+    return result
+
+
+def _check_dynamic(dynamic: dict[str, dict[int, str]], input_names, output_names, ranks: dict[str, int]) -> None:
+    real = list(input_names) + list(output_names)
+    for key, dims in dynamic.items():
+        if key not in real:
+            raise UserInputError(
+                f"dynamic dims name {key!r}, which is neither an input nor an output "
+                f"(inputs: {', '.join(input_names)}; outputs: {', '.join(output_names)})",
+                hint=f"{_closest(key, real)}key the dict by a real input or output name",
+            )
+        rank = ranks.get(key)
+        for index in list(dims):
+            if rank is not None and not -rank <= index < rank:
+                raise UserInputError(f"dynamic dim {index} of {key!r} is out of range: {key} has rank {rank}")
+            if rank is not None and index < 0:
+                dims[index % rank] = dims.pop(index)
+
+
+# --------------------------------------------------------------------------------------------- torch helpers
+def _as_tuple(example_inputs) -> tuple[tuple, dict]:
+    torch = require("torch", extra="torch", purpose="exporting a PyTorch model")
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), {}
+    if isinstance(example_inputs, Mapping):
+        return (), dict(example_inputs)
+    if isinstance(example_inputs, list):
+        example_inputs = tuple(example_inputs)
+    if not isinstance(example_inputs, tuple):
+        raise UserInputError(f"example_inputs must be a tensor, a tuple of tensors or a dict, got "
+                             f"{type(example_inputs).__name__}")
+    if example_inputs and isinstance(example_inputs[-1], Mapping):
+        return tuple(example_inputs[:-1]), dict(example_inputs[-1])
+    return example_inputs, {}
+
+
+def _flat_tensors(value) -> list:
+    import torch
+    from torch.utils import _pytree
+
+    if hasattr(value, "to_tuple") and not isinstance(value, torch.Tensor):  # HF ModelOutput
+        value = value.to_tuple()
+    leaves, _ = _pytree.tree_flatten(value)
+    return [t for t in leaves if isinstance(t, torch.Tensor)]
+
+
+def _run_torch(model, args, kwargs) -> list:
+    import torch
+
+    with torch.no_grad():
+        return [t.detach().cpu().numpy() for t in _flat_tensors(model(*args, **kwargs))]
+
+
+def _other_value(value: int) -> int:
+    return value // 2 if value >= 4 else value + 1
+
+
+def _inputs_at(args, kwargs, names, dynamic, sizes: dict[str, int], seed: int = 1):
+    """Copies of the example inputs with every dynamic dim set to ``sizes[dim name]`` (random data, same ranges)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+
+    def remake(name, t):
+        dims = dynamic.get(name)
+        if not dims:
+            return t
+        shape = list(t.shape)
+        for index, dim in dims.items():
+            shape[index] = sizes[dim]
+        if t.dtype.is_floating_point:
+            return torch.randn(shape, generator=g, dtype=t.dtype)
+        if t.dtype == torch.bool:
+            return torch.randint(0, 2, shape, generator=g).bool()
+        lo, hi = (int(t.min()), int(t.max())) if t.numel() else (0, 1)
+        if lo == hi:
+            return torch.full(shape, lo, dtype=t.dtype)
+        return torch.randint(lo, hi + 1, shape, generator=g, dtype=t.dtype)
+
+    new_args = tuple(remake(names[i], t) for i, t in enumerate(args))
+    new_kwargs = {k: remake(k, v) for k, v in kwargs.items()}
+    return new_args, new_kwargs
+
+
+# --------------------------------------------------------------------------------------------- dynamo
+def _dynamo_dynamic_shapes(model, args, kwargs, names, dynamic):
+    from torch.export import Dim
+
+    dims: dict[str, Any] = {}
+
+    def spec(name):
+        axes = dynamic.get(name)
+        if not axes:
+            return None
+        return {i: Dim.DYNAMIC for i, n in axes.items()}
+
+    if not any(dynamic.get(n) for n in names):
+        return None
+    if kwargs:
+        return {**{names[i]: spec(names[i]) for i in range(len(args))}, **{k: spec(k) for k in kwargs}}
+    specs = tuple(spec(names[i]) for i in range(len(args)))
+    return (specs,) if _has_varargs(model) else specs
+
+
+def _has_varargs(model) -> bool:
+    try:
+        params = _inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
+def _specialization_detail(model, args, kwargs, dynamic_shapes) -> str:
+    """Where the model forced a dim to a constant, from torch.export.draft_export's report (best effort)."""
+    import logging
+
+    import torch
+
+    logger = logging.getLogger("torch.export")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.draft_export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=False)
+        text = str(getattr(program, "_report", ""))
+    except Exception:  # noqa: BLE001 - the detail is optional
+        return ""
+    finally:
+        logger.setLevel(level)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    lines = []
+    for block in text.split("This occurred at the following stacktrace:")[1:]:
+        frames = block.split("Locals:")[0].splitlines()
+        user = [ln.strip() for ln in frames if ln.strip() and "site-packages/torch/" not in ln]
+        if user:
+            lines.append(" ".join(user[-2:]))
+    return "; ".join(dict.fromkeys(lines))
+
+
+def _dims_in_error(message: str) -> list[str]:
+    found = re.findall(r"Constraints violated \(([^)]*)\)", message)
+    return [d.strip() for group in found for d in group.split(",") if d.strip()]
+
+
+def _trace_dynamo(model, args, kwargs, dynamic_shapes, dynamic, names):
+    import torch
+
+    try:
+        with warnings.catch_warnings(), torch.fx.experimental._config.patch(backed_size_oblivious=True):
+            warnings.simplefilter("ignore")
+            return torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=False)
+    except Exception as err:  # torch.export raises UserError, ValueError, GuardOnDataDependent...
+        message = str(err)
+        known = {n for axes in dynamic.values() for n in axes.values()}
+        dims = [d for d in _dims_in_error(message) if d in known]
+        params = _default_input_names(model, len(args), kwargs)
+        found = re.findall(r"inputs\['(\w+)'\](?:\[(?:\d+)\])?\.shape\[(\d+)\]", message)
+        found += re.findall(r"L\['(\w+)'\]\.size\(\)\[(\d+)\]", message)
+        for param, index in found:
+            if param in params and params.index(param) < len(names):
+                key = names[params.index(param)]
+                dims.extend(n for i, n in dynamic.get(key, {}).items() if i == int(index) and n not in dims)
+        if dims or "specialized" in message or "inferred a static shape" in message:
+            constant = re.findall(r"(?:specialized it to be a constant \(|static shape of |hint of )(\d+)", message)
+            where = _specialization_detail(model, args, kwargs, dynamic_shapes)
+            users = [f"{k}:{i}" for k, axes in dynamic.items() for i, n in axes.items() if n in dims]
+            raise UserInputError(
+                f"dim {', '.join(dims) or '?'} ({', '.join(users) or 'see below'}) cannot be dynamic: the model "
+                f"specialized it to {', '.join(constant) or 'a constant'}" + (f" at {where}" if where else ""),
+                hint="make that code shape-generic (use x.shape[...] instead of constants) or drop the dim from --dynamic",
+            ) from err
+        raise _ExportFailed("torch.export", err) from err
+
+
+class _ExportFailed(Exception):
+    def __init__(self, stage: str, err: BaseException, missing: list[MissingOp] | None = None):
+        super().__init__(f"{stage} failed: {_first_line(err)}")
+        self.stage = stage
+        self.err = err
+        self.missing = missing or []
+
+
+def _first_line(err: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
+    for marker in ("## Exception summary",):
+        if marker in text:
+            text = text.split(marker, 1)[1].strip()
+    line = next((ln for ln in text.splitlines() if ln.strip() and not ln.startswith("⬆")), type(err).__name__)
+    return f"{type(err).__name__}: {line.strip()}"[:300]
+
+
+def _module_path(node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path, cls = list(stack.values())[-1]
+    path = re.sub(r"^L\['self'\]\.?", "", str(path)).replace("._modules['", ".").replace("']", "")
+    cls_name = getattr(cls, "__name__", str(cls).rsplit(".", 1)[-1].strip("'>"))
+    return f"{path or '<root>'} ({cls_name})"
+
+
+def _node_location(node) -> str:
+    trace = node.meta.get("stack_trace") or ""
+    files = re.findall(r'File "([^"]+)", line (\d+)', trace)
+    user = [(f, n) for f, n in files if "site-packages/torch" not in f]
+    if not user:
+        return ""
+    f, n = user[-1]
+    return f"{os.path.basename(f)}:{n}"
+
+
+def _dynamo_missing_ops(program, opset: int, table: dict) -> list[MissingOp]:
+    """Every call_function node the ONNX registry cannot dispatch, after the exporter's decompositions."""
+    from torch.onnx._internal.exporter import _core, _dispatching, _registration
+
+    registry = _registration.ONNXRegistry.from_torchlib(opset_version=max(opset, 18))
+    for target, fn in table.items():
+        registry.register_op(target, fn)
+    try:
+        decomposed = _core._prepare_exported_program_for_export(program, registry=registry)
+    except Exception:  # noqa: BLE001 - analyse the undecomposed graph instead
+        decomposed = program
+    found: dict[tuple[str, str], MissingOp] = {}
+    for node in decomposed.graph.nodes:
+        if node.op != "call_function":
+            continue
+        try:
+            function, _ = _dispatching.dispatch(node, registry)
+        except Exception:  # noqa: BLE001
+            function = None
+        if function is not None:
+            continue
+        name = node.target.name() if hasattr(node.target, "name") else str(node.target)
+        key = (name, _module_path(node))
+        if key in found:
+            found[key].count += 1
+        else:
+            found[key] = MissingOp(name, key[1], _node_location(node))
+    return list(found.values())
+
+
+def _export_dynamo(model, args, kwargs, names, output_names, dynamic, opset, mappings, optimize, timings, phase):
+    import torch
+
+    shapes = _dynamo_dynamic_shapes(model, args, kwargs, names, dynamic)
+    phase("trace (torch.export)")
+    t0 = time.perf_counter()
+    program = _trace_dynamo(model, args, kwargs, shapes, dynamic, names)
+    timings["trace"] = time.perf_counter() - t0
+    phase("convert to ONNX (dynamo)")
+    t0 = time.perf_counter()
+    target_opset = opset or None
+    table = dynamo_table(mappings, opset or 18) if mappings else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            onnx_program = torch.onnx.export(
+                program, args, kwargs=kwargs or None, input_names=names, output_names=output_names,
+                opset_version=target_opset, dynamo=True, custom_translation_table=table, optimize=optimize,
+                verbose=False, report=False,
+            )
+    except Exception as err:
+        missing = []
+        try:
+            missing = _dynamo_missing_ops(program, opset or 18, table or {})
+        except Exception:  # noqa: BLE001 - analysis is best effort
+            missing = []
+        raise _ExportFailed("torch.onnx.export(dynamo=True)", err, missing) from err
+    timings["convert"] = time.perf_counter() - t0
+    return onnx_program.model
+
+
+# --------------------------------------------------------------------------------------------- torchscript
+def _torchscript_missing_ops(model, args, kwargs, opset: int, mapped: set[str]) -> list[MissingOp]:
+    import torch
+    from torch.onnx._internal.torchscript_exporter import registration
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, args, strict=False) if not kwargs else torch.jit.trace(
+            model, example_kwarg_inputs=kwargs, strict=False)
+    found: dict[tuple[str, str], MissingOp] = {}
+
+    def visit(graph):
+        for node in graph.nodes():
+            kind = node.kind()
+            for block in node.blocks():
+                visit(block)
+            ns = kind.split("::")[0]
+            if ns in ("prim", "onnx") or kind in mapped or registration.registry.is_registered_op(kind, opset):
+                continue
+            scope = node.scopeName().replace("__module.", "").split("/")[-1]
+            src = [ln for ln in node.sourceRange().strip().splitlines() if "site-packages" not in ln]
+            key = (kind, scope)
+            if key in found:
+                found[key].count += 1
+            else:
+                found[key] = MissingOp(kind, scope, src[0].strip()[:120] if src else "")
+
+    visit(traced.inlined_graph if hasattr(traced, "inlined_graph") else traced.graph)
+    return list(found.values())
+
+
+def _export_torchscript(model, args, kwargs, names, output_names, dynamic, opset, mappings, timings, phase):
+    import tempfile
+
+    import onnx
+    import onnx_ir as ir
+    import torch
+
+    opset = opset or TORCHSCRIPT_DEFAULT_OPSET
+    installed = install_torchscript(mappings, opset) if mappings else []
+    phase("trace + convert (torchscript)")
+    t0 = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="onnxdeploy-export-") as tmp:
+            tmp_path = os.path.join(tmp, "model.onnx")
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(
+                        model, args + ((kwargs,) if kwargs else ()), tmp_path, input_names=names,
+                        output_names=output_names, opset_version=opset, dynamo=False,
+                        dynamic_axes={k: dict(v) for k, v in dynamic.items()} or None,
+                        custom_opsets=domains(mappings) or None,
+                    )
+            except Exception as err:
+                missing = []
+                if "operator" in str(err).lower() or type(err).__name__ == "UnsupportedOperatorError":
+                    try:
+                        missing = _torchscript_missing_ops(model, args, kwargs, opset,
+                                                           {m.torch_op.split(".")[0] for m in mappings})
+                    except Exception:  # noqa: BLE001
+                        missing = []
+                raise _ExportFailed("torch.onnx.export(dynamo=False)", err, missing) from err
+            proto = onnx.load(tmp_path, load_external_data=True)
+        model_ir = ir.from_proto(proto)
+    finally:
+        uninstall_torchscript(installed, opset)
+    timings["trace"] = 0.0
+    timings["convert"] = time.perf_counter() - t0
+    return model_ir
+
+
+# --------------------------------------------------------------------------------------------- checks
+def _rename_and_check_dims(model_ir, dynamic, exporter: str) -> None:
+    """Give the dims the user's names and fail when a dim named dynamic came out static."""
+    import onnx_ir as ir
+
+    values = {v.name: v for v in list(model_ir.graph.inputs) + list(model_ir.graph.outputs)}
+    rename: dict[str, str] = {}
+    static: list[str] = []
+    for key, axes in dynamic.items():
+        value = values.get(key)
+        if value is None or value.shape is None:
+            continue
+        for index, name in axes.items():
+            dim = value.shape[index]
+            if isinstance(dim, int):
+                static.append(f"{key}:{index}={name} (came out as {dim})")
+            elif dim.value and dim.value != name:
+                rename.setdefault(dim.value, name)
+    if static:
+        raise UnsupportedError(
+            f"the {exporter} exporter made dim{'s' if len(static) > 1 else ''} {', '.join(static)} static",
+            hint=("an op in the model forced a fixed size; try --exporter dynamo, which names the op"
+                  if exporter == "torchscript" else "check the model code for constant sizes"),
+        )
+    if not rename:
+        return
+
+    def fix(value):
+        if value.shape is None:
+            return
+        dims = [ir.SymbolicDim(rename[d.value]) if isinstance(d, ir.SymbolicDim) and d.value in rename else d
+                for d in value.shape]
+        if dims != list(value.shape):
+            value.shape = ir.Shape(dims)
+
+    for value in list(model_ir.graph.inputs) + list(model_ir.graph.outputs):
+        fix(value)
+    for node in ir.traversal.RecursiveGraphIterator(model_ir.graph):
+        for value in node.outputs:
+            fix(value)
+
+
+def _declare_domains(model_ir, mappings) -> None:
+    for domain, version in domains(mappings).items():
+        model_ir.opset_imports.setdefault(domain, version)
+    used = {n.domain for n in model_ir.graph.all_nodes() if n.domain} if hasattr(model_ir.graph, "all_nodes") else set()
+    for domain in used:
+        model_ir.opset_imports.setdefault(domain, 1)
+
+
+# --------------------------------------------------------------------------------------------- export
+def export(
+    model,
+    example_inputs,
+    path: str | os.PathLike | None,
+    *,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    dynamic: Mapping[str, Mapping[int, str] | Sequence[int]] | None = None,
+    opset: int | None = None,
+    exporter: str = "auto",
+    verify: bool = True,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    custom_ops: Any = None,
+    optimize: bool = True,
+    keep_on_mismatch: bool = False,
+    on_phase: Callable[[str], None] | None = None,
+) -> ExportReport:
+    """Export ``model`` to ONNX at ``path`` and verify it with onnxruntime; return an :class:`ExportReport`.
+
+    ``dynamic`` names dims by input/output name: ``{"input": {0: "batch", 2: "height"}}``. ``exporter`` is "dynamo",
+    "torchscript" or "auto" (dynamo, then TorchScript if dynamo cannot convert the model). ``custom_ops`` adds
+    op mappings (see :mod:`onnxdeploy.export_ops`) to the ones registered with :func:`register_op`/:func:`custom_op`.
+    ``path=None`` exports and verifies without writing. Raises :class:`UnsupportedOperators` naming every operator the
+    exporter cannot convert, and :class:`OutputsDisagree` (nothing written unless ``keep_on_mismatch``) on mismatch.
+    """
+    torch = require("torch", extra="torch", purpose="exporting a PyTorch model")
+    from onnxdeploy import io as odio
+    from onnxdeploy.numerics import compare_outputs
+
+    if exporter not in EXPORTERS:
+        raise UserInputError(f"unknown exporter {exporter!r}", hint=f"choose one of {', '.join(EXPORTERS)}")
+    if not isinstance(model, torch.nn.Module):
+        raise UserInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    phase = on_phase or (lambda _name: None)
+    import logging
+
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    timings: dict[str, float] = {}
+    model.eval()
+    args, kwargs = _as_tuple(example_inputs)
+    for i, t in enumerate(list(args) + list(kwargs.values())):
+        if not isinstance(t, torch.Tensor):
+            raise UserInputError(f"example input {i} is a {type(t).__name__}; every example input must be a tensor")
+    n_inputs = len(args) + len(kwargs)
+    names = list(input_names) if input_names else _default_input_names(model, len(args), kwargs)
+    if len(names) != n_inputs:
+        raise UserInputError(f"{len(names)} input names for {n_inputs} example inputs",
+                             hint="give one name per example input, in order")
+
+    phase("run PyTorch")
+    t0 = time.perf_counter()
+    reference = _run_torch(model, args, kwargs)
+    timings["torch_run"] = time.perf_counter() - t0
+    if output_names:
+        out_names = list(output_names)
+        if len(out_names) != len(reference):
+            raise UserInputError(f"{len(out_names)} output names for {len(reference)} outputs",
+                                 hint="give one name per output tensor, in order")
+    else:
+        out_names = ["output"] if len(reference) == 1 else [f"output_{i}" for i in range(len(reference))]
+    if len(set(names + out_names)) != len(names) + len(out_names):
+        raise UserInputError("input and output names must be unique", hint=f"got {names + out_names}")
+
+    dyn = _normalize_dynamic(dynamic)
+    ranks = {n: t.dim() for n, t in zip(names, list(args) + list(kwargs.values()))}
+    ranks.update({n: r.ndim for n, r in zip(out_names, reference)})
+    _check_dynamic(dyn, names, out_names, ranks)
+    input_dyn = {k: v for k, v in dyn.items() if k in names}
+    mappings = collect(custom_ops)
+
+    reason = "requested" if exporter != "auto" else "dynamo is the default"
+    used = "dynamo" if exporter in ("auto", "dynamo") else "torchscript"
+    try:
+        if used == "dynamo":
+            try:
+                model_ir = _export_dynamo(model, args, kwargs, names, out_names, input_dyn, opset, mappings, optimize,
+                                          timings, phase)
+            except _ExportFailed as failure:
+                if exporter == "dynamo":
+                    raise
+                reason = f"dynamo failed ({failure}); fell back to torchscript"
+                used = "torchscript"
+                try:
+                    model_ir = _export_torchscript(model, args, kwargs, names, out_names, dyn, opset, mappings,
+                                                   timings, phase)
+                except _ExportFailed as second:
+                    missing = failure.missing or second.missing
+                    if missing:
+                        raise UnsupportedOperators("dynamo", missing, detail=f"torchscript fallback: {second}") from second.err
+                    raise UnsupportedError(f"export failed with both exporters: dynamo: {failure}; torchscript: {second}",
+                                           hint="run with --exporter dynamo --debug for the full trace") from failure.err
+        else:
+            model_ir = _export_torchscript(model, args, kwargs, names, out_names, dyn, opset, mappings, timings, phase)
+    except _ExportFailed as failure:
+        if failure.missing:
+            raise UnsupportedOperators(used, failure.missing) from failure.err
+        raise UnsupportedError(f"{failure}", hint="run with --debug for the full trace") from failure.err
+
+    t0 = time.perf_counter()
+    _declare_domains(model_ir, mappings)
+    _rename_and_check_dims(model_ir, dyn, used)
+    timings["check_dims"] = time.perf_counter() - t0
+
+    report = ExportReport(
+        path=str(path) if path is not None else None, exporter=used, exporter_reason=reason,
+        opset=int(model_ir.opset_imports.get("", 0)), input_names=names,
+        output_names=[v.name for v in model_ir.graph.outputs], dynamic_dims=dyn, seconds=timings,
+        custom_ops=[m.describe() for m in mappings],
+    )
+
+    if verify:
+        phase("verify with onnxruntime")
+        t0 = time.perf_counter()
+        _verify(model, model_ir, args, kwargs, names, reference, input_dyn, report, atol, rtol, compare_outputs)
+        timings["verify"] = time.perf_counter() - t0
+        report.verified = True
+
+    if not report.passed:
+        report.kept = bool(keep_on_mismatch and path is not None)
+        if report.kept:
+            odio.save(model_ir, path)
+        worst = next(c for c in report.parity if not c.passed)
+        raise _disagree(report, worst, path)
+
+    if path is not None:
+        phase("save")
+        t0 = time.perf_counter()
+        odio.save(model_ir, path)
+        timings["save"] = time.perf_counter() - t0
+    else:
+        report.kept = False
+    timings["total"] = sum(v for k, v in timings.items() if k != "total")
+    return report
+
+
+def _disagree(report: ExportReport, worst, path) -> OutputsDisagree:
+    where = (f"the model was kept at {path} (keep_on_mismatch)" if report.kept
+             else "no model file was written")
+    err = OutputsDisagree(
+        f"ONNX outputs disagree with PyTorch ({worst.summary()}); {where}",
+        hint="loosen --atol/--rtol if the error is expected, try the other --exporter, or pass --keep-on-mismatch "
+             "to keep the file for debugging",
+    )
+    err.report = report  # type: ignore[attr-defined]
+    return err
+
+
+def _verify(model, model_ir, args, kwargs, names, reference, dynamic, report, atol, rtol, compare_outputs) -> None:
+    import numpy as np
+
+    from onnxdeploy.run import create_session, run_session
+
+    session = create_session(model_ir)
+    onnx_inputs = [i.name for i in session.get_inputs()]
+    onnx_outputs = [o.name for o in session.get_outputs()]
+
+    def feeds(a, kw):
+        tensors = list(a) + list(kw.values())
+        by_name = {n: t.detach().cpu().numpy() for n, t in zip(names, tensors)}
+        return {n: by_name[n] for n in onnx_inputs if n in by_name}
+
+    def compare(ref, a, kw, label):
+        got = run_session(session, feeds(a, kw), onnx_outputs)
+        ref_named = {n: np.asarray(r) for n, r in zip(onnx_outputs, ref)}
+        report.parity.append(compare_outputs(ref_named, got, atol=atol, rtol=rtol, label=label))
+
+    shape_of = lambda a, kw: ", ".join(f"{n}={'x'.join(map(str, t.shape))}" for n, t in zip(names, list(a) + list(kw.values())))  # noqa: E731
+    compare(reference, args, kwargs, f"example ({shape_of(args, kwargs)})")
+    if not dynamic:
+        return
+    sizes: dict[str, int] = {}
+    for name, axes in dynamic.items():
+        tensor = args[names.index(name)] if names.index(name) < len(args) else kwargs[name]
+        for index, dim in axes.items():
+            sizes.setdefault(dim, _other_value(int(tensor.shape[index])))
+    new_args, new_kwargs = _inputs_at(args, kwargs, names, dynamic, sizes)
+    shape = shape_of(new_args, new_kwargs)
+    try:
+        other_ref = _run_torch(model, new_args, new_kwargs)
+    except Exception as err:  # the PyTorch model itself rejects the other shape
+        raise UserInputError(
+            f"PyTorch cannot run the model at the second shape ({shape}), so dims "
+            f"{', '.join(sorted(sizes))} are not really dynamic: {_first_line(err)}",
+            hint="drop those dims from --dynamic, or pass verify=False / --no-verify to skip the check",
+        ) from err
+    compare(other_ref, new_args, new_kwargs, f"other shape ({shape})")
+
+
+__all__ = [
+    "ExportReport",
+    "MissingOp",
+    "OpMapping",
+    "UnsupportedOperators",
+    "custom_op",
+    "export",
+    "register_op",
+    "registered_ops",
+]

@@ -1,0 +1,531 @@
+"""Optimize a model: constant and shape folding, fusions, cleanup; verified against the original.
+
+The pipeline is a list of named steps built on the onnxscript optimizer and rewriter, onnx-ir's common passes and
+our own passes (:mod:`onnxdeploy.passes`); ``for_runtime="onnxruntime"`` adds the onnxscript rewriter's onnxruntime
+fusions (attention, (Skip)LayerNormalization, GELU, bias fusions), FusedConv/FusedGemm, and onnxruntime's offline
+optimizer. Outputs are compared with the original's on the same inputs (at two shapes when dims stay symbolic);
+``verify_each`` checks after every step and skips a step that breaks numerics, naming it in the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from onnxdeploy.errors import OutputsDisagree, UserInputError
+from onnxdeploy.io import ModelLike, as_model
+from onnxdeploy.numerics import Comparison, compare_outputs
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
+
+logger = logging.getLogger(__name__)
+
+LEVELS = ("basic", "extended", "all")
+RUNTIMES = ("onnxruntime",)
+DEFAULT_FOLD_LIMIT_BYTES = 1 << 20  # a folded constant larger than this (net of the inputs it frees) is not stored
+_FOLD_INPUT_LIMIT_ELEMENTS = 1 << 24
+
+
+# ---------------------------------------------------------------- report
+
+
+@dataclass
+class ModelStats:
+    """Size of a model: nodes by op type, parameters and an estimate of the saved file size."""
+
+    nodes: int
+    ops: dict[str, int]
+    parameters: int
+    parameter_bytes: int
+    file_size: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class PassRecord:
+    """One pipeline step: whether it changed the model, how long it took, and why it was skipped (if it was)."""
+
+    name: str
+    description: str
+    modified: bool = False
+    seconds: float = 0.0
+    nodes_after: int | None = None
+    skipped: bool = False
+    error: str | None = None
+    details: dict = field(default_factory=dict)
+    comparisons: list[Comparison] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "comparisons"}
+        d["comparisons"] = [c.to_dict() for c in self.comparisons]
+        return d
+
+
+@dataclass
+class OptimizeReport:
+    """What :func:`optimize` did: before/after stats, the steps, and the verification against the original."""
+
+    before: ModelStats
+    after: ModelStats
+    passes: list[PassRecord]
+    verification: list[Comparison]
+    level: str
+    for_runtime: str | None
+    dims: dict[str, int]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> list[PassRecord]:
+        return [p for p in self.passes if p.skipped]
+
+    @property
+    def verified(self) -> bool | None:
+        return None if not self.verification else all(c.passed for c in self.verification)
+
+    def to_dict(self) -> dict:
+        return {
+            "level": self.level,
+            "for_runtime": self.for_runtime,
+            "dims": self.dims,
+            "seconds": self.seconds,
+            "before": self.before.to_dict(),
+            "after": self.after.to_dict(),
+            "passes": [p.to_dict() for p in self.passes],
+            "skipped": [{"name": p.name, "error": p.error} for p in self.skipped],
+            "verified": self.verified,
+            "verification": [c.to_dict() for c in self.verification],
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class OptimizeResult:
+    model: "ir.Model"
+    report: OptimizeReport
+
+    def to_dict(self) -> dict:
+        return self.report.to_dict()
+
+
+def _op_key(node: "ir.Node") -> str:
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+
+
+def model_stats(model: "ir.Model") -> ModelStats:
+    """Count nodes by op type (subgraphs included) and parameter bytes (a shared tensor counts once)."""
+    import onnx_ir as ir
+
+    ops: Counter = Counter()
+    tensors: dict[int, Any] = {}
+    graph_bytes = 0
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            if value.const_value is not None:
+                tensors[id(value.const_value)] = value.const_value
+        for node in graph:
+            ops[_op_key(node)] += 1
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                attr = node.attributes.get("value")
+                if attr is not None and attr.type == ir.AttributeType.TENSOR:
+                    tensors[id(attr.value)] = attr.value
+            graph_bytes += 40 + 24 * (len(node.inputs) + len(node.outputs)) + 16 * len(node.attributes)
+    parameters = sum(int(t.size) for t in tensors.values())
+    nbytes = sum(int(t.nbytes) for t in tensors.values())
+    return ModelStats(sum(ops.values()), dict(ops.most_common()), parameters, nbytes, nbytes + graph_bytes)
+
+
+# ---------------------------------------------------------------- steps
+
+
+@dataclass
+class Step:
+    """A named pipeline step: ``run(model)`` returns the (possibly new) model and optional details."""
+
+    name: str
+    description: str
+    run: Callable[["ir.Model"], Any]
+
+
+def _pass_step(name: str, description: str, make: Callable[[], Any]) -> Step:
+    def run(model):
+        pass_ = make()
+        result = pass_(model)
+        details = {"rewrites": pass_.count} if hasattr(pass_, "count") else {}
+        return result.model, result.modified, details
+
+    return Step(name, description, run)
+
+
+def _onnxscript_optimizer(fold_limit_bytes: int) -> Step:
+    def run(model):
+        import onnxscript.optimizer
+
+        before = _node_count(model)
+        onnxscript.optimizer.optimize(
+            model,
+            input_size_limit=max(_FOLD_INPUT_LIMIT_ELEMENTS, fold_limit_bytes // 4),
+            output_size_limit=max(1, fold_limit_bytes // 4),
+        )
+        return model, _node_count(model) != before, {}
+
+    return Step("fold", "onnxscript optimizer: constant and shape folding (size-limited), default rewrite rules", run)
+
+
+def _ort_fusions() -> Step:
+    def run(model):
+        from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+        model, counts = optimize_for_ort(model)
+        counts = {k: v for k, v in counts.items() if v}
+        return model, bool(counts), {"fusions": counts}
+
+    return Step("ort-fusions", "onnxscript rewriter's onnxruntime fusions (attention, LayerNorm, GELU, bias)", run)
+
+
+_ORT_LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def _ort_offline(level: str, providers: Sequence[str] | None) -> Step:
+    def run(model):
+        import onnx_ir as ir
+        import onnxruntime as ort
+
+        from onnxdeploy.run import resolve_providers
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[level])
+        with tempfile.TemporaryDirectory(prefix="onnxdeploy-ort-") as tmp:
+            src, out = Path(tmp, "in.onnx"), Path(tmp, "out.onnx")
+            big = model_stats(model).parameter_bytes > 1_500_000_000
+            if big:
+                ir.save(model, src, external_data="in.data")
+                options.add_session_config_entry(
+                    "session.optimized_model_external_initializers_file_name", "out.data"
+                )
+            else:
+                ir.save(model, src)
+            options.optimized_model_filepath = str(out)
+            ort.InferenceSession(str(src), sess_options=options, providers=resolve_providers(providers))
+            new = ir.load(out)
+            if big:
+                ir.external_data.load_to_model(new)
+        return new, True, {"level": level}
+
+    return Step("onnxruntime", f"onnxruntime offline optimizer (level {level})", run)
+
+
+def _node_count(model: "ir.Model") -> int:
+    return sum(1 for graph in model.graphs() for _ in graph)
+
+
+def pipeline(
+    *,
+    level: str = "all",
+    for_runtime: str | None = None,
+    fold_limit_bytes: int = DEFAULT_FOLD_LIMIT_BYTES,
+    providers: Sequence[str] | None = None,
+    extra_passes: Sequence[Any] = (),
+) -> list[Step]:
+    """The steps :func:`optimize` runs, in order (``extra_passes`` are onnx-ir passes run after the fusions)."""
+    import onnx_ir.passes.common as common
+
+    from onnxdeploy import passes as ours
+
+    steps = [_onnxscript_optimizer(fold_limit_bytes)]
+    if level in ("extended", "all"):
+        steps.append(_pass_step("conv-bn", "fold BatchNormalization into Conv (any constant bias)",
+                                ours.FuseConvBatchNormPass))
+    steps.append(_pass_step("chains", "remove redundant Reshape/Transpose/Cast/Squeeze chains",
+                            ours.RemoveRedundantChainsPass))
+    if level in ("extended", "all"):
+        steps.append(_pass_step("matmul-add-gemm", "2-D MatMul + bias Add -> Gemm", ours.MatMulAddToGemmPass))
+        steps.append(_pass_step("cse", "merge duplicate subexpressions", common.CommonSubexpressionEliminationPass))
+    for i, extra in enumerate(extra_passes):
+        name = getattr(extra, "name", None) or type(extra).__name__
+        steps.append(_pass_step(name, f"extra pass {i + 1}", lambda extra=extra: extra))
+    steps += [
+        _pass_step("identity", "remove Identity nodes", common.IdentityEliminationPass),
+        _pass_step("dedup-initializers", "merge identical initializers", common.DeduplicateInitializersPass),
+        _pass_step("dead-code", "remove unused nodes, initializers, functions, opsets",
+                   lambda: _Sequential(common.RemoveUnusedNodesPass(), common.RemoveUnusedFunctionsPass(),
+                                       common.RemoveUnusedOpsetsPass())),
+    ]
+    if for_runtime == "onnxruntime":
+        if level in ("extended", "all"):
+            steps.append(_ort_fusions())
+            steps.append(_pass_step("conv-activation", "Conv/Gemm + activation -> FusedConv/FusedGemm",
+                                    ours.FuseConvActivationPass))
+        steps.append(_pass_step("toposort", "topological sort", common.TopologicalSortPass))
+        steps.append(_ort_offline(level, providers))
+    else:
+        steps.append(_pass_step("toposort", "topological sort", common.TopologicalSortPass))
+    return steps
+
+
+def _Sequential(*passes):  # noqa: N802 - reads like the class it builds
+    import onnx_ir as ir
+
+    return ir.passes.Sequential(*passes)
+
+
+# ---------------------------------------------------------------- dims and verification
+
+
+def symbolic_dims(model: "ir.Model") -> list[str]:
+    """Names of the symbolic dims of the graph inputs, in order of first appearance."""
+    names: list[str] = []
+    for value in model.graph.inputs:
+        for d in value.shape or ():
+            name = getattr(d, "value", None)
+            if isinstance(name, str) and name not in names:
+                names.append(name)
+    return names
+
+
+def fix_dims(model: "ir.Model", dims: Mapping[str, int]) -> None:
+    """Give symbolic dims fixed values on every value of the model that mentions them (in place)."""
+    import onnx_ir as ir
+
+    known = symbolic_dims(model)
+    for name in dims:
+        if name not in known:
+            import difflib
+
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else f"symbolic dims: {', '.join(known) or '(none)'}"
+            raise UserInputError(f"--dim {name}: the model's inputs have no symbolic dim named {name!r}", hint=hint)
+
+    def fixed(shape):
+        if shape is None:
+            return None
+        new = [dims.get(d.value, d) if isinstance(getattr(d, "value", None), str) else d for d in shape]
+        return ir.Shape(new)
+
+    for graph in model.graphs():
+        values = list(graph.inputs) + list(graph.outputs)
+        for node in graph:
+            values.extend(node.outputs)
+        for value in values:
+            if value.shape is not None:
+                value.shape = fixed(value.shape)
+
+
+def _input_specs(model: "ir.Model"):
+    from onnxdeploy.run import InputSpec
+
+    specs = []
+    initializers = set(model.graph.initializers)
+    for value in model.graph.inputs:
+        if value.name in initializers or value.dtype is None:
+            continue
+        shape = None if value.shape is None else tuple(
+            int(d) if isinstance(d, int) else getattr(d, "value", None) for d in value.shape
+        )
+        specs.append(InputSpec(value.name, np.dtype(value.dtype.numpy()), shape))
+    return specs
+
+
+def _verification_dims(names: Sequence[str], dims: Mapping[str, int]) -> list[dict[str, int]]:
+    """Two different assignments of the symbolic dims (one when all are fixed)."""
+    free = [n for n in names if n not in dims]
+    if not free:
+        return [dict(dims)]
+    first = {n: (1 if "batch" in n.lower() else 16) for n in free}
+    second = {n: (2 if "batch" in n.lower() else 24) for n in free}
+    return [{**dims, **first}, {**dims, **second}]
+
+
+class _Verifier:
+    """Runs the original once per input set and compares candidates with it."""
+
+    def __init__(self, original, model: "ir.Model", dims: Mapping[str, int], *, atol: float, rtol: float,
+                 seed: int, providers: Sequence[str] | None) -> None:
+        from onnxdeploy.run import create_session, run_session, synthesize_inputs
+
+        self.atol, self.rtol, self.providers = atol, rtol, providers
+        specs = _input_specs(model)
+        session = create_session(original, providers=providers)
+        names = [o.name for o in session.get_outputs()]
+        self.sets: list[tuple[str, dict, dict]] = []
+        self.notes: list[str] = []
+        for assignment in _verification_dims(symbolic_dims(model), dims):
+            feeds = synthesize_inputs(model, specs=specs, dims=assignment, seed=seed)
+            label = ", ".join(f"{k}={v}" for k, v in assignment.items()) or "static shapes"
+            try:
+                ref = run_session(session, feeds, names)
+            except Exception as err:  # noqa: BLE001 - the original itself cannot run at these dims
+                self.notes.append(f"not verified at {label}: the original model fails there ({err})")
+                continue
+            self.sets.append((label, feeds, ref))
+        del session
+        if not self.sets:
+            raise UserInputError("cannot verify: the original model does not run on synthesized inputs",
+                                 hint="fix the symbolic dims with --dim NAME=VALUE, or pass --no-verify")
+
+    def check(self, model: "ir.Model", label: str) -> list[Comparison]:
+        from onnxdeploy.run import create_session, run_session
+
+        session = create_session(model, providers=self.providers)
+        results = []
+        for shape_label, feeds, ref in self.sets:
+            got = run_session(session, feeds, list(ref))
+            results.append(compare_outputs(ref, got, atol=self.atol, rtol=self.rtol,
+                                           label=f"{label} @ {shape_label}"))
+        return results
+
+
+# ---------------------------------------------------------------- driver
+
+
+def _run_steps(model: "ir.Model", steps: Sequence[Step], verifier: _Verifier | None,
+               exclude: set[str]) -> tuple["ir.Model", list[PassRecord], str | None]:
+    """Run the steps; with a verifier, check after each and skip failing ones. Returns a crashed step's name."""
+    records = []
+    for step in steps:
+        record = PassRecord(step.name, step.description)
+        records.append(record)
+        if step.name in exclude:
+            record.skipped = True
+            continue
+        snapshot = model.clone() if verifier is not None else None
+        start = time.perf_counter()
+        try:
+            new, modified, details = step.run(model)
+        except Exception as err:  # noqa: BLE001 - a crashing step is reported and skipped, never shipped
+            logger.debug("step %s failed", step.name, exc_info=True)
+            record.seconds = time.perf_counter() - start
+            record.skipped, record.error = True, f"{type(err).__name__}: {err}".splitlines()[0][:500]
+            if snapshot is None:
+                return model, records, step.name
+            model = snapshot
+            continue
+        record.seconds = time.perf_counter() - start
+        record.modified, record.details = bool(modified), details
+        if verifier is not None and modified:
+            try:
+                record.comparisons = verifier.check(new, step.name)
+                failed = [c for c in record.comparisons if not c.passed]
+                error = failed[0].summary() if failed else None
+            except Exception as err:  # noqa: BLE001 - onnxruntime refuses the step's output
+                error = f"the result does not run: {str(err).splitlines()[0][:300]}"
+            if error:
+                record.skipped, record.error = True, f"broke numerics: {error}"
+                model = snapshot
+                continue
+        model = new
+        record.nodes_after = _node_count(model)
+    return model, records, None
+
+
+def _prepare(original: "ir.Model", dims: Mapping[str, int]) -> "ir.Model":
+    work = original.clone()
+    if dims:
+        fix_dims(work, dims)
+    return work
+
+
+def optimize(
+    model: ModelLike,
+    *,
+    dims: Mapping[str, int] | None = None,
+    for_runtime: str | None = None,
+    level: str = "all",
+    verify: bool = True,
+    verify_each: bool = False,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    fold_limit_bytes: int = DEFAULT_FOLD_LIMIT_BYTES,
+    providers: Sequence[str] | None = None,
+    extra_passes: Sequence[Any] = (),
+    seed: int = 0,
+) -> OptimizeResult:
+    """Optimize ``model`` (a path, ModelProto or ``ir.Model``, never modified) and verify the result.
+
+    ``dims`` fixes symbolic dims (shape computations then fold); other dims stay symbolic. ``level`` is
+    ``basic`` (folding and cleanup), ``extended`` or ``all`` (plus fusions; with ``for_runtime="onnxruntime"``
+    also the onnxruntime level of its offline optimizer: ``all`` adds layout transforms specific to this CPU).
+    ``verify_each`` checks outputs after every step and skips a step that breaks them; otherwise the result is
+    checked once at the end, and on a mismatch the pipeline is re-run with per-step checks to find and skip
+    the culprit. Raises :class:`OutputsDisagree` when the result still differs beyond ``atol``/``rtol``.
+    """
+    if level not in LEVELS:
+        raise UserInputError(f"unknown level {level!r}", hint=f"choose one of {', '.join(LEVELS)}")
+    if for_runtime is not None and for_runtime not in RUNTIMES:
+        raise UserInputError(f"unknown runtime {for_runtime!r}", hint=f"choose one of {', '.join(RUNTIMES)}")
+    if fold_limit_bytes < 0:
+        raise UserInputError("fold_limit_bytes must be >= 0")
+    start = time.perf_counter()
+    original = as_model(model)
+    reference = model if isinstance(model, (str, os.PathLike)) else original
+    dims = dict(dims or {})
+    before = model_stats(original)
+    steps = pipeline(level=level, for_runtime=for_runtime, fold_limit_bytes=fold_limit_bytes,
+                     providers=providers, extra_passes=extra_passes)
+    work = _prepare(original, dims)
+    verifier = None
+    notes: list[str] = []
+    if verify or verify_each:
+        verifier = _Verifier(reference, work, dims, atol=atol, rtol=rtol, seed=seed, providers=providers)
+        notes += verifier.notes
+
+    exclude: set[str] = set()
+    crash_records: list[PassRecord] = []
+    while True:
+        work, records, crashed = _run_steps(work, steps, verifier if verify_each else None, exclude)
+        if crashed is None:
+            break
+        crash_records.append(next(r for r in records if r.name == crashed))
+        exclude.add(crashed)
+        work = _prepare(original, dims)
+    _merge_crashes(records, crash_records)
+
+    comparisons: list[Comparison] = []
+    if verify:
+        comparisons, error = _final_check(verifier, work)
+        if error and not verify_each:
+            notes.append(f"the optimized model failed verification ({error}); "
+                         "re-ran with a check after every step to find the step that broke it")
+            work, records, _ = _run_steps(_prepare(original, dims), steps, verifier, exclude)
+            _merge_crashes(records, crash_records)
+            comparisons, error = _final_check(verifier, work)
+        if error:
+            raise OutputsDisagree(
+                f"the optimized model's outputs differ from the original's: {error}",
+                hint="loosen --atol/--rtol if this error is acceptable, or try --level basic",
+            )
+    for record in records:
+        if record.skipped:
+            logger.warning("skipped step %s: %s", record.name, record.error)
+    report = OptimizeReport(before, model_stats(work), records, comparisons, level, for_runtime, dims,
+                            time.perf_counter() - start, notes)
+    return OptimizeResult(work, report)
+
+
+def _final_check(verifier: _Verifier, model: "ir.Model") -> tuple[list[Comparison], str | None]:
+    """Compare the final model; a model onnxruntime refuses to load counts as a failed check."""
+    try:
+        comparisons = verifier.check(model, "optimized")
+    except Exception as err:  # noqa: BLE001 - e.g. onnxruntime rejects a rewritten node
+        return [], f"the result does not run: {str(err).splitlines()[0][:300]}"
+    failed = [c for c in comparisons if not c.passed]
+    return comparisons, (failed[0].summary() if failed else None)
+
+
+def _merge_crashes(records: list[PassRecord], crashes: list[PassRecord]) -> None:
+    by_name = {c.name: c for c in crashes}
+    for i, record in enumerate(records):
+        if record.name in by_name:
+            records[i] = by_name[record.name]

@@ -1,0 +1,13 @@
+"""onnxdeploy's own graph passes, for rewrites that onnx-ir's passes and the onnxscript rewriter lack.
+
+One small ``onnx_ir`` pass class per module; each docstring lists its rules. :mod:`onnxdeploy.optimize` runs them.
+"""
+
+from __future__ import annotations
+
+from onnxdeploy.passes.conv_activation import FuseConvActivationPass
+from onnxdeploy.passes.conv_bn import FuseConvBatchNormPass
+from onnxdeploy.passes.matmul_add_gemm import MatMulAddToGemmPass
+from onnxdeploy.passes.redundant_chains import RemoveRedundantChainsPass
+
+__all__ = ["FuseConvActivationPass", "FuseConvBatchNormPass", "MatMulAddToGemmPass", "RemoveRedundantChainsPass"]

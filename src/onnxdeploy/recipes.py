@@ -1,0 +1,134 @@
+"""Edit recipes: a YAML or JSON list of :class:`~onnxdeploy.edit.Editor` calls, replayable on re-exported models.
+
+    # fix.yaml
+    edits:
+      - delete_node: {node: "op:Add"}                       # by op type: survives renamed nodes
+      - insert_after: {tensor: "glob:*output", op: Cast, attrs: {to: int64}}
+      - rename_tensor: {tensor: "re:^input", new: images}
+      - cleanup: {}
+
+A step is a mapping with one key (the editor method) whose value is a mapping of its arguments, or a single value
+for its first argument (``- toposort: {}``, ``- remove_output: logits``). The top level is either the list itself or
+a mapping with an ``edits`` list.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from onnxdeploy.errors import OnnxDeployError, UserInputError
+
+if TYPE_CHECKING:
+    from onnxdeploy.edit import Editor
+
+OPERATIONS = (
+    "delete_node", "insert_after", "insert_before", "replace_node", "rename", "rename_node", "rename_tensor",
+    "set_shape", "set_dims", "set_input_dtype", "set_output_dtype", "expose", "remove_output", "extract", "cleanup",
+    "toposort", "convert_opset",
+)
+
+
+def load_recipe(path: str | os.PathLike) -> list[dict]:
+    """Read a recipe file (.yaml/.yml or .json) into a list of steps; malformed files are a UserInputError."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserInputError(f"{p}: no such recipe file")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as err:  # yaml.YAMLError, json.JSONDecodeError
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserInputError(f"{p}: not a valid recipe ({first})", hint="a recipe is a YAML or JSON list") from err
+    return normalize(data, source=str(p))
+
+
+def normalize(data: Any, *, source: str = "recipe") -> list[dict]:
+    """Check the recipe's structure and return ``[{op: {arg: value}}, ...]``."""
+    if isinstance(data, Mapping) and "edits" in data:
+        data = data["edits"]
+    if data is None:
+        data = []
+    if not isinstance(data, list):
+        raise UserInputError(f"{source}: a recipe must be a list of edits (or a mapping with an 'edits' list)")
+    steps = []
+    for i, item in enumerate(data, 1):
+        if not isinstance(item, Mapping) or len(item) != 1:
+            raise UserInputError(f"{source}: step {i} must be a mapping with one key, the edit, got {item!r}",
+                                 hint="e.g. - delete_node: {node: add}")
+        (op, args), = item.items()
+        if op not in OPERATIONS:
+            close = difflib.get_close_matches(str(op), OPERATIONS, n=3)
+            raise UserInputError(f"{source}: step {i}: unknown edit {op!r}",
+                                 hint=f"did you mean {', '.join(close)}?" if close else
+                                 f"edits: {', '.join(OPERATIONS)}")
+        steps.append({op: args})
+    return steps
+
+
+def _bind(editor: "Editor", op: str, args: Any, where: str) -> tuple:
+    method = getattr(editor, op)
+    params = [p for p in inspect.signature(method).parameters.values()]
+    if args is None:
+        args = {}
+    if not isinstance(args, Mapping):
+        if not params:
+            raise UserInputError(f"{where}: {op} takes no arguments, got {args!r}")
+        args = {params[0].name: args}
+    known = {p.name for p in params}
+    unknown = [k for k in args if k not in known]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=2)
+        raise UserInputError(f"{where}: {op} has no argument {unknown[0]!r}",
+                             hint=f"did you mean {', '.join(close)}?" if close else
+                             f"{op} takes: {', '.join(sorted(known)) or 'nothing'}")
+    missing = [p.name for p in params if p.default is inspect.Parameter.empty and p.name not in args]
+    if missing:
+        raise UserInputError(f"{where}: {op} needs {', '.join(missing)}")
+    return method, dict(args)
+
+
+def apply_recipe(editor: "Editor", steps: Sequence[Mapping[str, Any]] | str | os.PathLike, *,
+                 source: str | None = None) -> "Editor":
+    """Apply each step in order; an error says which step failed and why."""
+    if isinstance(steps, (str, os.PathLike)):
+        source = source or str(steps)
+        steps = load_recipe(steps)
+    else:
+        source = source or "recipe"
+        steps = normalize(list(steps), source=source)
+    for i, step in enumerate(steps, 1):
+        (op, args), = step.items()
+        where = f"{source}: step {i} ({op})" if source != "command line" else op.replace("_", "-")
+        method, kwargs = _bind(editor, op, args, where)
+        try:
+            method(**kwargs)
+        except OnnxDeployError as err:
+            err.message = f"{where}: {err.message}"
+            err.args = (err.message,)
+            raise
+    return editor
+
+
+def dump_recipe(steps: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Write steps as YAML (.yaml/.yml) or JSON (other suffixes), atomically."""
+    from onnxdeploy.io import atomic_write_text
+
+    p = Path(path)
+    data = {"edits": [dict(s) for s in steps]}
+    if p.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    else:
+        text = json.dumps(data, indent=2) + "\n"
+    return atomic_write_text(p, text)

@@ -1,0 +1,180 @@
+"""What every deployment target declares (opsets, operators, dtypes) and the two things it can do: convert and run.
+
+A :class:`Target` is a small class per engine. ``supported_ops()`` returns the ``(domain, op_type)`` pairs the
+engine accepts (``None`` when it cannot be known here), ``dtypes`` the element types it computes with, ``opsets``
+the range of default-domain opsets it reads. ``convert`` writes the engine's artefact, ``run`` executes one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from onnxdeploy.errors import UnsupportedError
+
+# ONNX element types by their lower-case names, as in onnx_ir.DataType names
+ALL_DTYPES = (
+    "float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32",
+    "int64", "uint64", "bool", "string",
+)
+
+
+@dataclass
+class Problem:
+    """One reason a target refuses (or may refuse) a model, with the nodes or values that have it."""
+
+    kind: str  # "op", "dtype", "opset", "domain"
+    what: str  # the op type, dtype name or opset
+    nodes: list[str]
+    detail: str
+    fix: str | None = None  # the legalize step that can fix it, when one exists
+    severity: str = "error"  # "error" (the target refuses) or "warning" (converted with a cast or fallback)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class CheckReport:
+    """Everything that stands between a model and a target."""
+
+    target: str
+    model: str
+    opset: int | None
+    problems: list[Problem]
+    notes: list[str] = field(default_factory=list)
+    ops_checked: int = 0
+    can_convert_here: bool = True
+    convert_note: str = ""
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def supported(self) -> bool:
+        return not self.errors
+
+    @property
+    def fixable(self) -> list[Problem]:
+        return [p for p in self.errors if p.fix]
+
+    def summary(self) -> str:
+        if self.supported:
+            return f"{self.target}: supported ({self.ops_checked} nodes checked)"
+        unfix = len(self.errors) - len(self.fixable)
+        return (f"{self.target}: {len(self.errors)} problem(s), {len(self.fixable)} fixable by `onnxdeploy legalize`,"
+                f" {unfix} not")
+
+    def to_dict(self) -> dict:
+        return {
+            "target": self.target,
+            "model": self.model,
+            "opset": self.opset,
+            "supported": self.supported,
+            "summary": self.summary(),
+            "ops_checked": self.ops_checked,
+            "can_convert_here": self.can_convert_here,
+            "convert_note": self.convert_note,
+            "problems": [p.to_dict() for p in self.problems],
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class ConvertReport:
+    """What :func:`onnxdeploy.targets.convert` wrote and how close the artefact is to onnxruntime."""
+
+    target: str
+    output: str | None
+    files: list[str]
+    converted: bool
+    seconds: float
+    parity: object | None = None  # numerics.Comparison against onnxruntime on the ONNX input
+    command: str | None = None  # the command to run elsewhere (ascend, tensorrt without GPU)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "target": self.target,
+            "output": self.output,
+            "files": self.files,
+            "converted": self.converted,
+            "seconds": round(self.seconds, 4),
+            "parity": self.parity.to_dict() if self.parity is not None else None,
+            "command": self.command,
+            "notes": self.notes,
+        }
+
+
+class Target:
+    """Base class: override the class attributes and ``supported_ops``/``convert``/``run`` as the engine allows."""
+
+    name = ""
+    description = ""
+    opsets: tuple[int, int] = (7, 23)
+    dtypes: frozenset[str] = frozenset(ALL_DTYPES)
+    suffix = ".onnx"
+    source = ""  # where the operator list comes from
+
+    # ------------------------------------------------------------------ support
+    def supported_ops(self) -> set[tuple[str, str]] | None:
+        return None
+
+    def op_dtype_problem(self, node, opset: int) -> str | None:
+        """A reason this node's input/output dtypes are not implemented, or None (targets with per-op data)."""
+        return None
+
+    def available(self) -> tuple[bool, str]:
+        """Whether this machine can convert to (and run) the target, and why not."""
+        return True, ""
+
+    @property
+    def has_int64(self) -> bool:
+        return "int64" in self.dtypes
+
+    # ------------------------------------------------------------------ convert and run
+    def artifact_path(self, output: str | os.PathLike) -> Path:
+        out = Path(output)
+        return out if out.suffix == self.suffix else out.with_suffix(self.suffix)
+
+    def convert(self, model_path: Path, output: Path) -> tuple[list[Path], list[str], str | None]:
+        """Write the artefact for the ONNX file ``model_path``; return (files, notes, command)."""
+        raise UnsupportedError(f"target {self.name!r} cannot convert models")
+
+    def run(self, artifact: Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise UnsupportedError(f"target {self.name!r} cannot run artefacts on this machine")
+
+    def info(self) -> dict:
+        ok, why = self.available()
+        ops = self.supported_ops()
+        return {
+            "name": self.name,
+            "description": self.description,
+            "opsets": list(self.opsets),
+            "dtypes": sorted(self.dtypes),
+            "operators": None if ops is None else len(ops),
+            "artifact": self.suffix,
+            "available_here": ok,
+            "why_not": why,
+            "source": self.source,
+        }
+
+
+def onnx_ops(opset: int, domain: str = "") -> set[tuple[str, str]]:
+    """Every op the onnx package defines in ``domain`` at ``opset`` (the fallback operator list)."""
+    from onnx import defs
+
+    out = set()
+    for schema in defs.get_all_schemas_with_history():
+        if schema.domain == domain and schema.since_version <= opset and not schema.deprecated:
+            out.add((domain, schema.name))
+    return out
+
+
+def first_names(names: Sequence[str], n: int = 8) -> list[str]:
+    return list(names[:n]) + ([f"... {len(names) - n} more"] if len(names) > n else [])

@@ -1,0 +1,101 @@
+"""onnxruntime (CPU execution provider): the default target and the reference every other target is compared to.
+
+Supported operators and dtypes come from the kernels this onnxruntime build registers
+(``onnxruntime.capi._pybind_state.get_all_opkernel_def()``), so the check matches what a session will accept.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from onnxdeploy.targets.base import Target
+
+PROVIDER = "CPUExecutionProvider"
+
+
+@functools.lru_cache(maxsize=4)
+def kernel_table(provider: str = PROVIDER) -> dict[tuple[str, str], list[tuple[int, int, dict]]]:
+    """``(domain, op) -> [(since_min, since_max, type_constraints)]`` for one execution provider."""
+    from onnxruntime.capi import _pybind_state as C
+
+    table: dict[tuple[str, str], list[tuple[int, int, dict]]] = {}
+    for k in C.get_all_opkernel_def():
+        if k.provider != provider:
+            continue
+        domain = "" if k.domain == "ai.onnx" else k.domain
+        lo, hi = k.version_range
+        table.setdefault((domain, k.op_name), []).append((lo, hi, dict(k.type_constraints)))
+    return table
+
+
+def ort_type(dtype) -> str:
+    """onnxruntime's spelling of an ``onnx_ir.DataType``: ``tensor(float)``."""
+    return f"tensor({dtype.name.lower()})"
+
+
+class OnnxRuntimeTarget(Target):
+    name = "onnxruntime"
+    description = "onnxruntime, CPU execution provider (the reference)"
+    suffix = ".onnx"
+    source = "kernels registered by the installed onnxruntime (get_all_opkernel_def)"
+    provider = PROVIDER
+
+    @property
+    def opsets(self) -> tuple[int, int]:  # type: ignore[override]
+        starts = [lo for (d, _), ks in kernel_table(self.provider).items() if d == "" for lo, _, _ in ks]
+        return (7, max(starts) if starts else 21)
+
+    def supported_ops(self) -> set[tuple[str, str]]:
+        return set(kernel_table(self.provider))
+
+    def op_dtype_problem(self, node, opset: int) -> str | None:
+        from onnx import defs
+
+        kernels = kernel_table(self.provider).get((node.domain, node.op_type))
+        if not kernels:
+            return None  # reported as an unsupported op
+        try:
+            schema = defs.get_schema(node.op_type, opset, node.domain)
+        except Exception:  # noqa: BLE001 - contrib ops have no onnx schema
+            return None
+        since = schema.since_version
+        matching = [k for k in kernels if k[0] <= since <= k[1]]
+        if not matching:
+            versions = ", ".join(f"{lo}-{hi if hi < 10**6 else 'latest'}" for lo, hi, _ in sorted(kernels))
+            return f"no kernel for {node.op_type} version {since} (kernels exist for versions {versions})"
+        formals = list(schema.inputs)
+        for i, value in enumerate(node.inputs):
+            if value is None or value.dtype is None or not formals:
+                continue
+            formal = formals[min(i, len(formals) - 1)]
+            allowed: set[str] = set()
+            known = False
+            for _, _, tc in matching:
+                if formal.type_str in tc:
+                    known = True
+                    allowed.update(tc[formal.type_str])
+            if known and ort_type(value.dtype) not in allowed:
+                return (f"input {i} ({value.name}) is {value.dtype.name.lower()}; the CPU kernel takes "
+                        f"{', '.join(sorted(t[7:-1] for t in allowed))}")
+        return None
+
+    def convert(self, model_path: Path, output: Path):
+        if Path(model_path).resolve() != Path(output).resolve():
+            from onnxdeploy import io
+
+            io.save(io.load(model_path), output)
+        return [output], ["the ONNX model itself is the onnxruntime artefact"], None
+
+    def run(self, artifact: Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from onnxdeploy.run import create_session, run_session
+
+        return run_session(create_session(str(artifact), threads=1), feeds)
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    shutil.copyfile(src, dst)

@@ -1,0 +1,98 @@
+"""OpenVINO: convert to OpenVINO IR (``.xml`` + ``.bin``) and run on the CPU plugin.
+
+Support is asked of OpenVINO itself: its ONNX frontend converts what it knows and leaves ``ONNXFrameworkNode``
+placeholders for operators it cannot convert (``FrontEnd.convert_partially``), then ``Core.query_model`` says which
+of the converted operations the CPU plugin implements.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from onnxdeploy.errors import UnsupportedError, require
+from onnxdeploy.targets.base import Target
+
+
+class OpenVINOTarget(Target):
+    name = "openvino"
+    description = "OpenVINO IR (.xml/.bin), CPU plugin"
+    opsets = (7, 22)  # ONNX frontend of OpenVINO 2025/2026 (docs: "Supported Operations - ONNX")
+    dtypes = frozenset({"float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "uint16", "int32",
+                        "uint32", "int64", "uint64", "bool"})
+    suffix = ".xml"
+    source = "openvino ONNX frontend (convert_partially) + Core.query_model(model, 'CPU')"
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return False, "the openvino package is not installed (pip install 'onnxdeploy[openvino]')"
+        return True, ""
+
+    def query(self, model_path: Path) -> tuple[dict[str, list[str]], list[str]]:
+        """``({op_type: [nodes]} the frontend could not convert, [ops the CPU plugin refuses])``."""
+        ov = require("openvino", extra="openvino", purpose="checking a model for OpenVINO")
+        from openvino.frontend import FrontEndManager
+
+        fe = FrontEndManager().load_by_framework("onnx")
+        partial = fe.convert_partially(fe.load(str(model_path)))
+        missing: dict[str, list[str]] = {}
+        for op in partial.get_ordered_ops():
+            if op.get_type_name() == "ONNXFrameworkNode":
+                attrs = op.get_attributes()
+                key = f"{attrs.get('ONNX_META_domain') or ''}::{attrs.get('ONNX_META_type', '?')}".lstrip(":")
+                missing.setdefault(key, []).append(op.get_friendly_name())
+        refused: list[str] = []
+        if not missing:
+            supported = ov.Core().query_model(partial, "CPU")
+            refused = [f"{op.get_type_name()}:{op.get_friendly_name()}" for op in partial.get_ordered_ops()
+                       if op.get_friendly_name() not in supported]
+        return missing, refused
+
+    def convert(self, model_path: Path, output: Path):
+        ov = require("openvino", extra="openvino", purpose="converting to OpenVINO IR")
+        try:
+            model = ov.convert_model(str(model_path))
+        except Exception as err:  # noqa: BLE001 - OpenVINO raises OpConversionFailure and plain RuntimeError
+            first = str(err).strip().splitlines()
+            raise UnsupportedError(f"OpenVINO could not convert the model: {first[0] if first else err}",
+                                   hint="run `onnxdeploy check MODEL --target openvino` for the operators") from err
+        import os
+        import shutil
+        import tempfile
+
+        xml = self.artifact_path(output)
+        bin_path = xml.with_suffix(".bin")
+        tmp_dir = Path(tempfile.mkdtemp(prefix=".onnxdeploy-ov-", dir=xml.parent))
+        try:
+            ov.save_model(model, str(tmp_dir / xml.name), compress_to_fp16=False)
+            os.replace(tmp_dir / bin_path.name, bin_path)  # the .xml finds its .bin by stem
+            os.replace(tmp_dir / xml.name, xml)
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        return [xml, bin_path], ["weights kept in fp32 (compress_to_fp16=False)"], None
+
+    def run(self, artifact: Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ov = require("openvino", extra="openvino", purpose="running an OpenVINO IR model")
+        core = ov.Core()
+        compiled = core.compile_model(str(artifact), "CPU", {"INFERENCE_NUM_THREADS": 1,
+                                                             "INFERENCE_PRECISION_HINT": "f32"})
+        return run_compiled(compiled, feeds)
+
+
+def run_compiled(compiled, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    request = compiled.create_infer_request()
+    by_name = {}
+    for port in compiled.inputs:
+        for name in port.get_names():
+            if name in feeds:
+                by_name[port] = feeds[name]
+    result = request.infer(by_name)
+    out = {}
+    for port in compiled.outputs:
+        for name in port.get_names() or {port.get_any_name()}:  # every tensor name the port carries
+            out[name] = np.asarray(result[port])
+    return out

@@ -1,0 +1,321 @@
+"""Tests of onnxdeploy.export: named dynamic dims, parity, custom operator mappings, unsupported-op report, CLI."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from onnxdeploy.errors import OutputsDisagree, UserInputError  # noqa: E402
+from onnxdeploy.export import OpMapping, UnsupportedOperators, export  # noqa: E402
+from onnxdeploy.run import run  # noqa: E402
+
+BOTH = ["dynamo", "torchscript"]
+DYN = {"input": {0: "batch", 2: "height", 3: "width"}}
+
+
+class ConvBnSiLU(torch.nn.Module):
+    """The seed article's module: Conv2d(3->32, k3, pad1) + BatchNorm2d + SiLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 32, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(32)
+        self.act = torch.nn.SiLU()
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
+@torch.library.custom_op("onnxdeploy_test::my_asinh", mutates_args=())
+def my_asinh(x: torch.Tensor) -> torch.Tensor:
+    return torch.asinh(x)
+
+
+@my_asinh.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+class Body(torch.nn.Module):
+    def forward(self, x):
+        return torch.ops.onnxdeploy_test.my_asinh(x)
+
+
+class AsinhModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = Body()
+
+    def forward(self, x):
+        return self.body(x) * 2
+
+
+def dims_of(path, which="input"):
+    proto = onnx.load(path)
+    value = (proto.graph.input if which == "input" else proto.graph.output)[0]
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+@pytest.mark.parametrize("exporter", BOTH)
+def test_article_module_dynamic_dims_and_parity(tmp_path, exporter):
+    torch.manual_seed(0)
+    model = ConvBnSiLU().eval()
+    out = tmp_path / "m.onnx"
+    report = export(model, (torch.randn(5, 3, 64, 64),), out, input_names=["input"], output_names=["values"],
+                    dynamic=DYN, exporter=exporter)
+    assert report.exporter == exporter
+    assert dims_of(out) == ["batch", 3, "height", "width"]
+    assert dims_of(out, "output")[:2] == ["batch", 32]
+    assert report.input_names == ["input"] and report.output_names == ["values"]
+    assert len(report.parity) == 2 and all(c.passed for c in report.parity)
+    assert "2x3x32x32" in report.parity[1].label
+    # the file runs at yet another shape and matches PyTorch
+    x = torch.randn(1, 3, 20, 28)
+    got = run(out, {"input": x.numpy()})["values"]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4, rtol=1e-3)
+    d = report.to_dict()
+    assert d["exporter"] == exporter and d["dynamic_dims"]["input"] == {"0": "batch", "2": "height", "3": "width"}
+    assert set(d["seconds"]) >= {"convert", "verify", "save"}
+
+
+@pytest.mark.slow
+def test_article_module_at_640(tmp_path):
+    report = export(ConvBnSiLU().eval(), (torch.randn(5, 3, 640, 640),), tmp_path / "m.onnx", input_names=["input"],
+                    output_names=["values"], dynamic=DYN, exporter="dynamo")
+    assert "5x3x640x640" in report.parity[0].label and report.passed
+
+
+def test_wrong_dynamic_key_is_an_error_naming_real_names(tmp_path):
+    out = tmp_path / "m.onnx"
+    with pytest.raises(UserInputError, match=r"'in', which is neither an input nor an output.*inputs: input; "
+                                             r"outputs: values") as info:
+        export(ConvBnSiLU().eval(), (torch.randn(1, 3, 8, 8),), out, input_names=["input"], output_names=["values"],
+               dynamic={"in": {2: "height", 3: "width"}})
+    assert "did you mean 'input'" in info.value.hint
+    assert not out.exists()
+
+
+def test_dim_index_out_of_range(tmp_path):
+    with pytest.raises(UserInputError, match="rank 4"):
+        export(ConvBnSiLU().eval(), (torch.randn(1, 3, 8, 8),), None, input_names=["input"], dynamic={"input": {5: "x"}})
+
+
+class Specializes(torch.nn.Module):
+    def forward(self, x):
+        return x + torch.ones(2, 8)
+
+
+def test_specialized_dim_names_dim_and_code_dynamo():
+    with pytest.raises(UserInputError, match=r"dim batch \(x:0\) cannot be dynamic: the model specialized it to 2 "
+                                             r"at .*torch.ones\(2, 8\)"):
+        export(Specializes(), (torch.randn(2, 8),), None, dynamic={"x": {0: "batch"}}, exporter="dynamo")
+
+
+def test_specialized_dim_caught_by_second_shape_torchscript():
+    with pytest.raises(UserInputError, match=r"PyTorch cannot run the model at the second shape \(x=3x8\), so dims "
+                                             r"batch are not really dynamic"):
+        export(Specializes(), (torch.randn(2, 8),), None, dynamic={"x": {0: "batch"}}, exporter="torchscript")
+
+
+@pytest.mark.parametrize("exporter", BOTH)
+def test_asinh_mapping_one_to_one(tmp_path, exporter):
+    out = tmp_path / "asinh.onnx"
+    report = export(AsinhModel(), (torch.randn(2, 8),), out, exporter=exporter, dynamic={"x": {0: "batch"}},
+                    custom_ops=[OpMapping("onnxdeploy_test::my_asinh", "Asinh")])
+    ops = [n.op_type for n in onnx.load(out).graph.node]
+    assert "Asinh" in ops and report.passed
+    x = np.linspace(-3, 3, 24, dtype=np.float32).reshape(3, 8)
+    np.testing.assert_allclose(run(out, {"x": x})["output"], np.arcsinh(x) * 2, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("exporter", BOTH)
+def test_mapping_to_composition(tmp_path, exporter):
+    def asinh(g, x):
+        return g.op("Log", g.op("Add", x, g.op("Sqrt", g.op("Add", g.op("Mul", x, x), g.const(1.0, like=x)))))
+
+    out = tmp_path / "c.onnx"
+    report = export(AsinhModel(), (torch.randn(2, 8),), out, exporter=exporter,
+                    custom_ops={"onnxdeploy_test::my_asinh": asinh})
+    ops = {n.op_type for n in onnx.load(out).graph.node}
+    assert {"Log", "Sqrt", "Add", "Mul"} <= ops and "Asinh" not in ops
+    assert report.passed
+
+
+@pytest.mark.parametrize("exporter", BOTH)
+def test_mapping_to_custom_domain(tmp_path, exporter):
+    class Gelu(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.gelu(x)
+
+    out = tmp_path / "g.onnx"
+    report = export(Gelu(), (torch.randn(2, 8),), out, exporter=exporter,
+                    custom_ops=[OpMapping("aten::gelu", "Gelu", domain="com.microsoft")])
+    proto = onnx.load(out)
+    assert [(n.domain, n.op_type) for n in proto.graph.node] == [("com.microsoft", "Gelu")]
+    assert {o.domain: o.version for o in proto.opset_import}["com.microsoft"] == 1
+    assert report.passed  # onnxruntime implements com.microsoft::Gelu
+
+
+def test_register_op_decorator_global_registry(tmp_path):
+    from onnxdeploy.export import custom_op, registered_ops
+    from onnxdeploy.export_ops import unregister_op
+
+    @custom_op(torch.ops.onnxdeploy_test.my_asinh)
+    def asinh(g, x):
+        return g.op("Asinh", x)
+
+    try:
+        assert any(m.torch_op == "onnxdeploy_test::my_asinh" for m in registered_ops())
+        report = export(AsinhModel(), (torch.randn(2, 8),), tmp_path / "a.onnx", exporter="dynamo")
+        assert report.passed and report.custom_ops == ["onnxdeploy_test::my_asinh -> asinh()"]
+    finally:
+        unregister_op("onnxdeploy_test::my_asinh")
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript", "auto"])
+def test_unsupported_op_report(tmp_path, exporter):
+    out = tmp_path / "u.onnx"
+    with pytest.raises(UnsupportedOperators, match=r"cannot convert 1 operator: onnxdeploy_test::my_asinh in body") as info:
+        export(AsinhModel(), (torch.randn(2, 8),), out, exporter=exporter)
+    err = info.value
+    assert [m.op for m in err.ops] == ["onnxdeploy_test::my_asinh"]
+    assert err.ops[0].module_path.startswith("body")
+    assert "register_op('onnxdeploy_test::my_asinh'" in err.hint
+    if exporter != "torchscript":
+        assert err.ops[0].location == f"{Path(__file__).name}:{Body.forward.__code__.co_firstlineno + 1}"
+    if exporter == "auto":
+        assert "torchscript fallback" in err.hint
+    assert not out.exists()
+
+
+def test_auto_falls_back_and_says_why(tmp_path, monkeypatch):
+    import onnxdeploy.export as mod
+
+    def broken(*a, **k):
+        raise mod._ExportFailed("torch.export", RuntimeError("graph break"))
+
+    monkeypatch.setattr(mod, "_export_dynamo", broken)
+    report = export(ConvBnSiLU().eval(), (torch.randn(1, 3, 8, 8),), tmp_path / "m.onnx", exporter="auto")
+    assert report.exporter == "torchscript"
+    assert "dynamo failed (torch.export failed: RuntimeError: graph break)" in report.exporter_reason
+
+
+class Drifts(torch.nn.Module):
+    """Differs between PyTorch and ONNX: adds a tiny amount only in eager mode."""
+
+    def forward(self, x):
+        y = x * 2
+        if not torch.onnx.is_in_onnx_export() and not torch.compiler.is_compiling():
+            y = y + 0.5
+        return y
+
+
+def test_mismatch_raises_and_writes_nothing(tmp_path):
+    out = tmp_path / "d.onnx"
+    with pytest.raises(OutputsDisagree, match="no model file was written") as info:
+        export(Drifts(), (torch.randn(2, 4),), out, exporter="torchscript")
+    assert not out.exists()
+    assert info.value.report.parity[0].max_abs == pytest.approx(0.5)
+    with pytest.raises(OutputsDisagree, match="kept at"):
+        export(Drifts(), (torch.randn(2, 4),), out, exporter="torchscript", keep_on_mismatch=True)
+    assert out.exists()
+
+
+def test_no_verify(tmp_path):
+    report = export(Drifts(), (torch.randn(2, 4),), tmp_path / "d.onnx", exporter="torchscript", verify=False)
+    assert report.parity == [] and not report.verified and (tmp_path / "d.onnx").exists()
+
+
+def test_wrong_number_of_names():
+    with pytest.raises(UserInputError, match="2 output names for 1 outputs"):
+        export(ConvBnSiLU().eval(), (torch.randn(1, 3, 8, 8),), None, output_names=["a", "b"])
+    with pytest.raises(UserInputError, match="unknown exporter 'onnx'"):
+        export(ConvBnSiLU().eval(), (torch.randn(1, 3, 8, 8),), None, exporter="onnx")
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+TARGET = '''
+import torch
+class Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 32, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(32)
+        self.act = torch.nn.SiLU()
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+def build():
+    return Model()
+'''
+
+
+def test_cli_export(tmp_path, capsys):
+    import json
+
+    from onnxdeploy.cli.main import main
+
+    (tmp_path / "article.py").write_text(TARGET)
+    out = tmp_path / "m.onnx"
+    rc = main(["export", f"{tmp_path / 'article.py'}:build", "-o", str(out), "--input", "input=2x3x16x16",
+               "--dynamic", "input:0=batch,2=height,3=width", "--output-names", "values", "--json"])
+    assert rc in (0, None)
+    data = json.loads(capsys.readouterr().out)
+    assert data["passed"] and data["input_names"] == ["input"] and data["output_names"] == ["values"]
+    assert dims_of(out) == ["batch", 3, "height", "width"]
+
+
+def test_cli_wrong_dynamic_key(tmp_path, capsys):
+    from onnxdeploy.cli.main import main
+
+    (tmp_path / "article.py").write_text(TARGET)
+    rc = main(["export", f"{tmp_path / 'article.py'}:build", "-o", str(tmp_path / "m.onnx"), "--input",
+               "input=1x3x8x8", "--dynamic", "in:2=height"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "'in', which is neither an input nor an output" in err and "did you mean 'input'" in err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_needs_shapes(tmp_path, capsys):
+    from onnxdeploy.cli.main import main
+
+    (tmp_path / "article.py").write_text(TARGET)
+    rc = main(["export", f"{tmp_path / 'article.py'}:build", "-o", str(tmp_path / "m.onnx")])
+    assert rc == 1 and "--input NAME=1x3x224x224" in capsys.readouterr().err
+
+
+def test_import_without_torch(tmp_path):
+    import subprocess
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import onnxdeploy.export as e\n"
+            "try:\n    e.export(object(), (), None)\nexcept Exception as err:\n"
+            "    print(type(err).__name__, err.hint)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "MissingDependencyError pip install 'onnxdeploy[torch]'" in proc.stdout, proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------ real architectures
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exporter", BOTH)
+@pytest.mark.parametrize("arch", ["resnet50", "vit", "bert", "gpt2"])
+def test_transformers_models(tmp_path, arch, exporter):
+    corpus = pytest.importorskip("corpus")
+    pytest.importorskip("transformers")
+    model, inputs, names = corpus.build(arch, tiny=arch != "resnet50", batch=2)
+    dynamic = {n: corpus.DYNAMIC[n] for n in names}
+    if arch == "vit":
+        dynamic = {"pixel_values": {0: "batch"}}
+    report = export(model, inputs, tmp_path / f"{arch}.onnx", input_names=names, output_names=["output"],
+                    dynamic=dynamic, exporter=exporter, atol=1e-3, rtol=1e-2)
+    assert report.passed and len(report.parity) == 2

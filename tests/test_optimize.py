@@ -1,0 +1,230 @@
+"""`onnxdeploy optimize`: pipeline behaviour, verification, skipping a broken pass, and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxdeploy import examples
+from onnxdeploy.errors import OutputsDisagree, UserInputError
+from onnxdeploy.optimize import optimize
+
+F = TensorProto.FLOAT
+
+
+def _model(nodes, inputs, outputs, inits=(), opsets=(("", 17),)):
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in dict(inits).items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets])
+
+
+def _ops(model: ir.Model) -> list[str]:
+    return [n.op_type for n in model.graph]
+
+
+def test_conv_bn_silu_fuses_keeps_symbolic_dims_and_verifies_at_two_shapes():
+    result = optimize(examples.conv_bn_silu())
+    assert "BatchNormalization" not in result.report.after.ops
+    assert result.report.before.nodes == 4 and result.report.after.nodes == 3
+    dims = [d.value if hasattr(d, "value") else d for d in result.model.graph.inputs[0].shape]
+    assert dims == ["batch", 3, "height", "width"]
+    assert len(result.report.verification) == 2  # two different shapes because dims are symbolic
+    assert all(c.passed for c in result.report.verification)
+    assert result.report.after.parameter_bytes < result.report.before.parameter_bytes
+    onnx.checker.check_model(ir.serde.serialize_model(result.model), full_check=True)
+
+
+def test_dim_fixes_shape_and_folds_shape_computation():
+    proto = _model(
+        [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Reshape", ["x", "s"], ["r"]),
+         helper.make_node("Relu", ["r"], ["y"])],
+        [("x", F, ["batch", 4])], [("y", F, ["batch", 4])],
+    )
+    kept = optimize(proto)
+    assert "Shape" in _ops(kept.model) or "Reshape" not in _ops(kept.model)
+    fixed = optimize(proto, dims={"batch": 2})
+    assert _ops(fixed.model) == ["Relu"]
+    assert list(fixed.model.graph.inputs[0].shape) == [2, 4]
+    with pytest.raises(UserInputError, match="no symbolic dim named 'bach'") as err:
+        optimize(proto, dims={"bach": 2})
+    assert "batch" in err.value.hint
+
+
+def _constant_of_shape_model(rows: int):
+    return _model(
+        [helper.make_node("ConstantOfShape", ["shape"], ["big"], value=helper.make_tensor("v", F, [1], [1.0])),
+         helper.make_node("Add", ["x", "big"], ["y"])],
+        [("x", F, [rows, 1024])], [("y", F, [rows, 1024])], {"shape": np.array([rows, 1024], dtype=np.int64)},
+    )
+
+
+def _tile_model(rows: int):
+    return _model(
+        [helper.make_node("Tile", ["row", "reps"], ["big"]), helper.make_node("Add", ["x", "big"], ["y"])],
+        [("x", F, [rows, 1024])], [("y", F, [rows, 1024])],
+        {"row": np.arange(1024, dtype=np.float32).reshape(1, 1024), "reps": np.array([rows, 1], dtype=np.int64)},
+    )
+
+
+def test_constant_of_shape_is_never_materialized():
+    big = optimize(_constant_of_shape_model(512))  # would be a 2 MB weight
+    assert "ConstantOfShape" in _ops(big.model)
+    assert big.report.after.parameter_bytes < 1 << 20
+
+
+def test_constant_folding_respects_size_limit():
+    kept = optimize(_tile_model(512))  # Tile would fold into a 2 MB constant: above the default 1 MB limit
+    assert "Tile" in _ops(kept.model)
+    assert kept.report.after.parameter_bytes < 1 << 20
+    folded = optimize(_tile_model(512), fold_limit_bytes=4 << 20)
+    assert _ops(folded.model) == ["Add"]
+    assert folded.report.after.parameter_bytes >= 2 << 20
+
+
+def test_shared_weights_stay_shared():
+    w = np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32)
+    proto = _model(
+        [helper.make_node("MatMul", ["x", "w"], ["a"]), helper.make_node("MatMul", ["a", "w"], ["b"]),
+         helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]), helper.make_node("MatMul", ["b", "wt"], ["y"])],
+        [("x", F, ["n", 8])], [("y", F, ["n", 8])], {"w": w},
+    )
+    result = optimize(proto)
+    assert result.report.after.parameter_bytes <= result.report.before.parameter_bytes * 2
+    users = [n for n in result.model.graph if n.op_type == "MatMul" and n.inputs[1].name == "w"]
+    assert len(users) == 2  # both tied uses read the one initializer
+
+
+def test_custom_domain_op_passes_through():
+    proto = _model(
+        [helper.make_node("Identity", ["x"], ["i"]),
+         helper.make_node("MyOp", ["i"], ["y"], domain="my.domain", alpha=0.5)],
+        [("x", F, [2])], [("y", F, [2])], opsets=(("", 17), ("my.domain", 1)),
+    )
+    result = optimize(proto, verify=False)
+    node = [n for n in result.model.graph if n.domain == "my.domain"]
+    assert len(node) == 1 and node[0].op_type == "MyOp" and node[0].attributes["alpha"].as_float() == 0.5
+    assert result.model.opset_imports["my.domain"] == 1
+    assert result.report.verification == []
+
+
+class BrokenPass(ir.passes.InPlacePass):
+    """Deliberately wrong: turns every Relu into a Sigmoid."""
+
+    name = "broken"
+
+    def call(self, model):
+        changed = False
+        for node in model.graph:
+            if node.op_type == "Relu":
+                node.op_type = "Sigmoid"  # type: ignore[misc]
+                changed = True
+        return ir.passes.PassResult(model, modified=changed)
+
+
+def _relu_model():
+    return _model([helper.make_node("Relu", ["x"], ["y"])], [("x", F, [2, 3])], [("y", F, [2, 3])])
+
+
+@pytest.mark.parametrize("verify_each", [True, False])
+def test_broken_pass_is_named_and_skipped(verify_each):
+    result = optimize(_relu_model(), extra_passes=[BrokenPass()], verify_each=verify_each)
+    skipped = result.report.skipped
+    assert [p.name for p in skipped] == ["broken"]
+    assert "broke numerics" in skipped[0].error and "MISMATCH" in skipped[0].error
+    assert _ops(result.model) == ["Relu"]
+    assert result.report.verified is True
+    assert result.to_dict()["skipped"][0]["name"] == "broken"
+    if not verify_each:
+        assert "re-ran with a check after every step" in result.report.notes[0]
+
+
+def test_crashing_pass_is_skipped_with_its_error():
+    class Crash(ir.passes.InPlacePass):
+        def call(self, model):
+            raise RuntimeError("boom")
+
+    result = optimize(_relu_model(), extra_passes=[Crash()])
+    assert [(p.name, p.error) for p in result.report.skipped] == [("Crash", "RuntimeError: boom")]
+
+
+def test_bad_options_are_user_errors():
+    with pytest.raises(UserInputError, match="unknown level 'max'"):
+        optimize(_relu_model(), level="max")
+    with pytest.raises(UserInputError, match="unknown runtime 'tvm'"):
+        optimize(_relu_model(), for_runtime="tvm")
+
+
+def test_for_runtime_onnxruntime_runs_offline_optimizer_and_verifies():
+    result = optimize(examples.conv_bn_silu(), for_runtime="onnxruntime", level="extended")
+    names = [p.name for p in result.report.passes]
+    assert names[-1] == "onnxruntime" and not result.report.skipped
+    assert result.report.verified is True
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_writes_output_and_prints_table(conv_bn_silu_path, tmp_path, capsys):
+    from onnxdeploy.cli.main import main
+
+    out = tmp_path / "opt.onnx"
+    rc = main(["optimize", str(conv_bn_silu_path), "-o", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0 and out.exists()
+    assert "BatchNormalization" in captured.out and "file size" in captured.out
+    assert "verified optimized @ batch=1" in captured.err
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+
+
+def test_cli_json(conv_bn_silu_path, tmp_path, capsys):
+    from onnxdeploy.cli.main import main
+
+    out = tmp_path / "opt.onnx"
+    rc = main(["optimize", str(conv_bn_silu_path), "-o", str(out), "--json", "--verify-each", "--dim", "batch=1"])
+    data = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert data["before"]["ops"]["BatchNormalization"] == 1 and "BatchNormalization" not in data["after"]["ops"]
+    assert data["dims"] == {"batch": 1} and data["verified"] is True
+    assert data["output_bytes"] == out.stat().st_size
+
+
+def test_cli_outputs_disagree_writes_nothing(conv_bn_silu_path, tmp_path, capsys, monkeypatch):
+    import onnxdeploy.optimize as mod
+    from onnxdeploy.cli.main import main
+    from onnxdeploy.numerics import compare_outputs
+
+    def always_off(ref, got, **kw):  # every comparison fails: no pass can be skipped to fix it
+        return compare_outputs(ref, {k: v + 1 for k, v in got.items()}, **kw)
+
+    monkeypatch.setattr(mod, "compare_outputs", always_off)
+    out = tmp_path / "opt.onnx"
+    rc = main(["optimize", str(conv_bn_silu_path), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == OutputsDisagree.exit_code == 3
+    assert "outputs differ from the original's" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_cli_refuses_to_overwrite_input(conv_bn_silu_path, capsys):
+    from onnxdeploy.cli.main import main
+
+    rc = main(["optimize", str(conv_bn_silu_path), "-o", str(conv_bn_silu_path)])
+    assert rc == 1 and "would overwrite the input" in capsys.readouterr().err
+
+
+def test_input_model_is_not_modified(conv_bn_silu_path):
+    model = ir.serde.deserialize_model(examples.conv_bn_silu())
+    optimize(model, dims={"batch": 1})
+    assert [n.op_type for n in model.graph] == ["Conv", "BatchNormalization", "Sigmoid", "Mul"]
+    assert model.graph.inputs[0].shape[0].value == "batch"
+    before = conv_bn_silu_path.read_bytes()
+    optimize(conv_bn_silu_path)
+    assert conv_bn_silu_path.read_bytes() == before

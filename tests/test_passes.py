@@ -1,0 +1,220 @@
+"""Each of onnxdeploy's own passes on a small model built for it, with a pattern that must not fire."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnx_ir.passes.common  # noqa: F401 - ir.passes.common
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxdeploy.passes import (
+    FuseConvActivationPass,
+    FuseConvBatchNormPass,
+    MatMulAddToGemmPass,
+    RemoveRedundantChainsPass,
+)
+
+RNG = np.random.default_rng(0)
+F = TensorProto.FLOAT
+
+
+def make(nodes, inputs, outputs, inits=(), opset=17) -> ir.Model:
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in dict(inits).items()],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    proto = onnx.shape_inference.infer_shapes(proto)
+    return ir.serde.deserialize_model(proto)
+
+
+def run(model: ir.Model, feeds: dict) -> list[np.ndarray]:
+    proto = ir.serde.serialize_model(model)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(
+        None, feeds)
+
+
+def apply(pass_, model: ir.Model, feeds: dict, *, expect_modified: bool, check: bool = True):
+    """Run ``pass_`` + dead-code removal on a copy; assert numerics equal and the model is valid."""
+    before = run(model, feeds)
+    work = model.clone()
+    result = pass_(work)
+    assert result.modified is expect_modified
+    ir.passes.common.RemoveUnusedNodesPass()(work)
+    after = run(work, feeds)
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    if check:
+        onnx.checker.check_model(ir.serde.serialize_model(work), full_check=True)
+    return work
+
+
+def ops(model: ir.Model) -> list[str]:
+    return [n.op_type for n in model.graph]
+
+
+def randn(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def bn_inits(c=4):
+    return {"s": randn(c) + 2, "b": randn(c), "m": randn(c), "v": np.abs(randn(c)) + 0.5}
+
+
+# ---------------------------------------------------------------- Conv + BatchNormalization
+
+
+def test_conv_bn_without_bias_folds():
+    model = make(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"], epsilon=1e-3)],
+        [("x", F, [1, 3, 8, 8])], [("y", F, None)], {"w": randn(4, 3, 3, 3), **bn_inits()},
+    )
+    work = apply(FuseConvBatchNormPass(), model, {"x": randn(1, 3, 8, 8)}, expect_modified=True)
+    assert ops(work) == ["Conv"]
+    assert len(list(work.graph)[0].inputs) == 3
+
+
+def test_conv_bn_with_castlike_computed_zero_bias_folds():
+    """The ResNet-50 dynamo optimize=False case: the bias is CastLike(0, x) expanded, not an initializer."""
+    zero = helper.make_tensor("zero", F, [], [0.0])
+    model = make(
+        [helper.make_node("Constant", [], ["z"], value=zero),
+         helper.make_node("CastLike", ["z", "x"], ["zc"]),
+         helper.make_node("Expand", ["zc", "n"], ["bias"]),
+         helper.make_node("Conv", ["x", "w", "bias"], ["c"]),
+         helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"])],
+        [("x", F, [1, 3, 8, 8])], [("y", F, None)],
+        {"w": randn(4, 3, 1, 1), "n": np.array([4], dtype=np.int64), **bn_inits()},
+    )
+    # fold the bias computation first (as the pipeline does), then our pass sees a constant bias
+    import onnxscript.optimizer
+
+    work = model.clone()
+    onnxscript.optimizer.fold_constants(work)
+    assert "BatchNormalization" in ops(work)
+    work = apply(FuseConvBatchNormPass(), work, {"x": randn(1, 3, 8, 8)}, expect_modified=True)
+    assert ops(work) == ["Conv"]
+
+
+def test_conv_bn_shared_weight_stays_for_other_user():
+    model = make(
+        [helper.make_node("Conv", ["x", "w"], ["c"]),
+         helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"]),
+         helper.make_node("Conv", ["x", "w"], ["y2"])],
+        [("x", F, [1, 3, 4, 4])], [("y", F, None), ("y2", F, None)], {"w": randn(4, 3, 1, 1), **bn_inits()},
+    )
+    work = apply(FuseConvBatchNormPass(), model, {"x": randn(1, 3, 4, 4)}, expect_modified=True)
+    assert ops(work) == ["Conv", "Conv"]
+    assert "w" in work.graph.initializers  # still used, unchanged, by the second Conv
+
+
+def test_conv_bn_does_not_fire_when_conv_output_is_shared():
+    model = make(
+        [helper.make_node("Conv", ["x", "w"], ["c"]),
+         helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"]),
+         helper.make_node("Relu", ["c"], ["r"])],
+        [("x", F, [1, 3, 4, 4])], [("y", F, None), ("r", F, None)], {"w": randn(4, 3, 1, 1), **bn_inits()},
+    )
+    work = apply(FuseConvBatchNormPass(), model, {"x": randn(1, 3, 4, 4)}, expect_modified=False)
+    assert "BatchNormalization" in ops(work)
+
+
+def test_conv_bn_does_not_fire_on_weight_from_graph_input():
+    model = make(
+        [helper.make_node("Conv", ["x", "w"], ["c"]),
+         helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"])],
+        [("x", F, [1, 3, 4, 4]), ("w", F, [4, 3, 1, 1])], [("y", F, None)], bn_inits(),
+    )
+    apply(FuseConvBatchNormPass(), model, {"x": randn(1, 3, 4, 4), "w": randn(4, 3, 1, 1)}, expect_modified=False)
+
+
+# ---------------------------------------------------------------- Conv/Gemm + activation
+
+
+def test_conv_relu_and_gemm_sigmoid_fuse_to_contrib_ops():
+    model = make(
+        [helper.make_node("Conv", ["x", "w", "cb"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
+         helper.make_node("Flatten", ["r"], ["f"]), helper.make_node("Gemm", ["f", "gw", "gb"], ["g"]),
+         helper.make_node("Sigmoid", ["g"], ["y"])],
+        [("x", F, [1, 3, 4, 4])], [("y", F, None)],
+        {"w": randn(2, 3, 3, 3), "cb": randn(2), "gw": randn(8, 5), "gb": randn(5)},
+    )
+    work = apply(FuseConvActivationPass(), model, {"x": randn(1, 3, 4, 4)}, expect_modified=True, check=False)
+    assert ops(work) == ["FusedConv", "Flatten", "FusedGemm"]
+    assert work.opset_imports["com.microsoft"] == 1
+
+
+def test_conv_activation_does_not_fire_on_silu_or_shared_output():
+    model = make(
+        [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Sigmoid", ["c"], ["s"]),
+         helper.make_node("Mul", ["c", "s"], ["y"])],
+        [("x", F, [1, 3, 4, 4])], [("y", F, None)], {"w": randn(2, 3, 1, 1)},
+    )
+    apply(FuseConvActivationPass(), model, {"x": randn(1, 3, 4, 4)}, expect_modified=False)
+
+
+# ---------------------------------------------------------------- MatMul + Add -> Gemm
+
+
+def test_matmul_add_becomes_gemm():
+    model = make(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["bias", "m"], ["y"])],
+        [("x", F, [3, 4])], [("y", F, None)], {"w": randn(4, 5), "bias": randn(5)},
+    )
+    work = apply(MatMulAddToGemmPass(), model, {"x": randn(3, 4)}, expect_modified=True)
+    assert ops(work) == ["Gemm"]
+
+
+@pytest.mark.parametrize(
+    "x_shape, bias_shape",
+    [([2, 3, 4], [5]),  # batched MatMul: Gemm is 2-D only
+     ([3, 4], [1, 3, 5])],  # a bias that raises the output rank
+)
+def test_matmul_add_does_not_fire(x_shape, bias_shape):
+    model = make(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "bias"], ["y"])],
+        [("x", F, x_shape)], [("y", F, None)], {"w": randn(4, 5), "bias": randn(*bias_shape)},
+    )
+    work = apply(MatMulAddToGemmPass(), model, {"x": randn(*x_shape)}, expect_modified=False)
+    assert ops(work) == ["MatMul", "Add"]
+
+
+# ---------------------------------------------------------------- redundant chains
+
+
+def test_redundant_chains_removed():
+    model = make(
+        [helper.make_node("Squeeze", ["x", "ax"], ["s"]), helper.make_node("Unsqueeze", ["s", "ax"], ["u"]),
+         helper.make_node("Cast", ["u"], ["c1"], to=TensorProto.DOUBLE),
+         helper.make_node("Cast", ["c1"], ["c2"], to=F),
+         helper.make_node("Transpose", ["c2"], ["t1"], perm=[0, 2, 1]),
+         helper.make_node("Transpose", ["t1"], ["t2"], perm=[0, 2, 1]),
+         helper.make_node("Reshape", ["t2", "shape"], ["r"]),
+         helper.make_node("Add", ["r", "zeros"], ["a"]),
+         helper.make_node("Relu", ["a"], ["y"])],
+        [("x", F, [1, 3, 4])], [("y", F, None)],
+        {"ax": np.array([0], dtype=np.int64), "shape": np.array([1, 3, 4], dtype=np.int64),
+         "zeros": np.zeros(4, np.float32)},
+    )
+    work = apply(RemoveRedundantChainsPass(), model, {"x": randn(1, 3, 4)}, expect_modified=True)
+    assert ops(work) == ["Relu"]
+
+
+def test_redundant_chains_keep_lossy_and_shape_changing_pairs():
+    model = make(
+        [helper.make_node("Cast", ["x"], ["c1"], to=TensorProto.FLOAT16),  # float32 -> float16 is lossy
+         helper.make_node("Cast", ["c1"], ["c2"], to=F),
+         helper.make_node("Transpose", ["c2"], ["t1"], perm=[0, 2, 1]),
+         helper.make_node("Transpose", ["t1"], ["t2"], perm=[1, 0, 2]),  # does not compose to identity
+         helper.make_node("Add", ["t2", "zeros"], ["y"])],  # zeros (2, 1, 3, 4) broadcast raises the rank
+        [("x", F, [1, 3, 4])], [("y", F, None)], {"zeros": np.zeros((2, 1, 1, 1), np.float32)},
+    )
+    work = apply(RemoveRedundantChainsPass(), model, {"x": randn(1, 3, 4)}, expect_modified=False)
+    assert ops(work) == ["Cast", "Cast", "Transpose", "Transpose", "Add"]

@@ -1,0 +1,252 @@
+"""quantize: defaults by model type, calibration sources, exclusions, verification, fallback, CLI."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxdeploy.errors import OutputsDisagree, UserInputError
+from onnxdeploy.quantize import load_calibration, model_kind, quantize, synthesize_samples
+
+qmod = importlib.import_module("onnxdeploy.quantize")
+
+
+def _cnn() -> onnx.ModelProto:
+    """3 Conv+Relu, global pool, Gemm to 10 logits; symbolic batch."""
+    rng = np.random.default_rng(0)
+    nodes, inits = [], []
+    c_in, x = 3, "x"
+    for i, c in enumerate([16, 32, 32]):
+        inits.append(numpy_helper.from_array((rng.standard_normal((c, c_in, 3, 3)) * 0.2).astype(np.float32), f"w{i}"))
+        inits.append(numpy_helper.from_array((rng.standard_normal(c) * 0.1).astype(np.float32), f"b{i}"))
+        nodes.append(helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], name=f"conv{i}", pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}"))
+        x, c_in = f"r{i}", c
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"))
+    inits.append(numpy_helper.from_array((rng.standard_normal((32, 10)) * 0.3).astype(np.float32), "fcw"))
+    inits.append(numpy_helper.from_array(np.zeros(10, np.float32), "fcb"))
+    nodes.append(helper.make_node("Gemm", ["flat", "fcw", "fcb"], ["logits"], name="fc"))
+    graph = helper.make_graph(
+        nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _transformer() -> onnx.ModelProto:
+    """Embedding Gather, two MatMul+Add feed-forward blocks with residuals: MatMul-heavy like a transformer."""
+    rng = np.random.default_rng(1)
+    h, f = 64, 128
+    inits = [numpy_helper.from_array(rng.standard_normal((50, h)).astype(np.float32), "emb")]
+    nodes = [helper.make_node("Gather", ["emb", "input_ids"], ["x0"], name="embed")]
+    mask = helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT, name="mask_cast")
+    unsq = helper.make_node("Unsqueeze", ["maskf", "axis"], ["mask3"], name="mask_unsqueeze")
+    inits.append(numpy_helper.from_array(np.array([2], np.int64), "axis"))
+    nodes += [mask, unsq]
+    x = "x0"
+    for i in range(2):
+        for name, shape in ((f"w1_{i}", (h, f)), (f"w2_{i}", (f, h))):
+            inits.append(numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32), name))
+        inits.append(numpy_helper.from_array(np.zeros(f, np.float32), f"b1_{i}"))
+        inits.append(numpy_helper.from_array(np.zeros(h, np.float32), f"b2_{i}"))
+        nodes += [
+            helper.make_node("MatMul", [x, f"w1_{i}"], [f"m1_{i}"], name=f"ffn{i}/fc1"),
+            helper.make_node("Add", [f"m1_{i}", f"b1_{i}"], [f"a1_{i}"], name=f"ffn{i}/bias1"),
+            helper.make_node("Relu", [f"a1_{i}"], [f"g_{i}"], name=f"ffn{i}/act"),
+            helper.make_node("MatMul", [f"g_{i}", f"w2_{i}"], [f"m2_{i}"], name=f"ffn{i}/fc2"),
+            helper.make_node("Add", [f"m2_{i}", f"b2_{i}"], [f"a2_{i}"], name=f"ffn{i}/bias2"),
+            helper.make_node("Add", [x, f"a2_{i}"], [f"x{i + 1}"], name=f"ffn{i}/residual"),
+        ]
+        x = f"x{i + 1}"
+    nodes.append(helper.make_node("Mul", [x, "mask3"], ["hidden"], name="apply_mask"))
+    graph = helper.make_graph(
+        nodes, "ffn",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "sequence", h])], inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.fixture
+def cnn_path(tmp_path: Path) -> Path:
+    path = tmp_path / "cnn.onnx"
+    onnx.save(_cnn(), path)
+    return path
+
+
+@pytest.fixture
+def ffn_path(tmp_path: Path) -> Path:
+    path = tmp_path / "ffn.onnx"
+    onnx.save(_transformer(), path)
+    return path
+
+
+def _dq_fed_nodes(path: Path) -> set[str]:
+    """Names of nodes whose weight (input 1) comes from a DequantizeLinear, i.e. that run quantized."""
+    model = onnx.load(path)
+    dq_outputs = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return {n.name for n in model.graph.node if len(n.input) > 1 and n.input[1] in dq_outputs}
+
+
+def test_model_kind():
+    assert model_kind(_cnn()) == "cnn"
+    assert model_kind(_transformer()) == "transformer"
+
+
+def test_cnn_defaults_static_qdq_uint8_per_channel(cnn_path, tmp_path):
+    out = tmp_path / "cnn.int8.onnx"
+    report = quantize(cnn_path, out, measure=False)
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    assert (report.mode, report.format, report.activation_type, report.weight_type) == ("static", "QDQ", "uint8", "int8")
+    assert report.per_channel is True
+    assert report.quantized_ops.get("QuantizeLinear", 0) >= 3 and report.quantized_ops.get("DequantizeLinear", 0) >= 3
+    assert {"conv0", "conv1", "conv2"} <= _dq_fed_nodes(out)
+    assert report.cosine >= 0.99 and report.top1_agreement is not None and report.top1_agreement >= 0.75
+    assert report.heldout_samples == 4 and report.calibration_samples == 16
+    assert report.output_bytes < report.input_bytes
+    assert any("synthesized" in w for w in report.warnings)
+    d = report.to_dict()
+    assert {"cosine", "max_abs", "top1_agreement", "speedup", "outputs", "input_bytes", "output_bytes"} <= set(d)
+    # activations of the quantized graph are uint8
+    model = onnx.load(out)
+    zp_types = {i.data_type for i in model.graph.initializer if i.name.endswith("zero_point") and not i.dims}
+    assert TensorProto.UINT8 in zp_types
+    got = ort.InferenceSession(str(out)).run(None, {"x": np.zeros((2, 3, 16, 16), np.float32)})[0]
+    assert got.shape == (2, 10)  # symbolic batch kept
+
+
+def test_transformer_defaults_dynamic(ffn_path, tmp_path):
+    out = tmp_path / "ffn.int8.onnx"
+    report = quantize(ffn_path, out, measure=False)
+    assert report.model_kind == "transformer" and report.mode == "dynamic"
+    ops = report.quantized_ops
+    assert ops.get("DynamicQuantizeLinear", 0) + ops.get("DynamicQuantizeMatMul", 0) + ops.get("MatMulInteger", 0) >= 4
+    assert report.cosine >= 0.99
+    assert report.top1_agreement is None  # hidden states are not class logits
+    assert not any("synthesized" in w for w in report.warnings)  # dynamic needs no calibration
+    onnx.checker.check_model(onnx.load(out))
+
+
+def test_synthesized_samples_look_like_real_inputs():
+    samples = synthesize_samples(_transformer(), 3, seed=5)
+    assert len(samples) == 3
+    for s in samples:
+        assert s["input_ids"].shape == (1, 128) and s["input_ids"].max() < 50  # the embedding table has 50 rows
+        assert (s["attention_mask"] == 1).all()
+    assert not np.array_equal(samples[0]["input_ids"], samples[1]["input_ids"])
+
+
+def test_exclude_nodes_by_glob_and_ops(cnn_path, tmp_path):
+    out = tmp_path / "q.onnx"
+    report = quantize(cnn_path, out, exclude_nodes=["conv[01]"], exclude_ops=["Gemm"], measure=False)
+    assert sorted(report.excluded_nodes) == ["conv0", "conv1", "fc"]
+    quantized = _dq_fed_nodes(out)
+    assert "conv2" in quantized
+    assert not {"conv0", "conv1", "fc"} & quantized
+
+
+def test_unknown_exclusions_name_the_closest(cnn_path, tmp_path):
+    with pytest.raises(UserInputError, match="matches no node") as info:
+        quantize(cnn_path, tmp_path / "q.onnx", exclude_nodes=["convv0"], measure=False)
+    assert "conv0" in info.value.hint
+    with pytest.raises(UserInputError, match="has no Conf node") as info:
+        quantize(cnn_path, tmp_path / "q.onnx", exclude_ops=["Conf"], measure=False)
+    assert "Conv" in info.value.hint
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_calibration_from_npz_holds_out_samples(cnn_path, tmp_path):
+    rng = np.random.default_rng(3)
+    npz = tmp_path / "calib.npz"
+    np.savez(npz, x=rng.standard_normal((10, 3, 16, 16)).astype(np.float32))  # a batch of 10: 10 samples
+    report = quantize(cnn_path, tmp_path / "q.onnx", mode="static", calibration=npz, measure=False)
+    assert (report.calibration_samples, report.heldout_samples) == (8, 2)
+    assert report.calibration == str(npz)
+    assert not any("synthesized" in w for w in report.warnings)
+
+
+def test_calibration_from_folders(cnn_path, tmp_path):
+    rng = np.random.default_rng(4)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for k in range(3):  # one sample per file, stacked on a leading axis
+        np.save(flat / f"img{k}.npy", rng.standard_normal((2, 1, 3, 16, 16)).astype(np.float32))
+    assert len(load_calibration(flat, cnn_path)) == 6
+    nested = tmp_path / "nested"
+    for k in range(4):  # the ONNX test-data layout: one folder per sample, TensorProto files
+        (nested / f"test_data_set_{k}").mkdir(parents=True)
+        tensor = numpy_helper.from_array(rng.standard_normal((1, 3, 16, 16)).astype(np.float32), "x")
+        (nested / f"test_data_set_{k}" / "input_0.pb").write_bytes(tensor.SerializeToString())
+    report = quantize(cnn_path, tmp_path / "q.onnx", calibration=nested, measure=False)
+    assert (report.calibration_samples, report.heldout_samples) == (3, 1)
+
+
+def test_calibration_errors(cnn_path, tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, y=np.zeros((4, 3, 16, 16), np.float32))
+    with pytest.raises(UserInputError, match="no input named 'y'"):
+        load_calibration(bad, cnn_path)
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, x=np.zeros((4, 3, 8, 8), np.float32))
+    with pytest.raises(UserInputError, match="calibration sample 0: .*dim 2 is fixed to 16"):
+        load_calibration(wrong, cnn_path)
+    with pytest.raises(UserInputError, match="no such file or folder"):
+        load_calibration(tmp_path / "missing.npz", cnn_path)
+
+
+def test_verification_failure_writes_nothing(cnn_path, tmp_path):
+    out = tmp_path / "q.onnx"
+    with pytest.raises(OutputsDisagree, match="cosine similarity .* nothing written"):
+        quantize(cnn_path, out, min_cosine=1.01, measure=False)
+    assert not out.exists()
+    assert not list(tmp_path.glob(".onnxdeploy-*"))
+
+
+def test_speedup_is_measured(cnn_path, tmp_path):
+    report = quantize(cnn_path, tmp_path / "q.onnx", measure_seconds=0.2, threads=1)
+    assert report.fp32_ms > 0 and report.quantized_ms > 0
+    assert report.speedup == pytest.approx(report.fp32_ms / report.quantized_ms)
+
+
+def test_auto_mode_falls_back_and_warns_when_slower(cnn_path, tmp_path, monkeypatch):
+    monkeypatch.setattr(qmod, "_measure", lambda *a, **k: (1.0, 2.0))  # every quantized model "twice as slow"
+    report = quantize(cnn_path, tmp_path / "q.onnx")
+    assert [a.mode for a in report.attempts] == ["static", "dynamic"] or [a.mode for a in report.attempts] == [
+        "dynamic", "static"]
+    assert any("trying dynamic" in w for w in report.warnings)
+    assert any("SLOWER THAN FP32" in w for w in report.warnings)
+    # an explicit mode is not switched, but still warned about
+    report = quantize(cnn_path, tmp_path / "q2.onnx", mode="static")
+    assert len(report.attempts) == 1 and any("SLOWER THAN FP32" in w for w in report.warnings)
+
+
+def test_input_model_is_not_modified(cnn_path, tmp_path):
+    before = cnn_path.read_bytes()
+    quantize(onnx.load(cnn_path), tmp_path / "q.onnx", measure=False)
+    assert cnn_path.read_bytes() == before
+    with pytest.raises(UserInputError, match="overwrite the input"):
+        quantize(cnn_path, cnn_path, measure=False)
+
+
+def test_cli_json_and_errors(cnn_path, tmp_path, capsys):
+    from onnxdeploy.cli.main import main
+
+    out = tmp_path / "q.onnx"
+    rc = main(["quantize", str(cnn_path), "-o", str(out), "--no-measure", "--json", "--samples", "4"])
+    assert rc == 0 and out.exists()
+    data = json.loads(capsys.readouterr().out)
+    assert data["mode"] == "static" and data["calibration_samples"] == 4 and data["cosine"] >= 0.99
+    rc = main(["quantize", str(cnn_path), "-o", str(tmp_path / "x.onnx"), "--exclude-op", "Conf", "--no-measure"])
+    captured = capsys.readouterr()
+    assert rc == 1 and "error: --exclude-op 'Conf'" in captured.err and "Traceback" not in captured.err
+    rc = main(["quantize", str(cnn_path), "-o", str(tmp_path / "y.onnx"), "--no-measure", "--min-cosine", "1.5"])
+    assert rc == 3 and not (tmp_path / "y.onnx").exists()
