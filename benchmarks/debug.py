@@ -11,7 +11,8 @@ On ResNet-50 (``corpus.export_corpus_model("resnet50", ...)``, dynamo export, ex
 3. The seed article's step 4: one new session per node whose output is wanted, measured on a sample of nodes spread
    over the graph and extrapolated to all of them (the full loop takes about a minute on this machine).
 
-Each measurement runs in a fresh subprocess; the median of ``--rounds`` is reported, with the peak RSS.
+Each measurement runs in a fresh subprocess; rounds interleave the variants; the median of ``--rounds`` is reported,
+with the peak RSS.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ LAUNCHER = (
     "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
     "wall = time.perf_counter() - t\n"
     "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
-    "print(json.dumps({'rc': p.returncode, 'wall': wall, 'rss': rss, 'out': p.stdout[-4000:], 'err': p.stderr[-2000:]}))\n"
+    "print(json.dumps({'rc': p.returncode, 'wall': wall, 'rss': rss, 'out': p.stdout[-4000:],\n"
+    "                  'err': p.stderr[-2000:]}))\n"
 )
 
 
@@ -151,15 +153,15 @@ def main() -> None:
     began = time.perf_counter()
     r = args.rounds
 
-    plain = [child(PLAIN.format(path=str(path))) for _ in range(r)]
-    probed = [child(PROBE.format(path=str(path), max_memory=None, out=None)) for _ in range(r)]
-    bounded = [child(PROBE.format(path=str(path), max_memory="64MB", out=str(dump))) for _ in range(r)]
-    cli = [command([str(BIN / "onnxdeploy"), "probe", str(path), "--all", "-o", str(dump), "--json"])
-           for _ in range(r)]
-    poly = [command([str(BIN / "polygraphy"), "run", str(path), "--onnxrt", "--onnx-outputs", "mark", "all"])
-            for _ in range(r)]
-    poly_save = [command([str(BIN / "polygraphy"), "run", str(path), "--onnxrt", "--onnx-outputs", "mark", "all",
-                          "--save-outputs", str(tmp / "poly.json")]) for _ in range(r)]
+    plain, probed, bounded, cli, poly, poly_save = [], [], [], [], [], []
+    for _ in range(r):  # interleaved, so a burst of load from other jobs hits every variant alike
+        plain.append(child(PLAIN.format(path=str(path))))
+        probed.append(child(PROBE.format(path=str(path), max_memory=None, out=None)))
+        bounded.append(child(PROBE.format(path=str(path), max_memory="64MB", out=str(dump))))
+        cli.append(command([str(BIN / "onnxdeploy"), "probe", str(path), "--all", "-o", str(dump), "--json"]))
+        poly.append(command([str(BIN / "polygraphy"), "run", str(path), "--onnxrt", "--onnx-outputs", "mark", "all"]))
+        poly_save.append(command([str(BIN / "polygraphy"), "run", str(path), "--onnxrt", "--onnx-outputs", "mark",
+                                  "all", "--save-outputs", str(tmp / "poly.json")]))
     article = child(ARTICLE.format(path=str(path), sample=args.sample))
 
     plain_s, plain_rss = median(plain, "seconds")
@@ -180,7 +182,7 @@ def main() -> None:
         "",
         f"Model: `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}` "
         f"(ResNet-50, dynamo export, exporter optimizer on, random weights; {nodes} nodes, {info['tensors']} node "
-        f"outputs), input 1x3x224x224, onnxruntime CPU with default threads. Median of {r} fresh processes; "
+        f"outputs), input 1x3x224x224, onnxruntime CPU with default threads. Median of {r} rounds (variants interleaved), each a fresh process; "
         "peak RSS of the largest of them.",
         "",
         "| what | how | seconds | vs baseline | peak RSS MB |",
@@ -192,7 +194,8 @@ def main() -> None:
         f"streamed to .npz | {bounded_s:.2f} | {bounded_s / plain_s:.2f}x | {bounded_rss:.0f} |",
         f"| polygraphy (baseline 2) | `polygraphy run --onnxrt --onnx-outputs mark all` (whole command) | "
         f"{poly_s:.2f} | 1.00x | {poly_rss:.0f} |",
-        f"| onnxdeploy CLI | `onnxdeploy probe --all -o dump.npz --json` (whole command, writes {dump.stat().st_size / 2**20:.0f} MB) "
+        f"| onnxdeploy CLI | `onnxdeploy probe --all -o dump.npz --json` (whole command, writes "
+        f"{dump.stat().st_size / 2**20:.0f} MB) "
         f"| {cli_s:.2f} | {cli_s / poly_s:.2f}x | {cli_rss:.0f} |",
         f"| polygraphy, saving | `... --save-outputs out.json` (whole command) | {poly_save_s:.2f} | "
         f"{poly_save_s / poly_s:.2f}x | {poly_save_rss:.0f} |",

@@ -129,7 +129,7 @@ def test_cli_table_json_and_errors(mlp_path, tmp_path, capsys, monkeypatch):
     onnx.save(_mlp(), other)
     assert main(["bench", str(mlp_path), str(other), "-n", "3", "--warmup", "1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "p50" in out and "mlp2.onnx" in out and "1.00x" in out
+    assert "p50" in out and "mlp2.onnx" in out and "1.00x" in out and "vs 1st" in out
     assert main(["bench", str(mlp_path), "-n", "2", "--batch", "3", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["results"][0]["batch"] == 3 and data["results"][0]["iterations"] == 2

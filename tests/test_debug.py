@@ -17,6 +17,7 @@ from onnxdeploy import examples, io
 from onnxdeploy.cli.main import main
 from onnxdeploy.debug import compare, probe, reduce
 from onnxdeploy.errors import OutputsDisagree, UserInputError
+from onnxdeploy.run import SessionError
 
 @pytest.fixture(autouse=True)
 def _wide_console(monkeypatch):
@@ -133,8 +134,11 @@ def test_probe_max_memory_runs_in_bounded_batches_and_streams_npz(tmp_path: Path
 
 def test_probe_failed_run_leaves_no_npz(tmp_path: Path):
     out = tmp_path / "dump.npz"
-    with pytest.raises(Exception):
-        probe(examples.resize_conv_add(), out=out)  # random 'scales' make Resize fail
+    model = ir.from_onnx_text("""<ir_version: 10, opset_import: ["" : 17]>
+    g (float[2,8] x) => (float[5] y) <int64[1] s = {5}> { r = Relu (x)
+    y = Reshape (r, s) }""")
+    with pytest.raises(SessionError, match="Reshape"):
+        probe(model, out=out)  # 16 values cannot become 5
     assert list(tmp_path.iterdir()) == []
 
 
@@ -184,6 +188,14 @@ def test_probe_cli_writes_npz_and_table(chain_paths, tmp_path: Path, capsys):
     assert main(["probe", str(a), "--tensor", "b", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["tensors"][0]["name"] == "b" and data["tensors"][0]["shape"] == [1, 8]
+
+
+def test_probe_max_memory_must_be_a_size(chain_paths, capsys):
+    a, _ = chain_paths
+    assert main(["probe", str(a), "--max-memory", "lots"]) == 1
+    assert "--max-memory: cannot read 'lots' as a size" in capsys.readouterr().err
+    assert main(["probe", str(a), "--tensor", "a", "--all"]) == 1
+    assert "exclude each other" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- compare
@@ -383,6 +395,10 @@ def test_torch_vs_onnx_reports_the_first_diverging_module(torch_target, tmp_path
 def test_torch_vs_onnx_without_exporter_metadata(torch_target, conv_bn_silu_path):
     with pytest.raises(UserInputError, match="cannot map the tensors"):
         compare(torch_target, conv_bn_silu_path)
+    with pytest.raises(UserInputError, match="--tensor, --outputs-only, --provider-b and --opt-level-b apply to two"):
+        compare(torch_target, conv_bn_silu_path, tensors=["values"])
+    with pytest.raises(UserInputError, match="needs an ONNX model as the second argument"):
+        compare(torch_target)
 
 
 # ---------------------------------------------------------------- start-up

@@ -316,6 +316,13 @@ def test_transformers_models(tmp_path, arch, exporter):
     dynamic = {n: corpus.DYNAMIC[n] for n in names}
     if arch == "vit":
         dynamic = {"pixel_values": {0: "batch"}}
+    if arch == "gpt2" and exporter == "torchscript":
+        # transformers 5 builds GPT-2's causal mask with aten::diff, which the TorchScript exporter cannot convert:
+        # the report must say so (PyTorch cannot export this one with TorchScript).
+        with pytest.raises(UnsupportedOperators, match="aten::diff"):
+            export(model, inputs, tmp_path / f"{arch}.onnx", input_names=names, output_names=["output"],
+                   dynamic=dynamic, exporter=exporter)
+        return
     report = export(model, inputs, tmp_path / f"{arch}.onnx", input_names=names, output_names=["output"],
                     dynamic=dynamic, exporter=exporter, atol=1e-3, rtol=1e-2)
     assert report.passed and len(report.parity) == 2

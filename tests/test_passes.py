@@ -218,3 +218,111 @@ def test_redundant_chains_keep_lossy_and_shape_changing_pairs():
     )
     work = apply(RemoveRedundantChainsPass(), model, {"x": randn(1, 3, 4)}, expect_modified=False)
     assert ops(work) == ["Cast", "Cast", "Transpose", "Transpose", "Add"]
+
+
+# ---------------------------------------------------------------- remaining constants
+
+
+def test_fold_remaining_evaluates_all_constant_nodes_onnxscript_leaves():
+    """GatherElements on a constant buffer: the onnxscript folder's reference evaluator fails on it."""
+    from onnxdeploy.passes import FoldRemainingConstantsPass
+
+    model = make(
+        [helper.make_node("GatherElements", ["buf", "idx"], ["g"], axis=1),
+         helper.make_node("Gather", ["table", "g"], ["e"]), helper.make_node("Add", ["x", "e"], ["y"])],
+        [("x", F, [1, 4, 3])], [("y", F, None)],
+        {"buf": np.arange(8, dtype=np.int64).reshape(1, 8), "idx": np.array([[0, 1, 2, 3]], np.int64),
+         "table": randn(8, 3)},
+    )
+    work = apply(FoldRemainingConstantsPass(), model, {"x": randn(1, 4, 3)}, expect_modified=True)
+    assert ops(work) == ["Add"]
+
+
+def test_fold_remaining_respects_limit_and_keeps_constant_of_shape():
+    from onnxdeploy.passes import FoldRemainingConstantsPass
+
+    model = make(
+        [helper.make_node("Tile", ["row", "reps"], ["t"]),
+         helper.make_node("ConstantOfShape", ["shape"], ["z"], value=helper.make_tensor("v", F, [1], [0.0])),
+         helper.make_node("Add", ["x", "t"], ["a"]), helper.make_node("Add", ["a", "z"], ["y"])],
+        [("x", F, [64, 64])], [("y", F, None)],
+        {"row": randn(1, 64), "reps": np.array([64, 1], np.int64), "shape": np.array([64, 64], np.int64)},
+    )
+    work = apply(FoldRemainingConstantsPass(limit_elements=1000), model, {"x": randn(64, 64)},
+                 expect_modified=False)
+    assert ops(work) == ["Tile", "ConstantOfShape", "Add", "Add"]
+
+
+# ---------------------------------------------------------------- parallel MatMuls
+
+
+def test_parallel_matmuls_merge_into_one_and_split():
+    from onnxdeploy.passes import MergeParallelMatMulPass
+
+    model = make(
+        [helper.make_node("MatMul", ["x", "wq"], ["q"]), helper.make_node("MatMul", ["x", "wk"], ["k"]),
+         helper.make_node("MatMul", ["x", "wv"], ["v"]), helper.make_node("Add", ["q", "k"], ["qk"]),
+         helper.make_node("Mul", ["qk", "v"], ["y"])],
+        [("x", F, [2, 5, 8])], [("y", F, None)], {"wq": randn(8, 4), "wk": randn(8, 4), "wv": randn(8, 4)},
+    )
+    work = apply(MergeParallelMatMulPass(), model, {"x": randn(2, 5, 8)}, expect_modified=True)
+    assert ops(work) == ["MatMul", "Split", "Add", "Mul"]
+
+
+def test_parallel_matmuls_with_shared_or_non_constant_weights_do_not_merge():
+    from onnxdeploy.passes import MergeParallelMatMulPass
+
+    model = make(
+        [helper.make_node("MatMul", ["x", "w"], ["a"]), helper.make_node("MatMul", ["x", "w2"], ["b"]),
+         helper.make_node("MatMul", ["b", "w"], ["c"]),  # w is shared with a MatMul of another input
+         helper.make_node("MatMul", ["x", "wg"], ["d"]),  # wg is a graph input, not a constant
+         helper.make_node("Add", ["a", "c"], ["y"])],
+        [("x", F, [5, 4]), ("wg", F, [4, 4])], [("y", F, None), ("d", F, None)],
+        {"w": randn(4, 4), "w2": randn(4, 4)},
+    )
+    work = apply(MergeParallelMatMulPass(), model, {"x": randn(5, 4), "wg": randn(4, 4)}, expect_modified=False)
+    assert ops(work).count("MatMul") == 4
+
+
+# ---------------------------------------------------------------- Reshape -> Gemm -> Reshape
+
+
+def _reshape_gemm_model(out_shape, trans_b=0):
+    w = randn(6, 4) if trans_b else randn(4, 6)
+    return make(
+        [helper.make_node("Reshape", ["x", "s1"], ["r"]),
+         helper.make_node("Gemm", ["r", "w", "b"], ["g"], transB=trans_b),
+         helper.make_node("Reshape", ["g", "s2"], ["y"])],
+        [("x", F, [2, 3, 4])], [("y", F, None)],
+        {"s1": np.array([-1, 4], np.int64), "w": w, "b": randn(6), "s2": np.array(out_shape, np.int64)},
+    )
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_reshape_gemm_reshape_becomes_matmul_add(trans_b):
+    from onnxdeploy.passes import ReshapeGemmToMatMulPass
+
+    model = _reshape_gemm_model([2, 3, 6], trans_b)
+    work = apply(ReshapeGemmToMatMulPass(), model, {"x": randn(2, 3, 4)}, expect_modified=True)
+    assert ops(work) == ["MatMul", "Add"]
+
+
+def test_reshape_gemm_reshape_that_changes_leading_dims_is_kept():
+    from onnxdeploy.passes import ReshapeGemmToMatMulPass
+
+    model = _reshape_gemm_model([3, 2, 6])
+    work = apply(ReshapeGemmToMatMulPass(), model, {"x": randn(2, 3, 4)}, expect_modified=False)
+    assert ops(work) == ["Reshape", "Gemm", "Reshape"]
+
+
+def test_reshape_gemm_reshape_on_4d_attention_output_keeps_one_reshape():
+    from onnxdeploy.passes import ReshapeGemmToMatMulPass
+
+    model = make(
+        [helper.make_node("Reshape", ["x", "s1"], ["r"]), helper.make_node("Gemm", ["r", "w", "b"], ["g"]),
+         helper.make_node("Reshape", ["g", "s2"], ["y"])],
+        [("x", F, [2, 3, 2, 2])], [("y", F, None)],
+        {"s1": np.array([-1, 4], np.int64), "w": randn(4, 6), "b": randn(6), "s2": np.array([2, 3, 6], np.int64)},
+    )
+    work = apply(ReshapeGemmToMatMulPass(), model, {"x": randn(2, 3, 2, 2)}, expect_modified=True)
+    assert ops(work) == ["Reshape", "MatMul", "Add"]

@@ -47,7 +47,7 @@ def to_dtype(dtype: Any) -> "ir.DataType":
         upper = dtype.strip().upper()
         if upper in ir.DataType.__members__:
             return ir.DataType[upper]
-        names = sorted({d.name.lower() for d in ir.DataType if d.name != "UNDEFINED"})
+        names = sorted({dtype_name(d) for d in ir.DataType if d.name != "UNDEFINED"})
         import difflib
 
         close = difflib.get_close_matches(key, names, n=3)
@@ -86,7 +86,8 @@ def format_shape(shape: "ir.Shape | None") -> str:
         return "?"
     if len(shape) == 0:
         return "scalar"
-    return "x".join(str(d) if isinstance(d, int) else (d.value or "?") for d in shape)
+    return "x".join(str(d) if isinstance(d, int) else "?" if not d.value or str(d.value).startswith("unk__")
+                    else str(d.value) for d in shape)
 
 
 def dtype_name(dtype: "ir.DataType | None") -> str:

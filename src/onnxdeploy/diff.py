@@ -59,7 +59,7 @@ class ModelDiff:
         for section in ("node", "input", "output", "initializer", "opset"):
             items = self.section(section)
             if items:
-                kinds = {k: sum(1 for c in items if c.kind == k) for k in ("added", "removed", "changed")}
+                kinds = {k: sum(1 for c in items if c.kind == k) for k in ("added", "removed", "renamed", "changed")}
                 parts.append(f"{section}s: " + ", ".join(f"{n} {k}" for k, n in kinds.items() if n))
         return "; ".join(parts)
 
@@ -138,6 +138,14 @@ def _io_changes(section: str, a: list, b: list) -> list[Change]:
     for name in db:
         if name not in da:
             changes.append(Change(section, name, "added", after=format_type(db[name])))
+    # a removed and an added tensor at the same position with the same type: a rename
+    removed = {list(da).index(c.name): c for c in changes if c.kind == "removed"}
+    added = {list(db).index(c.name): c for c in changes if c.kind == "added"}
+    for pos in sorted(set(removed) & set(added)):
+        r, a = removed[pos], added[pos]
+        if r.before == a.after:
+            changes.remove(r)
+            changes[changes.index(a)] = Change(section, f"{r.name} -> {a.name}", "renamed", r.before, a.after)
     if not changes and list(da) != list(db):
         changes.append(Change(section, "(order)", "changed", ", ".join(da), ", ".join(db)))
     return changes

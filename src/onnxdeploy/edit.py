@@ -353,12 +353,13 @@ class Editor:
 
         self.source: Path | None = Path(model) if isinstance(model, (str, os.PathLike)) else None
         if isinstance(model, ir.Model) and copy:
-            model = model.clone()
+            model = _snapshot(model)
         self.model: ir.Model = io.as_model(model)
         self.verify_numerics = verify
         self.atol, self.rtol, self.seed = atol, rtol, seed
         self.inputs = dict(inputs or {})  # feeds for verification, by the model's original input names
         self._original: dict[str, str] = {}  # current tensor name -> name in the loaded model
+        self._expected_dtypes: dict[str, "ir.DataType"] = {}  # graph input/output -> dtype an edit asked for
         self.steps: list[EditStep] = []
         self.notes: list[str] = []
         self.verifications: list[Verification] = []
@@ -491,7 +492,7 @@ class Editor:
             return
         if preserves:
             if self._segment is None:
-                self._segment = _Segment(before=self.model.clone())
+                self._segment = _Segment(before=_snapshot(self.model))
         else:
             self._close_segment()
 
@@ -635,6 +636,16 @@ class Editor:
         infer_node(node, dict(self.model.opset_imports), self.model.ir_version, f"new node {node_name!r} ({op})")
         return node
 
+    def _made_or_undone(self, op, inputs, attrs, domain, name, out_name, extra) -> "ir.Node":
+        """``_make_node``; on failure, drop the constants made for it so a refused edit leaves no trace."""
+        try:
+            return self._make_node(op, inputs, attrs, domain, name, out_name)
+        except OnnxDeployError:
+            for value in extra:
+                if value.is_initializer() and not value.uses():
+                    self.graph.initializers.pop(value.name)
+            raise
+
     def _extra_inputs(self, extra: Sequence[Any] | None) -> list:
         import numpy as np
         import onnx_ir as ir
@@ -668,7 +679,7 @@ class Editor:
         done = []
         for value in targets:
             extra = self._extra_inputs(inputs)
-            node = self._make_node(op, [value, *extra], attrs, domain, name, f"{value.name}_{op.lower()}")
+            node = self._made_or_undone(op, [value, *extra], attrs, domain, name, f"{value.name}_{op.lower()}", extra)
             new = node.outputs[0]
             value.replace_all_uses_with(new, replace_graph_outputs=True)
             node.replace_input_with(0, value)
@@ -704,7 +715,7 @@ class Editor:
                                  hint="use insert_after for a graph output")
         self.ensure_types()
         extra = self._extra_inputs(inputs)
-        node = self._make_node(op, [value, *extra], attrs, domain, name, f"{value.name}_{op.lower()}")
+        node = self._made_or_undone(op, [value, *extra], attrs, domain, name, f"{value.name}_{op.lower()}", extra)
         new = node.outputs[0]
         for user in consumers:
             for i, v in enumerate(user.inputs):
@@ -853,10 +864,12 @@ class Editor:
                             "dims " + ", ".join(f"{k} -> {v}" for k, v in dims.items()), preserves=False)
 
     def _forget_shapes(self) -> None:
+        """Drop inferred intermediate shapes (graph outputs keep theirs: inference corrects and notes them)."""
         for node in self.graph:
             if node.domain in _STANDARD:
                 for v in node.outputs:
-                    v.shape = None
+                    if not v.is_graph_output():
+                        v.shape = None
 
     def _reinfer(self, what: str) -> None:
         try:
@@ -883,6 +896,7 @@ class Editor:
                        name=self._fresh(f"{input}_cast"))
         value.dtype = new
         self._place(node, [value])
+        self._expected_dtypes[input] = new
         return self._record("set_input_dtype", {"input": input, "dtype": dtype_name(new)},
                             f"input {input!r}: {dtype_name(old)} -> {dtype_name(new)} (Cast {node.name!r})",
                             preserves=False)
@@ -907,6 +921,7 @@ class Editor:
         self._place(node, [value])
         value.name = self._fresh(f"{output}_before_cast")
         cast_out.name = output
+        self._expected_dtypes[output] = new
         return self._record("set_output_dtype", {"output": output, "dtype": dtype_name(new)},
                             f"output {output!r} -> {dtype_name(new)} (Cast {node.name!r})", preserves=False)
 
@@ -1064,6 +1079,12 @@ class Editor:
         for value in self.graph.outputs:
             if value.dtype is None:
                 raise InvalidModelError(f"graph output {value.name!r} has no known dtype after inference")
+        boundary = {v.name: v for v in [*self.graph.inputs, *self.graph.outputs]}
+        for name, dtype in self._expected_dtypes.items():
+            value = boundary.get(name)
+            if value is not None and value.dtype != dtype:
+                raise InvalidModelError(f"{name!r} should be {dtype_name(dtype)} after the edits but is "
+                                        f"{dtype_name(value.dtype)}", hint="a later edit changed it; check the order")
         return self
 
     def finish(self, *, validate: bool = True) -> EditReport:
@@ -1086,7 +1107,11 @@ class Editor:
         if self.source is not None and out.exists() and os.path.samefile(out, self.source):
             raise UserInputError(f"{out} is the input model; refusing to overwrite it", hint="choose another -o")
         report = self.finish()
-        io.save(self.model, out, external_data=external_data)
+        total, has_external = io._initializer_bytes(self.model)
+        if external_data is False or (external_data is None and not has_external and total <= io.EXTERNAL_THRESHOLD):
+            io.save_streamed(self.model, out)  # embedded weights: one tensor at a time, no second copy
+        else:
+            io.save(self.model, out, external_data=external_data)
         report.output = str(out)
         return report
 
@@ -1112,6 +1137,16 @@ def _conversion_error(editor: Editor, current: int, target: int, err: Exception)
     detail = f"; nodes: {', '.join(repr(n) for n in nodes[:8])}" if nodes else ""
     return UnsupportedError(f"opset {current} -> {target}: the version converter failed ({text}){detail}",
                             hint="convert in smaller steps, or replace those nodes first (replace_node)")
+
+
+def _snapshot(model: "ir.Model") -> "ir.Model":
+    """A copy sharing tensors; graphs whose nodes are out of order (clone refuses them) go through a proto."""
+    import onnx_ir as ir
+
+    try:
+        return model.clone()
+    except Exception:  # onnx_ir raises RuntimeError/ValueError for a use before its definition
+        return ir.serde.deserialize_model(ir.serde.serialize_model(model))
 
 
 def _required_graph_inputs(graph: "ir.Graph", inputs: Sequence["ir.Value"],

@@ -11,7 +11,6 @@ from __future__ import annotations
 import mmap
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from onnxdeploy import io as _io
@@ -22,8 +21,6 @@ if TYPE_CHECKING:
 STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.training", "ai.onnx.preview.training"}
 # embedded tensors whose data is larger than this are parsed without their data (dims and dtype only)
 _STRIP_BYTES = 4096
-
-Dim = Any  # int, str (symbolic) or None (unknown)
 
 
 @dataclass
@@ -220,11 +217,7 @@ def load_structure(path: str | os.PathLike) -> tuple["onnx.ModelProto", dict[str
     p = _io._check_model_path(path)
     try:
         with open(p, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            view = memoryview(mm)
-            try:
-                data, stripped = _structure_bytes(view)
-            finally:
-                view.release()
+            data, stripped = _structure_bytes(mm)  # mmap slices are bytes copies: skipped data is never touched
         proto = onnx.ModelProto.FromString(data)
     except (ValueError, IndexError, DecodeError, OSError, RuntimeError):
         # not a well-formed protobuf: let the regular loader produce its one-line error
@@ -234,6 +227,15 @@ def load_structure(path: str | os.PathLike) -> tuple["onnx.ModelProto", dict[str
     return proto, stripped
 
 
+def _copy_field(dst, fd, value) -> None:
+    if hasattr(value, "extend"):  # repeated field
+        getattr(dst, fd.name).extend(value)
+    elif hasattr(value, "ListFields"):  # message
+        getattr(dst, fd.name).CopyFrom(value)
+    else:
+        setattr(dst, fd.name, value)
+
+
 def _structure_copy(proto: "onnx.ModelProto") -> tuple["onnx.ModelProto", dict[str, int]]:
     """A copy of an in-memory proto whose large main-graph initializers carry no data (for shape inference)."""
     import onnx
@@ -241,38 +243,20 @@ def _structure_copy(proto: "onnx.ModelProto") -> tuple["onnx.ModelProto", dict[s
     light = onnx.ModelProto()
     for fd, value in proto.ListFields():
         if fd.name != "graph":
-            getattr(light, fd.name).CopyFrom(value) if fd.message_type and fd.label != fd.LABEL_REPEATED else None
-    for fd, value in proto.ListFields():
-        if fd.name == "graph":
-            continue
-        if fd.label == fd.LABEL_REPEATED:
-            getattr(light, fd.name).extend(value)
-        elif not fd.message_type:
-            setattr(light, fd.name, value)
+            _copy_field(light, fd, value)
     stripped: dict[str, int] = {}
-    graph = light.graph
     for fd, value in proto.graph.ListFields():
-        if fd.name == "initializer":
-            continue
-        if fd.label == fd.LABEL_REPEATED:
-            getattr(graph, fd.name).extend(value)
-        elif fd.message_type:
-            getattr(graph, fd.name).CopyFrom(value)
-        else:
-            setattr(graph, fd.name, value)
+        if fd.name != "initializer":
+            _copy_field(light.graph, fd, value)
     for tensor in proto.graph.initializer:
         nbytes = tensor.ByteSize()
         if nbytes <= _STRIP_BYTES:
-            graph.initializer.append(tensor)
+            light.graph.initializer.append(tensor)
             continue
-        t = graph.initializer.add()
+        t = light.graph.initializer.add()
         for fd, value in tensor.ListFields():
-            if fd.number in _TENSOR_DATA_FIELDS:
-                continue
-            if fd.label == fd.LABEL_REPEATED:
-                getattr(t, fd.name).extend(value)
-            else:
-                setattr(t, fd.name, value)
+            if fd.number not in _TENSOR_DATA_FIELDS:
+                _copy_field(t, fd, value)
         stripped[tensor.name] = nbytes
     return light, stripped
 
@@ -301,8 +285,8 @@ def _type_info(name: str, type_proto) -> TensorInfo:
             for d in tt.shape.dim:
                 if d.HasField("dim_value"):
                     shape.append(int(d.dim_value))
-                elif d.HasField("dim_param") and d.dim_param:
-                    shape.append(d.dim_param)
+                elif d.HasField("dim_param") and d.dim_param and not d.dim_param.startswith("unk__"):
+                    shape.append(d.dim_param)  # (shape inference names the dims it cannot know unk__N)
                 else:
                     shape.append(None)
         return TensorInfo(name, _dtype_name(tt.elem_type), shape)
@@ -367,8 +351,8 @@ def _node_cost(node, info: dict[str, TensorInfo]) -> OpCost | None:
     out = shape(0, outputs=True)
     has_bias = len(node.input) > 2 and bool(node.input[2])
     if op in ("Conv", "ConvTranspose"):
+        # W's dim 1 is C_in/group (Conv) or C_out/group (ConvTranspose): groups are accounted for
         w, x = shape(1), shape(0)
-        group = next((a.i for a in node.attribute if a.name == "group"), 1) or 1
         if op == "Conv" and out is not None and w is not None and len(w) >= 2:
             n_out, per_out = _prod(out), _prod(w[1:])
             if n_out is not None and per_out is not None:
@@ -380,7 +364,6 @@ def _node_cost(node, info: dict[str, TensorInfo]) -> OpCost | None:
                 macs = n_in * per_in  # every input element scatters C_out/group * kernel products
                 n_out = _prod(out) if out is not None else None
                 flops = 2 * macs + (n_out if has_bias and n_out is not None else 0)
-        del group  # MACs already account for groups: W's dim 1 is C_in/group (Conv) or C_out/group (ConvTranspose)
     elif op == "Gemm":
         a = shape(0)
         trans_a = next((a_.i for a_ in node.attribute if a_.name == "transA"), 0)
@@ -522,4 +505,18 @@ def inspect(model: _io.ModelLike, *, nodes: bool = False) -> ModelSummary:
 
 __all__ = ["ModelSummary", "NodeInfo", "OpCost", "TensorInfo", "inspect", "load_structure"]
 
-_ = Path  # keep the import for type readers
+
+def _make_module_callable() -> None:
+    """``onnxdeploy.inspect(model)`` must call :func:`inspect` even once this submodule has been imported (the import
+    system then sets the package attribute ``onnxdeploy.inspect`` to the module, shadowing the lazy function)."""
+    import sys
+    import types
+
+    class _CallableModule(types.ModuleType):
+        def __call__(self, *args, **kwargs):
+            return inspect(*args, **kwargs)
+
+    sys.modules[__name__].__class__ = _CallableModule
+
+
+_make_module_callable()

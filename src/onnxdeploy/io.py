@@ -31,6 +31,7 @@ ModelLike = Union[str, os.PathLike, "onnx.ModelProto", "ir.Model"]
 PROTOBUF_LIMIT = 2**31 - 1
 EXTERNAL_THRESHOLD = 1_800_000_000  # above this many tensor bytes, save() switches to external data
 SIZE_THRESHOLD_BYTES = 1024  # tensors at least this large go to the external-data file
+STREAM_BUDGET_BYTES = 512 * 1024 * 1024  # save_streamed: tensors encoded ahead of writing, at most this much
 
 
 @dataclass(frozen=True)
@@ -316,6 +317,97 @@ def save(
         os.replace(tmp_model, out)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+    return out
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def save_streamed(model: "ir.Model", path: str | os.PathLike) -> Path:
+    """Write ``model`` with embedded weights, atomically, one initializer at a time.
+
+    ``save`` (through ``onnx_ir.save``) builds a second ModelProto holding a copy of every weight and then one more
+    copy as a single byte string. Here the graph is serialized without its initializers and each initializer is
+    encoded and written on its own (a ``TensorProto`` loaded from the file is written as is, without a copy), so
+    peak memory is the loaded model plus the largest tensor. The bytes form one ordinary ModelProto.
+    Models with external data go through :func:`save`.
+    """
+    import onnx_ir as ir
+
+    out = Path(path)
+    if out.is_dir():
+        raise UserInputError(f"{out} is a folder; give a file name such as {out / 'model.onnx'}")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.exists():
+        raise UserInputError(f"{folder}: output folder does not exist", hint=f"mkdir -p {folder}")
+    graph = model.graph
+    values = list(graph.initializers.values())
+    for value in values:
+        graph.initializers.pop(value.name)
+    try:
+        proto = ir.serde.serialize_model(model)
+    finally:
+        for value in values:
+            graph.initializers.add(value)
+    names = {v.name for v in values}
+    kept_info = [vi for vi in proto.graph.value_info if vi.name not in names]
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(kept_info)
+    graph_bytes = proto.graph.SerializeToString()
+    proto.ClearField("graph")
+    head = proto.SerializeToString()
+
+    def tensor_proto(value):
+        tensor = value.const_value
+        if isinstance(tensor, ir.TensorProtoTensor) and tensor.raw.name == value.name and not tensor.raw.external_data:
+            return tensor.raw
+        tp = ir.serde.serialize_tensor(tensor)
+        tp.name = value.name
+        return tp
+
+    # Encode tensors up front while they fit in a budget (one serialization each, no size pass); size the rest
+    # and encode them while writing. Peak memory stays near what loading the model took.
+    held: list[bytes | None] = []
+    sizes: list[int] = []
+    budget = STREAM_BUDGET_BYTES
+    for value in values:
+        tp = tensor_proto(value)
+        if budget > 0:
+            data = tp.SerializeToString()
+            budget -= len(data)
+            held.append(data)
+            sizes.append(len(data))
+        else:
+            held.append(None)
+            sizes.append(tp.ByteSize())
+    graph_len = len(graph_bytes) + sum(1 + len(_varint(n)) + n for n in sizes)
+    if len(head) + 1 + len(_varint(graph_len)) + graph_len > PROTOBUF_LIMIT:
+        raise UserInputError(f"{out}: model exceeds protobuf's 2 GB limit", hint="save with external data")
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(head)
+            fh.write(b"\x3a" + _varint(graph_len))  # ModelProto.graph (field 7, length-delimited)
+            fh.write(graph_bytes)
+            for i, (value, size) in enumerate(zip(values, sizes)):
+                fh.write(b"\x2a" + _varint(size))  # GraphProto.initializer (field 5, length-delimited)
+                data = held[i] if held[i] is not None else tensor_proto(value).SerializeToString()
+                held[i] = None
+                fh.write(data)
+                del data
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return out
 
 

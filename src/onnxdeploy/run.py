@@ -193,14 +193,86 @@ def synthesize_inputs(
     """Seeded random inputs from the declared dtypes and shapes.
 
     Symbolic dims take ``dims[name]`` or 1; ``shapes[input]`` overrides one input's shape. Floats are standard
-    normal; integers are small non-negative values (safe as indices); booleans random.
+    normal; integers are small non-negative values (safe as indices); booleans random. Inputs whose role is known
+    get values that make the model run (see :func:`input_roles`): a Resize ``roi`` is empty (or the identity box
+    when its length is fixed), Resize/Upsample ``scales`` are ones (same size), Resize ``sizes`` is the data
+    input's shape, and integer or boolean inputs named like ``*mask*`` are ones.
     """
-    specs = list(specs) if specs is not None else input_specs(model)
+    if specs is None:
+        model = as_proto(model)
+        specs = input_specs(model)
+    specs = list(specs)
     dims = dict(dims or {})
     shapes = dict(shapes or {})
     _check_names(shapes, specs, "--shape")
+    roles = input_roles(model)
     rng = np.random.default_rng(seed)
-    return {s.name: _random_array(rng, s.dtype, _resolve_shape(s, dims, shapes.get(s.name))) for s in specs}
+    result: dict[str, np.ndarray] = {}
+    for s in specs:
+        shape = _resolve_shape(s, dims, shapes.get(s.name))
+        value = _random_array(rng, s.dtype, shape)  # always drawn, so other inputs don't depend on roles
+        if s.name not in shapes:
+            value = _role_value(roles.get(s.name), s, shape, value, result, dims, shapes, specs)
+        result[s.name] = value
+    return result
+
+
+def input_roles(model: ModelLike) -> dict[str, tuple[str, int, str]]:
+    """Graph inputs consumed by an operator input whose values matter: {input: (op type, index, data input)}."""
+    import onnx
+
+    if not isinstance(model, onnx.ModelProto) and not isinstance(model, (str, os.PathLike)):
+        try:  # an ir.Model: read its nodes directly instead of serializing its weights
+            graph = model.graph
+            graph_inputs = {v.name for v in graph.inputs}
+            nodes = [(n.op_type, n.domain, [v.name if v is not None else "" for v in n.inputs]) for n in graph]
+        except AttributeError:
+            return {}
+    else:
+        try:
+            proto = as_proto(model)
+        except OnnxDeployError:
+            return {}
+        graph_inputs = {vi.name for vi in proto.graph.input}
+        nodes = [(n.op_type, n.domain, list(n.input)) for n in proto.graph.node]
+    roles: dict[str, tuple[str, int, str]] = {}
+    for op_type, domain, inputs in nodes:
+        if domain not in ("", "ai.onnx") or op_type not in ("Resize", "Upsample"):
+            continue
+        for index, name in enumerate(inputs):
+            if index and name in graph_inputs:
+                roles.setdefault(name, (op_type, index, inputs[0]))
+        if op_type == "Resize" and len(inputs) > 3 and inputs[3] and inputs[2] in roles:
+            roles[inputs[2]] = ("Resize", -2, inputs[0])  # scales must be empty when sizes is given
+    return roles
+
+
+def _role_value(role, spec, shape, value, done, dims, shapes, specs) -> np.ndarray:
+    dtype = spec.dtype
+    if role is None:
+        if dtype.kind in "biu" and "mask" in spec.name.lower():
+            return np.ones(shape, dtype=dtype)
+        return value
+    op, index, data = role
+    if op == "Resize" and index == 1:  # roi: only used by tf_crop_and_resize
+        n = int(np.prod(shape)) if shape else 0
+        if spec.shape and all(isinstance(d, int) and d > 0 for d in spec.shape) and n % 2 == 0:
+            return np.concatenate([np.zeros(n // 2), np.ones(n // 2)]).astype(dtype).reshape(shape)
+        return np.zeros((0,), dtype=dtype)
+    if (op == "Resize" and index == 2) or (op == "Upsample" and index == 1):
+        return np.ones(shape, dtype=dtype)
+    if op == "Resize" and index == -2:
+        return np.zeros((0,), dtype=dtype)
+    if op == "Resize" and index == 3 and dtype.kind in "iu":
+        if data in done:
+            return np.asarray(done[data].shape, dtype=dtype)
+        for other in specs:
+            if other.name == data:
+                try:
+                    return np.asarray(_resolve_shape(other, dims, shapes.get(data)), dtype=dtype)
+                except UserInputError:
+                    break
+    return value
 
 
 def _check_names(given: Mapping[str, object], specs: Sequence[InputSpec], option: str) -> None:
@@ -261,6 +333,7 @@ def prepare_inputs(
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """Collect feeds from arrays, files and an .npz; synthesize whatever is still missing; validate all."""
+    model = as_proto(model)  # parse once: specs, synthesis and input roles share it
     specs = input_specs(model)
     feeds: dict[str, np.ndarray] = {}
     if npz is not None:
@@ -335,7 +408,7 @@ def create_session(
         options.enable_profiling = True
     provider_list = resolve_providers(providers)
     if isinstance(model, (str, os.PathLike)):
-        as_proto(model)  # validates the file and its external data first
+        _structure(model)  # validates the file and its external data first (without reading weights)
         source: object = str(model)
     else:
         source, base_dir = _serialize_for_session(model)
@@ -430,6 +503,15 @@ def shape_warnings(model: ModelLike, outputs: Mapping[str, np.ndarray]) -> list[
     return warnings
 
 
+def _structure(model: ModelLike) -> "onnx.ModelProto":
+    """The model's proto; for a file, parsed and validated without reading large weights (enough for specs)."""
+    if isinstance(model, (str, os.PathLike)):
+        from onnxdeploy.inspect import load_structure
+
+        return load_structure(model)[0]
+    return as_proto(model)
+
+
 def run_model(
     model: ModelLike,
     inputs: Mapping[str, np.ndarray] | None = None,
@@ -443,7 +525,7 @@ def run_model(
     output_names: Sequence[str] | None = None,
 ) -> RunResult:
     """Prepare inputs, run once on onnxruntime, and report outputs, timing and declared-shape warnings."""
-    proto = as_proto(model)
+    proto = _structure(model)
     feeds = prepare_inputs(proto, inputs=inputs, input_files=input_files, npz=npz, dims=dims, shapes=shapes, seed=seed)
     session = create_session(model if isinstance(model, (str, os.PathLike)) else proto, providers=providers)
     start = time.perf_counter()
@@ -455,3 +537,19 @@ def run_model(
 def run(model: ModelLike, inputs: Mapping[str, np.ndarray] | None = None, **options) -> dict[str, np.ndarray]:
     """Run ``model`` on onnxruntime and return its outputs by name (missing inputs are synthesized, seeded)."""
     return run_model(model, inputs, **options).outputs
+
+
+def _make_module_callable() -> None:
+    """``onnxdeploy.run(model, ...)`` must call :func:`run` even once this submodule has been imported (the import
+    system then sets the package attribute ``onnxdeploy.run`` to the module, shadowing the lazy function)."""
+    import sys
+    import types
+
+    class _CallableModule(types.ModuleType):
+        def __call__(self, *args, **kwargs):
+            return run(*args, **kwargs)
+
+    sys.modules[__name__].__class__ = _CallableModule
+
+
+_make_module_callable()

@@ -83,19 +83,19 @@ def bench(
         return
     several = len(report.settings["models"]) > 1
     batched = bool(report.settings["batch_sizes"])
-    columns = ["model", *(["batch"] if batched else []), "runs", "p50", "p90", "p99", "mean", "items/s"]
+    columns = ["model", *(["batch"] if batched else []), "runs", "p50", "p90", "p99", "items/s"]
     if several:
-        columns.append("p50/first")
+        columns.append("vs 1st")
     rows = []
     for r in report.results:
-        row = [r.model, *([r.batch] if batched else []), r.iterations, f"{r.p50:.3f}", f"{r.p90:.3f}",
-               f"{r.p99:.3f}", f"{r.mean:.3f}", f"{r.throughput:.1f}"]
+        row = [r.model, *([r.batch] if batched else []), r.iterations, _ms(r.p50), _ms(r.p90), _ms(r.p99),
+               f"{r.throughput:.1f}"]
         if several:
             row.append(f"{r.ratio:.2f}x" if r.ratio is not None else "")
         rows.append(row)
     s = report.settings
     caption = (
-        f"milliseconds; {s['warmup']} warm-up runs{', interleaved' if several else ''}; "
+        f"latency in ms (mean and spread: --json); vs 1st: p50 / first model's p50; {s['warmup']} warm-up runs{', interleaved' if several else ''}; "
         f"threads {s['threads'] or 'default'}; {', '.join(s['providers'])}"
     )
     out.show(out.table("Latency", columns, rows, caption=caption))
@@ -109,6 +109,10 @@ def bench(
         )
     if report.svg:
         out.info(f"wrote {report.svg}")
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f}" if value >= 100 else f"{value:.2f}" if value >= 1 else f"{value:.3f}"
 
 
 def register(app: typer.Typer) -> None:

@@ -78,7 +78,8 @@ def compare(
         raise UserInputError("--tensor, --all and --outputs-only exclude each other")
     result = compare_api(
         a, b, tensors=tensor or None, outputs_only=outputs_only, providers=provider, providers_b=provider_b,
-        optimization_level=check_opt_level(opt_level), optimization_level_b=check_opt_level(opt_level_b, "--opt-level-b"),
+        optimization_level=check_opt_level(opt_level),
+        optimization_level_b=check_opt_level(opt_level_b, "--opt-level-b"),
         atol=atol, rtol=rtol, **input_options(input_, inputs, dim, shape, seed))
     if as_json:
         out.print_json(result)

@@ -81,10 +81,19 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # click usage errors and aborts
         import click
 
-        if isinstance(err, click.ClickException):
+        usage_errors: tuple = (click.ClickException,)
+        aborts: tuple = (click.exceptions.Abort,)
+        try:  # typer >= 0.2x vendors its own click: its usage errors are not click's classes
+            from typer._click.exceptions import ClickException as TyperClickException
+            from typer.exceptions import Abort as TyperAbort
+
+            usage_errors, aborts = usage_errors + (TyperClickException,), aborts + (TyperAbort,)
+        except ImportError:
+            pass
+        if isinstance(err, usage_errors):
             err.show()
             return err.exit_code
-        if isinstance(err, click.exceptions.Abort):
+        if isinstance(err, aborts):
             return 1
         raise
     return 0

@@ -118,13 +118,15 @@ def probe(
         row = [i.name, i.node or "", i.op or "", fmt_shape(i.shape), i.dtype, fmt_num(i.min), fmt_num(i.max),
                fmt_num(i.mean) + (f" ({i.nonfinite} non-finite)" if i.nonfinite else "")]
         rows.append(row + ([str(i.run)] if result.runs > 1 else []))
-    out.show(out.table(f"{model}: {len(result.infos)} tensors", columns, rows))
+    count = len(result.infos)
+    out.show(out.table(f"{model}: {count} tensor{'' if count == 1 else 's'}", columns, rows))
     for s in result.skipped[:10]:
         out.warn(f"not captured: {s.name!r}: {s.reason}")
     if len(result.skipped) > 10:
         out.warn(f"... and {len(result.skipped) - 10} more tensors inside control-flow bodies not captured")
     where = f"; wrote {result.path} ({out.fmt_bytes(result.path.stat().st_size)})" if result.path else ""
-    out.info(f"captured {len(result.infos)} tensors in {result.runs} run(s), {result.seconds:.2f} s{where}")
+    plural = "" if count == 1 else "s"
+    out.info(f"captured {count} tensor{plural} in {result.runs} run(s), {result.seconds:.2f} s{where}")
 
 
 def register(app: typer.Typer) -> None:

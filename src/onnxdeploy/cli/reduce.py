@@ -40,7 +40,9 @@ def reduce(
     shape: ShapeOpt = None,
     seed: SeedOpt = 0,
     provider: ProviderOpt = None,
-    provider_b: Annotated[Optional[list[str]], typer.Option("--provider-b", help="Execution provider(s) for B.")] = None,
+    provider_b: Annotated[
+        Optional[list[str]], typer.Option("--provider-b", help="Execution provider(s) for B.")
+    ] = None,
     opt_level: Annotated[Optional[str], typer.Option("--opt-level", help="onnxruntime graph optimizations.")] = None,
     opt_level_b: Annotated[Optional[str], typer.Option("--opt-level-b", help="Graph optimizations for B.")] = None,
     atol: AtolOpt = 1e-4,

@@ -18,7 +18,7 @@ from onnxdeploy.errors import UserInputError
 from onnxdeploy.numerics import TensorDiff, diff_tensor
 
 if TYPE_CHECKING:
-    import onnx_ir as ir
+    import onnx
 
 
 @dataclass
@@ -138,6 +138,9 @@ def compare(
         if b is None:
             raise UserInputError("comparing a PyTorch target needs an ONNX model as the second argument",
                                  hint=f"onnxdeploy compare {a} model.onnx")
+        if tensors not in (None, ALL) or outputs_only or providers_b or optimization_level_b:
+            raise UserInputError("PyTorch vs ONNX compares every mapped module; --tensor, --outputs-only, "
+                                 "--provider-b and --opt-level-b apply to two ONNX models")
         result = compare_torch(a, b, inputs=inputs, input_files=input_files, npz=npz, dims=dims, shapes=shapes,
                                seed=seed, providers=providers, atol=atol, rtol=rtol)
     else:
@@ -172,11 +175,11 @@ def compare_onnx(a, b, *, tensors=None, outputs_only=False, inputs=None, input_f
         b = a
     label_a = _label(a, "A")
     label_b = _label(b, "B") if b is not a else f"{label_a} on {', '.join(providers_b or ['cpu'])}"
-    model_a, model_b = io.as_model(a), (io.as_model(b) if b is not a else None)
-    model_b = model_b or model_a
+    model_a = io.as_proto(a)
+    model_b = io.as_proto(b) if b is not a else model_a
     pairs = match_tensors(model_a, model_b)
     sites_a = main_values(model_a)
-    outputs_a = [v.name for v in model_a.graph.outputs]
+    outputs_a = [v.name for v in model_a.graph.output]
     if tensors not in (None, ALL):
         wanted = [tensors] if isinstance(tensors, str) else list(tensors)
         by_a = {p[0]: p for p in pairs}
@@ -238,35 +241,36 @@ def map_inputs(feeds: Mapping[str, np.ndarray], specs_a, specs_b, label_a: str, 
         hint="the models must take the same inputs (by name, or the same number in the same order)")
 
 
-def match_tensors(model_a: "ir.Model", model_b: "ir.Model") -> list[tuple[str, str, str]]:
+def match_tensors(model_a: "onnx.ModelProto", model_b: "onnx.ModelProto") -> list[tuple[str, str, str]]:
     """Pairs (A name, B name, how) in A's topological order: same name; else same producer node name and output
     index; else the same op at the same occurrence (only when both have as many of that op); graph outputs by
-    position."""
+    position (only when both have as many)."""
     from onnxdeploy.debug._graph import op_name
 
     def table(model):
-        by_name, by_node, by_pos = {}, {}, {}
+        by_name, by_node, by_pos = [], {}, {}
         seen: Counter = Counter()
-        for node in model.graph:
+        for node in model.graph.node:
             op = op_name(node)
             k = seen[op]
             seen[op] += 1
-            for i, v in enumerate(node.outputs):
-                if not v.name:
+            for i, name in enumerate(node.output):
+                if not name:
                     continue
-                by_name[v.name] = v
+                by_name.append(name)
                 if node.name:
-                    by_node[(node.name, i)] = v.name
-                by_pos[(op, k, i)] = v.name
+                    by_node[(node.name, i)] = name
+                by_pos[(op, k, i)] = name
         return by_name, by_node, by_pos, seen
 
     names_a, nodes_a, pos_a, count_a = table(model_a)
     names_b, nodes_b, pos_b, count_b = table(model_b)
+    names_b = set(names_b)
     node_key_a = {v: k for k, v in nodes_a.items()}
     pos_key_a = {v: k for k, v in pos_a.items()}
     out_b = {}
-    if len(model_a.graph.outputs) == len(model_b.graph.outputs):
-        out_b = {a.name: b.name for a, b in zip(model_a.graph.outputs, model_b.graph.outputs)}
+    if len(model_a.graph.output) == len(model_b.graph.output):
+        out_b = {a.name: b.name for a, b in zip(model_a.graph.output, model_b.graph.output)}
     used_b: set[str] = set()
     pairs = []
 
@@ -276,7 +280,7 @@ def match_tensors(model_a: "ir.Model", model_b: "ir.Model") -> list[tuple[str, s
     for name in names_a:
         if name in names_b and name not in used_b:
             pairs.append((name, name, "name"))
-        elif name in out_b and out_b[name] not in used_b and out_b[name] in names_b:
+        elif name in out_b and free(out_b[name]) and out_b[name] in names_b:
             pairs.append((name, out_b[name], "output"))
         elif name in node_key_a and free(nodes_b.get(node_key_a[name])):
             pairs.append((name, nodes_b[node_key_a[name]], "node"))

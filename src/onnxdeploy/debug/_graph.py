@@ -1,4 +1,5 @@
-"""Graph facts the debug verbs share: every node output in topological order, its producer, and subgraph values."""
+"""Graph facts the debug verbs share, read from the ModelProto (a probe needs no onnx_ir): every node output in
+topological order, its producer, and the values inside control-flow bodies."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Iterable
 from onnxdeploy.errors import UserInputError
 
 if TYPE_CHECKING:
-    import onnx_ir as ir
+    import onnx
 
 
 @dataclass(frozen=True)
@@ -34,57 +35,53 @@ class NestedValue:
     attribute: str
 
 
-def op_name(node: "ir.Node") -> str:
+def op_name(node: "onnx.NodeProto") -> str:
     return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
 
 
-def main_values(model: "ir.Model") -> dict[str, ValueSite]:
+def main_values(model: "onnx.ModelProto") -> dict[str, ValueSite]:
     """Graph inputs, initializers, then every named node output of the main graph, in topological order."""
     graph = model.graph
     sites: dict[str, ValueSite] = {}
-    for value in graph.inputs:
+    for value in graph.input:
         sites[value.name] = ValueSite(value.name, -1, None, None, 0, "input")
-    for name in graph.initializers:
-        sites.setdefault(name, ValueSite(name, -1, None, None, 0, "initializer"))
+    for init in graph.initializer:
+        sites[init.name] = ValueSite(init.name, -1, None, None, 0, "initializer")
     position = 0
-    for node in graph:
-        for i, value in enumerate(node.outputs):
-            if value.name:
-                sites[value.name] = ValueSite(value.name, position, node.name or "", op_name(node), i, "node")
+    for node in graph.node:
+        for i, name in enumerate(node.output):
+            if name:
+                sites[name] = ValueSite(name, position, node.name, op_name(node), i, "node")
                 position += 1
     return sites
 
 
-def nested_values(model: "ir.Model") -> dict[str, NestedValue]:
+def nested_values(model: "onnx.ModelProto") -> dict[str, NestedValue]:
     """Every value defined inside a control-flow body (any depth), with the main-graph node that owns the body."""
     found: dict[str, NestedValue] = {}
 
-    def walk(graph: "ir.Graph", owner: "ir.Node", attribute: str) -> None:
-        for value in graph.inputs:
-            if value.name:
-                found.setdefault(value.name, NestedValue(value.name, owner.name or "", op_name(owner), attribute))
-        for node in graph:
-            for value in node.outputs:
-                if value.name:
-                    found.setdefault(value.name, NestedValue(value.name, owner.name or "", op_name(owner), attribute))
-            for attr_name, sub in _subgraphs(node):
+    def walk(graph: "onnx.GraphProto", owner: "onnx.NodeProto", attribute: str) -> None:
+        names = [v.name for v in graph.input] + [o for node in graph.node for o in node.output]
+        for name in names:
+            if name:
+                found.setdefault(name, NestedValue(name, owner.name, op_name(owner), attribute))
+        for node in graph.node:
+            for attr_name, sub in subgraphs(node):
                 walk(sub, owner, f"{attribute}/{attr_name}")
 
-    for node in model.graph:
-        for attr_name, sub in _subgraphs(node):
+    for node in model.graph.node:
+        for attr_name, sub in subgraphs(node):
             walk(sub, node, attr_name)
     return found
 
 
-def _subgraphs(node: "ir.Node") -> Iterable[tuple[str, "ir.Graph"]]:
-    import onnx_ir as ir
-
-    for name, attr in node.attributes.items():
-        if attr.type == ir.AttributeType.GRAPH:
-            yield name, attr.value
-        elif attr.type == ir.AttributeType.GRAPHS:
-            for k, sub in enumerate(attr.value):
-                yield f"{name}[{k}]", sub
+def subgraphs(node: "onnx.NodeProto") -> Iterable[tuple[str, "onnx.GraphProto"]]:
+    for attr in node.attribute:
+        if attr.type == 5:  # AttributeProto.GRAPH
+            yield attr.name, attr.g
+        elif attr.type == 10:  # AttributeProto.GRAPHS
+            for k, sub in enumerate(attr.graphs):
+                yield f"{attr.name}[{k}]", sub
 
 
 def nested_reason(nested: NestedValue) -> str:

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence, Union
 import numpy as np
 
 from onnxdeploy import io
+from onnxdeploy.debug._budget import batches as _batches
+from onnxdeploy.debug._budget import parse_size
 from onnxdeploy.debug._graph import ValueSite, main_values, nested_reason, nested_values, unknown_name_error
 from onnxdeploy.debug._npz import NpzWriter, storable
-from onnxdeploy.errors import UserInputError
 
 if TYPE_CHECKING:
     import onnx
@@ -118,29 +119,7 @@ class ProbeResult(Mapping):
         }
 
 
-def parse_size(value: int | str | None) -> int | None:
-    """``2GB``, ``512MB``, ``100k`` or a byte count."""
-    if value is None or isinstance(value, int):
-        return value
-    text = str(value).strip().upper().replace("IB", "B")
-    units = {"TB": 1 << 40, "GB": 1 << 30, "MB": 1 << 20, "KB": 1 << 10, "T": 1 << 40, "G": 1 << 30, "M": 1 << 20,
-             "K": 1 << 10, "B": 1}
-    for unit, factor in units.items():
-        if text.endswith(unit):
-            number = text[: -len(unit)].strip()
-            break
-    else:
-        number, factor = text, 1
-    try:
-        size = int(float(number) * factor)
-    except ValueError:
-        raise UserInputError(f"--max-memory: cannot read {value!r} as a size", hint="write e.g. 2GB or 512MB") from None
-    if size <= 0:
-        raise UserInputError(f"--max-memory must be positive, got {value!r}")
-    return size
-
-
-def select(model: "ir.Model", tensors: Selection) -> tuple[list[str], list[SkippedTensor], dict[str, ValueSite]]:
+def select(model: "onnx.ModelProto", tensors: Selection) -> tuple[list[str], list[SkippedTensor], dict[str, ValueSite]]:
     """Resolve the requested names: (capturable names in topological order, skipped ones, all main-graph sites)."""
     sites = main_values(model)
     nested = nested_values(model)
@@ -194,8 +173,7 @@ def probe(
     if keep is None:
         keep = not (budget and out is not None)
     source = _Source(model)
-    ir_model = source.ir_model
-    names, skipped, sites = select(ir_model, tensors)
+    names, skipped, sites = select(source.proto, tensors)
     feeds = prepare_inputs(source.proto, inputs=inputs, input_files=input_files, npz=npz, dims=dims, shapes=shapes,
                            seed=seed)
     direct = [n for n in names if sites[n].kind != "node"]
@@ -206,7 +184,7 @@ def probe(
     writer = NpzWriter(out) if out is not None else None
     try:
         for name in direct:  # graph inputs and initializers: no run needed
-            value = feeds[name] if sites[name].kind == "input" else ir_model.graph.initializers[name].const_value.numpy()
+            value = feeds[name] if sites[name].kind == "input" else source.initializer(name)
             _record(result, sites[name], value, 0, writer, keep)
         for batch in batches:
             if not batch:
@@ -248,44 +226,51 @@ def _fill_stats(info: TensorInfo, array: np.ndarray) -> None:
         if array.dtype.kind in "OUSc":
             return
         array = storable(array)
-    if array.dtype.kind == "f":
+    total = float(array.sum(dtype=np.float64))
+    if array.dtype.kind == "f" and not math.isfinite(total):  # NaN or Inf somewhere: stats of the finite values
         finite = np.isfinite(array)
         info.nonfinite = int(array.size - np.count_nonzero(finite))
-        if info.nonfinite:
-            array = array[finite]
-            if array.size == 0:
-                return
+        array = array[finite]
+        if array.size == 0:
+            return
+        total = float(array.sum(dtype=np.float64))
     info.min = float(array.min())
     info.max = float(array.max())
-    info.mean = float(array.mean(dtype=np.float64))
+    info.mean = total / array.size
 
 
 class _Source:
-    """A model read once: its serialized bytes (for sessions), its proto and ``ir.Model`` (for the graph facts)."""
+    """A model read once: its serialized bytes (for sessions) and its proto (for the graph facts)."""
 
     def __init__(self, model: io.ModelLike) -> None:
         import onnx
-        import onnx_ir as ir
 
         self.base_dir: str | None = None
         if isinstance(model, (str, os.PathLike)):
             self.proto, self.data = _read_once(Path(model))
             self.base_dir = str(Path(model).resolve().parent)
-            self.ir_model = ir.serde.deserialize_model(self.proto)
-            ir.external_data.set_base_dir(self.ir_model.graph, self.base_dir)
-        elif isinstance(model, ir.Model):
-            from onnxdeploy.run import _serialize_for_session
-
-            self.ir_model = model
-            self.proto = ir.serde.serialize_model(model)
-            self.data, self.base_dir = _serialize_for_session(model)
         elif isinstance(model, onnx.ModelProto):
             self.proto = model
             self.data = model.SerializeToString()
-            self.ir_model = ir.serde.deserialize_model(model)
         else:
-            io.as_model(model)  # raises the usual error for anything else
-            raise AssertionError("unreachable")
+            import onnx_ir as ir
+
+            from onnxdeploy.run import _serialize_for_session
+
+            if not isinstance(model, ir.Model):
+                io.as_model(model)  # raises the usual error for anything else
+            self.proto = ir.serde.serialize_model(model)
+            self.data, self.base_dir = _serialize_for_session(self.proto)
+            for graph in model.graphs():
+                for value in graph.initializers.values():
+                    if isinstance(value.const_value, ir.ExternalTensor):
+                        self.base_dir = str(value.const_value.base_dir)
+
+    def initializer(self, name: str) -> np.ndarray:
+        from onnx import numpy_helper
+
+        init = next(t for t in self.proto.graph.initializer if t.name == name)
+        return numpy_helper.to_array(init, base_dir=self.base_dir or "")
 
     def session(self, names: Sequence[str], cast: Mapping[str, int], providers, optimization_level):
         """A session on the model with ``names`` as extra outputs (through a Cast for those in ``cast``).
@@ -351,12 +336,27 @@ def _ort_session(data: bytes, base_dir: str | None, providers, optimization_leve
         raise _session_error(err) from err
 
 
+def _run(session, feeds: Mapping[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    """Run and return numpy views of onnxruntime's own output buffers (``run`` would copy every output)."""
+    import onnxruntime as ort
+
+    from onnxdeploy.run import _session_error, run_session
+
+    try:
+        ort_feeds = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}
+    except Exception:  # an input type OrtValue cannot wrap: the plain path copies, but works
+        return run_session(session, feeds, names)
+    try:
+        values = session.run_with_ort_values(names, ort_feeds)
+    except Exception as err:
+        raise _session_error(err) from err
+    return {name: value.numpy() for name, value in zip(names, values)}
+
+
 def _capture(
     source: _Source, names: list[str], feeds: Mapping[str, np.ndarray], providers, optimization_level
 ) -> tuple[dict[str, np.ndarray], list[SkippedTensor]]:
     """One session exposing ``names`` as outputs, one run; types numpy cannot hold are fetched through a Cast."""
-    from onnxdeploy.run import run_session
-
     session, fetch = source.session(names, {}, providers, optimization_level)
     types = {o.name: o.type for o in session.get_outputs()}
     cast = {fetch[f]: _CAST[t][0] for f, t in types.items() if f in fetch and t in _CAST}
@@ -367,7 +367,7 @@ def _capture(
         gone = {s.name for s in skipped}
         del session
         session, fetch = source.session([n for n in names if n not in gone], cast, providers, optimization_level)
-    outputs = run_session(session, feeds, list(fetch))
+    outputs = _run(session, feeds, list(fetch))
     del session
     captured: dict[str, np.ndarray] = {}
     for fetched, name in fetch.items():
@@ -378,73 +378,3 @@ def _capture(
             value = np.asarray(value).astype(getattr(ml_dtypes, elem[name]))
         captured[name] = value
     return captured, skipped
-
-
-# ---------------------------------------------------------------- memory budget
-
-
-def estimate_sizes(model: io.ModelLike, feeds: Mapping[str, np.ndarray]) -> dict[str, int]:
-    """Bytes of each value whose shape shape inference resolves, with the inputs' real shapes substituted."""
-    import onnx
-    from onnx import helper
-
-    proto = onnx.ModelProto()
-    source = io.as_proto(model)
-    proto.graph.input.extend(source.graph.input)  # a copy without the weights' bytes: shapes are all we need
-    for field_name in ("ir_version", "producer_name"):
-        setattr(proto, field_name, getattr(source, field_name))
-    proto.opset_import.extend(source.opset_import)
-    proto.functions.extend(source.functions)
-    graph = proto.graph
-    graph.node.extend(source.graph.node)
-    graph.output.extend(source.graph.output)
-    declared = {v.name for v in source.graph.input}
-    for init in source.graph.initializer:
-        if init.name in declared:
-            continue
-        if math.prod(init.dims) <= 4096 and init.data_location != onnx.TensorProto.EXTERNAL:
-            graph.initializer.append(init)  # small ones (shapes, axes) feed data propagation
-        else:
-            graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-    for value in proto.graph.input:
-        if value.name in feeds and value.type.HasField("tensor_type"):
-            shape = value.type.tensor_type.shape
-            shape.ClearField("dim")
-            for d in np.shape(feeds[value.name]):
-                shape.dim.add().dim_value = int(d)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    except Exception:  # shape inference is an estimate here; unknown sizes are handled by the caller
-        return {}
-    sizes: dict[str, int] = {}
-    for value in [*inferred.graph.value_info, *inferred.graph.output]:
-        t = value.type.tensor_type
-        if not value.type.HasField("tensor_type") or not t.HasField("shape"):
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
-        if any(d is None for d in dims):
-            continue
-        try:
-            itemsize = helper.tensor_dtype_to_np_dtype(t.elem_type).itemsize
-        except (KeyError, ValueError, TypeError):
-            itemsize = 4
-        sizes[value.name] = math.prod(dims) * max(itemsize, 4 if t.elem_type in (16, 17, 18, 19, 20) else 1)
-    return sizes
-
-
-def _batches(model: io.ModelLike, feeds, names: list[str], budget: int) -> list[list[str]]:
-    """Greedy batches in topological order whose estimated bytes stay within ``budget`` (an unknown size counts as
-    the largest known one; a tensor larger than the budget gets a batch of its own)."""
-    sizes = estimate_sizes(model, feeds)
-    known = [sizes[n] for n in names if n in sizes]
-    fallback = max(known) if known else budget
-    batches: list[list[str]] = [[]]
-    used = 0
-    for name in names:
-        size = sizes.get(name, fallback)
-        if batches[-1] and used + size > budget:
-            batches.append([])
-            used = 0
-        batches[-1].append(name)
-        used += size
-    return batches

@@ -25,14 +25,14 @@ from onnxdeploy.errors import UserInputError, require
 from onnxdeploy.numerics import diff_tensor
 
 if TYPE_CHECKING:
-    import onnx_ir as ir
+    import onnx
 
 ROOT = "<model>"
 
 
-def node_scope(node: "ir.Node") -> tuple[str | None, str]:
+def node_scope(node: "onnx.NodeProto") -> tuple[str | None, str]:
     """The module path that produced ``node`` ("" for the root module) and which metadata said so."""
-    meta = node.metadata_props
+    meta = {entry.key: entry.value for entry in node.metadata_props}
     scopes = meta.get("pkg.torch.onnx.name_scopes")
     if scopes:
         try:
@@ -47,7 +47,7 @@ def node_scope(node: "ir.Node") -> tuple[str | None, str]:
         parts = [p.split(":")[0].strip() for p in namespace.split("/")]
         modules = [p for p in parts[1:-1] if p]
         return (modules[-1] if modules else ""), "name_scope"
-    if node.name and node.name.startswith("/"):
+    if node.name.startswith("/"):
         return ".".join(node.name.split("/")[1:-1]), "node_name"
     return None, ""
 
@@ -65,24 +65,29 @@ def _under(scope: str | None, path: str) -> bool:
     return path == "" or scope == path or scope.startswith(path + ".")
 
 
-def module_outputs(model: "ir.Model") -> tuple[dict[str, list[str]], dict[str, tuple["ir.Node", str]]]:
+def module_outputs(model: "onnx.ModelProto") -> tuple[dict[str, list[str]], dict[str, tuple["onnx.NodeProto", str]]]:
     """For each module path, the ONNX values it hands to the rest of the graph (topological order)."""
-    scopes: dict[int, tuple[str | None, str]] = {id(n): node_scope(n) for n in model.graph}
-    graph_outputs = {v.name for v in model.graph.outputs}
+    from onnxdeploy.debug._reduce import _outer_refs
+
+    nodes = list(model.graph.node)
+    scopes = [node_scope(n) for n in nodes]
+    users: dict[str, list[str | None]] = defaultdict(list)
+    for node, (scope, _) in zip(nodes, scopes):
+        for name in {*node.input, *_outer_refs(node)}:
+            users[name].append(scope)
+    graph_outputs = {v.name for v in model.graph.output}
     result: dict[str, list[str]] = defaultdict(list)
-    producers: dict[str, tuple[ir.Node, str]] = {}
-    for node in model.graph:
-        scope, how = scopes[id(node)]
+    producers: dict[str, tuple[onnx.NodeProto, str]] = {}
+    for node, (scope, how) in zip(nodes, scopes):
         if scope is None:
             continue
-        for value in node.outputs:
-            if not value.name:
+        for name in node.output:
+            if not name:
                 continue
-            producers[value.name] = (node, how)
-            users = [scopes.get(id(u.node), (None, ""))[0] for u in value.uses()]
+            producers[name] = (node, how)
             for path in _ancestors(scope):
-                if value.name in graph_outputs or any(not _under(s, path) for s in users):
-                    result[path].append(value.name)
+                if name in graph_outputs or any(not _under(s, path) for s in users[name]):
+                    result[path].append(name)
     return dict(result), producers
 
 
@@ -155,7 +160,7 @@ def compare_torch(
 
     start = time.perf_counter()
     target = load_torch_target(target_spec)
-    model = io.as_model(onnx_model)
+    model = io.as_proto(onnx_model)
     outputs, producers = module_outputs(model)
     named = dict(target.module.named_modules())
     mapped = {p: v for p, v in outputs.items() if p in named}
@@ -187,7 +192,7 @@ def compare_torch(
             h.remove()
 
     wanted = list(dict.fromkeys(v for p in order for v in mapped[p]))
-    onnx_values = probe(model, tensors=wanted, inputs=feeds, providers=providers).tensors
+    onnx_values = probe(onnx_model, tensors=wanted, inputs=feeds, providers=providers).tensors
     matches: list[TensorMatch] = []
     unmatched: list[str] = []
     for path in order:

@@ -7,7 +7,18 @@ from __future__ import annotations
 
 from onnxdeploy.passes.conv_activation import FuseConvActivationPass
 from onnxdeploy.passes.conv_bn import FuseConvBatchNormPass
+from onnxdeploy.passes.fold_remaining import FoldRemainingConstantsPass
+from onnxdeploy.passes.gemm_reshape import ReshapeGemmToMatMulPass
 from onnxdeploy.passes.matmul_add_gemm import MatMulAddToGemmPass
+from onnxdeploy.passes.merge_matmul import MergeParallelMatMulPass
 from onnxdeploy.passes.redundant_chains import RemoveRedundantChainsPass
 
-__all__ = ["FuseConvActivationPass", "FuseConvBatchNormPass", "MatMulAddToGemmPass", "RemoveRedundantChainsPass"]
+__all__ = [
+    "FoldRemainingConstantsPass",
+    "FuseConvActivationPass",
+    "FuseConvBatchNormPass",
+    "MatMulAddToGemmPass",
+    "MergeParallelMatMulPass",
+    "RemoveRedundantChainsPass",
+    "ReshapeGemmToMatMulPass",
+]

@@ -176,5 +176,16 @@ def onnx_ops(opset: int, domain: str = "") -> set[tuple[str, str]]:
     return out
 
 
+def has_function_body(op: str, opset: int, domain: str = "") -> bool:
+    """True when ONNX defines ``op`` as a function (runtimes that inline functions run it without a kernel)."""
+    from onnx import defs
+
+    try:
+        schema = defs.get_schema(op, opset, domain)
+    except Exception:  # noqa: BLE001
+        return False
+    return bool(schema.has_function or schema.has_context_dependent_function)
+
+
 def first_names(names: Sequence[str], n: int = 8) -> list[str]:
     return list(names[:n]) + ([f"... {len(names) - n} more"] if len(names) > n else [])

@@ -7,7 +7,6 @@ Supported operators and dtypes come from the kernels this onnxruntime build regi
 from __future__ import annotations
 
 import functools
-import shutil
 from pathlib import Path
 from typing import Mapping
 
@@ -50,8 +49,10 @@ class OnnxRuntimeTarget(Target):
         starts = [lo for (d, _), ks in kernel_table(self.provider).items() if d == "" for lo, _, _ in ks]
         return (7, max(starts) if starts else 21)
 
+    expands_functions = True  # ops ONNX defines as functions (Mish, Celu, ...) run through their body
+
     def supported_ops(self) -> set[tuple[str, str]]:
-        return set(kernel_table(self.provider))
+        return set(kernel_table(self.provider)) | {("", "Constant")}  # Constant is folded, it has no kernel
 
     def op_dtype_problem(self, node, opset: int) -> str | None:
         from onnx import defs
@@ -96,6 +97,3 @@ class OnnxRuntimeTarget(Target):
 
         return run_session(create_session(str(artifact), threads=1), feeds)
 
-
-def copy_file(src: Path, dst: Path) -> None:
-    shutil.copyfile(src, dst)

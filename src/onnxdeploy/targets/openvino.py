@@ -33,12 +33,30 @@ class OpenVINOTarget(Target):
         return True, ""
 
     def query(self, model_path: Path) -> tuple[dict[str, list[str]], list[str]]:
-        """``({op_type: [nodes]} the frontend could not convert, [ops the CPU plugin refuses])``."""
+        """``({op_type: [nodes]} the frontend could not convert, [ops the CPU plugin refuses])``.
+
+        Runs in a subprocess: OpenVINO's frontend can crash the process on some unsupported graphs.
+        """
+        import json
+        import subprocess
+        import sys
+
+        proc = subprocess.run([sys.executable, "-m", "onnxdeploy.targets.openvino", str(model_path)],
+                              capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            why = f"signal {-proc.returncode}" if proc.returncode < 0 else (proc.stderr.strip().splitlines() or ["?"])[-1]
+            raise RuntimeError(f"OpenVINO crashed reading the model ({why})")
+        data = json.loads(proc.stdout)
+        return data["missing"], data["refused"]
+
+    @staticmethod
+    def query_in_process(model_path: Path) -> tuple[dict[str, list[str]], list[str]]:
         ov = require("openvino", extra="openvino", purpose="checking a model for OpenVINO")
         from openvino.frontend import FrontEndManager
 
         fe = FrontEndManager().load_by_framework("onnx")
-        partial = fe.convert_partially(fe.load(str(model_path)))
+        input_model = fe.load(str(model_path))  # must outlive `partial`: its framework nodes point into it
+        partial = fe.convert_partially(input_model)
         missing: dict[str, list[str]] = {}
         for op in partial.get_ordered_ops():
             if op.get_type_name() == "ONNXFrameworkNode":
@@ -96,3 +114,11 @@ def run_compiled(compiled, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndar
         for name in port.get_names() or {port.get_any_name()}:  # every tensor name the port carries
             out[name] = np.asarray(result[port])
     return out
+
+
+if __name__ == "__main__":  # the subprocess of OpenVINOTarget.query
+    import json
+    import sys
+
+    missing, refused = OpenVINOTarget.query_in_process(Path(sys.argv[1]))
+    sys.stdout.write(json.dumps({"missing": missing, "refused": refused}))

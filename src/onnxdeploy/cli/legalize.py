@@ -1,0 +1,60 @@
+"""`onnxdeploy legalize`: rewrite a model into what a target accepts (rules, opset, int64), verified."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from onnxdeploy.cli.check import TargetOpt
+from onnxdeploy.cli.common import PANEL_DEPLOY, AtolOpt, DimOpt, JsonOpt, ModelArg, OutputOpt, RtolOpt
+
+EXAMPLES = """[b]Examples[/b]
+
+  onnxdeploy legalize model.onnx --target ascend -o model.ascend.onnx
+
+  onnxdeploy legalize model.onnx --target tensorrt -o out.onnx --opset 17 --json"""
+
+
+def legalize(
+    model: ModelArg,
+    output: OutputOpt,
+    target: TargetOpt = "onnxruntime",
+    opset: Annotated[Optional[int], typer.Option("--opset", help="Convert to this opset.")] = None,
+    dim: DimOpt = None,
+    atol: AtolOpt = 1e-4,
+    rtol: RtolOpt = 1e-3,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the comparison with the original.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace unsupported ops by equivalent compositions, convert the opset, narrow int64; verify; write OUT."""
+    from onnxdeploy.cli import output as out
+    from onnxdeploy.cli.common import parse_dims
+    from onnxdeploy.legalize import legalize as legalize_api
+
+    result = legalize_api(model, target, output=output, verify=not no_verify, opset=opset, dims=parse_dims(dim),
+                          atol=atol, rtol=rtol)
+    rep = result.report
+    if as_json:
+        out.print_json(rep)
+        return
+    rows = [[f"rule {op}", f"{n} node(s)"] for op, n in rep.rules_applied.items()]
+    if rep.opset_before != rep.opset_after:
+        rows.append(["opset", f"{rep.opset_before} -> {rep.opset_after}"])
+    rows += [["int64", c] for c in rep.int64_changes]
+    out.show(out.table(f"legalize for {rep.target}", ["change", "detail"], rows or [["none", "already legal"]]))
+    if rep.verification is not None:
+        out.show(rep.verification.summary())
+    for p in rep.remaining:
+        out.warn(f"cannot fix {p.kind} {p.what} ({', '.join(p.nodes)}): {p.detail}")
+    out.show(f"wrote {rep.output}")
+    if not rep.legal:
+        from onnxdeploy.errors import UnsupportedError
+
+        raise UnsupportedError(f"{rep.target} still cannot take {rep.output}: "
+                               + "; ".join(f"{p.what} ({', '.join(p.nodes)})" for p in rep.remaining),
+                               hint="replace those operators in the source model, or choose another target")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("legalize", epilog=EXAMPLES, rich_help_panel=PANEL_DEPLOY)(legalize)

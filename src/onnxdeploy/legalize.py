@@ -1,0 +1,436 @@
+"""``legalize(model, target)``: rewrite a model into what a target accepts, verified on onnxruntime.
+
+Three steps, each only where the target needs it:
+
+1. **Rules**: an operator the target lacks is replaced by an equivalent composition of basic operators
+   (:data:`RULES`, e.g. ``Asinh(x) -> Log(x + Sqrt(x*x + 1))``, ``Gelu -> 0.5*x*(1 + Erf(x/sqrt(2)))``), when the
+   target has every operator the composition uses.
+2. **Opset conversion** (``onnx.version_converter``) into the target's opset range.
+3. **int64 -> int32** where the target lacks int64: int64 graph inputs become int32 (a Cast inside restores
+   int64), int64 graph outputs get a Cast to int32, and int64 constants feeding inputs whose ONNX type constraint
+   allows int32 (Gather indices, Slice starts/ends, ...) are narrowed when their values fit.
+
+The result is compared with the original on onnxruntime (:func:`onnxdeploy.numerics.compare_outputs`); whatever
+cannot be fixed is listed with its nodes (``LegalizeReport.remaining``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Mapping
+
+import numpy as np
+
+from onnxdeploy.errors import InvalidModelError, OutputsDisagree, UserInputError
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
+
+    from onnxdeploy.io import ModelLike
+    from onnxdeploy.targets.base import Target
+
+
+# ------------------------------------------------------------------------------------------------ rules
+@dataclass(frozen=True)
+class Rule:
+    op: str
+    describe: str
+    uses: frozenset[str]
+    build: Callable  # (B, node) -> output value
+
+
+class _B:
+    """Tiny builder over ``onnx_ir.tape.Tape``: constants take the dtype of the value they combine with."""
+
+    def __init__(self, dtype) -> None:
+        import onnx_ir as ir
+
+        self.tape = ir.tape.Tape()
+        self.np_dtype = dtype.numpy() if dtype is not None else np.float32
+
+    def c(self, value: float):
+        import onnx_ir as ir
+
+        return self.tape.op("Constant", [], attributes={"value": ir.tensor(np.array(value, dtype=self.np_dtype))})
+
+    def __getattr__(self, op: str):
+        return lambda *inputs, **attrs: self.tape.op(op, list(inputs), attributes=attrs or None)
+
+
+def _attr(node, name: str, default: float) -> float:
+    a = node.attributes.get(name)
+    return a.value if a is not None else default
+
+
+def _softplus(b: _B, x):  # max(x, 0) + log(1 + exp(-|x|)): no overflow
+    return b.Add(b.Max(x, b.c(0.0)), b.Log(b.Add(b.c(1.0), b.Exp(b.Neg(b.Abs(x))))))
+
+
+def _gelu(b: _B, node):
+    x = node.inputs[0]
+    half_x = b.Mul(x, b.c(0.5))
+    if node.attributes.get("approximate") is not None and node.attributes["approximate"].value == "tanh":
+        inner = b.Mul(b.c(math.sqrt(2.0 / math.pi)), b.Add(x, b.Mul(b.c(0.044715), b.Mul(x, b.Mul(x, x)))))
+        return b.Mul(half_x, b.Add(b.c(1.0), b.Tanh(inner)))
+    return b.Mul(half_x, b.Add(b.c(1.0), b.Erf(b.Div(x, b.c(math.sqrt(2.0))))))
+
+
+def _hardsigmoid(b: _B, x, alpha: float, beta: float):
+    return b.Max(b.Min(b.Add(b.Mul(x, b.c(alpha)), b.c(beta)), b.c(1.0)), b.c(0.0))
+
+
+def _elu_like(b: _B, x, alpha: float, scale_in: float = 1.0):
+    e = b.Exp(b.Mul(x, b.c(scale_in)) if scale_in != 1.0 else x)
+    return b.Add(b.Max(x, b.c(0.0)), b.Min(b.Mul(b.c(alpha), b.Sub(e, b.c(1.0))), b.c(0.0)))
+
+
+_X = lambda n: n.inputs[0]  # noqa: E731
+
+RULES: dict[str, Rule] = {r.op: r for r in [
+    Rule("Asinh", "Asinh(x) -> Log(x + Sqrt(x*x + 1))", frozenset({"Log", "Add", "Sqrt", "Mul"}),
+         lambda b, n: b.Log(b.Add(_X(n), b.Sqrt(b.Add(b.Mul(_X(n), _X(n)), b.c(1.0)))))),
+    Rule("Acosh", "Acosh(x) -> Log(x + Sqrt(x*x - 1))", frozenset({"Log", "Add", "Sqrt", "Mul", "Sub"}),
+         lambda b, n: b.Log(b.Add(_X(n), b.Sqrt(b.Sub(b.Mul(_X(n), _X(n)), b.c(1.0)))))),
+    Rule("Atanh", "Atanh(x) -> 0.5 * Log((1 + x) / (1 - x))", frozenset({"Log", "Add", "Sub", "Div", "Mul"}),
+         lambda b, n: b.Mul(b.c(0.5), b.Log(b.Div(b.Add(b.c(1.0), _X(n)), b.Sub(b.c(1.0), _X(n)))))),
+    Rule("Sinh", "Sinh(x) -> (Exp(x) - Exp(-x)) / 2", frozenset({"Exp", "Neg", "Sub", "Mul"}),
+         lambda b, n: b.Mul(b.Sub(b.Exp(_X(n)), b.Exp(b.Neg(_X(n)))), b.c(0.5))),
+    Rule("Cosh", "Cosh(x) -> (Exp(x) + Exp(-x)) / 2", frozenset({"Exp", "Neg", "Add", "Mul"}),
+         lambda b, n: b.Mul(b.Add(b.Exp(_X(n)), b.Exp(b.Neg(_X(n)))), b.c(0.5))),
+    Rule("Tan", "Tan(x) -> Sin(x) / Cos(x)", frozenset({"Sin", "Cos", "Div"}),
+         lambda b, n: b.Div(b.Sin(_X(n)), b.Cos(_X(n)))),
+    Rule("Gelu", "Gelu(x) -> 0.5*x*(1 + Erf(x/sqrt(2))) (tanh form for approximate='tanh')",
+         frozenset({"Mul", "Add", "Div", "Erf", "Tanh"}), _gelu),
+    Rule("HardSigmoid", "HardSigmoid(x) -> Max(Min(alpha*x + beta, 1), 0)", frozenset({"Max", "Min", "Add", "Mul"}),
+         lambda b, n: _hardsigmoid(b, _X(n), _attr(n, "alpha", 0.2), _attr(n, "beta", 0.5))),
+    Rule("HardSwish", "HardSwish(x) -> x * Max(Min(x/6 + 0.5, 1), 0)", frozenset({"Max", "Min", "Add", "Mul"}),
+         lambda b, n: b.Mul(_X(n), _hardsigmoid(b, _X(n), 1.0 / 6.0, 0.5))),
+    Rule("Softplus", "Softplus(x) -> Max(x, 0) + Log(1 + Exp(-|x|))",
+         frozenset({"Max", "Add", "Log", "Exp", "Neg", "Abs"}), lambda b, n: _softplus(b, _X(n))),
+    Rule("Mish", "Mish(x) -> x * Tanh(Softplus(x))", frozenset({"Max", "Add", "Log", "Exp", "Neg", "Abs", "Tanh",
+                                                                   "Mul"}),
+         lambda b, n: b.Mul(_X(n), b.Tanh(_softplus(b, _X(n))))),
+    Rule("Softsign", "Softsign(x) -> x / (1 + |x|)", frozenset({"Div", "Add", "Abs"}),
+         lambda b, n: b.Div(_X(n), b.Add(b.c(1.0), b.Abs(_X(n))))),
+    Rule("Elu", "Elu(x) -> Max(x, 0) + Min(alpha*(Exp(x) - 1), 0)", frozenset({"Max", "Min", "Add", "Sub", "Mul",
+                                                                                 "Exp"}),
+         lambda b, n: _elu_like(b, _X(n), _attr(n, "alpha", 1.0))),
+    Rule("Celu", "Celu(x) -> Max(x, 0) + Min(alpha*(Exp(x/alpha) - 1), 0)",
+         frozenset({"Max", "Min", "Add", "Sub", "Mul", "Exp"}),
+         lambda b, n: _elu_like(b, _X(n), _attr(n, "alpha", 1.0), 1.0 / _attr(n, "alpha", 1.0))),
+    Rule("Selu", "Selu(x) -> gamma * (Max(x, 0) + Min(alpha*(Exp(x) - 1), 0))",
+         frozenset({"Max", "Min", "Add", "Sub", "Mul", "Exp"}),
+         lambda b, n: b.Mul(b.c(_attr(n, "gamma", 1.0507009873554805)),
+                            _elu_like(b, _X(n), _attr(n, "alpha", 1.6732632423543772)))),
+    Rule("LeakyRelu", "LeakyRelu(x) -> Where(x < 0, alpha*x, x)", frozenset({"Where", "Less", "Mul"}),
+         lambda b, n: b.Where(b.Less(_X(n), b.c(0.0)), b.Mul(_X(n), b.c(_attr(n, "alpha", 0.01))), _X(n))),
+    Rule("ThresholdedRelu", "ThresholdedRelu(x) -> Where(x > alpha, x, 0)", frozenset({"Where", "Greater"}),
+         lambda b, n: b.Where(b.Greater(_X(n), b.c(_attr(n, "alpha", 1.0))), _X(n), b.c(0.0))),
+    Rule("Reciprocal", "Reciprocal(x) -> 1 / x", frozenset({"Div"}), lambda b, n: b.Div(b.c(1.0), _X(n))),
+    Rule("GreaterOrEqual", "GreaterOrEqual(a, b) -> Not(Less(a, b))", frozenset({"Not", "Less"}),
+         lambda b, n: b.Not(b.Less(n.inputs[0], n.inputs[1]))),
+    Rule("LessOrEqual", "LessOrEqual(a, b) -> Not(Greater(a, b))", frozenset({"Not", "Greater"}),
+         lambda b, n: b.Not(b.Greater(n.inputs[0], n.inputs[1]))),
+]}
+
+
+def applicable_rule(op: str, target: "Target | None") -> Rule | None:
+    """The rule for ``op`` if the target has every operator the composition uses."""
+    rule = RULES.get(op)
+    if rule is None or target is None:
+        return rule
+    supported = target.supported_ops()
+    if supported is None or all(("", u) in supported for u in rule.uses):
+        return rule
+    return None
+
+
+def apply_rule(graph: "ir.Graph", node: "ir.Node", rule: Rule) -> None:
+    """Replace ``node`` in ``graph`` by the rule's composition (in place)."""
+    import onnx_ir as ir
+
+    b = _B(node.inputs[0].dtype if node.inputs and node.inputs[0] is not None else None)
+    out = rule.build(b, node)
+    base = node.name or node.op_type
+    for i, new in enumerate(b.tape.nodes):
+        new.name = f"{base}/legalized/{new.op_type}_{i}"
+    ir.convenience.replace_nodes_and_values(graph, node, [node], list(b.tape.nodes), [node.outputs[0]], [out])
+
+
+# ------------------------------------------------------------------------------------------------ report
+@dataclass
+class LegalizeReport:
+    target: str
+    output: str | None
+    rules_applied: dict[str, int]
+    opset_before: int
+    opset_after: int
+    int64_changes: list[str]
+    remaining: list  # check Problems left after legalization
+    verification: object | None  # numerics.Comparison
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.rules_applied or self.int64_changes or self.opset_before != self.opset_after)
+
+    @property
+    def legal(self) -> bool:
+        return not [p for p in self.remaining if p.severity == "error"]
+
+    def to_dict(self) -> dict:
+        return {
+            "target": self.target,
+            "output": self.output,
+            "changed": self.changed,
+            "legal": self.legal,
+            "rules_applied": self.rules_applied,
+            "opset_before": self.opset_before,
+            "opset_after": self.opset_after,
+            "int64_changes": self.int64_changes,
+            "remaining": [p.to_dict() for p in self.remaining],
+            "verification": self.verification.to_dict() if self.verification is not None else None,
+            "seconds": round(self.seconds, 4),
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class LegalizeResult:
+    model: "ir.Model"
+    report: LegalizeReport
+
+    def to_dict(self) -> dict:
+        return self.report.to_dict()
+
+
+# ------------------------------------------------------------------------------------------------ steps
+def _apply_rules(model: "ir.Model", target: "Target") -> Counter:
+    supported = target.supported_ops()
+    applied: Counter = Counter()
+    missing = None
+    if supported is None and hasattr(target, "query") and target.available()[0]:
+        from onnxdeploy.check import check
+
+        missing = {p.what for p in check(model, target).problems if p.kind == "op"}
+    for graph in model.graphs():
+        for node in list(graph):
+            if node.domain not in ("", "ai.onnx"):
+                continue
+            lacks = (("", node.op_type) not in supported) if supported is not None else (
+                missing is not None and node.op_type in missing)
+            rule = applicable_rule(node.op_type, target) if lacks else None
+            if rule is not None:
+                apply_rule(graph, node, rule)
+                applied[node.op_type] += 1
+    return applied
+
+
+def _convert_opset(model: "ir.Model", to: int) -> "ir.Model":
+    import onnx
+    import onnx_ir as ir
+    from onnx import version_converter
+
+    proto = ir.serde.serialize_model(model)
+    try:
+        converted = version_converter.convert_version(proto, to)
+    except Exception as err:  # noqa: BLE001 - the converter raises RuntimeError/ValueError/onnx errors
+        raise InvalidModelError(f"cannot convert the model to opset {to}: {str(err).splitlines()[0]}",
+                                hint="some operators have no adapter between these opsets") from err
+    converted = onnx.shape_inference.infer_shapes(converted, strict_mode=False)
+    return ir.serde.deserialize_model(converted)
+
+
+def _narrow_int64(model: "ir.Model") -> list[str]:
+    import onnx_ir as ir
+
+    from onnxdeploy.check import _slot_allows_int32, default_opset, node_label
+
+    changes: list[str] = []
+    graph = model.graph
+    i64, i32 = ir.DataType.INT64, ir.DataType.INT32
+    for idx, old in enumerate(list(graph.inputs)):
+        if old.dtype != i64:
+            continue
+        name = old.name
+        if old.consumers() and all(c.op_type == "Cast" for c in old.consumers()):
+            old.dtype = i32  # only Casts read it: they read int32 just as well
+            changes.append(f"input {name}: int64 -> int32")
+            continue
+        old.name = f"{name}__int64"
+        new = ir.Value(name=name, type=ir.TensorType(i32), shape=old.shape)
+        cast = ir.node("Cast", [new], attributes={"to": i64}, name=f"{name}/legalized/Cast_to_int64")
+        cast.outputs[0].name, cast.outputs[0].dtype, cast.outputs[0].shape = f"{name}_int64", i64, old.shape
+        old.replace_all_uses_with(cast.outputs[0])
+        graph.inputs[idx] = new
+        graph.insert_before(graph.node(0), cast) if len(graph) else graph.append(cast)
+        changes.append(f"input {name}: int64 -> int32 (Cast to int64 inside)")
+    for idx, old in enumerate(list(graph.outputs)):
+        if old.dtype != i64:
+            continue
+        name = old.name
+        old.name = f"{name}__int64"
+        cast = ir.node("Cast", [old], attributes={"to": i32}, name=f"{name}/legalized/Cast_to_int32")
+        out = cast.outputs[0]
+        out.name, out.dtype, out.shape = name, i32, old.shape
+        graph.append(cast)
+        graph.outputs[idx] = out
+        changes.append(f"output {name}: int64 -> int32 (Cast)")
+    opset = default_opset(model)
+    narrowed: dict[str, ir.Value] = {}
+    for i, node in enumerate(list(graph)):
+        for j, v in enumerate(node.inputs):
+            if v is None or v.dtype != i64 or v.is_graph_input() or not _slot_allows_int32(node, j, opset):
+                continue
+            if not _own_type_var(node, j, opset):
+                continue
+            tensor = ir.convenience.get_const_tensor(v)
+            if tensor is None:
+                continue
+            arr = tensor.numpy()
+            if arr.size and (arr.max() > np.iinfo(np.int32).max or arr.min() < np.iinfo(np.int32).min):
+                continue
+            if v.name not in narrowed:
+                nv = ir.Value(name=f"{v.name}_int32", type=ir.TensorType(i32), shape=ir.Shape(arr.shape),
+                              const_value=ir.tensor(arr.astype(np.int32), name=f"{v.name}_int32"))
+                graph.register_initializer(nv)
+                narrowed[v.name] = nv
+            node.replace_input_with(j, narrowed[v.name])
+            changes.append(f"{node_label(node, i)} input {j} ({v.name}): int64 constant -> int32")
+    if narrowed:
+        from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+        RemoveUnusedNodesPass()(model)
+    graph.sort()
+    return changes
+
+
+def _own_type_var(node: "ir.Node", index: int, opset: int) -> bool:
+    """True when input ``index`` has a type variable no other input or output of the node shares."""
+    from onnx import defs
+
+    schema = defs.get_schema(node.op_type, opset, "")
+    formals = list(schema.inputs)
+    mine = formals[min(index, len(formals) - 1)].type_str
+    others = [f.type_str for k, f in enumerate(formals) if k != min(index, len(formals) - 1)]
+    others += [f.type_str for f in schema.outputs]
+    return mine not in others
+
+
+# ------------------------------------------------------------------------------------------------ API
+def legalize(
+    model: "ModelLike",
+    target: "str | Target",
+    *,
+    output: str | os.PathLike | None = None,
+    verify: bool = True,
+    opset: int | None = None,
+    inputs: Mapping[str, np.ndarray] | None = None,
+    dims: Mapping[str, int] | None = None,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    seed: int = 0,
+) -> LegalizeResult:
+    """Rewrite a copy of ``model`` for ``target`` (rules, opset, int64) and verify it against the original.
+
+    ``opset`` forces a target opset (default: the nearest one in the target's range when outside it). Raises
+    :class:`OutputsDisagree` (nothing written) when the result differs from the original beyond tolerance.
+    """
+    from onnxdeploy import io
+    from onnxdeploy.check import check, default_opset, typed_model
+    from onnxdeploy.targets import get_target
+
+    start = time.perf_counter()
+    t = get_target(target)
+    original = io.as_proto(model, load_weights=True)
+    m = typed_model(original)
+    before = default_opset(m)
+    applied = _apply_rules(m, t)
+    notes: list[str] = []
+    lo, hi = t.opsets
+    to = opset if opset is not None else (hi if before > hi else lo if before < lo else before)
+    if opset is not None and not lo <= opset <= hi:
+        raise UserInputError(f"opset {opset} is outside {t.name}'s range {lo}-{hi}")
+    if to != before:
+        m = _convert_opset(m, to)
+        notes.append(f"opset {before} -> {to} (onnx.version_converter)")
+    int64_changes = _narrow_int64(m) if not t.has_int64 else []
+    m = typed_model(m)
+    remaining = check(m, t).problems
+    verification = None
+    if verify:
+        verification = _verify(original, m, inputs=inputs, dims=dims, atol=atol, rtol=rtol, seed=seed)
+        if verification is not None and not verification.passed:
+            raise OutputsDisagree(f"legalized model differs from the original: {verification.summary()}",
+                                  hint="report the rule that broke it; --no-verify writes it anyway")
+        if verification is None:
+            notes.append("not verified: onnxruntime cannot run the original model")
+    report = LegalizeReport(t.name, None, dict(applied), before, default_opset(m), int64_changes, remaining,
+                            verification, 0.0, notes)
+    if output is not None:
+        io.save(m, output)
+        report.output = str(output)
+    report.seconds = time.perf_counter() - start
+    return LegalizeResult(m, report)
+
+
+def _verify(original, legal, *, inputs, dims, atol, rtol, seed):
+    import onnx_ir as ir
+
+    from onnxdeploy.numerics import compare_outputs
+    from onnxdeploy.run import SessionError, create_session, prepare_inputs, run_session
+
+    try:
+        ref_sess = create_session(original, threads=1)
+    except SessionError:
+        return None
+    feeds = prepare_inputs(original, inputs=inputs, dims=dims, seed=seed)
+    reference = run_session(ref_sess, feeds)
+    proto = ir.serde.serialize_model(legal)
+    legal_feeds = {}
+    for spec in proto.graph.input:
+        arr = feeds[spec.name]
+        if spec.type.tensor_type.elem_type == 6 and arr.dtype == np.int64:  # narrowed to int32
+            arr = arr.astype(np.int32)
+        legal_feeds[spec.name] = arr
+    got = run_session(create_session(proto, threads=1), legal_feeds)
+    got = {k: (v.astype(reference[k].dtype) if k in reference and v.dtype != reference[k].dtype else v)
+           for k, v in got.items()}
+    return compare_outputs(reference, got, atol=atol, rtol=rtol, label="legalized vs original")
+
+
+def verify_rule(op: str, *, shape=(2, 3, 4), opset: int | None = None, atol: float = 1e-5, rtol: float = 1e-4,
+                seed: int = 0, **attributes):
+    """Build a one-node ``op`` model, apply its rule, and compare both on onnxruntime (for tests and docs)."""
+    import onnx
+    from onnx import TensorProto, defs, helper
+
+    rule = RULES.get(op)
+    if rule is None:
+        raise UserInputError(f"no legalization rule for {op!r}", hint=f"rules: {', '.join(sorted(RULES))}")
+    opset = opset or max(17, defs.get_schema(op).since_version)
+    n_in = 2 if op in ("GreaterOrEqual", "LessOrEqual") else 1
+    names = ["x", "y"][:n_in]
+    out_type = TensorProto.BOOL if op in ("GreaterOrEqual", "LessOrEqual") else TensorProto.FLOAT
+    graph = helper.make_graph(
+        [helper.make_node(op, names, ["out"], name=op.lower(), **attributes)], f"{op}_rule",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(shape)) for n in names],
+        [helper.make_tensor_value_info("out", out_type, list(shape))])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(proto)
+    rng = np.random.default_rng(seed)
+    feeds = {n: (rng.standard_normal(shape) * 3).astype(np.float32) for n in names}
+    if op == "Acosh":
+        feeds["x"] = np.abs(feeds["x"]) + 1.0
+    if op == "Atanh":
+        feeds["x"] = np.tanh(feeds["x"]).astype(np.float32) * 0.99
+    import onnx_ir as ir
+
+    m = ir.serde.deserialize_model(proto)
+    apply_rule(m.graph, m.graph.node(0), rule)
+    return [n.op_type for n in m.graph], _verify(proto, m, inputs=feeds, dims=None, atol=atol, rtol=rtol, seed=seed)

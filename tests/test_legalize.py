@@ -1,0 +1,70 @@
+"""Legalization: every rule numerically equal to the op it replaces; opset and int64 changes; what stays."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from onnxdeploy.legalize import RULES, legalize, verify_rule
+from tests.test_targets import ascend_path  # noqa: F401 - fixture
+
+
+@pytest.mark.parametrize("op", sorted(RULES))
+def test_rule_is_numerically_equal(op):
+    ops, comparison = verify_rule(op)
+    assert op not in ops and comparison.passed, comparison.summary()
+
+
+@pytest.mark.parametrize("op,attrs", [("Gelu", {"approximate": "tanh"}), ("LeakyRelu", {"alpha": 0.3}),
+                                      ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}), ("Elu", {"alpha": 0.5}),
+                                      ("Celu", {"alpha": 2.0}), ("ThresholdedRelu", {"alpha": 0.5})])
+def test_rule_honours_attributes(op, attrs):
+    _, comparison = verify_rule(op, **attrs)
+    assert comparison.passed, comparison.summary()
+
+
+def test_unknown_rule_is_an_error():
+    with pytest.raises(ValueError, match="no legalization rule for 'Foo'"):
+        verify_rule("Foo")
+
+
+def test_legalize_for_ascend_fixes_what_it_can_and_lists_the_rest(ascend_path, tmp_path):  # noqa: F811
+    out = tmp_path / "legal.onnx"
+    result = legalize(ascend_path, "ascend", output=out)
+    rep = result.report
+    assert rep.rules_applied == {"Gelu": 1} and (rep.opset_before, rep.opset_after) == (20, 18)
+    assert "input ids: int64 -> int32" in rep.int64_changes
+    assert any("gather input 1 (idx): int64 constant -> int32" in c for c in rep.int64_changes)
+    assert rep.verification.passed
+    assert [(p.what, p.nodes) for p in rep.remaining] == [("Det", ["det"])] and not rep.legal
+    proto = onnx.load(out)
+    onnx.checker.check_model(proto, full_check=True)
+    assert "Gelu" not in {n.op_type for n in proto.graph.node}
+    assert proto.graph.input[1].type.tensor_type.elem_type == TensorProto.INT32
+
+
+def test_legalize_leaves_a_legal_model_alone(conv_bn_silu_path):
+    rep = legalize(conv_bn_silu_path, "openvino").report
+    assert not rep.changed and rep.legal and rep.verification.passed
+
+
+def test_int64_output_gets_a_cast_for_targets_without_int64(tmp_path):
+    m = helper.make_model(helper.make_graph(
+        [helper.make_node("ArgMax", ["x"], ["am"], name="argmax", axis=1, keepdims=0)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
+        [helper.make_tensor_value_info("am", TensorProto.INT64, [2])]), opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(m, tmp_path / "argmax.onnx")
+    result = legalize(tmp_path / "argmax.onnx", "ascend")
+    assert result.report.legal and result.report.verification.passed
+    assert result.model.graph.outputs[0].dtype.name == "INT32"
+
+
+def test_cli_legalize_writes_output_and_fails_when_not_legal(ascend_path, tmp_path, capsys):  # noqa: F811
+    from onnxdeploy.cli.main import main
+
+    rc = main(["legalize", str(ascend_path), "--target", "ascend", "-o", str(tmp_path / "o.onnx")])
+    captured = capsys.readouterr()
+    assert rc == 1 and (tmp_path / "o.onnx").exists()
+    assert "rule Gelu" in captured.out and "still cannot take" in captured.err and "Det (det)" in captured.err
