@@ -125,6 +125,7 @@ def interleaved(tools: dict, model: Path, out: Path, node: str, *, external: boo
             result = run_isolated(body, model, out, node, external=external, repeats=1)
             print(f"round {round_ + 1}: {label}: {result}", flush=True)
             runs[label].append(result)
+    reference = next((label for label in runs if label.startswith("plain onnx (")), None)
     merged = {}
     for label, results in runs.items():
         errors = [r for r in results if "error" in r]
@@ -134,6 +135,10 @@ def interleaved(tools: dict, model: Path, out: Path, node: str, *, external: boo
         merged[label] = {"seconds": statistics.median(r["seconds"] for r in results),
                          "seconds_min": min(r["seconds"] for r in results),
                          "rss_kb": max(r["rss_kb"] for r in results)}
+        if reference and all("error" not in r for r in runs[reference]):
+            # same-round ratio to plain onnx: the load of that moment cancels out
+            ratios = [r["seconds"] / ref["seconds"] for r, ref in zip(results, runs[reference])]
+            merged[label]["ratio"] = statistics.median(ratios)
     return merged
 
 
@@ -248,8 +253,9 @@ def machine() -> str:
 
 def fmt(result: dict) -> tuple[str, str]:
     if "error" in result:
-        return "error", result["error"]
-    return (f"{result['seconds']:.2f} (min {result['seconds_min']:.2f})", f"{result['rss_kb'] / 1024:.0f} MiB")
+        return "error", "", result["error"]
+    ratio = f"{result['ratio']:.2f}x" if "ratio" in result else ""
+    return (f"{result['seconds']:.2f} (min {result['seconds_min']:.2f})", ratio, f"{result['rss_kb'] / 1024:.0f} MiB")
 
 
 def main() -> None:
@@ -287,10 +293,13 @@ def main() -> None:
              f"Machine: {machine()}", "",
              "Each figure: a fresh subprocess per tool and round, tools interleaved round by round (the machine is "
              "shared, so load hits every tool alike); seconds = median (and min) over rounds of the work after "
-             "imports (perf_counter); peak RSS = max over rounds of the child's `ru_maxrss` (imports included).", ""]
+             "imports (perf_counter); peak RSS = max over rounds of the child's `ru_maxrss` (imports included). "
+             "The machine is shared with other jobs (load average 4-5 on 2 CPUs while this ran), so single times "
+             "swing by 2-3x; the same-round ratio to plain onnx is the steadier comparison.", ""]
     for title, rows in sections:
-        lines += [f"## {title}", "", "| tool | seconds, median (min) | peak RSS |", "|---|---:|---:|"]
-        lines += [f"| {label} | {sec} | {rss} |" for label, sec, rss in rows]
+        lines += [f"## {title}", "", "| tool | seconds, median (min) | time vs plain onnx, same round (median) "
+                  "| peak RSS |", "|---|---:|---:|---:|"]
+        lines += [f"| {label} | {sec} | {ratio} | {rss} |" for label, sec, ratio, rss in rows]
         lines.append("")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines))

@@ -12,7 +12,7 @@ import onnxdeploy
 from onnxdeploy.cli.main import app, main
 
 ONNXDEPLOY = Path(sys.executable).parent / "onnxdeploy"
-HEAVY = ("torch", "onnxruntime", "onnx_ir", "openvino", "transformers")
+HEAVY = ("torch", "onnxruntime", "onnx_ir", "openvino", "transformers", "markdown_it")
 
 
 @pytest.fixture(autouse=True)

@@ -98,6 +98,17 @@ def test_probe_symbolic_dims_and_external_data(tmp_path: Path):
     assert (path.read_bytes(), data.read_bytes()) == before
 
 
+def test_probe_returns_inputs_and_initializers_without_a_run(conv_bn_silu_path):
+    from onnx import numpy_helper
+
+    weight = numpy_helper.to_array(next(t for t in onnx.load(conv_bn_silu_path).graph.initializer
+                                        if t.name == "conv.weight"))
+    result = probe(conv_bn_silu_path, tensors=["conv.weight", "input", "bn_out"], dims={"height": 4, "width": 4})
+    np.testing.assert_array_equal(result["conv.weight"], weight)
+    assert result["input"].shape == (1, 3, 4, 4) and result["bn_out"].shape == (1, 32, 4, 4)
+    assert [i.run for i in result.infos] == [0, 0, 1]
+
+
 def test_probe_any_dtype():
     model = ir.from_onnx_text("""<ir_version: 10, opset_import: ["" : 20]>
     g (float[2,3] x) => (float[2,3] y) {
@@ -283,7 +294,7 @@ def test_reduce_bisects_to_the_single_wrong_node(chain_paths, tmp_path: Path, ca
 
 
 def test_reduce_keeps_enough_context_when_single_nodes_agree(tmp_path: Path):
-    # B computes exp(x)*exp(x) as exp(2x) - 1e-3: no single shared tensor after x differs alone except the output
+    # B computes exp(x)*exp(x) as exp(2x) - 0.01: A is cut at its agreeing Exp output, B needs its chain from x
     text_a = """<ir_version: 10, opset_import: ["" : 17]>
     g (float[6] x) => (float[6] y) { e = Exp (x)
     m = Mul (e, e)

@@ -199,3 +199,40 @@ def test_cli_escapes_markup_in_names(tmp_path, capsys):
     assert main(["inspect", str(path), "--nodes"]) == 0
     out = capsys.readouterr().out
     assert "x[0]" in out and "y[bold]" in out and "n[red]" in out
+
+
+_PEAK = """
+import resource, sys
+from onnxdeploy.inspect import inspect
+s = inspect(sys.argv[1])
+print(s.external_bytes, s.parameter_count, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_over_2gb_external_model_is_inspected_without_reading_it(tmp_path):
+    """2.5 GB of external weights (a sparse file): described exactly, in a process that stays small."""
+    import subprocess
+    import sys
+
+    rows = cols = 8192
+    layer = rows * cols * 4
+    count = 10  # 10 x 256 MiB = 2.5 GiB
+    inits, nodes, x = [], [], "x"
+    for i in range(count):
+        w = TensorProto(name=f"layers.{i}/w:0", data_type=TensorProto.FLOAT, dims=[rows, cols],
+                        data_location=TensorProto.EXTERNAL)
+        for k, v in {"location": "big.onnx.data", "offset": str(i * layer), "length": str(layer)}.items():
+            w.external_data.add(key=k, value=v)
+        inits.append(w)
+        nodes.append(helper.make_node("MatMul", [x, w.name], [f"h{i}"]))
+        x = f"h{i}"
+    graph = helper.make_graph(nodes, "big", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, cols])], inits)
+    onnx.save(helper.make_model(graph), tmp_path / "big.onnx")
+    with open(tmp_path / "big.onnx.data", "wb") as fh:
+        fh.truncate(count * layer)
+    proc = subprocess.run([sys.executable, "-c", _PEAK, str(tmp_path / "big.onnx")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    external, params, peak_mib = map(int, proc.stdout.split())
+    assert external == count * layer and params == count * rows * cols
+    assert peak_mib < 200

@@ -95,7 +95,7 @@ def bench(
         rows.append(row)
     s = report.settings
     caption = (
-        f"latency in ms (mean and spread: --json); vs 1st: p50 / first model's p50; {s['warmup']} warm-up runs{', interleaved' if several else ''}; "
+        f"latency in ms (mean and spread: --json){'; vs 1st: p50 / first p50' if several else ''}; {s['warmup']} warm-up runs{', interleaved' if several else ''}; "
         f"threads {s['threads'] or 'default'}; {', '.join(s['providers'])}"
     )
     out.show(out.table("Latency", columns, rows, caption=caption))

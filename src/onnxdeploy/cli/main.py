@@ -19,7 +19,42 @@ from onnxdeploy.errors import OnnxDeployError
 
 DEBUG_ENV = "ONNXDEPLOY_DEBUG"
 
-app = typer.Typer(
+
+def _defer_rich_markdown() -> None:
+    """typer.rich_utils imports rich.markdown (and markdown-it: ~80 ms, a quarter of `--help`) but uses it only in
+    "markdown" markup mode, which we do not use. Put a stand-in module in its place that loads the real one on
+    first real use (any attribute other than ``Markdown``, or instantiating ``Markdown``)."""
+    import types
+
+    if "rich.markdown" in sys.modules:
+        return
+
+    def _real():
+        sys.modules.pop("rich.markdown", None)
+        real = importlib.import_module("rich.markdown")
+        import rich
+
+        rich.markdown = real  # type: ignore[attr-defined]
+        return real
+
+    class Markdown:
+        def __new__(cls, *args, **kwargs):
+            return _real().Markdown(*args, **kwargs)
+
+    class _Deferred(types.ModuleType):
+        def __getattr__(self, name: str):
+            if name.startswith("__"):  # the import system probes __path__ etc.: not a real use
+                raise AttributeError(name)
+            return getattr(_real(), name)
+
+    stub = _Deferred("rich.markdown")
+    stub.Markdown = Markdown  # type: ignore[attr-defined]
+    sys.modules["rich.markdown"] = stub
+
+
+_defer_rich_markdown()
+
+_APP_SETTINGS = dict(
     name="onnxdeploy",
     help="PyTorch -> ONNX -> optimized ONNX -> target engine, verified at every step.",
     no_args_is_help=True,
@@ -27,6 +62,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode="rich",
 )
+app = typer.Typer(**_APP_SETTINGS)
 
 
 def _version(value: bool) -> None:
@@ -62,12 +98,26 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _app_for(argv: list[str] | None) -> typer.Typer:
+    """The app to run: for ``onnxdeploy CMD ...``, one with only CMD, so that typer does not build (and evaluate the
+    annotations of) every other command's parameters on each start-up (~50-100 ms); the full app otherwise."""
+    args = sys.argv[1:] if argv is None else argv
+    command = next((a for a in args if not a.startswith("-")), None)
+    wanted = [c for c in app.registered_commands if command is not None and c.name == command]
+    if not wanted:
+        return app
+    single = typer.Typer(**_APP_SETTINGS)
+    single.registered_callback = app.registered_callback
+    single.registered_commands = wanted
+    return single
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and a non-zero exit code."""
     from onnxdeploy.cli import output
 
     try:
-        app(args=argv, prog_name="onnxdeploy", standalone_mode=False)
+        _app_for(argv)(args=argv, prog_name="onnxdeploy", standalone_mode=False)
     except OnnxDeployError as err:
         if os.environ.get(DEBUG_ENV):
             raise

@@ -240,37 +240,82 @@ def _fill_stats(info: TensorInfo, array: np.ndarray) -> None:
 
 
 class _Source:
-    """A model read once: its serialized bytes (for sessions) and its proto (for the graph facts)."""
+    """A model read once, for many sessions.
+
+    Its large embedded weights are lifted out of the proto into numpy arrays handed to onnxruntime as in-memory
+    external initializers, so each session parses a graph of a few hundred KB instead of copying every weight
+    again; the extra outputs are appended as a tiny serialized delta (protobuf merges repeated fields).
+    """
+
+    MIN_LIFTED_BYTES = 1024
 
     def __init__(self, model: io.ModelLike) -> None:
         import onnx
 
         self.base_dir: str | None = None
         if isinstance(model, (str, os.PathLike)):
-            self.proto, self.data = _read_once(Path(model))
+            self.proto = _read_once(Path(model))
             self.base_dir = str(Path(model).resolve().parent)
         elif isinstance(model, onnx.ModelProto):
-            self.proto = model
-            self.data = model.SerializeToString()
+            self.proto = onnx.ModelProto()
+            self.proto.CopyFrom(model)  # the lifting below must not touch the caller's proto
         else:
             import onnx_ir as ir
-
-            from onnxdeploy.run import _serialize_for_session
 
             if not isinstance(model, ir.Model):
                 io.as_model(model)  # raises the usual error for anything else
             self.proto = ir.serde.serialize_model(model)
-            self.data, self.base_dir = _serialize_for_session(self.proto)
             for graph in model.graphs():
                 for value in graph.initializers.values():
                     if isinstance(value.const_value, ir.ExternalTensor):
                         self.base_dir = str(value.const_value.base_dir)
+        self.weights: dict[str, np.ndarray] = self._lift_weights()
+        self._ort_weights: list | None = None
+        self.data = self.proto.SerializeToString()
+
+    def _lift_weights(self) -> dict[str, np.ndarray]:
+        import sys
+
+        import onnx
+        from onnx import helper
+
+        lifted: dict[str, np.ndarray] = {}
+        if sys.byteorder != "little":
+            return lifted
+        for init in self.proto.graph.initializer:
+            if init.data_location == onnx.TensorProto.EXTERNAL or len(init.raw_data) < self.MIN_LIFTED_BYTES:
+                continue
+            try:
+                dtype = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type))
+            except (KeyError, ValueError, TypeError):
+                continue
+            if dtype.kind not in "biuf" or type(dtype).__module__.startswith("ml_dtypes"):
+                continue
+            raw = init.raw_data
+            if len(raw) != math.prod(init.dims) * dtype.itemsize:
+                continue  # malformed: let onnxruntime report it
+            lifted[init.name] = np.frombuffer(raw, dtype=dtype).reshape(tuple(init.dims))
+            init.ClearField("raw_data")
+            init.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", "onnxdeploy-in-memory"), ("offset", "0"), ("length", str(len(raw)))):
+                entry = init.external_data.add()
+                entry.key, entry.value = key, value
+        return lifted
 
     def initializer(self, name: str) -> np.ndarray:
         from onnx import numpy_helper
 
+        if name in self.weights:
+            return self.weights[name]
         init = next(t for t in self.proto.graph.initializer if t.name == name)
         return numpy_helper.to_array(init, base_dir=self.base_dir or "")
+
+    def external_initializers(self) -> tuple[list[str], list]:
+        import onnxruntime as ort
+
+        if self._ort_weights is None:
+            self._ort_weights = [ort.OrtValue.ortvalue_from_numpy(a) for a in self.weights.values()]
+        return list(self.weights), self._ort_weights
 
     def session(self, names: Sequence[str], cast: Mapping[str, int], providers, optimization_level):
         """A session on the model with ``names`` as extra outputs (through a Cast for those in ``cast``).
@@ -291,12 +336,12 @@ class _Source:
             if fetched not in existing:
                 delta.graph.output.append(onnx.ValueInfoProto(name=fetched))
             fetch[fetched] = name
-        return _ort_session(self.data + delta.SerializeToString(), self.base_dir, providers,
-                            optimization_level), fetch
+        return _ort_session(self.data + delta.SerializeToString(), self.base_dir, providers, optimization_level,
+                            self.external_initializers() if self.weights else None), fetch
 
 
-def _read_once(path: Path) -> "tuple[onnx.ModelProto, bytes]":
-    """The file's bytes and its parsed proto from one read; any problem is reported by :func:`io.load_proto`."""
+def _read_once(path: Path) -> "onnx.ModelProto":
+    """The file parsed from one read; any problem is reported by :func:`io.load_proto`."""
     import onnx
 
     try:
@@ -309,10 +354,10 @@ def _read_once(path: Path) -> "tuple[onnx.ModelProto, bytes]":
         io.load_proto(path)
         raise AssertionError("unreachable: load_proto accepted what onnx could not parse")
     io.check_external_data(proto, path.parent)
-    return proto, data
+    return proto
 
 
-def _ort_session(data: bytes, base_dir: str | None, providers, optimization_level):
+def _ort_session(data: bytes, base_dir: str | None, providers, optimization_level, initializers=None):
     import onnxruntime as ort
 
     from onnxdeploy.run import _session_error, resolve_providers
@@ -329,6 +374,8 @@ def _ort_session(data: bytes, base_dir: str | None, providers, optimization_leve
         }[optimization_level]
     if base_dir:
         options.add_session_config_entry("session.model_external_initializers_file_folder_path", base_dir)
+    if initializers:
+        options.add_external_initializers(*initializers)
     provider_list = resolve_providers(providers)
     try:
         return ort.InferenceSession(data, sess_options=options, providers=provider_list)
