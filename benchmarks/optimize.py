@@ -324,17 +324,18 @@ def main(argv: list[str]) -> int:
         exporter, opt = VARIANTS[variant]
         for arch in args.models.split(","):
             label = f"{arch} ({variant})"
+            src, failure = None, ""
             try:
                 src = corpus.export_corpus_model(arch, args.corpus_dir, exporter=exporter, optimize=opt,
                                                  tiny=args.quick)
             except Exception as err:  # noqa: BLE001 - a model the exporter cannot export is reported
+                failure = str(err)
                 try:
                     src = fallback_export(arch, args.corpus_dir, exporter, opt, args.quick)
                 except Exception as err2:  # noqa: BLE001
-                    err = err2
-                    src = None
+                    failure = str(err2)
             if src is None:
-                print(f"{label}: export failed: {str(err).splitlines()[0][:150]}", flush=True)
+                print(f"{label}: export failed: {(failure.splitlines() or ['?'])[0][:150]}", flush=True)
                 rows.append({"model": label, "size": 1, "nodes": "export failed", "tools": {}})
                 continue
             import onnx

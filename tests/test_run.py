@@ -154,6 +154,10 @@ def test_output_npz_and_expect(resize_conv_add_path, tmp_path, capsys):
     np.savez(tmp_path / "in1.npz", **other)
     assert main(["run", str(resize_conv_add_path), "--inputs", str(tmp_path / "in1.npz"), "--expect", str(out)]) == 3
     assert "outputs differ from" in capsys.readouterr().err
+    # a failed check leaves no output behind
+    assert main(["run", str(resize_conv_add_path), "--inputs", str(tmp_path / "in1.npz"), "--expect", str(out),
+                 "-o", str(tmp_path / "failed.npz")]) == 3
+    assert not (tmp_path / "failed.npz").exists()
     # a huge tolerance makes it pass
     assert main(["run", str(resize_conv_add_path), "--inputs", str(tmp_path / "in1.npz"), "--expect", str(out),
                  "--atol", "1e9"]) == 0
@@ -179,10 +183,12 @@ def test_expect_unknown_output(conv_bn_silu_path, tmp_path, capsys):
     assert "no output named 'valeus'" in capsys.readouterr().err
 
 
-def test_output_must_be_npz(conv_bn_silu_path, tmp_path, capsys):
+def test_output_must_be_npz_in_an_existing_folder(conv_bn_silu_path, tmp_path, capsys):
     assert main(["run", str(conv_bn_silu_path), "-o", str(tmp_path / "out.npy")]) == 1
     assert "outputs are saved as .npz" in capsys.readouterr().err
     assert not (tmp_path / "out.npy").exists()
+    assert main(["run", str(conv_bn_silu_path), "-o", str(tmp_path / "no" / "out.npz")]) == 1
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_python_api_returns_arrays(conv_bn_silu_path):

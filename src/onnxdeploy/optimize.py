@@ -192,6 +192,19 @@ def _onnxscript_optimizer(fold_limit_bytes: int) -> Step:
     return Step("fold", "onnxscript optimizer: constant and shape folding (size-limited), default rewrite rules", run)
 
 
+def _fold_rest(fold_limit_bytes: int) -> Step:
+    def run(model):
+        from onnxdeploy.passes import FoldRemainingConstantsPass
+
+        pass_ = FoldRemainingConstantsPass(max(1, fold_limit_bytes // 4))
+        modified = pass_(model).modified
+        if modified:  # what became constant can unlock the optimizer's rules (e.g. Pad into Conv)
+            _onnxscript_optimizer(fold_limit_bytes).run(model)
+        return model, modified, {"rewrites": pass_.count}
+
+    return Step("fold-rest", "evaluate the remaining all-constant nodes (size-limited), then fold again", run)
+
+
 def _ort_fusions() -> Step:
     def run(model):
         from onnxscript.rewriter.ort_fusions import optimize_for_ort
@@ -247,8 +260,7 @@ def pipeline(
 
     steps = [
         _onnxscript_optimizer(fold_limit_bytes),
-        _pass_step("fold-rest", "evaluate the remaining all-constant nodes (size-limited)",
-                   lambda: ours.FoldRemainingConstantsPass(max(1, fold_limit_bytes // 4))),
+        _fold_rest(fold_limit_bytes),
     ]
     if level in ("extended", "all"):
         steps.append(_pass_step("conv-bn", "fold BatchNormalization into Conv (any constant bias)",

@@ -333,7 +333,7 @@ def prepare_inputs(
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """Collect feeds from arrays, files and an .npz; synthesize whatever is still missing; validate all."""
-    model = as_proto(model)  # parse once: specs, synthesis and input roles share it
+    model = _structure(model)  # parse once (a file without its weights): specs, synthesis and roles share it
     specs = input_specs(model)
     feeds: dict[str, np.ndarray] = {}
     if npz is not None:

@@ -66,6 +66,9 @@ def run(
 
     if output_path is not None and output_path.suffix != ".npz":
         raise UserInputError(f"-o {output_path}: outputs are saved as .npz", hint=f"use -o {output_path.stem}.npz")
+    if output_path is not None and not output_path.absolute().parent.is_dir():
+        raise UserInputError(f"-o {output_path}: the folder {output_path.parent} does not exist",
+                             hint=f"mkdir -p {output_path.parent}")
     files = parse_key_values(input, option="--input")
     proto = load_structure(model)[0]  # names, dtypes and shapes only: weights are left to onnxruntime
     _check_names(files, input_specs(proto), "--input")
@@ -104,7 +107,8 @@ def run(
                 hint=f"did you mean {', '.join(close)}?" if close else f"outputs are: {', '.join(result.outputs)}",
             )
         comparison = compare_outputs(expected, result.outputs, atol=atol, rtol=rtol, label="expected vs run")
-    if output_path is not None:
+    failed = comparison is not None and not comparison.passed
+    if output_path is not None and not failed:  # a failed command leaves no output behind
         import io as _stdio
 
         buffer = _stdio.BytesIO()
@@ -116,14 +120,16 @@ def run(
         data["comparison"] = comparison.to_dict() if comparison is not None else None
         output.print_json(data)
     else:
+        from rich.markup import escape
+
         for message in result.warnings:
-            output.warn(message)
+            output.warn(escape(message))
         _render(result, output)
         if comparison is not None:
             _render_comparison(comparison, output)
         if output_path is not None:
-            output.info(f"saved {len(result.outputs)} outputs to {output_path}")
-    if comparison is not None and not comparison.passed:
+            output.info(f"{'not saved' if failed else 'saved'} {len(result.outputs)} outputs to {output_path}")
+    if failed:
         worst = comparison.failures()[0] if comparison.failures() else None
         detail = f"{worst.name}: {worst.note}" if worst is not None and worst.note else comparison.summary()
         shapes_differ = worst is not None and worst.note.startswith("shape")

@@ -11,8 +11,9 @@ from onnxdeploy.passes._util import add_initializer, const_array
 
 logger = logging.getLogger(__name__)
 
-# never materialized: they exist to keep files small, keep quantization info, or are not deterministic
-_KEEP = {"Constant", "ConstantOfShape", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+# never materialized: they keep quantization info or are not deterministic
+SMALL_CONSTANT_OF_SHAPE = 1024  # a ConstantOfShape is folded only up to this many elements (pads, shape vectors)
+_KEEP = {"Constant", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
          "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
 
 
@@ -21,7 +22,9 @@ class FoldRemainingConstantsPass(ir.passes.InPlacePass):
 
     Rules:
     - Every input is a known constant (initializer, Constant node or folded value) and the node has at least one
-      input, no subgraph attribute, and is not ConstantOfShape, a (De)QuantizeLinear or a random op.
+      input, no subgraph attribute, and is not a (De)QuantizeLinear or a random op. A ConstantOfShape is folded
+      only when tiny (at most 1024 elements: the pad and shape vectors of TorchScript exports), never into a
+      weight-sized tensor.
     - The node is evaluated with onnxruntime (``onnx.reference`` as a fallback); each output is stored only if it has at most
       ``limit_elements`` elements (so a folded constant never bloats the file) and is not a graph output.
     - A node the reference evaluator cannot run is left as it is.
@@ -52,7 +55,9 @@ class FoldRemainingConstantsPass(ir.passes.InPlacePass):
         if any(a is None and v is not None for a, v in zip(arrays, node.inputs)):
             return False
         outputs = _evaluate(node, arrays, opset)
-        if outputs is None or any(np.asarray(o).size > self.limit_elements for o in outputs):
+        limit = self.limit_elements if node.op_type != "ConstantOfShape" else min(
+            self.limit_elements, SMALL_CONSTANT_OF_SHAPE)
+        if outputs is None or any(np.asarray(o).size > limit for o in outputs):
             return False
         for value, array in zip(node.outputs, outputs):
             array = np.asarray(array)
