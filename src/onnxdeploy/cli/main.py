@@ -58,6 +58,7 @@ _APP_SETTINGS = dict(
     name="onnxdeploy",
     help="PyTorch -> ONNX -> optimized ONNX -> target engine, verified at every step.",
     no_args_is_help=True,
+    add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode="rich",
@@ -82,14 +83,25 @@ def _root(
         os.environ[DEBUG_ENV] = "1"
 
 
+# The order of --help: the deployment path, from looking at a model to shipping it.
+COMMAND_ORDER = [
+    "inspect", "run", "example", "render", "view",
+    "edit", "diff",
+    "export",
+    "probe", "compare", "reduce",
+    "optimize", "quantize", "bench",
+    "check", "legalize", "convert", "deploy", "demo",
+]
+
+
 def _register_commands() -> None:
     import onnxdeploy.cli as package
 
     skip = {"main", "common", "output"}
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if info.name in skip or info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"onnxdeploy.cli.{info.name}")
+    names = [m.name for m in pkgutil.iter_modules(package.__path__) if m.name not in skip and not m.name.startswith("_")]
+    rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+    for name in sorted(names, key=lambda n: (rank.get(n, len(rank)), n)):
+        module = importlib.import_module(f"onnxdeploy.cli.{name}")
         register = getattr(module, "register", None)
         if register is not None:
             register(app)

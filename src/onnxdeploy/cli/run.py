@@ -28,7 +28,11 @@ EXAMPLES = """[b]Examples[/b]
 
   onnxdeploy run model.onnx --inputs test_data_set_0 --expect test_data_set_0
 
-  onnxdeploy run model.onnx --inputs inputs.npz --expect expected.npz --atol 1e-5 --json"""
+  onnxdeploy run model.onnx --inputs inputs.npz --expect expected.npz --atol 1e-5 --json
+
+  onnxdeploy run model.xml --reference model.onnx       (OpenVINO IR, parity with onnxruntime)
+
+  onnxdeploy run model.onnx --backend openvino"""
 
 
 def run(
@@ -51,10 +55,22 @@ def run(
     ] = None,
     atol: AtolOpt = 1e-4,
     rtol: RtolOpt = 1e-3,
+    backend: Annotated[
+        Optional[str],
+        typer.Option("--backend", "-b", help="Run on a target's engine instead (openvino, ort-mobile, ...); "
+                     "a converted artefact (.xml, .ort) picks its own. Parity with onnxruntime is reported."),
+    ] = None,
+    reference: Annotated[
+        Optional[Path],
+        typer.Option("--reference", help="With --backend on a converted artefact: the ONNX it came from."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a model on onnxruntime (missing inputs are synthesized, seeded) and show its outputs."""
     import numpy as np
+
+    if backend is not None or model.suffix.lower() in (".xml", ".ort", ".engine", ".plan", ".om"):
+        return _run_on_backend(model, backend, reference, input, inputs, dim, shape, seed, atol, rtol, as_json)
 
     from onnxdeploy.cli import output
     from onnxdeploy.cli.common import parse_dims, parse_key_values, parse_shapes, providers_from
@@ -140,6 +156,24 @@ def run(
         )
 
 
+def _run_on_backend(model, backend, reference, input, inputs, dim, shape, seed, atol, rtol, as_json) -> None:
+    from onnxdeploy import targets
+    from onnxdeploy.cli import output
+    from onnxdeploy.cli.common import parse_dims, parse_key_values, parse_shapes
+
+    result = targets.run_on_backend(
+        model, backend, reference=reference, atol=atol, rtol=rtol,
+        input_files=parse_key_values(input, option="--input"), npz=inputs,
+        dims=parse_dims(dim), shapes=parse_shapes(shape), seed=seed,
+    )
+    if as_json:
+        output.print_json(result)
+        return
+    _render(result, output, caption=f"{result.target} run")
+    if result.parity is not None:
+        _render_comparison(result.parity, output, title="Parity with onnxruntime")
+
+
 def _read_expected(expect: Path, specs) -> dict:
     from onnxdeploy.errors import UserInputError
     from onnxdeploy.run import read_npz, read_test_data_dir
@@ -154,7 +188,7 @@ def _read_expected(expect: Path, specs) -> dict:
     raise UserInputError(f"--expect {expect}: give an .npz file or a test_data_set folder")
 
 
-def _render(result, output) -> None:
+def _render(result, output, caption: str | None = None) -> None:
     from rich.markup import escape
 
     rows = []
@@ -165,12 +199,12 @@ def _render(result, output) -> None:
             "Outputs",
             ["name", "shape", "dtype", "min", "max", "mean"],
             rows,
-            caption=f"onnxruntime run: {result.seconds * 1000:.1f} ms",
+            caption=caption or f"onnxruntime run: {result.seconds * 1000:.1f} ms",
         )
     )
 
 
-def _render_comparison(comparison, output) -> None:
+def _render_comparison(comparison, output, title: str = "Expected outputs") -> None:
     from rich.markup import escape
 
     rows = [
@@ -179,7 +213,7 @@ def _render_comparison(comparison, output) -> None:
         for d in comparison.diffs
     ]
     rows += [[escape(name), "", "", "", "NO", "not produced by the model"] for name in comparison.missing]
-    output.show(output.table("Expected outputs", ["name", "max abs", "max rel", "cosine", "within tol", "note"], rows,
+    output.show(output.table(title, ["name", "max abs", "max rel", "cosine", "within tol", "note"], rows,
                              caption=comparison.summary()))
 
 

@@ -12,6 +12,7 @@ import difflib
 import os
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
 
 from onnxdeploy.errors import OutputsDisagree, UnsupportedError, UserInputError
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from onnxdeploy.io import ModelLike
+    from onnxdeploy.numerics import Comparison
 
 TARGET_NAMES = ("onnxruntime", "openvino", "ort-mobile", "tensorrt", "ascend")
 _CLASSES = {
@@ -80,6 +82,63 @@ def run_artifact(path: str | os.PathLike, feeds: Mapping[str, "np.ndarray"], tar
     return t.run(p, feeds)
 
 
+@dataclass
+class BackendRun:
+    """Outputs of a model or converted artefact run on a target's engine, and their parity with onnxruntime."""
+
+    target: str
+    outputs: dict
+    inputs: dict
+    parity: "Comparison | None"
+
+    def to_dict(self) -> dict:
+        from onnxdeploy.run import _array_summary
+
+        return {
+            "target": self.target,
+            "inputs": {k: _array_summary(v) for k, v in self.inputs.items()},
+            "outputs": {k: _array_summary(v) for k, v in self.outputs.items()},
+            "parity": self.parity.to_dict() if self.parity is not None else None,
+        }
+
+
+def run_on_backend(
+    artifact: str | os.PathLike,
+    backend: str | None = None,
+    *,
+    reference: str | os.PathLike | None = None,
+    verify: bool = True,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    **input_options,
+) -> BackendRun:
+    """Run ``artifact`` (an .onnx or a converted .xml/.ort/...) on ``backend`` and compare with onnxruntime.
+
+    Inputs come from ``input_options`` (as :func:`onnxdeploy.run.prepare_inputs`) and follow the ONNX model: the
+    artefact itself when it is ``.onnx``, else ``reference`` (the ONNX file it was converted from), which is
+    required. Beyond ``atol``/``rtol`` raises :class:`OutputsDisagree`.
+    """
+    from onnxdeploy.numerics import compare_outputs
+    from onnxdeploy.run import create_session, prepare_inputs, run_session
+
+    path = Path(artifact)
+    target = get_target(backend or target_for_artifact(path))
+    onnx_model = Path(reference) if reference is not None else (path if path.suffix == ".onnx" else None)
+    if onnx_model is None:
+        raise UserInputError(f"{path}: the {target.name} artefact carries no ONNX input description",
+                             hint="pass --reference model.onnx, the ONNX file it was converted from")
+    feeds = prepare_inputs(onnx_model, **input_options)
+    outputs = run_artifact(path, feeds, target.name)
+    parity = None
+    if verify and not (target.name == "onnxruntime" and onnx_model == path):
+        expected = run_session(create_session(str(onnx_model)), feeds)
+        parity = compare_outputs(expected, outputs, atol=atol, rtol=rtol, label=f"{target.name} vs onnxruntime")
+        if not parity.passed:
+            raise OutputsDisagree(f"{target.name} outputs differ from onnxruntime: {parity.summary()}",
+                                  hint="loosen --atol/--rtol if the difference is expected")
+    return BackendRun(target.name, outputs, feeds, parity)
+
+
 def convert(
     model: "ModelLike",
     target: str | Target,
@@ -135,4 +194,4 @@ def convert(
 
 
 __all__ = ["TARGETS", "CheckReport", "ConvertReport", "Problem", "Target", "check", "convert", "get_target",
-           "run_artifact", "target_for_artifact"]
+           "run_artifact", "run_on_backend", "target_for_artifact", "BackendRun"]
