@@ -392,9 +392,9 @@ def create_session(
     """An onnxruntime session for a path, a ModelProto or an ``ir.Model`` (external data resolved from its folder)."""
     import onnxruntime as ort
 
-    ort.set_default_logger_severity(3)
+    ort.set_default_logger_severity(4)  # failures surface as SessionError; don't also print ORT's own log line
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4
     if threads:
         options.intra_op_num_threads = threads
     if optimization_level:
@@ -484,7 +484,12 @@ def run_session(
     try:
         values = session.run(names, dict(feeds))
     except Exception as err:
-        raise _session_error(err) from err
+        error = _session_error(err)
+        if error.hint is None:
+            shapes = ", ".join(f"{k}={_fmt_shape(getattr(v, 'shape', ()))}" for k, v in feeds.items())
+            error.hint = (f"the inputs were {shapes}; synthesized inputs give symbolic dims the value 1 unless told: "
+                          "pass real sizes with --dim NAME=N or --shape INPUT=AxB..., or real inputs")
+        raise error from err
     return dict(zip(names, values))
 
 

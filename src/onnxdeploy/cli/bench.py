@@ -19,7 +19,7 @@ EXAMPLES = """[b]Examples[/b]
 
   onnxdeploy bench model.onnx --profile --svg ops.svg --json"""
 
-ModelsArg = Annotated[list[Path], typer.Argument(help="One or more .onnx models; the first is the reference.")]
+ModelsArg = Annotated[list[Path], typer.Argument(metavar="MODEL...", help="One or more .onnx models; the first is the reference.")]
 
 
 def bench(

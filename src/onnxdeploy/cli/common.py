@@ -19,7 +19,7 @@ PANEL_DEBUG = "Debug numerics"
 PANEL_OPTIMIZE = "Optimize and measure"
 PANEL_DEPLOY = "Deploy"
 
-ModelArg = Annotated[Path, typer.Argument(help="Path to an .onnx model.", show_default=False)]
+ModelArg = Annotated[Path, typer.Argument(metavar="MODEL", help="Path to an .onnx model.", show_default=False)]
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Where to write the result.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")]
 InputOpt = Annotated[

@@ -32,11 +32,11 @@ EXAMPLES = """[b]Examples[/b]
   onnxdeploy compare a.onnx b.onnx --tensor conv_output --json"""
 
 AArg = Annotated[
-    str, typer.Argument(help="Reference: an .onnx model, or a PyTorch target pkg.mod:factory / file.py:factory.",
+    str, typer.Argument(metavar="A", help="Reference: an .onnx model, or a PyTorch target pkg.mod:factory / file.py:factory.",
                         show_default=False)
 ]
 BArg = Annotated[
-    Optional[str], typer.Argument(help="The .onnx model to check (default: A again, with --provider-b/--opt-level-b).",
+    Optional[str], typer.Argument(metavar="[B]", help="The .onnx model to check (default: A again, with --provider-b/--opt-level-b).",
                                   show_default=False)
 ]
 ProviderBOpt = Annotated[

@@ -20,7 +20,7 @@ EXAMPLES = """[b]Examples[/b]
 
 
 def deploy(
-    source: Annotated[Optional[str], typer.Argument(help="An .onnx file or a PyTorch target pkg.mod:factory; "
+    source: Annotated[Optional[str], typer.Argument(metavar="[SOURCE]", help="An .onnx file or a PyTorch target pkg.mod:factory; "
                                                          "none: the built-in example.", show_default=False)] = None,
     target: TargetOpt = "onnxruntime",
     output_dir: Annotated[Path, typer.Option("--output", "-o", help="Folder for artefacts and the report.")]

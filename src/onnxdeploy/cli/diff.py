@@ -15,7 +15,7 @@ EXAMPLES = """[b]Examples[/b]
 
   onnxdeploy diff model.onnx edited.onnx --json"""
 
-OtherArg = Annotated[Path, typer.Argument(help="The model to compare against the first.", show_default=False)]
+OtherArg = Annotated[Path, typer.Argument(metavar="B", help="The model to compare against the first.", show_default=False)]
 NoValuesOpt = Annotated[bool, typer.Option("--no-values", help="Compare initializer names, dtypes and shapes "
                                            "only, not their values.")]
 

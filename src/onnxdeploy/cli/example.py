@@ -17,7 +17,7 @@ EXAMPLES = """[b]Examples[/b]
 
 
 def example(
-    name: Annotated[str, typer.Argument(help="resize_conv_add (the seed article's graph) or conv_bn_silu.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="resize_conv_add (the seed article's graph) or conv_bn_silu.")],
     output: OutputOpt,
 ) -> None:
     """Write a built-in example model (the seed article's graph, or Conv-BN-SiLU with dynamic dims)."""

@@ -16,7 +16,7 @@ EXAMPLES = """[b]Examples[/b]
 
   onnxdeploy export model.py:build -o m.onnx --input-names input --output-names values --atol 1e-3 --no-verify"""
 
-TargetArg = Annotated[str, typer.Argument(help="package.module:factory or path/to/file.py:factory.", show_default=False)]
+TargetArg = Annotated[str, typer.Argument(metavar="TARGET", help="package.module:factory or path/to/file.py:factory.", show_default=False)]
 ShapesOpt = Annotated[
     Optional[list[str]],
     typer.Option("--input", "-i", help="NAME=1x3x224x224: shape of a random example input (when the factory returns "

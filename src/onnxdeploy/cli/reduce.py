@@ -30,9 +30,9 @@ EXAMPLES = """[b]Examples[/b]
 
 
 def reduce(
-    a: Annotated[str, typer.Argument(help="Reference .onnx model.", show_default=False)],
+    a: Annotated[str, typer.Argument(metavar="A", help="Reference .onnx model.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the repro model.", show_default=False)],
-    b: Annotated[Optional[str], typer.Argument(help="The disagreeing .onnx model (default: A again).",
+    b: Annotated[Optional[str], typer.Argument(metavar="[B]", help="The disagreeing .onnx model (default: A again).",
                                               show_default=False)] = None,
     input_: InputOpt = None,
     inputs: InputsOpt = None,
