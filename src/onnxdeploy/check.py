@@ -79,6 +79,16 @@ def _slot_allows_int32(node: "ir.Node", index: int, opset: int) -> bool | None:
     return None
 
 
+def _narrowable_slot(node: "ir.Node", index: int, opset: int) -> bool:
+    """Whether ``legalize`` can narrow a constant at this input on its own (the slot has its own type variable)."""
+    from onnxdeploy.legalize import _own_type_var
+
+    try:
+        return _own_type_var(node, index, opset)
+    except Exception:  # noqa: BLE001 - no schema
+        return False
+
+
 def int64_uses(model: "ir.Model") -> dict[str, list[str]]:
     """int64 values that could be int32, by place: graph inputs, outputs, constants and computed values."""
     import onnx_ir as ir
@@ -86,7 +96,7 @@ def int64_uses(model: "ir.Model") -> dict[str, list[str]]:
     opset = default_opset(model)
     found: dict[str, list[str]] = defaultdict(list)
     for v in model.graph.inputs:
-        if v.dtype == ir.DataType.INT64:
+        if v.dtype == ir.DataType.INT64 and not v.is_initializer():  # IR < 4 lists initializers as inputs
             found["graph input"].append(v.name)
     for v in model.graph.outputs:
         if v.dtype == ir.DataType.INT64:
@@ -97,6 +107,8 @@ def int64_uses(model: "ir.Model") -> dict[str, list[str]]:
                 continue  # a Cast is how an engine narrows int64 it must produce (ArgMax, Shape, ...)
             if _slot_allows_int32(node, j, opset):
                 const = v.const_value is not None or (v.producer() is not None and v.producer().op_type == "Constant")
+                if const and not _narrowable_slot(node, j, opset):
+                    const = False  # shares its type with other int64 values: legalize cannot narrow it alone
                 found["constant" if const else "computed"].append(f"{node_label(node, i)}[{j}]={v.name}")
     return dict(found)
 
@@ -120,6 +132,7 @@ def check(model: "ModelLike", target: str | Target = "onnxruntime", *, use_engin
     supported = t.supported_ops()
     by_op: dict[tuple[str, str], list[str]] = defaultdict(list)
     dtype_issues: dict[tuple[str, str], list[str]] = defaultdict(list)
+    upcast: dict[str, list[str]] = defaultdict(list)
     count = 0
     for graph in m.graphs():
         for i, node in enumerate(graph):
@@ -129,9 +142,12 @@ def check(model: "ModelLike", target: str | Target = "onnxruntime", *, use_engin
                     and not (getattr(t, "expands_functions", False) and has_function_body(node.op_type, opset, domain))):
                 by_op[(domain, node.op_type)].append(node_label(node, i))
                 continue
-            reason = t.op_dtype_problem(node, opset if domain == "" else m.opset_imports.get(domain, 1))
+            node_opset = opset if domain == "" else m.opset_imports.get(domain, 1)
+            reason = t.op_dtype_problem(node, node_opset)
             if reason:
                 dtype_issues[(node.op_type, reason)].append(node_label(node, i))
+            elif getattr(t, "runs_upcast", None) and t.runs_upcast(node, node_opset):
+                upcast[node.op_type].append(node_label(node, i))
     for (domain, op), nodes in sorted(by_op.items()):
         what = f"{domain}::{op}" if domain else op
         rule = applicable_rule(op, t) if not domain else None
@@ -139,6 +155,10 @@ def check(model: "ModelLike", target: str | Target = "onnxruntime", *, use_engin
                                 f"{'s' if len(nodes) != 1 else ''})", fix=f"legalize: {rule.describe}" if rule else None))
     for (op, reason), nodes in sorted(dtype_issues.items()):
         problems.append(Problem("dtype", op, first_names(nodes), reason))
+    for op, nodes in sorted(upcast.items()):
+        problems.append(Problem("dtype", op, first_names(nodes),
+                                f"no float16 kernel: {t.name} inserts Casts and computes these {len(nodes)} node(s) "
+                                "in float32 (runs, but slower)", severity="warning"))
 
     if use_engine and hasattr(t, "query") and t.available()[0]:
         problems.extend(_engine_problems(t, model, m))
@@ -148,9 +168,15 @@ def check(model: "ModelLike", target: str | Target = "onnxruntime", *, use_engin
         uses = int64_uses(m)
         for place, names in uses.items():
             fixable = place != "computed"
-            problems.append(Problem("dtype", "int64", first_names(names),
-                                    f"{t.name} has no int64: {len(names)} int64 {place} value(s)",
-                                    fix="legalize: int64 -> int32" if fixable else None))
+            if fixable:
+                problems.append(Problem("dtype", "int64", first_names(names),
+                                        f"{t.name} has no int64: {len(names)} int64 {place} value(s)",
+                                        fix="legalize: int64 -> int32"))
+            else:  # shape arithmetic and the like: the engine's converter narrows these itself
+                problems.append(Problem("dtype", "int64", first_names(names),
+                                        f"{len(names)} int64 computed value(s) (shape arithmetic, indices): {t.name}"
+                                        " narrows them to int32 itself, which is exact below 2**31",
+                                        severity="warning"))
     ok, why = t.available()
     if not ok:
         notes.append(why)

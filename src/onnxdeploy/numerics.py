@@ -73,7 +73,10 @@ class Comparison:
 
 
 def diff_tensor(name: str, ref: np.ndarray, got: np.ndarray, *, atol: float, rtol: float) -> TensorDiff:
-    """Compare two arrays elementwise: pass when ``|got - ref| <= atol + rtol * |ref|`` everywhere."""
+    """Compare two arrays elementwise: pass when ``|got - ref| <= atol + rtol * |ref|`` everywhere.
+
+    ``max_rel`` divides by ``|ref|`` floored at ``atol``, so elements near zero do not report absurd ratios.
+    """
     ref = np.asarray(ref)
     got = np.asarray(got)
     if ref.shape != got.shape:
@@ -91,7 +94,7 @@ def diff_tensor(name: str, ref: np.ndarray, got: np.ndarray, *, atol: float, rto
     same_inf = np.isinf(r) & (r == g)
     err = np.where(both_nan | same_inf, 0.0, np.abs(g - r))
     err = np.where(np.isnan(err), np.inf, err)
-    rel = err / np.maximum(np.abs(r), np.finfo(np.float64).tiny)
+    rel = err / np.maximum(np.abs(r), max(atol, 1e-12))  # |reference| floored at atol: no 1e300 near zeros
     ok = err <= atol + rtol * np.abs(np.where(np.isfinite(r), r, 0.0))
     finite = np.isfinite(r) & np.isfinite(g)
     rf, gf = r[finite].ravel(), g[finite].ravel()

@@ -195,6 +195,86 @@ def _index_ranges(proto: "onnx.ModelProto") -> dict[str, int]:
     return ranges
 
 
+def _refuse_unquantizable(proto: "onnx.ModelProto") -> None:
+    """Already-quantized and float16 models: onnxruntime's quantizer fails on them with internal errors."""
+    from collections import Counter
+
+    quant = Counter(n.op_type for n in proto.graph.node if n.op_type in _QUANT_OPS)
+    if quant:
+        found = ", ".join(f"{op} {n}" for op, n in sorted(quant.items()))
+        raise UserInputError(f"the model is already quantized ({found})",
+                             hint="quantize the float32 model it was made from")
+    fp16 = [t.name for t in proto.graph.initializer if t.data_type == 10]  # TensorProto.FLOAT16
+    if fp16:
+        raise UserInputError(f"the model has float16 weights ({len(fp16)} initializers, e.g. {fp16[0]!r}); "
+                             "onnxruntime quantizes float32 models",
+                             hint="quantize the float32 model (before its fp16 conversion)")
+
+
+def _drop_initializer_inputs(proto: "onnx.ModelProto") -> None:
+    """IR < 4 lists initializers as graph inputs; the quantizer would leave them as inputs nobody feeds."""
+    names = {t.name for t in proto.graph.initializer}
+    if any(i.name in names for i in proto.graph.input):
+        keep = [i for i in proto.graph.input if i.name not in names]
+        del proto.graph.input[:]
+        proto.graph.input.extend(keep)
+        proto.ir_version = max(proto.ir_version, 4)  # IR 3 requires initializers to be inputs
+
+
+def _upgrade_opset(proto: "onnx.ModelProto", warnings: list[str]) -> "onnx.ModelProto":
+    """Opset < 13 to 13: per-channel QDQ needs the ``axis`` of Quantize/DequantizeLinear (opset 13)."""
+    import onnx
+
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if opset >= 13:
+        return proto
+    try:
+        upgraded = onnx.version_converter.convert_version(proto, 13)
+    except Exception:  # noqa: BLE001 - keep the original; the quantizer will say what fails
+        return proto
+    warnings.append(f"opset {opset} converted to 13 (per-channel int8 needs it); the written model uses opset 13")
+    return upgraded
+
+
+def _runnable_dims(proto: "onnx.ModelProto", dims: Mapping[str, int], shapes, seed: int, threads: int | None,
+                   warnings: list[str]) -> dict[str, int]:
+    """The default sizes for synthesized data (sequence 128, image 224), halved until the model runs.
+
+    A model exported with a position table shorter than 128 (or a fixed window) fails on the defaults; the user's
+    own ``--dim`` values are never changed. Returns ``dims`` unchanged when no defaulted dim exists.
+    """
+    from onnxdeploy.run import SessionError, create_session, input_specs, run_session
+
+    specs = input_specs(proto)
+    full = _default_dims(specs, dims)
+    tunable = {d: v for d, v in full.items() if d not in dims and v > 1}
+    if not tunable:
+        return dict(dims)
+    try:
+        session = create_session(proto, threads=threads)
+    except SessionError:
+        return dict(dims)  # the real run reports it
+    trial = dict(full)
+    first_error = None
+    while True:
+        try:
+            run_session(session, synthesize_samples(proto, 1, dims=trial, shapes=shapes, seed=seed)[0])
+            break
+        except SessionError as err:
+            first_error = first_error or err
+            if all(trial[d] <= 8 for d in tunable):
+                given = ", ".join(f"{d}={full[d]}" for d in tunable)
+                raise UserInputError(f"the model does not run on synthesized inputs ({given}, down to 8): "
+                                     f"{first_error.message}",
+                                     hint="give the sizes with --dim NAME=N, or real data with --calibration") from err
+            trial.update({d: max(8, trial[d] // 2) for d in tunable})
+    if trial != full:
+        changed = ", ".join(f"{d}={trial[d]}" for d in tunable)
+        warnings.append(f"the default sizes ({', '.join(f'{d}={full[d]}' for d in tunable)}) do not run on this "
+                        f"model; synthesized data uses {changed} (set them with --dim)")
+    return trial
+
+
 def synthesize_samples(
     model: ModelLike, count: int, *, dims: Mapping[str, int] | None = None, shapes=None, seed: int = 0
 ) -> list[dict[str, np.ndarray]]:
@@ -569,12 +649,16 @@ def quantize(
             raise UserInputError("the output would overwrite the input model", hint="choose another -o path")
 
     proto = as_proto(model, load_weights=True)
+    _refuse_unquantizable(proto)
+    _drop_initializer_inputs(proto)
     kind = model_kind(proto)
     warnings: list[str] = []
+    proto = _upgrade_opset(proto, warnings)
 
     # data: calibration samples and held-out evaluation samples, never the same ones
     if calibration is None:
         count = samples or DEFAULT_SAMPLES
+        dims = _runnable_dims(proto, dims or {}, shapes, seed, threads, warnings)
         calib = synthesize_samples(proto, count, dims=dims, shapes=shapes, seed=seed)
         held = synthesize_samples(proto, heldout or DEFAULT_HELDOUT, dims=dims, shapes=shapes, seed=seed + 10_000)
         source = f"synthesized ({count} seeded samples)"

@@ -27,7 +27,8 @@ def check(model: ModelArg, target: TargetOpt = "onnxruntime", as_json: JsonOpt =
     if as_json:
         output.print_json(report)
         return
-    rows = [[p.kind, p.what, ", ".join(p.nodes), p.detail, p.fix or "none known"] for p in report.problems]
+    rows = [[p.kind if p.severity == "error" else f"{p.kind} (warning)", p.what, _names(p.nodes), p.detail,
+             p.fix or ("none needed" if p.severity != "error" else "none known")] for p in report.problems]
     if rows:
         output.show(output.table(f"{report.target}: problems in {model}", ["kind", "what", "nodes", "detail", "fix"],
                                  rows))
@@ -39,6 +40,14 @@ def check(model: ModelArg, target: TargetOpt = "onnxruntime", as_json: JsonOpt =
         hint = "`onnxdeploy legalize MODEL --target T -o OUT` fixes the ones with a fix" if report.fixable else None
         raise UnsupportedError(report.summary(), hint=hint)
     output.show(report.summary())
+
+
+def _names(nodes: list[str], n: int = 3) -> str:
+    """The first ``n`` node names (the JSON output has more), so one problem stays a few lines tall."""
+    if len(nodes) <= n:
+        return ", ".join(nodes)
+    more = sum(int(x.split()[1]) for x in nodes if x.startswith("... ")) + len([x for x in nodes if not x.startswith("... ")]) - n
+    return ", ".join(nodes[:n]) + f", ... {more} more"
 
 
 def register(app: typer.Typer) -> None:

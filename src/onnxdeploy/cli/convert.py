@@ -37,7 +37,7 @@ def convert(
     if as_json:
         out.print_json(rep)
         return
-    out.show(out.table(f"convert for {rep.target}", ["file"], [[f] for f in rep.files]))
+    out.show(out.table(None, [f"{rep.target} files"], [[f] for f in rep.files]))
     for note in rep.notes:
         out.info(f"note: {note}")
     if rep.command:

@@ -45,15 +45,23 @@ def legalize(
     out.show(out.table(f"legalize for {rep.target}", ["change", "detail"], rows or [["none", "already legal"]]))
     if rep.verification is not None:
         out.show(rep.verification.summary())
+    from onnxdeploy.cli.check import _names
+
+    errors = [p for p in rep.remaining if p.severity == "error"]
     for p in rep.remaining:
-        out.warn(f"cannot fix {p.kind} {p.what} ({', '.join(p.nodes)}): {p.detail}")
+        if p.severity == "error":
+            out.warn(f"cannot fix {p.kind} {p.what} ({_names(p.nodes)}): {p.detail}")
+        else:
+            out.info(f"note: {p.what} ({_names(p.nodes)}): {p.detail}")
     out.show(f"wrote {rep.output}")
     if not rep.legal:
         from onnxdeploy.errors import UnsupportedError
 
+        ops = [p for p in errors if p.kind == "op"]
+        hint = ("replace those operators in the source model, or choose another target" if ops else
+                "change the source model (dtypes, opset) or choose another target")
         raise UnsupportedError(f"{rep.target} still cannot take {rep.output}: "
-                               + "; ".join(f"{p.what} ({', '.join(p.nodes)})" for p in rep.remaining),
-                               hint="replace those operators in the source model, or choose another target")
+                               + "; ".join(f"{p.kind} {p.what} ({_names(p.nodes)})" for p in errors), hint=hint)
 
 
 def register(app: typer.Typer) -> None:

@@ -54,7 +54,16 @@ class OnnxRuntimeTarget(Target):
     def supported_ops(self) -> set[tuple[str, str]]:
         return set(kernel_table(self.provider)) | {("", "Constant")}  # Constant is folded, it has no kernel
 
+    def runs_upcast(self, node, opset: int) -> bool:
+        """float16 inputs with no float16 kernel: onnxruntime's InsertCastTransformer runs them in float32."""
+        return self._dtype_mismatch(node, opset, upcast=True) is not None
+
     def op_dtype_problem(self, node, opset: int) -> str | None:
+        return self._dtype_mismatch(node, opset, upcast=False)
+
+    def _dtype_mismatch(self, node, opset: int, *, upcast: bool) -> str | None:
+        """The first input whose dtype no kernel takes; ``upcast`` selects float16 inputs whose float32 kernel
+        exists (onnxruntime inserts Casts around those nodes, so they run) instead of the real refusals."""
         from onnx import defs
 
         kernels = kernel_table(self.provider).get((node.domain, node.op_type))
@@ -67,6 +76,8 @@ class OnnxRuntimeTarget(Target):
         since = schema.since_version
         matching = [k for k in kernels if k[0] <= since <= k[1]]
         if not matching:
+            if upcast:
+                return None
             versions = ", ".join(f"{lo}-{hi if hi < 10**6 else 'latest'}" for lo, hi, _ in sorted(kernels))
             return f"no kernel for {node.op_type} version {since} (kernels exist for versions {versions})"
         formals = list(schema.inputs)
@@ -81,6 +92,9 @@ class OnnxRuntimeTarget(Target):
                     known = True
                     allowed.update(tc[formal.type_str])
             if known and ort_type(value.dtype) not in allowed:
+                castable = value.dtype.name == "FLOAT16" and "tensor(float)" in allowed
+                if castable != upcast:
+                    continue
                 return (f"input {i} ({value.name}) is {value.dtype.name.lower()}; the CPU kernel takes "
                         f"{', '.join(sorted(t[7:-1] for t in allowed))}")
         return None

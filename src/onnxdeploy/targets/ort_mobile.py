@@ -41,7 +41,8 @@ class OrtMobileTarget(OnnxRuntimeTarget):
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # portable, no NCHWc
             so.optimized_model_filepath = str(tmp_dir / ort_path.name)
             so.add_session_config_entry("session.save_model_format", "ORT")
-            ort.InferenceSession(str(model_path), sess_options=so, providers=["CPUExecutionProvider"])
+            ort.InferenceSession(str(_without_initializer_inputs(Path(model_path), tmp_dir)), sess_options=so,
+                                 providers=["CPUExecutionProvider"])
             create_config_from_models([tmp_dir / ort_path.name], tmp_dir / config.name, enable_type_reduction=False)
             os.replace(tmp_dir / config.name, config)
             os.replace(tmp_dir / ort_path.name, ort_path)
@@ -61,3 +62,24 @@ class OrtMobileTarget(OnnxRuntimeTarget):
         sess = ort.InferenceSession(str(artifact), sess_options=so, providers=["CPUExecutionProvider"])
         names = [o.name for o in sess.get_outputs()]
         return dict(zip(names, sess.run(names, dict(feeds))))
+
+
+def _without_initializer_inputs(model_path: Path, tmp_dir: Path) -> Path:
+    """IR < 4 models list initializers as graph inputs; the ORT format then keeps some of them as required inputs
+    nobody feeds. Such a model is rewritten (IR 4, initializers only) into ``tmp_dir``; others are used as they are."""
+    import onnx
+
+    from onnxdeploy import io
+
+    proto = io.load_proto(model_path)
+    names = {t.name for t in proto.graph.initializer}
+    if not any(i.name in names for i in proto.graph.input):
+        return model_path
+    proto = io.load_proto(model_path, load_weights=True)
+    keep = [i for i in proto.graph.input if i.name not in names]
+    del proto.graph.input[:]
+    proto.graph.input.extend(keep)
+    proto.ir_version = max(proto.ir_version, 4)
+    out = tmp_dir / "model-ir4.onnx"
+    onnx.save(proto, str(out))  # a scratch file inside tmp_dir, removed with it
+    return out
