@@ -41,6 +41,7 @@ class LatencyStats:
     std: float
     throughput: float  # samples (batch items) per second, from the mean latency
     ratio: float | None = None  # p50 / p50 of the first model at the same batch size
+    inputs: dict[str, str] = field(default_factory=dict)  # input name -> shape timed ("1x3x224x224")
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -65,6 +66,7 @@ class BenchReport:
     settings: dict
     profiles: dict[str, list[OpTime]] = field(default_factory=dict)
     svg: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def by_model(self) -> dict[str, list[LatencyStats]]:
         out: dict[str, list[LatencyStats]] = {}
@@ -78,6 +80,7 @@ class BenchReport:
             "results": [r.to_dict() for r in self.results],
             "profiles": {m: [o.to_dict() for o in ops] for m, ops in self.profiles.items()},
             "svg": self.svg,
+            "warnings": self.warnings,
         }
 
 
@@ -364,8 +367,9 @@ def bench(
 
         times = time_interleaved(runners, warmup=warmup, iterations=iterations, duration=duration, on_step=step)
         stats = [latency_stats(n, batch, t) for n, t in zip(names, times)]
-        for s in stats:
+        for s, f in zip(stats, feeds_list):
             s.ratio = s.p50 / stats[0].p50 if stats[0].p50 > 0 else None
+            s.inputs = {k: "x".join(map(str, getattr(v, "shape", ()))) or "scalar" for k, v in f.items()}
         results.extend(stats)
 
     profiles: dict[str, list[OpTime]] = {}
@@ -400,4 +404,25 @@ def bench(
         "optimization_level": optimization_level or "all",
         "interleaved": len(models) > 1,
     }
-    return BenchReport(results, settings, profiles, svg_path)
+    report = BenchReport(results, settings, profiles, svg_path)
+    if inputs is None:
+        report.warnings = _defaulted_dims(protos, dims or {}, shapes or {})
+    return report
+
+
+def _defaulted_dims(protos, dims: Mapping[str, int], shapes: Mapping) -> list[str]:
+    """Symbolic dims (other than a leading batch dim) that synthesized inputs set to 1: nobody gave a value."""
+    from onnxdeploy.run import input_specs
+
+    seen: list[str] = []
+    for proto in protos:
+        for spec in input_specs(proto):
+            if spec.name in shapes:
+                continue
+            for axis, d in enumerate(spec.shape or ()):
+                if isinstance(d, str) and d not in dims and axis > 0 and d not in seen:
+                    seen.append(d)
+    if not seen:
+        return []
+    return [f"symbolic dim(s) {', '.join(seen)} timed at size 1 (nobody gave a value); real sizes time very "
+            f"differently: --dim {seen[0]}=N"]

@@ -210,7 +210,10 @@ def _engine_problems(t: Target, model: "ModelLike", m: "ir.Model") -> list[Probl
         try:
             missing, refused = t.query(path)
         except Exception as err:  # noqa: BLE001 - the engine's own failure is itself a finding
-            return [Problem("op", "?", [], f"{t.name} could not read the model: {str(err).splitlines()[0]}")]
+            text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            nodes = [text.split(" on node ")[1].split()[0]] if " on node " in text else []
+            return [Problem("engine", t.name, nodes, text if text.lower().startswith(t.name.lower())
+                            else f"{t.name} could not read the model: {text}")]
     out = []
     from onnxdeploy.legalize import applicable_rule
 

@@ -285,7 +285,7 @@ def deploy(
             return StepResult("optimize", "skipped", message="--no-optimize")
         opt = _import("optimize", "onnxdeploy.optimize", "optimize")
         path = out / "02-optimized.onnx"
-        result = opt(str(state["current"]), verify=True, atol=atol, rtol=rtol)
+        result = opt(str(state["current"]), dims=state["dims"] or None, verify=True, atol=atol, rtol=rtol)
         io.save(result.model, path)
         parity = compare(path, "optimized vs reference")
         set_current(path)

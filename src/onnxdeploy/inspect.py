@@ -504,19 +504,3 @@ def inspect(model: _io.ModelLike, *, nodes: bool = False) -> ModelSummary:
 
 
 __all__ = ["ModelSummary", "NodeInfo", "OpCost", "TensorInfo", "inspect", "load_structure"]
-
-
-def _make_module_callable() -> None:
-    """``onnxdeploy.inspect(model)`` must call :func:`inspect` even once this submodule has been imported (the import
-    system then sets the package attribute ``onnxdeploy.inspect`` to the module, shadowing the lazy function)."""
-    import sys
-    import types
-
-    class _CallableModule(types.ModuleType):
-        def __call__(self, *args, **kwargs):
-            return inspect(*args, **kwargs)
-
-    sys.modules[__name__].__class__ = _CallableModule
-
-
-_make_module_callable()

@@ -542,19 +542,3 @@ def run_model(
 def run(model: ModelLike, inputs: Mapping[str, np.ndarray] | None = None, **options) -> dict[str, np.ndarray]:
     """Run ``model`` on onnxruntime and return its outputs by name (missing inputs are synthesized, seeded)."""
     return run_model(model, inputs, **options).outputs
-
-
-def _make_module_callable() -> None:
-    """``onnxdeploy.run(model, ...)`` must call :func:`run` even once this submodule has been imported (the import
-    system then sets the package attribute ``onnxdeploy.run`` to the module, shadowing the lazy function)."""
-    import sys
-    import types
-
-    class _CallableModule(types.ModuleType):
-        def __call__(self, *args, **kwargs):
-            return run(*args, **kwargs)
-
-    sys.modules[__name__].__class__ = _CallableModule
-
-
-_make_module_callable()

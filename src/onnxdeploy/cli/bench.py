@@ -98,7 +98,12 @@ def bench(
         f"latency in ms (mean and spread: --json){'; vs 1st: p50 / first p50' if several else ''}; {s['warmup']} warm-up runs{', interleaved' if several else ''}; "
         f"threads {s['threads'] or 'default'}; {', '.join(s['providers'])}"
     )
+    shapes = sorted({", ".join(f"{k} {v}" for k, v in r.inputs.items()) for r in report.results if r.inputs})
+    if shapes:
+        caption += "; inputs: " + " | ".join(shapes)
     out.show(out.table("Latency", columns, rows, caption=caption))
+    for w in getattr(report, "warnings", []):
+        out.warn(w)
     for model, ops in report.profiles.items():
         out.show(
             out.table(

@@ -44,8 +44,8 @@ class OpenVINOTarget(Target):
         proc = subprocess.run([sys.executable, "-m", "onnxdeploy.targets.openvino", str(model_path)],
                               capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
-            why = f"signal {-proc.returncode}" if proc.returncode < 0 else (proc.stderr.strip().splitlines() or ["?"])[-1]
-            raise RuntimeError(f"OpenVINO crashed reading the model ({why})")
+            why = f"signal {-proc.returncode}" if proc.returncode < 0 else _engine_reason(proc.stderr)
+            raise RuntimeError(f"OpenVINO failed on the model: {why}")
         data = json.loads(proc.stdout)
         return data["missing"], data["refused"]
 
@@ -99,6 +99,20 @@ class OpenVINOTarget(Target):
         compiled = core.compile_model(str(artifact), "CPU", {"INFERENCE_NUM_THREADS": 1,
                                                              "INFERENCE_PRECISION_HINT": "f32"})
         return run_compiled(compiled, feeds)
+
+
+def _engine_reason(stderr: str) -> str:
+    """The informative part of an OpenVINO exception: the failing transformation and node, and the check."""
+    import re
+
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    where = next((ln for ln in lines if "CALLBACK HAS THROWN" in ln), None)
+    last = lines[-1] if lines else "?"
+    if where:
+        m = re.match(r"\[(\w+)\].*?node: \S+ (\S+)", where)
+        if m:
+            return f"{m.group(1)} on node {m.group(2)} in the CPU plugin: {last}"
+    return last
 
 
 def run_compiled(compiled, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
