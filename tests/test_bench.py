@@ -151,3 +151,24 @@ def test_cli_modules_import_no_heavy_packages():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_timed_input_shapes_are_reported_and_dims_left_at_1_warned(tmp_path, capsys, monkeypatch):
+    """A transformer timed at sequence length 1 looks 100x faster than it is: say what was timed."""
+    from onnxdeploy.cli.main import main
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "seq",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 4])])
+    path = tmp_path / "seq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    report = bench([path], iterations=2, warmup=0, threads=1)
+    assert report.results[0].inputs == {"x": "1x1x4"}
+    assert len(report.warnings) == 1 and "seq" in report.warnings[0] and "--dim seq=N" in report.warnings[0]
+    assert "batch" not in report.warnings[0]  # a batch of 1 is a fine default
+    report = bench([path], iterations=2, warmup=0, threads=1, dims={"seq": 8}, batch_sizes=[2])
+    assert report.results[0].inputs == {"x": "2x8x4"} and report.warnings == []
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["bench", str(path), "-n", "2", "--warmup", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "inputs: x 1x1x4" in captured.out and "warning: symbolic dim(s) seq timed at size 1" in captured.err

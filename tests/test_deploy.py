@@ -130,3 +130,23 @@ def test_report_renders_in_headless_chromium_without_console_errors(conv_bn_silu
     assert shot.exists() and shot.stat().st_size > 10_000, proc.stderr[-2000:]
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert not console, console
+
+
+def test_dims_reach_the_optimize_step(tmp_path):
+    """--dim must reach every step: optimize used to verify at its own sizes (16, 24),
+    where a 25x25 Conv cannot run."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((1, 1, 25, 25), np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+                           helper.make_node("Relu", ["c"], ["y"], name="relu")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, "h", "w"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    src = tmp_path / "conv.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), src)
+    report = deploy(src, target="onnxruntime", output_dir=tmp_path / "out", dims={"h": 30, "w": 30},
+                    benchmark=False)
+    steps = {s.name: s.status for s in report.steps}
+    assert steps["optimize"] == "ok" and steps["convert"] == "ok", steps

@@ -68,3 +68,50 @@ def test_cli_legalize_writes_output_and_fails_when_not_legal(ascend_path, tmp_pa
     captured = capsys.readouterr()
     assert rc == 1 and (tmp_path / "o.onnx").exists()
     assert "rule Gelu" in captured.out and "still cannot take" in captured.err and "Det (det)" in captured.err
+
+
+def test_token_ids_model_is_legal_for_ascend_after_legalize(tmp_path):
+    """legalize's own Cast(int32 -> int64) of a token-id input must not leave the model 'not legal'."""
+    from onnx import numpy_helper
+
+    table = numpy_helper.from_array(np.arange(40, dtype=np.float32).reshape(10, 4), "table")
+    m = helper.make_model(helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["emb"], name="embed")], "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, ["batch", "seq", 4])], [table]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(m, tmp_path / "tok.onnx")
+    result = legalize(tmp_path / "tok.onnx", "ascend")
+    rep = result.report
+    assert rep.legal, [p.detail for p in rep.remaining]
+    assert rep.int64_changes == ["input ids: int64 -> int32 (Cast to int64 inside)"]
+    assert rep.verification.passed
+
+
+def test_ir3_initializers_listed_as_inputs_are_left_alone(tmp_path):
+    """IR 3 lists initializers as graph inputs: verification used to fail with KeyError, narrowing renamed them."""
+    from onnx import numpy_helper
+
+    nodes = [helper.make_node("ConstantOfShape", ["w__SHAPE"], ["w"], name="cos",
+                              value=numpy_helper.from_array(np.array([0.5], np.float32))),
+             helper.make_node("Add", ["x", "w"], ["y"], name="add")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+                                       helper.make_tensor_value_info("w__SHAPE", TensorProto.INT64, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+                          [numpy_helper.from_array(np.array([2, 3], np.int64), "w__SHAPE")])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 9)], ir_version=3), tmp_path / "ir3.onnx")
+    result = legalize(tmp_path / "ir3.onnx", "ascend", output=tmp_path / "out.onnx")
+    assert result.report.legal and result.report.verification.passed
+    assert result.report.int64_changes == []
+    assert [v.name for v in result.model.graph.inputs] == ["x", "w__SHAPE"]
+
+
+def test_cli_legalize_prints_warnings_as_notes_and_succeeds(tmp_path, capsys):
+    from onnxdeploy.cli.main import main
+    from tests.test_targets import _shape_arith_model
+
+    onnx.save(_shape_arith_model(), tmp_path / "shape.onnx")
+    rc = main(["legalize", str(tmp_path / "shape.onnx"), "--target", "ascend", "-o", str(tmp_path / "o.onnx")])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "note: int64" in captured.out + captured.err and "cannot fix" not in captured.err

@@ -250,3 +250,84 @@ def test_cli_json_and_errors(cnn_path, tmp_path, capsys):
     assert rc == 1 and "error: --exclude-op 'Conf'" in captured.err and "Traceback" not in captured.err
     rc = main(["quantize", str(cnn_path), "-o", str(tmp_path / "y.onnx"), "--no-measure", "--min-cosine", "1.5"])
     assert rc == 3 and not (tmp_path / "y.onnx").exists()
+
+
+# ------------------------------------------------------------------ regressions found on foreign models
+
+
+def _positions_model(table: int = 16) -> onnx.ModelProto:
+    """Token + position embeddings (a position table of ``table`` rows, like max_position_embeddings) and a MatMul."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((50, 8)).astype(np.float32), "tok"),
+             numpy_helper.from_array(rng.standard_normal((table, 8)).astype(np.float32), "pos"),
+             numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array(0, np.int64), "zero"), numpy_helper.from_array(np.array(1, np.int64), "one")]
+    nodes = [helper.make_node("Gather", ["tok", "ids"], ["t"], name="tok_embed"),
+             helper.make_node("Shape", ["ids"], ["shape"], name="shape"),
+             helper.make_node("Gather", ["shape", "one"], ["seq_len"], name="seq_len", axis=0),
+             helper.make_node("Range", ["zero", "seq_len", "one"], ["positions"], name="range"),
+             helper.make_node("Gather", ["pos", "positions"], ["p"], name="pos_embed"),
+             helper.make_node("Add", ["t", "p"], ["h"], name="add"),
+             helper.make_node("MatMul", ["h", "w"], ["out"], name="proj")]
+    graph = helper.make_graph(nodes, "pos", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "seq", 8])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_default_sequence_shrinks_to_what_the_model_runs(tmp_path):
+    """A position table of 16 rows fails at the default sequence 128: halve until it runs, and say so."""
+    onnx.save(_positions_model(16), tmp_path / "pos.onnx")
+    report = quantize(tmp_path / "pos.onnx", tmp_path / "q.onnx", mode="dynamic", measure=False, samples=2)
+    assert any("seq=16" in w and "--dim" in w for w in report.warnings), report.warnings
+    assert (tmp_path / "q.onnx").exists()
+
+
+def test_user_dims_are_not_changed_and_failures_name_dim(tmp_path):
+    onnx.save(_positions_model(4), tmp_path / "pos.onnx")
+    with pytest.raises(UserInputError, match="does not run on synthesized inputs") as err:
+        quantize(tmp_path / "pos.onnx", tmp_path / "q.onnx", mode="dynamic", measure=False, samples=2)
+    assert "--dim" in err.value.hint and not (tmp_path / "q.onnx").exists()
+    report = quantize(tmp_path / "pos.onnx", tmp_path / "q.onnx", mode="dynamic", measure=False, samples=2,
+                      dims={"seq": 4})
+    assert not any("default sizes" in w for w in report.warnings)
+
+
+def test_already_quantized_model_is_refused(cnn_path, tmp_path):
+    quantize(cnn_path, tmp_path / "q.onnx", mode="static", measure=False)
+    with pytest.raises(UserInputError, match=r"already quantized \(DequantizeLinear \d+, QuantizeLinear \d+\)"):
+        quantize(tmp_path / "q.onnx", tmp_path / "qq.onnx")
+    assert not (tmp_path / "qq.onnx").exists()
+
+
+def test_float16_model_is_refused(tmp_path):
+    w = numpy_helper.from_array(np.ones((4, 4), np.float16), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "fp16",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2, 4])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "h.onnx")
+    with pytest.raises(UserInputError, match="float16 weights") as err:
+        quantize(tmp_path / "h.onnx", tmp_path / "q.onnx")
+    assert "float32" in err.value.hint
+
+
+def test_ir3_model_with_initializers_as_inputs(tmp_path):
+    """IR 3 / opset 9 (the ONNX model zoo's old files): initializers listed as inputs, no Q/DQ axis before opset 13."""
+    proto = _cnn()
+    # the "light" zoo models: weights made by ConstantOfShape from int64 shape initializers (two equal ones)
+    keep = [t for t in proto.graph.initializer if t.name not in ("b1", "b2")]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(keep + [numpy_helper.from_array(np.array([32], np.int64), f"b{i}__SHAPE")
+                                           for i in (1, 2)])
+    for i in (1, 2):
+        proto.graph.node.insert(0, helper.make_node("ConstantOfShape", [f"b{i}__SHAPE"], [f"b{i}"], name=f"cos{i}",
+                                                    value=numpy_helper.from_array(np.array([0.1], np.float32))))
+    proto.graph.input.extend([helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                              for t in proto.graph.initializer])
+    proto.ir_version = 3
+    proto.opset_import[0].version = 9
+    onnx.save(proto, tmp_path / "ir3.onnx")
+    report = quantize(tmp_path / "ir3.onnx", tmp_path / "q.onnx", mode="static", measure=False)
+    assert report.cosine > 0.99
+    assert any("opset 9 converted to 13" in w for w in report.warnings)
+    sess = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == [proto.graph.input[0].name]

@@ -199,3 +199,26 @@ def test_python_api_returns_arrays(conv_bn_silu_path):
     outputs_proto = onnxdeploy.run(onnx.load(conv_bn_silu_path), {"input": _x()})
     np.testing.assert_array_equal(outputs["values"], outputs_proto["values"])
     assert onnxdeploy.inspect(conv_bn_silu_path).op_histogram["Conv"] == 1
+
+
+def _valid_conv_path(tmp_path):
+    """A 3x3 Conv without padding on symbolic height/width: fails when synthesized dims default to 1."""
+    from onnx import TensorProto, helper
+
+    w = numpy_helper.from_array(np.ones((1, 1, 3, 3), np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, "height", "width"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    path = tmp_path / "conv.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_runtime_failure_names_the_input_shapes_and_dim_option(tmp_path, capfd):
+    path = _valid_conv_path(tmp_path)
+    rc = main(["run", str(path)])
+    err = capfd.readouterr().err  # capfd: onnxruntime logs from C++ straight to file descriptor 2
+    assert rc == 1 and "Traceback" not in err
+    assert "hint: the inputs were x=1x1x1x1" in err and "--dim NAME=N" in err
+    assert "[E:onnxruntime" not in err  # onnxruntime's own log line is not printed on top of our error
+    assert main(["run", str(path), "--dim", "height=5", "--dim", "width=5"]) == 0

@@ -169,3 +169,104 @@ def test_transformers_resnet_on_openvino_and_ort_mobile(tmp_path):
     for target, name in (("openvino", "r.xml"), ("ort-mobile", "r.ort")):
         report = convert(path, target, tmp_path / name, dims={"batch": 1}, atol=1e-3, rtol=1e-2)
         assert report.parity.passed, report.parity.summary()
+
+
+# ------------------------------------------------------------------ regressions found on foreign models
+
+
+def test_fp16_nodes_without_fp16_kernel_are_warnings_on_onnxruntime(tmp_path, capsys):
+    """onnxruntime runs a float16 Add through inserted Casts (InsertCastTransformer): not a refusal."""
+    from onnxdeploy.cli.main import main
+    from onnxdeploy.run import create_session, run_session
+
+    m = _model([helper.make_node("Add", ["x", "x"], ["y"], name="add16")], [_vi("x", [2, 3], TensorProto.FLOAT16)],
+               [_vi("y", [2, 3], TensorProto.FLOAT16)])
+    path = tmp_path / "fp16.onnx"
+    onnx.save(m, path)
+    x = np.ones((2, 3), np.float16)
+    assert run_session(create_session(path), {"x": x})["y"].tolist() == (x + x).tolist()  # it does run
+    report = check(path, "onnxruntime")
+    assert report.supported and report.errors == []
+    [warning] = report.problems
+    assert warning.severity == "warning" and warning.nodes == ["add16"] and "float32" in warning.detail
+    assert main(["check", str(path)]) == 0
+    assert "dtype (warning)" in capsys.readouterr().out
+
+
+def _shape_arith_model() -> onnx.ModelProto:
+    """Reshape(x, Concat(Shape(x)[0:1], [-1])): int64 shape arithmetic, its constant tied to the Shape output."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape", end=1),
+             helper.make_node("Concat", ["s", "minus1"], ["new_shape"], name="concat", axis=0),
+             helper.make_node("Reshape", ["x", "new_shape"], ["y"], name="reshape")]
+    return _model(nodes, [_vi("x", ["n", 2, 3])], [_vi("y", ["n", 6])],
+                  inits=[numpy_helper.from_array(np.array([-1], np.int64), "minus1")])
+
+
+def test_ascend_int64_shape_arithmetic_is_a_warning_not_a_refusal(tmp_path):
+    path = tmp_path / "shape.onnx"
+    onnx.save(_shape_arith_model(), path)
+    report = check(path, "ascend")
+    assert report.supported, [p.detail for p in report.errors]
+    [warning] = report.problems
+    assert warning.what == "int64" and warning.severity == "warning"
+    # the constant shares Concat's type with the computed Shape output: legalize cannot narrow it alone,
+    # so it must not be announced as "fixable by legalize"
+    assert any("concat[1]=minus1" in n for n in warning.nodes) and warning.fix is None
+
+
+def test_convert_widens_tolerance_for_float16_outputs(tmp_path, monkeypatch):
+    """Two engines round float16 differently (~1e-3): the default 1e-4 tolerance must not fail them."""
+    import onnxdeploy.targets as targets_mod
+
+    m = _model([helper.make_node("Add", ["x", "x"], ["y"], name="add")], [_vi("x", [2, 3], TensorProto.FLOAT16)],
+               [_vi("y", [2, 3], TensorProto.FLOAT16)])
+    path = tmp_path / "fp16.onnx"
+    onnx.save(m, path)
+    real = targets_mod.run_artifact
+    monkeypatch.setattr(targets_mod, "run_artifact",
+                        lambda p, feeds, t=None: {k: v + np.float16(2e-3) for k, v in real(p, feeds, t).items()})
+    report = convert(path, "ort-mobile", tmp_path / "m.ort")
+    assert report.parity.passed and any("float16 outputs" in n for n in report.notes)
+
+
+def test_convert_reports_an_artefact_that_does_not_run(tmp_path, monkeypatch):
+    import onnxdeploy.targets as targets_mod
+
+    def broken(p, feeds, t=None):
+        raise ValueError("Required inputs (['w__SHAPE']) are missing from input feed (['x']).")
+
+    monkeypatch.setattr(targets_mod, "run_artifact", broken)
+    with pytest.raises(UnsupportedError, match="artefact was written but does not run: Required inputs") as err:
+        convert(examples.conv_bn_silu(), "ort-mobile", tmp_path / "m.ort")
+    assert "--no-verify" in err.value.hint
+
+
+def test_ort_mobile_converts_ir3_model_with_initializers_as_inputs(tmp_path):
+    """IR 3 lists initializers as graph inputs; the .ort file used to demand them as inputs nobody feeds."""
+    half = numpy_helper.from_array(np.array([0.5], np.float32))
+    nodes = [helper.make_node("ConstantOfShape", ["a__SHAPE"], ["a"], name="c1", value=half),
+             helper.make_node("ConstantOfShape", ["b__SHAPE"], ["b"], name="c2", value=half),
+             helper.make_node("Add", ["x", "a"], ["y0"], name="add"),
+             helper.make_node("Mul", ["y0", "b"], ["y"], name="mul")]
+    # two equal initializers: onnxruntime shares them and the .ort file then requires 'a__SHAPE' as an input
+    inits = [numpy_helper.from_array(np.array([2, 3], np.int64), n) for n in ("a__SHAPE", "b__SHAPE")]
+    g = helper.make_graph(nodes, "m", [_vi("x", [2, 3]), _vi("a__SHAPE", [2], TensorProto.INT64),
+                                       _vi("b__SHAPE", [2], TensorProto.INT64)], [_vi("y", [2, 3])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 9)], ir_version=3)
+    path = tmp_path / "ir3.onnx"
+    onnx.save(m, path)
+    report = convert(path, "ort-mobile", tmp_path / "ir3.ort")
+    assert report.parity.passed
+    x = np.zeros((2, 3), np.float32)
+    assert np.allclose(run_artifact(tmp_path / "ir3.ort", {"x": x})["y"], 0.25)
+
+
+def test_openvino_failure_names_the_transformation_and_node():
+    from onnxdeploy.targets.openvino import _engine_reason
+
+    stderr = ("Traceback (most recent call last):\nRuntimeError: Exception from src/inference/src/cpp/core.cpp:256:\n"
+              "[AddTransformation] END: node: opset1::Add /enc/pwconv2/Add (opset1::Multiply a:f32[8]) -> (f32[8]) "
+              "CALLBACK HAS THROWN: Check 'index < m_inputs.size()' failed at src/core/src/node.cpp:304:\n"
+              "index '0' out of range\n\n")
+    assert _engine_reason(stderr) == "AddTransformation on node /enc/pwconv2/Add in the CPU plugin: index '0' out of range"
+    assert _engine_reason("boom\nlast line\n") == "last line"
