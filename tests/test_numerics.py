@@ -40,3 +40,12 @@ def test_nan_in_both_is_equal_but_nan_in_one_fails():
 def test_missing_outputs_fail_the_comparison():
     cmp = compare_outputs({"a": np.zeros(2), "b": np.zeros(2)}, {"a": np.zeros(2)})
     assert not cmp.passed and cmp.missing == ["b"] and "missing b" in cmp.summary()
+
+
+def test_infinities_of_opposite_sign_fail_without_runtime_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d = diff_tensor("x", np.array([np.inf, 1.0]), np.array([-np.inf, 1.0]), atol=1, rtol=1)
+    assert not d.passed and d.max_abs == float("inf")

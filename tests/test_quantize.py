@@ -331,3 +331,28 @@ def test_ir3_model_with_initializers_as_inputs(tmp_path):
     assert any("opset 9 converted to 13" in w for w in report.warnings)
     sess = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == [proto.graph.input[0].name]
+
+
+def test_no_stray_files_in_the_current_directory(tmp_path, monkeypatch):
+    """onnxruntime's symbolic shape inference, when it gives up (a Min(64, seq) broadcast), saves
+    sym_shape_infer_temp.onnx and a <uuid>.data file into the current directory: the user's folder."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((50, 8)).astype(np.float32), "tok"),
+             numpy_helper.from_array(rng.standard_normal((64, 8)).astype(np.float32), "pos"),
+             numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([0], np.int64), "zero")]
+    nodes = [helper.make_node("Gather", ["tok", "ids"], ["t"], name="tok_embed"),
+             helper.make_node("Shape", ["ids"], ["seq_len"], name="shape", start=1, end=2),
+             # position_ids[:seq] of a 64-row buffer, like DistilBERT's TorchScript export: Min(64, seq) rows
+             helper.make_node("Slice", ["pos", "zero", "seq_len", "zero"], ["p"], name="slice"),
+             helper.make_node("Add", ["t", "p"], ["h"], name="add"),
+             helper.make_node("MatMul", ["h", "w"], ["out"], name="proj")]
+    graph = helper.make_graph(nodes, "pos", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "seq", 8])], inits)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "pos.onnx")
+    monkeypatch.chdir(cwd)
+    quantize(tmp_path / "pos.onnx", tmp_path / "q.onnx", mode="dynamic", measure=False, samples=2, dims={"seq": 8})
+    assert sorted(p.name for p in cwd.iterdir()) == []
+    assert Path.cwd() == cwd

@@ -270,3 +270,29 @@ def test_openvino_failure_names_the_transformation_and_node():
               "index '0' out of range\n\n")
     assert _engine_reason(stderr) == "AddTransformation on node /enc/pwconv2/Add in the CPU plugin: index '0' out of range"
     assert _engine_reason("boom\nlast line\n") == "last line"
+
+
+def test_openvino_check_falls_back_to_the_converted_ir(tmp_path, monkeypatch):
+    """OpenVINO's CPU plugin can fail on a QDQ .onnx read as is yet run the IR `convert` writes (ConvNeXt QDQ):
+    check must say so as a warning, not refuse the model that `convert` handles."""
+    ov = pytest.importorskip("openvino")
+    from onnxdeploy.targets.openvino import OpenVINOTarget
+
+    path = tmp_path / "m.onnx"
+    onnx.save(examples.conv_bn_silu(), path)
+    real = ov.Core.query_model
+    calls = []
+
+    def flaky(self, model, device, *args, **kwargs):
+        calls.append(model)
+        if len(calls) == 1:
+            raise RuntimeError("Exception from src/core/src/pass/graph_rewrite.cpp:298:\n[AddTransformation] END: node: "
+                               "opset1::Add add_1 (a) -> (f32[?]) CALLBACK HAS THROWN: Check failed\nindex '0' out of range")
+        return real(self, model, device, *args, **kwargs)
+
+    monkeypatch.setattr(ov.Core, "query_model", flaky)
+    monkeypatch.setattr(OpenVINOTarget, "_last_warning", None, raising=False)
+    missing, refused = OpenVINOTarget.query_in_process(path)
+    assert (missing, refused) == ({}, []) and len(calls) == 2
+    assert "AddTransformation on node add_1" in OpenVINOTarget._last_warning
+    assert "deploy the .xml" in OpenVINOTarget._last_warning

@@ -225,4 +225,8 @@ def _engine_problems(t: Target, model: "ModelLike", m: "ir.Model") -> list[Probl
                            fix=f"legalize: {rule.describe}" if rule else None))
     if refused:
         out.append(Problem("op", "CPU plugin", first_names(refused), f"the {t.name} CPU plugin refuses these ops"))
+    warning = getattr(t, "query_warning", None)
+    if warning:
+        nodes = [warning.split(" on node ")[1].split()[0]] if " on node " in warning else []
+        out.append(Problem("engine", t.name, nodes, warning, severity="warning"))
     return out

@@ -198,8 +198,36 @@ def _flat_tensors(value) -> list:
 def _run_torch(model, args, kwargs) -> list:
     import torch
 
-    with torch.no_grad():
+    with torch.inference_mode():
         return [t.detach().cpu().numpy() for t in _flat_tensors(model(*args, **kwargs))]
+
+
+def _trace_example(args, kwargs, names, dynamic):
+    """The example inputs with every dynamic dim of size 1 set to 2, or None when no dim has size 1.
+
+    torch.export specializes a size-1 dim (0/1 specialization), and even with ``backed_size_oblivious`` the exported
+    graph can keep a 1 somewhere (GPT-2's LayerNorm output came out 1xSxH). Tracing at 2 keeps the dim symbolic; the
+    original example is still the first shape verified.
+    """
+    sizes: dict[str, int] = {}
+    for name, axes in dynamic.items():
+        if name not in names:
+            continue
+        i = names.index(name)
+        tensor = args[i] if i < len(args) else kwargs[name]
+        for index, dim in axes.items():
+            if int(tensor.shape[index]) == 1:
+                sizes[dim] = 2
+    if not sizes:
+        return None
+    for name, axes in dynamic.items():  # dims that are not 1 keep their example size
+        if name not in names:
+            continue
+        i = names.index(name)
+        tensor = args[i] if i < len(args) else kwargs[name]
+        for index, dim in axes.items():
+            sizes.setdefault(dim, int(tensor.shape[index]))
+    return _inputs_at(args, kwargs, names, dynamic, sizes, seed=2)
 
 
 def _other_value(value: int) -> int:
@@ -397,7 +425,16 @@ def _export_dynamo(model, args, kwargs, names, output_names, dynamic, opset, map
     shapes = _dynamo_dynamic_shapes(model, args, kwargs, names, dynamic)
     phase("trace (torch.export)")
     t0 = time.perf_counter()
-    program = _trace_dynamo(model, args, kwargs, shapes, dynamic, names)
+    bumped = _trace_example(args, kwargs, names, dynamic) if shapes is not None else None
+    program = None
+    if bumped is not None:
+        try:
+            program = _trace_dynamo(model, bumped[0], bumped[1], shapes, dynamic, names)
+            args, kwargs = bumped
+        except (UserInputError, _ExportFailed):  # the model cannot run at 2: report the error of the real example
+            program = None
+    if program is None:
+        program = _trace_dynamo(model, args, kwargs, shapes, dynamic, names)
     timings["trace"] = time.perf_counter() - t0
     phase("convert to ONNX (dynamo)")
     t0 = time.perf_counter()
@@ -580,6 +617,8 @@ def export(
     if not isinstance(model, torch.nn.Module):
         raise UserInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     phase = on_phase or (lambda _name: None)
+    if path is not None:
+        _check_output_path(path)
     import logging
 
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
@@ -656,29 +695,76 @@ def export(
         custom_ops=[m.describe() for m in mappings],
     )
 
+    # Serialize once: the same bytes feed onnxruntime and become the file (embedded weights). Models whose weights
+    # approach protobuf's 2 GB limit, or that hold external tensors, go through io.save (external data) instead.
+    data = None
+    if (verify or path is not None) and _embeddable(model_ir):
+        import onnx_ir as ir
+
+        t0 = time.perf_counter()
+        proto = ir.serde.serialize_model(model_ir)
+        data = proto.SerializeToString()
+        del proto
+        timings["serialize"] = time.perf_counter() - t0
+
     if verify:
         phase("verify with onnxruntime")
         t0 = time.perf_counter()
-        _verify(model, model_ir, args, kwargs, names, reference, input_dyn, report, atol, rtol, compare_outputs)
+        _verify(model, data if data is not None else model_ir, args, kwargs, names, reference, input_dyn, report,
+                atol, rtol, compare_outputs)
         timings["verify"] = time.perf_counter() - t0
         report.verified = True
+
+    def write() -> None:
+        if data is not None:
+            odio.atomic_write_bytes(path, data)
+        else:
+            odio.save(model_ir, path)
 
     if not report.passed:
         report.kept = bool(keep_on_mismatch and path is not None)
         if report.kept:
-            odio.save(model_ir, path)
+            write()
         worst = next(c for c in report.parity if not c.passed)
         raise _disagree(report, worst, path)
 
     if path is not None:
         phase("save")
         t0 = time.perf_counter()
-        odio.save(model_ir, path)
+        write()
         timings["save"] = time.perf_counter() - t0
     else:
         report.kept = False
     timings["total"] = sum(v for k, v in timings.items() if k != "total")
     return report
+
+
+def _embeddable(model_ir) -> bool:
+    """True when the model can be written as one protobuf with its weights embedded (no external tensors)."""
+    import onnx_ir as ir
+
+    from onnxdeploy.io import EXTERNAL_THRESHOLD
+
+    total = 0
+    for graph in model_ir.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if tensor is None:
+                continue
+            if isinstance(tensor, ir.ExternalTensor):
+                return False
+            total += tensor.nbytes
+    return total <= EXTERNAL_THRESHOLD
+
+
+def _check_output_path(path) -> None:
+    """Fail before the (slow) export when the model could not be written at ``path``."""
+    out = Path(path)
+    if out.is_dir():
+        raise UserInputError(f"{out} is a folder; give a file name such as {out / 'model.onnx'}")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise UserInputError(f"{folder}: output folder does not exist", hint=f"mkdir -p {folder}")
 
 
 def _disagree(report: ExportReport, worst, path) -> OutputsDisagree:
@@ -698,7 +784,7 @@ def _verify(model, model_ir, args, kwargs, names, reference, dynamic, report, at
 
     from onnxdeploy.run import create_session, run_session
 
-    session = create_session(model_ir)
+    session = create_session(model_ir)  # serialized bytes (the file's), or an ir.Model with external data
     onnx_inputs = [i.name for i in session.get_inputs()]
     onnx_outputs = [o.name for o in session.get_outputs()]
 
@@ -731,7 +817,17 @@ def _verify(model, model_ir, args, kwargs, names, reference, dynamic, report, at
             f"{', '.join(sorted(sizes))} are not really dynamic: {_first_line(err)}",
             hint="drop those dims from --dynamic, or pass verify=False / --no-verify to skip the check",
         ) from err
-    compare(other_ref, new_args, new_kwargs, f"other shape ({shape})")
+    from onnxdeploy.run import SessionError
+
+    try:
+        compare(other_ref, new_args, new_kwargs, f"other shape ({shape})")
+    except SessionError as err:  # PyTorch runs that shape, the ONNX graph does not: a dim was fixed inside it
+        raise UnsupportedError(
+            f"onnxruntime cannot run the exported model at the second shape ({shape}) although PyTorch can: the "
+            f"exporter fixed dim{'s' if len(sizes) > 1 else ''} {', '.join(sorted(sizes))} inside the graph ({err})",
+            hint="export with example inputs of size >= 2 in every dynamic dim, try the other --exporter, or drop "
+                 "the dim from --dynamic",
+        ) from err
 
 
 __all__ = [

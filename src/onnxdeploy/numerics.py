@@ -88,6 +88,11 @@ def diff_tensor(name: str, ref: np.ndarray, got: np.ndarray, *, atol: float, rto
                           0.0 if equal else float("inf"), 0.0, 1.0 if equal else 0.0, equal)
     if ref.size == 0:
         return TensorDiff(name, tuple(ref.shape), str(got.dtype), 0.0, 0.0, 0.0, 1.0, True)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        return _diff_numeric(name, ref, got, atol=atol, rtol=rtol)
+
+
+def _diff_numeric(name: str, ref: np.ndarray, got: np.ndarray, *, atol: float, rtol: float) -> TensorDiff:
     r = ref.astype(np.float64)
     g = got.astype(np.float64)
     both_nan = np.isnan(r) & np.isnan(g)

@@ -15,6 +15,7 @@ after verification passed.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import os
@@ -547,12 +548,25 @@ def _save_tmp(proto: "onnx.ModelProto", path: Path) -> None:
         onnx.save(proto, str(path))
 
 
+@contextlib.contextmanager
+def _in_dir(folder: Path):
+    """Run onnxruntime's tools inside our scratch folder: when its symbolic shape inference gives up it saves
+    ``sym_shape_infer_temp.onnx`` and a ``<uuid>.data`` file into the current directory (the user's)."""
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 def _preprocess(src: Path, dst: Path, warnings: list[str]) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     for kwargs in ({}, {"skip_symbolic_shape": True}, {"skip_symbolic_shape": True, "skip_optimization": True}):
         try:
-            quant_pre_process(str(src), str(dst), **kwargs)
+            with _in_dir(dst.parent):
+                quant_pre_process(str(src), str(dst), **kwargs)
             return dst
         except Exception as err:  # symbolic shape inference fails on some graphs; fall back step by step
             log.debug("quant_pre_process %s failed: %s", kwargs, err)
@@ -564,7 +578,8 @@ def _transformer_fusions(src: Path, dst: Path, warnings: list[str]) -> tuple[Pat
     try:
         from onnxruntime.transformers.optimizer import optimize_model
 
-        optimized = optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0, opt_level=0)
+        with _in_dir(dst.parent):
+            optimized = optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0, opt_level=0)
         stats = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
         optimized.save_model_to_file(str(dst))
         return dst, stats

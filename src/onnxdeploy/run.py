@@ -389,7 +389,8 @@ def create_session(
     optimization_level: str | None = None,
     profile: bool = False,
 ) -> "ort.InferenceSession":
-    """An onnxruntime session for a path, a ModelProto or an ``ir.Model`` (external data resolved from its folder)."""
+    """An onnxruntime session for a path, a ModelProto, an ``ir.Model`` (external data resolved from its folder) or
+    the bytes of a serialized ModelProto with embedded weights (no second serialization)."""
     import onnxruntime as ort
 
     ort.set_default_logger_severity(4)  # failures surface as SessionError; don't also print ORT's own log line
@@ -410,6 +411,8 @@ def create_session(
     if isinstance(model, (str, os.PathLike)):
         _structure(model)  # validates the file and its external data first (without reading weights)
         source: object = str(model)
+    elif isinstance(model, (bytes, bytearray)):  # an already serialized ModelProto (embedded weights)
+        source = bytes(model)
     else:
         source, base_dir = _serialize_for_session(model)
         if base_dir:

@@ -47,6 +47,7 @@ class OpenVINOTarget(Target):
             why = f"signal {-proc.returncode}" if proc.returncode < 0 else _engine_reason(proc.stderr)
             raise RuntimeError(f"OpenVINO failed on the model: {why}")
         data = json.loads(proc.stdout)
+        self.query_warning = data.get("warning")
         return data["missing"], data["refused"]
 
     @staticmethod
@@ -65,7 +66,15 @@ class OpenVINOTarget(Target):
                 missing.setdefault(key, []).append(op.get_friendly_name())
         refused: list[str] = []
         if not missing:
-            supported = ov.Core().query_model(partial, "CPU")
+            try:
+                supported = ov.Core().query_model(partial, "CPU")
+            except RuntimeError as err:  # e.g. the CPU plugin's int8 (LPT) passes on a QDQ graph read as is
+                converted = ov.convert_model(str(model_path))  # what `convert` writes: more graph transformations
+                supported = ov.Core().query_model(converted, "CPU")  # raises when this fails as well
+                partial = converted
+                OpenVINOTarget._last_warning = (
+                    "the CPU plugin fails on the .onnx file read directly (" + _engine_reason(str(err))
+                    + ") but runs the IR that `onnxdeploy convert --target openvino` writes: deploy the .xml")
             refused = [f"{op.get_type_name()}:{op.get_friendly_name()}" for op in partial.get_ordered_ops()
                        if op.get_friendly_name() not in supported]
         return missing, refused
@@ -135,4 +144,5 @@ if __name__ == "__main__":  # the subprocess of OpenVINOTarget.query
     import sys
 
     missing, refused = OpenVINOTarget.query_in_process(Path(sys.argv[1]))
-    sys.stdout.write(json.dumps({"missing": missing, "refused": refused}))
+    sys.stdout.write(json.dumps({"missing": missing, "refused": refused,
+                                 "warning": getattr(OpenVINOTarget, "_last_warning", None)}))
