@@ -5,14 +5,14 @@ for fast tests. Other benchmarks import this module::
 
     from benchmarks.corpus import ARCHITECTURES, build, export_corpus_model   # or: sys.path insert + import corpus
     module, example_inputs, input_names = build("resnet50", tiny=True)
-    path = export_corpus_model("bert", "build/corpus", exporter="dynamo", tiny=True)
+    path = export_corpus_model("bert", "build/corpus", exporter="dynamo", tiny=True)   # dynamic batch + sequence
+    path = export_corpus_model("resnet50", "build/corpus", dynamic=False)               # static 1x3x224x224
 
 Exports are cached under ``out_dir`` (one file per name/size/exporter/optimize); delete the folder to rebuild.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 ARCHITECTURES = ["resnet50", "mobilenet_v2", "convnext", "vit", "bert", "gpt2"]
@@ -130,43 +130,28 @@ def build(name: str, *, tiny: bool = False, batch: int = 1, seed: int = 0):
     return module, tuple(inputs), names
 
 
-def export_corpus_model(name: str, out_dir, *, exporter: str = "dynamo", optimize: bool = True, tiny: bool = False) -> Path:
+def export_corpus_model(name: str, out_dir, *, exporter: str = "dynamo", optimize: bool = True, tiny: bool = False,
+                        dynamic: bool = True) -> Path:
     """Export architecture ``name`` to ``out_dir`` (cached: returns the existing file when present).
 
-    Uses :func:`onnxdeploy.export.export` (verified, dynamic batch and sequence dims) when available; the file name
-    says the size, exporter and whether the exporter's optimizer ran.
+    Goes through :func:`onnxdeploy.export.export`, so the file is verified against PyTorch (example shape and a
+    second shape). ``dynamic=True`` (the default) gives a symbolic ``batch`` dim, and ``sequence`` for the text models
+    (BERT, GPT-2), see :data:`DYNAMIC`; ``dynamic=False`` gives the static example shapes (batch 1, 224x224 images or
+    128 tokens; 64x64 / 16 tokens with ``tiny``). The file name says the size, exporter, whether the exporter's
+    optimizer ran, and ``-static`` for static files.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}{'-tiny' if tiny else ''}-{exporter}{'-opt' if optimize else ''}.onnx"
+    path = out_dir / (f"{name}{'-tiny' if tiny else ''}-{exporter}{'-opt' if optimize else ''}"
+                      f"{'' if dynamic else '-static'}.onnx")
     if path.exists():
         return path
-    module, inputs, names = build(name, tiny=tiny)
-    dynamic = {n: DYNAMIC[n] for n in names}
-    try:
-        from onnxdeploy.export import export
-    except ImportError:  # pragma: no cover - before onnxdeploy.export exists
-        export = None
-    if export is not None:
-        export(module, inputs, path, input_names=names, output_names=["output"], dynamic=dynamic,
-               exporter=exporter, optimize=optimize, verify=True, atol=1e-3, rtol=1e-2)
-        return path
-    torch = _torch()
-    import onnxdeploy.io as odio
+    from onnxdeploy.export import export
 
-    tmp = path.with_suffix(f".tmp{os.getpid()}.onnx")
-    try:
-        if exporter == "dynamo":
-            prog = torch.onnx.export(module, inputs, input_names=names, output_names=["output"], dynamo=True,
-                                     optimize=optimize, verbose=False)
-            odio.save(prog.model, path)
-        else:
-            torch.onnx.export(module, inputs, str(tmp), input_names=names, output_names=["output"], dynamo=False,
-                              dynamic_axes=dynamic, opset_version=17)
-            odio.save(odio.load(tmp), path)
-    finally:
-        for p in tmp.parent.glob(tmp.name + "*"):
-            p.unlink()
+    module, inputs, names = build(name, tiny=tiny)
+    dims = {n: DYNAMIC[n] for n in names} if dynamic else None
+    export(module, inputs, path, input_names=names, output_names=["output"], dynamic=dims,
+           exporter=exporter, optimize=optimize, verify=True, atol=1e-3, rtol=1e-2)
     return path
 
 

@@ -421,3 +421,37 @@ def test_cli_modules_import_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
+
+
+def test_reduce_fp16_model_against_its_fp32_original(tmp_path: Path):
+    """B computes in float16 with float32 inputs/outputs: the repro feeds B's boundary through Casts."""
+    a = ir.from_onnx_text("""
+        <ir_version: 10, opset_import: ["" : 17]>
+        agraph (float[4, 8] x) => (float[4, 8] y) <float two = {2.0}, float one = {1.0}> {
+            t1 = Mul (x, two)
+            t2 = Relu (t1)
+            y = Add (t2, one)
+        }""")
+    b = ir.from_onnx_text("""
+        <ir_version: 10, opset_import: ["" : 17]>
+        agraph (float[4, 8] x) => (float[4, 8] y) <float two32 = {2.0}, float one32 = {1.5}> {
+            x16 = Cast <to=10> (x)
+            two = Cast <to=10> (two32)
+            one = Cast <to=10> (one32)
+            t1 = Mul (x16, two)
+            t2 = Relu (t1)
+            y16 = Add (t2, one)
+            y = Cast <to=1> (y16)
+        }""")
+    pa, pb = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    io.save(a, pa)
+    io.save(b, pb)
+    result = reduce(pa, pb, tmp_path / "repro.onnx", atol=1e-2, rtol=1e-2)
+    sub_b = onnx.load(result.path_b)
+    assert [n.op_type for n in sub_b.graph.node][0] == "Cast"
+    feeds = dict(np.load(result.inputs_path))
+    import onnxruntime as ort
+
+    out_b = ort.InferenceSession(str(result.path_b)).run(None, feeds)[0]
+    out_a = ort.InferenceSession(str(result.path)).run(None, feeds)[0]
+    assert np.abs(out_b.astype(np.float32) - out_a).max() > 0.4

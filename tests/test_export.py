@@ -228,6 +228,21 @@ def test_mismatch_raises_and_writes_nothing(tmp_path):
     assert out.exists()
 
 
+def test_batch_one_example_stays_dynamic(tmp_path):
+    """A size-1 example dim is traced at 2 (no 0/1 specialization) and verified at 1 (the example) and 2."""
+    out = tmp_path / "m.onnx"
+    report = export(ConvBnSiLU().eval(), (torch.randn(1, 3, 16, 16),), out, input_names=["input"],
+                    dynamic={"input": {0: "batch"}}, exporter="dynamo")
+    assert dims_of(out) == ["batch", 3, 16, 16]
+    assert [c.label for c in report.parity] == ["example (input=1x3x16x16)", "other shape (input=2x3x16x16)"]
+    assert report.passed and "serialize" in report.seconds
+
+
+def test_missing_output_folder_fails_before_export(tmp_path):
+    with pytest.raises(UserInputError, match="output folder does not exist"):
+        export(ConvBnSiLU().eval(), (torch.randn(1, 3, 8, 8),), tmp_path / "nope" / "m.onnx")
+
+
 def test_no_verify(tmp_path):
     report = export(Drifts(), (torch.randn(2, 4),), tmp_path / "d.onnx", exporter="torchscript", verify=False)
     assert report.parity == [] and not report.verified and (tmp_path / "d.onnx").exists()
@@ -326,3 +341,35 @@ def test_transformers_models(tmp_path, arch, exporter):
     report = export(model, inputs, tmp_path / f"{arch}.onnx", input_names=names, output_names=["output"],
                     dynamic=dynamic, exporter=exporter, atol=1e-3, rtol=1e-2)
     assert report.passed and len(report.parity) == 2
+
+
+@pytest.mark.slow
+def test_bert_dynamic_batch_and_sequence(tmp_path):
+    """Tiny BERT from a config, batch-1 example: batch and sequence stay symbolic, parity at two shapes and beyond."""
+    corpus = pytest.importorskip("corpus")
+    pytest.importorskip("transformers")
+    model, inputs, names = corpus.build("bert", tiny=True)  # batch 1, 16 tokens; max_position_embeddings 128
+    assert tuple(inputs[0].shape) == (1, 16)
+    out = tmp_path / "bert.onnx"
+    report = export(model, inputs, out, input_names=names, output_names=["output"],
+                    dynamic={n: corpus.DYNAMIC[n] for n in names}, exporter="dynamo", atol=1e-3, rtol=1e-2)
+    assert report.passed and len(report.parity) == 2
+    assert "input_ids=1x16" in report.parity[0].label and "input_ids=2x8" in report.parity[1].label
+    assert dims_of(out) == ["batch", "sequence"]
+    assert dims_of(out, "output")[:2] == ["batch", "sequence"]
+    ids = torch.randint(0, 1000, (3, 40))
+    mask = torch.ones(3, 40, dtype=torch.int64)
+    got = run(out, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})["output"]
+    with torch.no_grad():
+        want = model(ids, mask).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-2)
+
+
+@pytest.mark.slow
+def test_corpus_models_are_dynamic(tmp_path):
+    corpus = pytest.importorskip("corpus")
+    pytest.importorskip("transformers")
+    path = corpus.export_corpus_model("gpt2", tmp_path, tiny=True)
+    assert dims_of(path) == ["batch", "sequence"]
+    static = corpus.export_corpus_model("gpt2", tmp_path, tiny=True, dynamic=False)
+    assert static != path and dims_of(static) == [1, 16]

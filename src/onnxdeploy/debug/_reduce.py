@@ -127,18 +127,29 @@ def _value_info(name: str, array: np.ndarray):
 
 
 def _submodel(index: _Index, nodes, boundary, inits, output: str, values: Mapping[str, np.ndarray],
-              out_value: np.ndarray, rename: Mapping[str, str] | None = None) -> "onnx.ModelProto":
+              out_value: np.ndarray, rename: Mapping[str, str] | None = None,
+              casts: Mapping[str, np.dtype] | None = None) -> "onnx.ModelProto":
+    """The model of ``nodes``; boundary tensor ``n`` is fed as ``rename[n]``, through a Cast to ``casts[n]`` when
+    the other model's value has another dtype (e.g. an fp16 model compared with its fp32 original)."""
     import onnx
     from onnx import helper
 
     rename = dict(rename or {})
+    casts = dict(casts or {})
     src = index.proto
-    new_nodes = []
+    cast_out = {n: n if rename[n] != n else f"{n}__repro_cast" for n in casts}
+    new_nodes = [
+        helper.make_node("Cast", [rename[n]], [cast_out[n]], name=f"repro_cast_{n}",
+                         to=helper.np_dtype_to_tensor_dtype(dt))
+        for n, dt in casts.items()
+    ]
     for i in nodes:
         node = onnx.NodeProto()
         node.CopyFrom(src.graph.node[i])
         for k, name in enumerate(node.input):
-            if name in rename:
+            if name in cast_out:
+                node.input[k] = cast_out[name]
+            elif name in rename:
                 node.input[k] = rename[name]
         new_nodes.append(node)
     graph = helper.make_graph(
@@ -197,6 +208,9 @@ def reduce(
     def value_a(name: str) -> np.ndarray:
         return probe_a.tensors[name] if name in probe_a.tensors else feeds_a[name]
 
+    def value_b(name: str) -> np.ndarray | None:
+        return probe_b.tensors.get(name, feeds_b.get(name))
+
     def trial(k: int):
         stops = candidates[k:]
         nodes_a, bound_a, inits_a = index_a.cone(first.name, {m.name for m in stops})
@@ -207,9 +221,11 @@ def reduce(
         names = list(dict.fromkeys([*bound_a, *(b_to_a.get(n, n) for n in bound_b)]))
         values = {n: value_a(n) for n in names}
         rename = {n: b_to_a[n] for n in bound_b if n in b_to_a}
+        casts = {n: value_b(n).dtype for n in rename if value_b(n) is not None
+                 and value_b(n).dtype != values[rename[n]].dtype}
         sub_a = _submodel(index_a, nodes_a, names, inits_a, first.name, values, probe_a.tensors[first.name])
         sub_b = _submodel(index_b, nodes_b, [b for b in bound_b], inits_b, first.other, values,
-                          probe_b.tensors[first.other], rename)
+                          probe_b.tensors[first.other], rename, casts)
         extra = [n for n in names if n not in {rename.get(x, x) for x in bound_b}]
         sub_b.graph.input.extend(_value_info(n, values[n]) for n in extra)  # same inputs on both sides
         got_a = run_session(create_session(sub_a, providers=providers, optimization_level=optimization_level),
