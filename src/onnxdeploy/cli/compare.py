@@ -88,7 +88,7 @@ def compare(
         renamed = any(m.name != m.other for m in result.matches)
         columns = ["#", "module" if torch_mode else "tensor"]
         columns += ["ONNX tensor"] if torch_mode else (["B tensor"] if renamed else [])
-        columns += ["node", "op", "matched by", "max abs", "max rel", "cosine", ""]
+        columns += ["node", "op", "match", "max abs", "max rel", "cosine", ""]
         rows = []
         first = result.first_divergence
         for k, m in enumerate(result.matches):
