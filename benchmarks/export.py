@@ -1,10 +1,12 @@
 """Export + verify time of `onnxdeploy.export` against bare `torch.onnx.export`, same models, same run.
 
 Each measurement runs in a fresh subprocess (model built from a transformers config with random weights, then only
-the export call is timed with time.perf_counter); peak RSS from RUSAGE_CHILDREN. Writes benchmarks/results/export.md.
-Requirement: overhead (ours / bare) <= 1.5x on ResNet-50 and BERT-base.
+the export call is timed with time.perf_counter); peak RSS is the child's own ru_maxrss. The three modes run
+interleaved, round after round, so load from other jobs on the machine hits them alike; the table has medians.
+Writes benchmarks/results/export.md. Requirement: overhead (ours / bare) <= 1.5x on ResNet-50 and BERT-base.
 
-    .venv/bin/python benchmarks/export.py [--models resnet50 bert] [--tiny]
+    .venv/bin/python benchmarks/export.py [--models resnet50 bert] [--rounds 3] [--tiny]
+    .venv/bin/python benchmarks/export.py --src /path/to/old/src --out /tmp/before.md   # measure another version
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import argparse
 import json
 import os
 import platform
-import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,7 +49,9 @@ else:
                  exporter="dynamo", verify=(mode == "ours"), atol=1e-3, rtol=1e-2)
     extra = {{"phases": rep.seconds, "max_abs": max(c.max_abs for c in rep.parity) if rep.parity else None}}
 elapsed = time.perf_counter() - t0
-print("RESULT " + json.dumps(dict(seconds=elapsed, **extra)))
+import resource
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print("RESULT " + json.dumps(dict(seconds=elapsed, peak_rss_mb=rss, **extra)))
 """
 
 
@@ -58,16 +62,11 @@ def measure(name: str, mode: str, tiny: bool, src: str | None = None) -> dict:
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
         if src:  # another onnxdeploy source tree (e.g. the previous commit) wins over the installed one
             env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env)
-        stdout, stderr = proc.communicate()
-        _, _, usage = os.wait4(proc.pid, 0) if False else (None, None, None)
-        line = next((ln for ln in stdout.splitlines() if ln.startswith("RESULT ")), None)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if proc.returncode or line is None:
-            return {"error": (stderr.strip().splitlines() or ["?"])[-1]}
-        result = json.loads(line[7:])
-        result["file_mb"] = result.get("file_mb")
-        return result
+            return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+        return json.loads(line[7:])
 
 
 def machine() -> str:

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdeploy import examples
-from onnxdeploy.errors import UnsupportedError, UserInputError
+from onnxdeploy.errors import OutputsDisagree, UnsupportedError, UserInputError
 from onnxdeploy.targets import TARGETS, check, convert, get_target, run_artifact
 
 
@@ -236,9 +236,24 @@ def test_convert_reports_an_artefact_that_does_not_run(tmp_path, monkeypatch):
         raise ValueError("Required inputs (['w__SHAPE']) are missing from input feed (['x']).")
 
     monkeypatch.setattr(targets_mod, "run_artifact", broken)
-    with pytest.raises(UnsupportedError, match="artefact was written but does not run: Required inputs") as err:
+    with pytest.raises(UnsupportedError, match="artefact does not run: Required inputs") as err:
         convert(examples.conv_bn_silu(), "ort-mobile", tmp_path / "m.ort")
     assert "--no-verify" in err.value.hint
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a failed convert leaves nothing behind"
+    with pytest.raises(UnsupportedError, match="files kept for inspection"):
+        convert(examples.conv_bn_silu(), "ort-mobile", tmp_path / "m.ort", keep_on_mismatch=True)
+    assert (tmp_path / "m.ort").exists()
+
+
+def test_convert_mismatch_leaves_nothing_behind(tmp_path, monkeypatch):
+    import onnxdeploy.targets as targets_mod
+
+    real = targets_mod.run_artifact
+    monkeypatch.setattr(targets_mod, "run_artifact",
+                        lambda p, feeds, t=None: {k: v + 1 for k, v in real(p, feeds, t).items()})
+    with pytest.raises(OutputsDisagree, match="nothing was written"):
+        convert(examples.conv_bn_silu(), "openvino", tmp_path / "m.xml", dims={"batch": 1, "height": 8, "width": 8})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ort_mobile_converts_ir3_model_with_initializers_as_inputs(tmp_path):

@@ -26,6 +26,9 @@ def convert(
     atol: AtolOpt = 1e-4,
     rtol: RtolOpt = 1e-3,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the parity check.")] = False,
+    keep_on_mismatch: Annotated[
+        bool, typer.Option("--keep-on-mismatch", help="Keep the artefact when it disagrees with onnxruntime.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write the target's artefact (.xml/.bin, .ort, .engine, or the atc command) and report parity."""
@@ -33,7 +36,8 @@ def convert(
     from onnxdeploy.cli.common import parse_dims
     from onnxdeploy.targets import convert as convert_api
 
-    rep = convert_api(model, target, output, verify=not no_verify, dims=parse_dims(dim), atol=atol, rtol=rtol)
+    rep = convert_api(model, target, output, verify=not no_verify, dims=parse_dims(dim), atol=atol, rtol=rtol,
+                      keep_on_mismatch=keep_on_mismatch)
     if as_json:
         out.print_json(rep)
         return

@@ -150,19 +150,15 @@ def convert(
     atol: float = 1e-4,
     rtol: float = 1e-3,
     seed: int = 0,
+    keep_on_mismatch: bool = False,
 ) -> ConvertReport:
     """Convert ``model`` for ``target`` at ``output`` and compare the artefact's outputs with onnxruntime's.
 
-    Raises :class:`OutputsDisagree` when the artefact differs beyond ``atol``/``rtol`` (the files stay, so they
-    can be inspected; the report names them).
+    The artefact is written to a private folder beside ``output``, verified there, and only then renamed into
+    place. Raises :class:`OutputsDisagree` (or :class:`UnsupportedError` when the artefact does not run) with
+    nothing left behind, unless ``keep_on_mismatch`` moves the files into place for inspection.
     """
     import tempfile
-
-    import numpy as np
-
-    from onnxdeploy import io
-    from onnxdeploy.numerics import compare_outputs
-    from onnxdeploy.run import create_session, prepare_inputs, run_session
 
     t = get_target(target)
     out = Path(output)
@@ -171,38 +167,75 @@ def convert(
     if not (out.parent if str(out.parent) else Path(".")).exists():
         raise UserInputError(f"{out.parent}: output folder does not exist", hint=f"mkdir -p {out.parent}")
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="onnxdeploy-convert-") as tmp:
-        if isinstance(model, (str, os.PathLike)):
-            src = Path(model)
-            io.as_proto(src)  # validate the file first
-        else:
-            src = Path(tmp) / "model.onnx"
-            io.save(io.as_model(model), src)
-        if dims:
-            t.dims = dict(dims)  # used by targets that must print fixed shapes (ascend)
-        files, notes, command = t.convert(src, out)
-        seconds = time.perf_counter() - start
-        report = ConvertReport(t.name, str(files[0]) if files else None, [str(f) for f in files],
-                               converted=t.name != "ascend", seconds=seconds, command=command, notes=list(notes))
-        if verify and report.converted and t.name != "onnxruntime":
-            feeds = prepare_inputs(src, inputs=inputs, dims=dims, seed=seed)
-            reference = run_session(create_session(str(src), threads=1), feeds)
-            try:
-                got = run_artifact(files[0], feeds, t.name)
-            except OnnxDeployError:
-                raise
-            except Exception as err:  # noqa: BLE001 - the engine's own exception types
-                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                raise UnsupportedError(f"the {t.name} artefact was written but does not run: {first[:300]}",
-                                       hint=f"files kept for inspection: {', '.join(report.files)}; "
-                                            "--no-verify skips this run") from err
-            if any(np.asarray(v).dtype == np.float16 for v in reference.values()) and (atol < 1e-2 or rtol < 1e-2):
-                atol, rtol = max(atol, 1e-2), max(rtol, 1e-2)  # two engines' fp16 roundings differ by ~1e-3
-                report.notes.append(f"float16 outputs: compared with atol {atol:g}, rtol {rtol:g}")
-            report.parity = compare_outputs(reference, got, atol=atol, rtol=rtol, label=f"{t.name} vs onnxruntime")
-            if not report.parity.passed:
-                raise OutputsDisagree(f"{t.name} artefact differs from onnxruntime: {report.parity.summary()}",
-                                      hint=f"files kept for inspection: {', '.join(report.files)}")
+    folder = out.parent if str(out.parent) else Path(".")
+    with tempfile.TemporaryDirectory(prefix="onnxdeploy-convert-") as tmp, \
+            tempfile.TemporaryDirectory(prefix=".onnxdeploy-convert-", dir=folder) as staging:
+        report = _convert_and_verify(model, t, out, Path(tmp), Path(staging), start, verify=verify, inputs=inputs,
+                                     dims=dims, atol=atol, rtol=rtol, seed=seed, keep_on_mismatch=keep_on_mismatch)
+    return report
+
+
+def _publish(files: list[Path], staging: Path, folder: Path) -> list[Path]:
+    placed = []
+    for f in files:
+        final = folder / f.relative_to(staging) if staging in f.parents else f
+        if final != f:
+            os.replace(f, final)
+        placed.append(final)
+    return placed
+
+
+def _convert_and_verify(model, t: Target, out: Path, tmp: Path, staging: Path, start: float, *, verify, inputs,
+                        dims, atol, rtol, seed, keep_on_mismatch) -> ConvertReport:
+    import numpy as np
+
+    from onnxdeploy import io
+    from onnxdeploy.numerics import compare_outputs
+    from onnxdeploy.run import create_session, prepare_inputs, run_session
+
+    folder = out.parent if str(out.parent) else Path(".")
+    if isinstance(model, (str, os.PathLike)):
+        src = Path(model)
+        io.as_proto(src)  # validate the file first
+    else:
+        src = Path(tmp) / "model.onnx"
+        io.save(io.as_model(model), src)
+    if dims:
+        t.dims = dict(dims)  # used by targets that must print fixed shapes (ascend)
+    staged, notes, command = t.convert(src, staging / out.name)
+    staged = [Path(f) for f in staged]
+    final = [folder / f.relative_to(staging) if staging in f.parents else f for f in staged]
+    if command:
+        command = command.replace(str(staging / out.name), str(out)).replace(str(staging), str(folder))
+    seconds = time.perf_counter() - start
+    report = ConvertReport(t.name, str(final[0]) if final else None, [str(f) for f in final],
+                           converted=t.name != "ascend", seconds=seconds, command=command, notes=list(notes))
+    files = staged
+    kept = "files kept for inspection: " + ", ".join(report.files) if keep_on_mismatch else \
+        "nothing was written; --keep-on-mismatch keeps the artefact for inspection"
+    if verify and report.converted and t.name != "onnxruntime":
+        feeds = prepare_inputs(src, inputs=inputs, dims=dims, seed=seed)
+        reference = run_session(create_session(str(src), threads=1), feeds)
+        try:
+            got = run_artifact(files[0], feeds, t.name)
+        except OnnxDeployError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the engine's own exception types
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            if keep_on_mismatch:
+                _publish(files, staging, folder)
+            raise UnsupportedError(f"the {t.name} artefact does not run: {first[:300]}",
+                                   hint=f"{kept}; --no-verify skips this run") from err
+        if any(np.asarray(v).dtype == np.float16 for v in reference.values()) and (atol < 1e-2 or rtol < 1e-2):
+            atol, rtol = max(atol, 1e-2), max(rtol, 1e-2)  # two engines' fp16 roundings differ by ~1e-3
+            report.notes.append(f"float16 outputs: compared with atol {atol:g}, rtol {rtol:g}")
+        report.parity = compare_outputs(reference, got, atol=atol, rtol=rtol, label=f"{t.name} vs onnxruntime")
+        if not report.parity.passed:
+            if keep_on_mismatch:
+                _publish(files, staging, folder)
+            raise OutputsDisagree(f"{t.name} artefact differs from onnxruntime: {report.parity.summary()}",
+                                  hint=kept)
+    _publish(files, staging, folder)
     return report
 
 
