@@ -228,3 +228,96 @@ def test_input_model_is_not_modified(conv_bn_silu_path):
     before = conv_bn_silu_path.read_bytes()
     optimize(conv_bn_silu_path)
     assert conv_bn_silu_path.read_bytes() == before
+
+
+# ---------------------------------------------------------------- lean verification and I/O
+
+
+def _mlp_proto():
+    rng = np.random.default_rng(0)
+    inits = {"w1": rng.standard_normal((32, 64)).astype(np.float32),
+             "w2": rng.standard_normal((64, 16)).astype(np.float32)}
+    return _model(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "w2"], ["y"])],
+        [("x", F, ["batch", 32])], [("y", F, ["batch", 16])], inits,
+    )
+
+
+def test_optimize_from_a_path_keeps_weights_memory_mapped(tmp_path):
+    import mmap
+
+    path = tmp_path / "mlp.onnx"
+    onnx.save(_mlp_proto(), path)
+    result = optimize(path)
+    assert result.report.verified is True
+    array = result.model.graph.initializers["w1"].const_value.numpy()
+    base = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    assert isinstance(base, mmap.mmap)  # a view of the input file, not a copy
+    np.testing.assert_array_equal(array, numpy_helper.to_array(_mlp_proto().graph.initializer[0]))
+
+
+def test_verification_session_reads_the_models_own_weight_buffers():
+    import onnxruntime as ort
+
+    from onnxdeploy.optimize import _VerifySession
+
+    model = ir.serde.deserialize_model(_mlp_proto())
+    weights = {name: np.ascontiguousarray(v.const_value.numpy()) for name, v in model.graph.initializers.items()}
+    for name, array in weights.items():  # in-memory tensors: the session must use these very buffers
+        model.graph.initializers[name].const_value = ir.Tensor(array, name=name)
+    session = _VerifySession(model, None)
+    assert all(any(np.shares_memory(k, w) for k in session.keep if isinstance(k, np.ndarray))
+               for w in weights.values())
+    assert all(isinstance(v.const_value, ir.Tensor) for v in model.graph.initializers.values())  # restored
+    x = np.random.default_rng(1).standard_normal((3, 32)).astype(np.float32)
+    plain = ort.InferenceSession(_mlp_proto().SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run({"x": x})["y"], plain.run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_original_that_runs_on_no_input_is_a_user_error_not_a_mismatch():
+    proto = _model(
+        [helper.make_node("Reshape", ["x", "shape"], ["r"]), helper.make_node("Relu", ["r"], ["y"])],
+        [("x", F, ["n", 5])], [("y", F, [6, 5])], {"shape": np.array([6, 5], np.int64)},
+    )
+    with pytest.raises(UserInputError, match="cannot verify: the original model does not run"):
+        optimize(proto)
+
+
+def test_cli_output_is_an_ordinary_file(conv_bn_silu_path, tmp_path):
+    import os
+    import stat
+
+    from onnxdeploy.cli.main import main
+
+    out = tmp_path / "opt.onnx"
+    assert main(["optimize", str(conv_bn_silu_path), "-o", str(out)]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+
+
+def test_verification_falls_back_to_a_self_contained_session(monkeypatch):
+    import onnxruntime as ort
+
+    from onnxdeploy.optimize import _VerifySession
+
+    real = ort.InferenceSession
+
+    def refuse_shared(data, sess_options=None, **kw):
+        try:
+            shared = sess_options.get_session_config_entry("session.disable_prepacking") == "1"
+        except Exception:  # noqa: BLE001 - onnxruntime raises for an entry that is not set
+            shared = False
+        if shared:
+            raise RuntimeError("kernel wants the weight at load time")
+        return real(data, sess_options=sess_options, **kw)
+
+    monkeypatch.setattr(ort, "InferenceSession", refuse_shared)
+    session = _VerifySession(ir.serde.deserialize_model(_mlp_proto()), None)
+    assert session.keep == []
+    x = np.ones((2, 32), np.float32)
+    assert session.run({"x": x})["y"].shape == (2, 16)

@@ -253,6 +253,30 @@ def test_fold_remaining_respects_limit_and_keeps_constant_of_shape():
     assert ops(work) == ["Tile", "ConstantOfShape", "Add", "Add"]
 
 
+def test_fold_remaining_does_not_evaluate_an_output_declared_over_the_limit(monkeypatch):
+    """The Transpose of a tied embedding (GPT-2's LM head): its declared shape is over the limit, so it is never
+    evaluated (evaluating copied the 150 MB weight three times, only to throw the result away)."""
+    from onnxdeploy.passes import FoldRemainingConstantsPass
+    from onnxdeploy.passes import fold_remaining
+
+    model = make(
+        [helper.make_node("Transpose", ["emb"], ["t"], perm=[1, 0]), helper.make_node("MatMul", ["x", "t"], ["y"]),
+         helper.make_node("Transpose", ["small"], ["s"], perm=[1, 0]), helper.make_node("MatMul", ["y", "s"], ["z"])],
+        [("x", F, [2, 16])], [("z", F, None)], {"emb": randn(64, 16), "small": randn(3, 64)},
+    )
+    evaluated = []
+    real = fold_remaining._evaluate
+
+    def spy(node, arrays, opset):
+        evaluated.append(node.op_type + str(arrays[0].shape))
+        return real(node, arrays, opset)
+
+    monkeypatch.setattr(fold_remaining, "_evaluate", spy)
+    work = apply(FoldRemainingConstantsPass(limit_elements=500), model, {"x": randn(2, 16)}, expect_modified=True)
+    assert evaluated == ["Transpose(3, 64)"]  # the small one folds; the 64x16 one (1024 > 500) is not evaluated
+    assert ops(work) == ["Transpose", "MatMul", "MatMul"]
+
+
 # ---------------------------------------------------------------- parallel MatMuls
 
 

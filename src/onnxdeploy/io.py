@@ -427,3 +427,246 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ---------------------------------------------------------------- memory-mapped loading (embedded weights)
+
+
+MAP_THRESHOLD_BYTES = 1024  # load_mapped: embedded tensors at least this large are views into the mapped file
+
+
+def _read_varint(buf, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("malformed varint")
+
+
+def _fields(buf, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """Protobuf fields in ``buf[start:end]``: (field number, wire type, field start, payload start, field end)."""
+    pos = start
+    while pos < end:
+        first = pos
+        key, pos = _read_varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _read_varint(buf, pos)
+            yield number, wire, first, first, pos
+            continue
+        if wire == 2:
+            length, payload = _read_varint(buf, pos)
+            pos = payload + length
+        elif wire == 1:
+            payload, pos = pos, pos + 8
+        elif wire == 5:
+            payload, pos = pos, pos + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        if pos > end:
+            raise ValueError("truncated protobuf field")
+        yield number, wire, first, payload, pos
+
+
+def _mappable_raw_data(buf, start: int, end: int) -> tuple[int, int, int, tuple[int, ...], int, int] | None:
+    """For a TensorProto in ``buf[start:end]`` with raw_data: (data_type, raw start, raw end, dims, field start,
+    field end) when its bytes can be viewed in place, else None."""
+    dims: list[int] = []
+    data_type = 0
+    raw = None
+    for number, wire, first, payload, stop in _fields(buf, start, end):
+        if number == 1:  # dims: packed or not
+            if wire == 2:
+                pos = payload
+                while pos < stop:
+                    d, pos = _read_varint(buf, pos)
+                    dims.append(d)
+            elif wire == 0:
+                dims.append(_read_varint(buf, _read_varint(buf, first)[1])[0])
+        elif number == 2 and wire == 0:
+            data_type = _read_varint(buf, _read_varint(buf, first)[1])[0]
+        elif number == 9 and wire == 2:
+            raw = (payload, stop, first)
+        elif number in (3, 13, 14):  # segments or external data: leave to the ordinary loader
+            return None
+    if raw is None or raw[1] - raw[0] < MAP_THRESHOLD_BYTES:
+        return None
+    return data_type, raw[0], raw[1], tuple(dims), raw[2], raw[1]
+
+
+def load_mapped(path: str | os.PathLike) -> "ir.Model":
+    """Like :func:`load`, but embedded weights are not copied: each large initializer of the main graph becomes a
+    read-only numpy view into a memory map of the file, read from disk only when used.
+
+    Loading a 400 MB model then costs the graph's parse (milliseconds) instead of two copies of every weight
+    (the file's bytes and the parsed protobuf). The checks of :func:`load` apply (external data is validated,
+    then memory-mapped lazily as usual). Falls back to :func:`load` for anything unusual (a model over protobuf's
+    limit, a non-standard encoding).
+    """
+    import mmap
+
+    import numpy as np
+    import onnx
+    import onnx_ir as ir
+    from google.protobuf.message import DecodeError
+    from onnx_ir import external_data, serde
+
+    p = _check_model_path(path)
+    with open(p, "rb") as fh:
+        try:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            return load(p)
+    try:
+        buf = memoryview(mm)
+        graph_field = None
+        for number, wire, first, payload, stop in _fields(buf, 0, len(mm)):
+            if number == 7 and wire == 2:
+                graph_field = (first, payload, stop)
+        if graph_field is None:
+            buf.release()
+            return load(p)
+        mapped: dict[int, tuple[int, int, int, tuple[int, ...]]] = {}  # index among initializers -> data
+        graph_parts: list = []
+        last = graph_field[1]
+        index = 0
+        for number, wire, first, payload, stop in _fields(buf, graph_field[1], graph_field[2]):
+            if number != 5 or wire != 2:
+                continue
+            info = _mappable_raw_data(buf, payload, stop)
+            if info is not None:
+                data_type, raw_start, raw_end, dims, raw_first, raw_stop = info
+                dtype = ir.DataType(data_type)
+                if dtype.bitwidth % 8 == 0 and dtype != ir.DataType.STRING:
+                    count = 1
+                    for d in dims:
+                        count *= d
+                    if count * dtype.bitwidth // 8 == raw_end - raw_start:
+                        stripped = bytes(buf[payload:raw_first]) + bytes(buf[raw_stop:stop])
+                        graph_parts.append(buf[last:first])
+                        graph_parts.append(b"\x2a" + _varint(len(stripped)) + stripped)
+                        last = stop
+                        mapped[index] = (data_type, raw_start, raw_end, dims)
+            index += 1
+        graph_parts.append(buf[last:graph_field[2]])
+        graph_bytes = b"".join(bytes(part) for part in graph_parts)
+        head = bytes(buf[: graph_field[0]]) + bytes(buf[graph_field[2]:])
+        buf.release()
+        proto = onnx.ModelProto()
+        proto.ParseFromString(head + b"\x3a" + _varint(len(graph_bytes)) + graph_bytes)
+    except (ValueError, IndexError, DecodeError):
+        return load(p)
+    _check_is_onnx(proto, p)
+    check_external_data(proto, p.parent)
+    model = serde.deserialize_model(proto)
+    external_data.set_base_dir(model.graph, str(p.parent))
+    names = [t.name for t in proto.graph.initializer]
+    for i, (data_type, raw_start, raw_end, dims) in mapped.items():
+        value = model.graph.initializers.get(names[i])
+        if value is None:
+            continue
+        dtype = ir.DataType(data_type)
+        np_dtype = np.dtype(dtype.numpy()).newbyteorder("<")
+        array = np.frombuffer(mm, dtype=np_dtype, count=(raw_end - raw_start) // np_dtype.itemsize,
+                              offset=raw_start).reshape(dims)
+        old = value.const_value
+        value.const_value = ir.Tensor(array, dtype=dtype, name=names[i],
+                                      doc_string=getattr(old, "doc_string", None))
+    return model
+
+
+def save_lean(model: "ir.Model", path: str | os.PathLike) -> Path:
+    """Write ``model`` atomically with the least memory: embedded weights written straight from their buffers.
+
+    Like :func:`save_streamed` (one ordinary ModelProto, embedded weights), but the bytes of each large tensor are
+    written from its numpy buffer (a memory-mapped tensor of :func:`load_mapped` included) without being copied
+    into a protobuf first, and nothing is encoded ahead: peak memory is the model plus one small tensor header.
+    Models that have external data, or whose weights approach protobuf's 2 GB limit, go through :func:`save`
+    (external data), as :func:`save` would choose.
+    """
+    import numpy as np
+    import onnx
+    import onnx_ir as ir
+
+    out = Path(path)
+    if out.is_dir():
+        raise UserInputError(f"{out} is a folder; give a file name such as {out / 'model.onnx'}")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.exists():
+        raise UserInputError(f"{folder}: output folder does not exist", hint=f"mkdir -p {folder}")
+    total, has_external = _initializer_bytes(model)
+    if has_external or total > EXTERNAL_THRESHOLD:
+        return save(model, out)
+    graph = model.graph
+    values = list(graph.initializers.values())
+    for value in values:
+        graph.initializers.pop(value.name)
+    try:
+        proto = ir.serde.serialize_model(model)
+    finally:
+        for value in values:
+            graph.initializers.add(value)
+    names = {v.name for v in values}
+    kept_info = [vi for vi in proto.graph.value_info if vi.name not in names]
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(kept_info)
+    graph_bytes = proto.graph.SerializeToString()
+    proto.ClearField("graph")
+    head = proto.SerializeToString()
+
+    def pieces(value) -> list:
+        """The TensorProto of ``value`` as byte pieces; a large tensor's data is a view of its buffer."""
+        tensor = value.const_value
+        if isinstance(tensor, ir.TensorProtoTensor) and tensor.raw.name == value.name and not tensor.raw.external_data:
+            return [tensor.raw.SerializeToString()]
+        dtype = tensor.dtype
+        if (tensor.nbytes >= MAP_THRESHOLD_BYTES and dtype.bitwidth % 8 == 0 and dtype != ir.DataType.STRING
+                and not isinstance(tensor, ir.ExternalTensor)):
+            array = tensor.numpy()
+            if array.dtype.itemsize * 8 == dtype.bitwidth and array.size * array.dtype.itemsize == tensor.nbytes:
+                array = np.ascontiguousarray(array)
+                if array.dtype.byteorder == ">":
+                    array = array.astype(array.dtype.newbyteorder("<"))
+                header = onnx.TensorProto(name=value.name, dims=list(array.shape), data_type=int(dtype))
+                if tensor.doc_string:
+                    header.doc_string = tensor.doc_string
+                data = array.reshape(-1).view(np.uint8).data
+                return [header.SerializeToString(), b"\x4a" + _varint(len(data)), data]
+        tp = ir.serde.serialize_tensor(tensor)
+        tp.name = value.name
+        return [tp.SerializeToString()]
+
+    def size(value) -> int:
+        tensor = value.const_value
+        if isinstance(tensor, ir.TensorProtoTensor) and tensor.raw.name == value.name and not tensor.raw.external_data:
+            return tensor.raw.ByteSize()
+        return sum(len(part) for part in pieces(value))
+
+    # two passes over the tensors: sizes first (headers only: cheap), then the bytes
+    sizes = [size(value) for value in values]
+    graph_len = len(graph_bytes) + sum(1 + len(_varint(n)) + n for n in sizes)
+    if len(head) + 1 + len(_varint(graph_len)) + graph_len > PROTOBUF_LIMIT:
+        raise UserInputError(f"{out}: model exceeds protobuf's 2 GB limit", hint="save with external data")
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(head)
+            fh.write(b"\x3a" + _varint(graph_len))  # ModelProto.graph (field 7, length-delimited)
+            fh.write(graph_bytes)
+            for value, n in zip(values, sizes):
+                fh.write(b"\x2a" + _varint(n))  # GraphProto.initializer (field 5, length-delimited)
+                for part in pieces(value):
+                    fh.write(part)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # an ordinary file's permissions, not mkstemp's 0600
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 
 from onnxdeploy.errors import OutputsDisagree, UserInputError
-from onnxdeploy.io import ModelLike, as_model
+from onnxdeploy.io import ModelLike, as_model, load_mapped
 from onnxdeploy.numerics import Comparison, compare_outputs
 
 if TYPE_CHECKING:
@@ -229,16 +229,53 @@ def _ort_offline(level: str, providers: Sequence[str] | None) -> Step:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[level])
-        with tempfile.TemporaryDirectory(prefix="onnxdeploy-ort-") as tmp:
+        # the optimized weights stay mapped after the folder is removed (POSIX), so cleanup errors are ignored
+        with tempfile.TemporaryDirectory(prefix="onnxdeploy-ort-", ignore_cleanup_errors=True) as tmp:
             src, out = _save_external(model, tmp), Path(tmp, "out.onnx")
+            _release_mapped_pages(model)  # onnxruntime reads its own copy; ours re-fault from disk if needed
             options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "out.data")
             options.optimized_model_filepath = str(out)
             ort.InferenceSession(src, sess_options=options, providers=resolve_providers(providers))
             new = ir.load(out)
-            ir.external_data.load_to_model(new)
+            # keep the weights memory-mapped: a mapping outlives the deleted file, so nothing is copied
+            for graph in new.graphs():
+                for value in graph.initializers.values():
+                    tensor = value.const_value
+                    if isinstance(tensor, ir.ExternalTensor):
+                        value.const_value = ir.Tensor(tensor.numpy(), dtype=tensor.dtype, name=value.name)
         return new, True, {"level": level}
 
     return Step("onnxruntime", f"onnxruntime offline optimizer (level {level})", run)
+
+
+def _release_mapped_pages(model: "ir.Model") -> None:
+    """Drop the resident pages of the read-only file mappings behind ``model``'s weights (``io.load_mapped``,
+    ``ir.ExternalTensor``). The data stays valid (it is read back from the file on the next access); the process
+    just stops holding it while another reader (onnxruntime's offline optimizer) maps its own copy."""
+    import mmap
+
+    import onnx_ir as ir
+
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    seen: set[int] = set()
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            base = getattr(tensor, "raw", None) if isinstance(tensor, ir.ExternalTensor) else None
+            if isinstance(tensor, ir.Tensor):
+                base = tensor.raw
+                while base is not None and not isinstance(base, mmap.mmap):
+                    base = getattr(base, "base", None) if not isinstance(base, memoryview) else base.obj
+            if isinstance(base, mmap.mmap) and id(base) not in seen:
+                seen.add(id(base))
+                try:
+                    with memoryview(base) as view:
+                        if not view.readonly:  # a writable or copy-on-write mapping may hold changes: keep it
+                            continue
+                    base.madvise(mmap.MADV_DONTNEED)
+                except (OSError, ValueError):  # a closed mapping: nothing to release
+                    pass
 
 
 def _node_count(model: "ir.Model") -> int:
@@ -371,59 +408,151 @@ def _verification_dims(names: Sequence[str], dims: Mapping[str, int]) -> list[di
     return [{**dims, **first}, {**dims, **second}]
 
 
-# onnxruntime's basic level: sessions load fast and run the graph as written (no layout rewrites of its own)
-_VERIFY_LEVEL = "basic"
+# Verification sessions run the graph as written (no onnxruntime graph rewrites of their own) and read the weights
+# in place: every large initializer is handed to onnxruntime as an OrtValue over the model's own numpy buffer
+# (`SessionOptions.add_initializer`), so a session costs the graph's serialization, not a copy of the weights, and
+# the reference and every candidate share the weights they have in common. Prepacking is off for the same reason.
+_VERIFY_LEVEL = "disable"
+_SHARE_MIN_BYTES = 1024
+_SHARED_FILE = "onnxdeploy-shared-weights.bin"  # placeholder location of shared initializers (never read)
+_SHARE_DTYPES = frozenset(np.dtype(t) for t in ("float16", "float32", "float64", "int8", "int16", "int32", "int64",
+                                                "uint8", "uint16", "uint32", "uint64", "bool"))
+
+
+class _VerifySession:
+    """An onnxruntime session over ``model`` whose large weights are the model's own buffers (no copy)."""
+
+    def __init__(self, model: "ir.Model", providers: Sequence[str] | None) -> None:
+        import onnx_ir as ir
+        import onnxruntime as ort
+
+        from onnxdeploy.run import create_session, resolve_providers
+
+        self.keep: list = []  # the arrays and OrtValues the session reads; alive as long as the session
+        swapped: list = []
+        names: list[str] = []
+        graph_inputs = {v.name for v in model.graph.inputs}
+        try:
+            for value in model.graph.initializers.values():
+                tensor = value.const_value
+                if tensor is None or value.name in graph_inputs or tensor.nbytes < _SHARE_MIN_BYTES:
+                    continue
+                try:
+                    if np.dtype(tensor.dtype.numpy()) not in _SHARE_DTYPES:
+                        continue
+                    array = np.ascontiguousarray(tensor.numpy())
+                    ortvalue = ort.OrtValue.ortvalue_from_numpy(array)
+                except Exception:  # noqa: BLE001 - a tensor that cannot be shared stays in the graph
+                    continue
+                self.keep += [array, ortvalue]
+                names.append(value.name)
+                swapped.append((value, tensor))
+                value.const_value = ir.ExternalTensor(_SHARED_FILE, 0, tensor.nbytes, tensor.dtype,
+                                                      shape=tensor.shape, name=value.name)
+            data = ir.serde.serialize_model(model).SerializeToString()
+        finally:
+            for value, tensor in swapped:
+                value.const_value = tensor
+        if not names:  # nothing to share: the ordinary session
+            self.session = create_session(data, providers=providers, optimization_level=_VERIFY_LEVEL)
+            return
+        options = ort.SessionOptions()
+        options.log_severity_level = 4
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.add_session_config_entry("session.disable_prepacking", "1")
+        options.enable_cpu_mem_arena = False  # exact allocations, freed as soon as a tensor is dead
+        for name, ortvalue in zip(names, self.keep[1::2]):
+            options.add_initializer(name, ortvalue)
+        with tempfile.TemporaryDirectory(prefix="onnxdeploy-verify-") as tmp:
+            # onnxruntime checks that the placeholder file exists, then uses the initializers given above
+            Path(tmp, _SHARED_FILE).touch()
+            options.add_session_config_entry("session.model_external_initializers_file_folder_path", tmp)
+            try:
+                self.session = ort.InferenceSession(data, sess_options=options,
+                                                    providers=resolve_providers(providers))
+                return
+            except Exception as err:  # noqa: BLE001 - e.g. a kernel that wants a weight's bytes at load time
+                logger.debug("shared-weight session failed (%s); using a self-contained one", err)
+        self.keep = []
+        self.session = create_session(model, providers=providers, optimization_level=_VERIFY_LEVEL)
+
+    def run(self, feeds: Mapping[str, np.ndarray], names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        from onnxdeploy.run import run_session
+
+        return run_session(self.session, feeds, names)
+
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
 
 
 class _Verifier:
-    """Runs the original once per input set and compares candidates with it."""
+    """Runs the original once per input set (outputs cached) and compares candidates with it.
 
-    def __init__(self, original, model: "ir.Model", dims: Mapping[str, int], *, atol: float, rtol: float,
-                 seed: int, providers: Sequence[str] | None) -> None:
-        from onnxdeploy.run import create_session, run_session, synthesize_inputs
+    The original's runs happen on a background thread while the pipeline's passes run (onnxruntime releases
+    the GIL); the first check waits for them. Only one onnxruntime session is alive at a time at a check, and
+    sessions share the model's weight buffers."""
+
+    def __init__(self, original: "ir.Model", model: "ir.Model", dims: Mapping[str, int], *, atol: float,
+                 rtol: float, seed: int, providers: Sequence[str] | None) -> None:
+        import threading
+
+        from onnxdeploy.run import synthesize_inputs
 
         start = time.perf_counter()
         self.atol, self.rtol, self.providers = atol, rtol, providers
         specs = _input_specs(model)
-        tmp = None
-        if not isinstance(original, (str, os.PathLike)):
-            tmp = tempfile.TemporaryDirectory(prefix="onnxdeploy-verify-")
-            original = _save_external(original, tmp.name)
-        session = create_session(original, providers=providers, optimization_level=_VERIFY_LEVEL)
-        names = [o.name for o in session.get_outputs()]
-        self.sets: list[tuple[str, dict, dict]] = []
-        self.notes: list[str] = []
+        session = _VerifySession(original, providers)
+        names = session.output_names()
+        planned = []
         for assignment in _verification_dims(symbolic_dims(model), dims):
             feeds = synthesize_inputs(model, specs=specs, dims=assignment, seed=seed)
             label = ", ".join(f"{k}={v}" for k, v in assignment.items()) or "static shapes"
-            try:
-                ref = run_session(session, feeds, names)
-            except Exception as err:  # noqa: BLE001 - the original itself cannot run at these dims
-                self.notes.append(f"not verified at {label}: the original model fails there ({err})")
-                continue
-            self.sets.append((label, feeds, ref))
-        del session
-        if tmp is not None:
-            tmp.cleanup()
+            planned.append((label, feeds))
+        self._sets: list[tuple[str, dict, dict]] = []
+        self.notes: list[str] = []
         self.seconds = time.perf_counter() - start
-        if not self.sets:
-            raise UserInputError("cannot verify: the original model does not run on synthesized inputs",
-                                 hint="fix the symbolic dims with --dim NAME=VALUE, or pass --no-verify")
+
+        def reference_runs() -> None:
+            nonlocal session
+            started = time.perf_counter()
+            for label, feeds in planned:
+                try:
+                    ref = session.run(feeds, names)
+                except Exception as err:  # noqa: BLE001 - the original itself cannot run at these dims
+                    self.notes.append(f"not verified at {label}: the original model fails there ({err})")
+                    continue
+                self._sets.append((label, feeds, ref))
+            session = None  # the reference session is gone before any candidate's exists
+            self._ref_seconds = time.perf_counter() - started
+
+        self._ref_seconds = 0.0
+        self._thread = threading.Thread(target=reference_runs, name="onnxdeploy-reference", daemon=True)
+        self._thread.start()
+
+    @property
+    def sets(self) -> list[tuple[str, dict, dict]]:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            self.seconds += self._ref_seconds
+            if not self._sets:
+                raise UserInputError("cannot verify: the original model does not run on synthesized inputs",
+                                     hint="fix the symbolic dims with --dim NAME=VALUE, or pass --no-verify")
+        return self._sets
 
     def check(self, model: "ir.Model", label: str) -> list[Comparison]:
-        from onnxdeploy.run import create_session, run_session
-
+        sets = self.sets
         start = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="onnxdeploy-verify-") as tmp:
-            session = create_session(_save_external(model, tmp), providers=self.providers,
-                                     optimization_level=_VERIFY_LEVEL)
+        try:
+            session = _VerifySession(model, self.providers)
             results = []
-            for shape_label, feeds, ref in self.sets:
-                got = run_session(session, feeds, list(ref))
+            for shape_label, feeds, ref in sets:
+                got = session.run(feeds, list(ref))
                 results.append(compare_outputs(ref, got, atol=self.atol, rtol=self.rtol,
                                                label=f"{label} @ {shape_label}"))
             del session
-        self.seconds += time.perf_counter() - start
+        finally:
+            self.seconds += time.perf_counter() - start
         return results
 
 
@@ -517,8 +646,7 @@ def optimize(
     if fold_limit_bytes < 0:
         raise UserInputError("fold_limit_bytes must be >= 0")
     start = time.perf_counter()
-    original = as_model(model)
-    reference = model if isinstance(model, (str, os.PathLike)) else original
+    original = _load(model)
     dims = dict(dims or {})
     before = model_stats(original)
     steps = pipeline(level=level, for_runtime=for_runtime, fold_limit_bytes=fold_limit_bytes,
@@ -527,8 +655,9 @@ def optimize(
     verifier = None
     notes: list[str] = []
     if verify or verify_each:
-        verifier = _Verifier(reference, work, dims, atol=atol, rtol=rtol, seed=seed, providers=providers)
-        notes += verifier.notes
+        verifier = _Verifier(original, work, dims, atol=atol, rtol=rtol, seed=seed, providers=providers)
+        if verify_each:
+            verifier.sets  # noqa: B018 - the first step's check needs the original's outputs now
 
     exclude: set[str] = set()
     crash_records: list[PassRecord] = []
@@ -540,6 +669,9 @@ def optimize(
         exclude.add(crashed)
         work = _prepare(original, dims)
     _merge_crashes(records, crash_records)
+    if verifier is not None:
+        verifier.sets  # noqa: B018 - waits for the original's runs; raises when it runs on no input set
+        notes += verifier.notes
 
     comparisons: list[Comparison] = []
     if verify:
@@ -562,6 +694,13 @@ def optimize(
     report = OptimizeReport(before, model_stats(work), records, comparisons, level, for_runtime, dims,
                             time.perf_counter() - start, notes, verifier.seconds if verifier else 0.0)
     return OptimizeResult(work, report)
+
+
+def _load(model: ModelLike) -> "ir.Model":
+    """The model to optimize; a file's embedded weights are memory-mapped, not copied (see ``io.load_mapped``)."""
+    if isinstance(model, (str, os.PathLike)):
+        return load_mapped(model)
+    return as_model(model)
 
 
 def _final_check(verifier: _Verifier, model: "ir.Model") -> tuple[list[Comparison], str | None]:

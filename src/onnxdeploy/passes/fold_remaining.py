@@ -26,7 +26,9 @@ class FoldRemainingConstantsPass(ir.passes.InPlacePass):
       only when tiny (at most 1024 elements: the pad and shape vectors of TorchScript exports), never into a
       weight-sized tensor.
     - The node is evaluated with onnxruntime (``onnx.reference`` as a fallback); each output is stored only if it has at most
-      ``limit_elements`` elements (so a folded constant never bloats the file) and is not a graph output.
+      ``limit_elements`` elements (so a folded constant never bloats the file) and is not a graph output. A node
+      whose declared output shape is already over the limit is not evaluated at all (e.g. the Transpose of a
+      tied 150 MB embedding: evaluating it would copy the weight three times to throw the result away).
     - A node the reference evaluator cannot run is left as it is.
     """
 
@@ -51,12 +53,14 @@ class FoldRemainingConstantsPass(ir.passes.InPlacePass):
             return False
         if any(o.is_graph_output() for o in node.outputs):
             return False
+        limit = self.limit_elements if node.op_type != "ConstantOfShape" else min(
+            self.limit_elements, SMALL_CONSTANT_OF_SHAPE)
+        if any(_known_size(o) > limit for o in node.outputs):  # would be discarded: don't evaluate (or copy) it
+            return False
         arrays = [None if v is None else const_array(v) for v in node.inputs]
         if any(a is None and v is not None for a, v in zip(arrays, node.inputs)):
             return False
         outputs = _evaluate(node, arrays, opset)
-        limit = self.limit_elements if node.op_type != "ConstantOfShape" else min(
-            self.limit_elements, SMALL_CONSTANT_OF_SHAPE)
         if outputs is None or any(np.asarray(o).size > limit for o in outputs):
             return False
         for value, array in zip(node.outputs, outputs):
@@ -65,6 +69,14 @@ class FoldRemainingConstantsPass(ir.passes.InPlacePass):
             ir.convenience.replace_all_uses_with(value, new)
         graph.remove(node, safe=True)
         return True
+
+
+def _known_size(value: ir.Value) -> int:
+    """Number of elements of ``value`` when its shape is static, else 0."""
+    shape = value.shape
+    if shape is None or not shape.is_static():
+        return 0
+    return int(np.prod([int(d) for d in shape], dtype=np.int64))
 
 
 def _evaluate(node: ir.Node, arrays: list, opset: int) -> list[np.ndarray] | None:
