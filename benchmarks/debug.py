@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -111,28 +112,6 @@ def median(rows: list[tuple[dict, float, float]], key: str | None = None) -> tup
     return statistics.median(values), max(r[2] for r in rows)
 
 
-def machine() -> str:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnx
-    import onnxruntime
-
-    try:
-        import polygraphy
-
-        poly = polygraphy.__version__
-    except ImportError:
-        poly = "not installed"
-    return (f"{os.cpu_count()} CPUs (`nproc`), {cpu}; python {platform.python_version()}, onnx {onnx.__version__}, "
-            f"onnxruntime {onnxruntime.__version__}, polygraphy {poly}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -178,7 +157,7 @@ def main() -> None:
         "",
         f"Command: `.venv/bin/python benchmarks/debug.py --rounds {r} --sample {args.sample}` "
         f"({(time.perf_counter() - began) / 60:.1f} min).",
-        f"Machine: {machine()}. Shared with other jobs while it ran, so timings are noisy.",
+        f"Machine: {machine('onnx', 'onnxruntime', 'polygraphy')}. Shared with other jobs while it ran, so timings are noisy.",
         "",
         f"Model: `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}` "
         f"(ResNet-50, dynamo export, exporter optimizer on, random weights; {nodes} nodes, {info['tensors']} node "

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -17,19 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / ".venv" / "bin"
 sys.path.insert(0, str(ROOT / "benchmarks"))
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    import onnxruntime
-    import openvino
-
-    return (f"{os.cpu_count()} CPUs (`nproc`), {cpu}; Python {platform.python_version()}, onnxruntime "
-            f"{onnxruntime.__version__}, openvino {openvino.__version__.split('-')[0]}")
 
 
 def timed(cmd: list[str]) -> tuple[float, int, int, str]:
@@ -43,7 +34,7 @@ def timed(cmd: list[str]) -> tuple[float, int, int, str]:
 
 def main() -> None:
     tiny = "--tiny" in sys.argv
-    lines = ["# deploy", "", f"Machine: {machine()}", ""]
+    lines = ["# deploy", "", f"Machine: {machine('onnxruntime', 'openvino')}", ""]
     with tempfile.TemporaryDirectory() as tmp:
         rows = []
         for target in ("onnxruntime", "openvino"):

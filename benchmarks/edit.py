@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(tempfile.gettempdir()) / "onnxdeploy-bench-edit"
@@ -234,23 +235,6 @@ def synthetic(gigabytes: float) -> tuple[Path, str]:
 # ---------------------------------------------------------------- report
 
 
-def machine() -> str:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnx
-    import onnx_graphsurgeon
-    import onnx_ir
-
-    return (f"{os.cpu_count()} CPUs (`nproc`), {cpu or platform.processor()}, Python {platform.python_version()}, "
-            f"onnx {onnx.__version__}, onnx-ir {onnx_ir.__version__}, onnx-graphsurgeon {onnx_graphsurgeon.__version__}")
-
-
 def fmt(result: dict) -> tuple[str, str]:
     if "error" in result:
         return "error", "", result["error"]
@@ -290,7 +274,7 @@ def main() -> None:
             p.unlink()
     lines = ["# Benchmark: load + delete one node + save", "",
              f"Command: `.venv/bin/python benchmarks/edit.py {' '.join(sys.argv[1:])}`".rstrip(), "",
-             f"Machine: {machine()}", "",
+             f"Machine: {machine('onnx', 'onnx-ir', 'onnx-graphsurgeon')}", "",
              "Each figure: a fresh subprocess per tool and round, tools interleaved round by round (the machine is "
              "shared, so load hits every tool alike); seconds = median (and min) over rounds of the work after "
              "imports (perf_counter); peak RSS = max over rounds of the child's `ru_maxrss` (imports included). "

@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _machine import machine
 
 HERE = Path(__file__).resolve().parent
 
@@ -69,16 +70,6 @@ def measure(name: str, mode: str, tiny: bool, src: str | None = None) -> dict:
         return json.loads(line[7:])
 
 
-def machine() -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    import onnxruntime
-    import torch
-
-    return (f"{os.cpu_count()} CPUs (nproc), {cpu}; Python {platform.python_version()}, torch {torch.__version__}, "
-            f"onnxruntime {onnxruntime.__version__}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-
-
 MODES = ("bare", "ours_noverify", "ours")
 
 
@@ -100,7 +91,7 @@ def main() -> None:
                 print(name, r, mode, json.dumps(res), flush=True)
         rows.append((name + (" (tiny)" if opts.tiny else ""), runs))
     lines = ["# Export benchmark: onnxdeploy.export vs bare torch.onnx.export", "",
-             f"Machine: {machine()}", "",
+             f"Machine: {machine('torch', 'onnxruntime')}", "",
              f"Command: `.venv/bin/python benchmarks/export.py --rounds {opts.rounds}` (one fresh subprocess per "
              "cell, modes interleaved round by round; dynamo exporter; dynamic batch (+sequence) dims; random weights "
              "from transformers configs; bare = `torch.onnx.export(..., dynamo=True, dynamic_shapes=...)` + "

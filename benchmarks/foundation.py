@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -58,20 +59,6 @@ def interleaved(commands: dict[str, list[str]], repeat: int) -> dict[str, dict]:
         }
         for name, r in runs.items()
     }
-
-
-def machine() -> str:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    import importlib.metadata as md
-
-    versions = ", ".join(
-        f"{p} {md.version(p)}" for p in ("onnxdeploy", "onnx", "onnxruntime", "onnx-ir", "polygraphy", "typer", "rich")
-    )
-    return f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, {platform.system()}; {versions}"
 
 
 # ---------------------------------------------------------------- models
@@ -200,7 +187,7 @@ def main() -> None:
     parser.add_argument("--big-gb", type=float, default=3.2)
     args = parser.parse_args()
     od, poly, py = str(BIN / "onnxdeploy"), str(BIN / "polygraphy"), sys.executable
-    results: dict = {"machine": machine()}
+    results: dict = {"machine": machine("onnxdeploy", "onnx", "onnxruntime", "onnx-ir", "polygraphy", "typer", "rich")}
 
     print("--help ...", file=sys.stderr)
     results["help"] = interleaved({"onnxdeploy --help": [od, "--help"], "python -c pass": [py, "-c", "pass"]},

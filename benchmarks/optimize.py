@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -51,7 +52,7 @@ def worker(tool: str, src: str, dst: str) -> dict:
         info["rss_imports"] = _rss_now()
         start = time.perf_counter()
         result = optimize(src, dims=None, for_runtime="onnxruntime" if tool == "onnxdeploy-ort" else None)
-        io.save_lean(result.model, dst)
+        io.save(result.model, dst)
         info["seconds"] = time.perf_counter() - start
         info["nodes"] = result.report.after.nodes
         info["skipped"] = [p.name for p in result.report.skipped]
@@ -179,28 +180,6 @@ def measure(paths: dict[str, Path], rounds: int, threads: int, min_seconds: floa
 # ---------------------------------------------------------------- report
 
 
-def machine() -> str:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnx
-    import onnx_ir
-    import onnxruntime
-    import onnxscript
-    import onnxsim
-    import onnxslim
-
-    versions = (f"onnx {onnx.__version__}, onnx-ir {onnx_ir.__version__}, onnxscript {onnxscript.__version__}, "
-                f"onnxruntime {onnxruntime.__version__}, onnxsim {onnxsim.__version__}, "
-                f"onnxslim {onnxslim.__version__}, python {platform.python_version()}")
-    return f"{os.cpu_count()} CPUs (`nproc`), {cpu}; {versions}"
-
-
 def fmt_mb(n) -> str:
     return "" if n is None else f"{n / 2**20:.0f}"
 
@@ -210,7 +189,7 @@ def render(rows: list[dict], args, seconds: float) -> str:
         "# `onnxdeploy optimize` vs onnxsim, onnxslim, onnxruntime offline optimizer",
         "",
         f"Command: `.venv/bin/python benchmarks/optimize.py {' '.join(args.argv)}` ({seconds / 60:.1f} min).",
-        f"Machine: {machine()}. Shared with other jobs while it ran, so timings are noisy.",
+        f"Machine: {machine('onnx', 'onnx-ir', 'onnxscript', 'onnxruntime', 'onnxsim', 'onnxslim')}. Shared with other jobs while it ran, so timings are noisy.",
         "",
         "Each tool ran in a fresh subprocess: wall = the optimize call plus writing the file (imports excluded; "
         "onnxdeploy includes its default verification on onnxruntime, whose share is in brackets), RSS = peak of "

@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -126,24 +127,11 @@ def worker(name: str, corpus: str, work: str, threads: int, iterations: int) -> 
     return info
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("flags")), [])
-    wanted = [f for f in flags if f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_tile")]
-    import onnx
-    import onnxruntime
-
-    return (f"{cpu}, {os.cpu_count()} cores (nproc), flags: {' '.join(wanted) or 'none of avx2/avx512/vnni/amx'}; "
-            f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}, onnx {onnx.__version__}")
-
-
 def render(results: list[dict], threads: int, iterations: int, wall: float) -> str:
     lines = [
         "# Quantization: onnxdeploy defaults vs onnxruntime defaults",
         "",
-        f"Machine: {machine()}.",
+        f"Machine: {machine('onnx', 'onnxruntime', flags=True)}.",
         f"Command: `.venv/bin/python benchmarks/quantize.py` ({wall:.0f} s). Latency: median of {iterations} runs per",
         f"model, all variants interleaved in one process, onnxruntime CPU, intra-op threads {threads}, batch 1",
         "(ResNet-50 224x224; BERT-base sequence 128). Cosine and max abs error vs fp32 over 8 held-out inputs drawn",

@@ -374,7 +374,7 @@ def test_cli_errors_are_one_line(chain_path, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_streamed_save_equals_standard_serialization(tmp_path):
+def test_save_equals_standard_serialization(tmp_path):
     from onnxdeploy import io
 
     model = _chain()
@@ -382,21 +382,16 @@ def test_streamed_save_equals_standard_serialization(tmp_path):
     value = ir.Value(name="big", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape(big.shape),
                      const_value=ir.tensor(big, name="big"))
     model.graph.register_initializer(value)
-    io.save_streamed(model, tmp_path / "s.onnx")
+    io.save(model, tmp_path / "s.onnx")
     got = onnx.load(tmp_path / "s.onnx")
     want = ir.serde.serialize_model(model)
     onnx.checker.check_model(got, full_check=True)
     assert got.graph.node == want.graph.node and got.graph.initializer == want.graph.initializer
     assert got.graph.input == want.graph.input and got.graph.output == want.graph.output
     assert got.opset_import == want.opset_import and got.ir_version == want.ir_version
-    # the same through the editor, with tensors loaded from a file (written as is) and the size-pass branch
+    # the same through the editor, with tensors loaded from a file (written as is)
     ir.save(model, tmp_path / "m.onnx")
-    old = io.STREAM_BUDGET_BYTES
-    io.STREAM_BUDGET_BYTES = 10
-    try:
-        Editor(tmp_path / "m.onnx").delete_node("identity").save(tmp_path / "e.onnx")
-    finally:
-        io.STREAM_BUDGET_BYTES = old
+    Editor(tmp_path / "m.onnx").delete_node("identity").save(tmp_path / "e.onnx")
     np.testing.assert_array_equal(onnx.numpy_helper.to_array(
         next(t for t in onnx.load(tmp_path / "e.onnx").graph.initializer if t.name == "big")), big)
     assert not list(tmp_path.glob(".*.tmp"))

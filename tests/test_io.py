@@ -197,27 +197,38 @@ def test_save_round_trip_embedded(tmp_path):
     np.testing.assert_array_equal(numpy_helper.to_array(proto.graph.initializer[0]), WEIGHT)
 
 
-def test_save_failure_leaves_nothing(tmp_path, monkeypatch):
+def _break_writes(monkeypatch, external_data: bool) -> None:
+    """Make io.save fail mid-way: onnx_ir's writer (external data) or the final rename (embedded weights)."""
     import onnx_ir as ir
 
     def broken_save(*args, **kwargs):
         Path(args[1]).write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(ir, "save", broken_save)
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    if external_data:
+        monkeypatch.setattr(ir, "save", broken_save)
+    else:
+        monkeypatch.setattr(io.os, "replace", broken_replace)
+
+
+@pytest.mark.parametrize("external_data", [False, True])
+def test_save_failure_leaves_nothing(tmp_path, monkeypatch, external_data):
+    _break_writes(monkeypatch, external_data)
     with pytest.raises(OSError, match="disk full"):
-        io.save(_model(), tmp_path / "out.onnx")
+        io.save(_model(), tmp_path / "out.onnx", external_data=external_data)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_save_failure_keeps_previous_output(tmp_path, monkeypatch):
-    import onnx_ir as ir
-
-    io.save(_model(), tmp_path / "out.onnx")
+@pytest.mark.parametrize("external_data", [False, True])
+def test_save_failure_keeps_previous_output(tmp_path, monkeypatch, external_data):
+    io.save(_model(), tmp_path / "out.onnx", external_data=external_data)
     before = (tmp_path / "out.onnx").read_bytes()
-    monkeypatch.setattr(ir, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    _break_writes(monkeypatch, external_data)
     with pytest.raises(OSError):
-        io.save(_model(), tmp_path / "out.onnx")
+        io.save(_model(), tmp_path / "out.onnx", external_data=external_data)
     assert (tmp_path / "out.onnx").read_bytes() == before and _leftovers(tmp_path) == []
 
 

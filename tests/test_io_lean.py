@@ -1,4 +1,4 @@
-"""`io.load_mapped` and `io.save_lean`: weights memory-mapped on load and written from their buffers on save."""
+"""`io.load_mapped` and `io.save`: weights memory-mapped on load and written from their buffers on save."""
 
 from __future__ import annotations
 
@@ -92,9 +92,9 @@ def test_load_mapped_rejects_what_load_rejects(tmp_path):
         io.load_mapped(garbage)
 
 
-def test_save_lean_round_trips_with_ordinary_permissions(weights_path, tmp_path):
+def test_save_round_trips_with_ordinary_permissions(weights_path, tmp_path):
     out = tmp_path / "out.onnx"
-    io.save_lean(io.load_mapped(weights_path), out)
+    io.save(io.load_mapped(weights_path), out)
     saved, original = onnx.load(out), onnx.load(weights_path)
     onnx.checker.check_model(saved, full_check=True)
     assert [n.op_type for n in saved.graph.node] == [n.op_type for n in original.graph.node]
@@ -111,19 +111,19 @@ def test_save_lean_round_trips_with_ordinary_permissions(weights_path, tmp_path)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left behind
 
 
-def test_save_lean_in_memory_and_external_models(tmp_path):
+def test_save_in_memory_and_external_models(tmp_path):
     model = ir.serde.deserialize_model(_weights_model())  # TensorProto-backed tensors
     new = np.ones((64, 64), np.float32)
     model.graph.initializers["w"].const_value = ir.Tensor(new, name="w")  # an in-memory tensor
     out = tmp_path / "mem.onnx"
-    io.save_lean(model, out)
+    io.save(model, out)
     np.testing.assert_array_equal(
         numpy_helper.to_array(next(t for t in onnx.load(out).graph.initializer if t.name == "w")), new)
 
     ext = tmp_path / "ext.onnx"
     onnx.save(_weights_model(), ext, save_as_external_data=True, location="ext.data", size_threshold=1024)
     out2 = tmp_path / "ext-out.onnx"
-    io.save_lean(io.load_mapped(ext), out2)  # external data in, external data out (as io.save chooses)
+    io.save(io.load_mapped(ext), out2)  # external data in, external data out (as io.save chooses)
     assert (tmp_path / "ext-out.onnx.data").exists()
     with pytest.raises(UserInputError, match="output folder does not exist"):
-        io.save_lean(model, tmp_path / "missing" / "x.onnx")
+        io.save(model, tmp_path / "missing" / "x.onnx")

@@ -1107,11 +1107,7 @@ class Editor:
         if self.source is not None and out.exists() and os.path.samefile(out, self.source):
             raise UserInputError(f"{out} is the input model; refusing to overwrite it", hint="choose another -o")
         report = self.finish()
-        total, has_external = io._initializer_bytes(self.model)
-        if external_data is False or (external_data is None and not has_external and total <= io.EXTERNAL_THRESHOLD):
-            io.save_streamed(self.model, out)  # embedded weights: one tensor at a time, no second copy
-        else:
-            io.save(self.model, out, external_data=external_data)
+        io.save(self.model, out, external_data=external_data)
         report.output = str(out)
         return report
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import mmap
 import os
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from onnxdeploy import io as _io
+from onnxdeploy._protowire import GRAPH_INITIALIZER_TAG, MODEL_GRAPH_TAG, fields, length_delimited
 
 if TYPE_CHECKING:
     import onnx
@@ -117,55 +118,6 @@ class ModelSummary:
 # ---------------------------------------------------------------- structure-only loading
 
 
-def _varint(buf, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("malformed varint")
-
-
-def _encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _fields(buf, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
-    """Yield (field number, wire type, field start, payload start, field end) of a protobuf message."""
-    pos = start
-    while pos < end:
-        field_start = pos
-        tag, pos = _varint(buf, pos)
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            _, pos = _varint(buf, pos)
-            payload = pos
-        elif wire == 2:
-            length, payload = _varint(buf, pos)
-            pos = payload + length
-        elif wire == 1:
-            payload, pos = pos, pos + 8
-        elif wire == 5:
-            payload, pos = pos, pos + 4
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        if pos > end:
-            raise ValueError("field runs past the end of its message")
-        yield number, wire, field_start, payload, pos
-
-
 # field numbers: ModelProto.graph = 7; GraphProto.initializer = 5; TensorProto data fields
 _GRAPH, _INITIALIZER = 7, 5
 _TENSOR_DATA_FIELDS = {4, 5, 6, 7, 9, 10, 11}  # float_data int32_data string_data int64_data raw_data double uint64
@@ -178,19 +130,19 @@ def _structure_bytes(buf) -> tuple[bytes, dict[str, int]]:
     """
     stripped: dict[str, int] = {}
     parts: list = []
-    for number, wire, fstart, payload, fend in _fields(buf, 0, len(buf)):
+    for number, wire, fstart, payload, fend in fields(buf, 0, len(buf)):
         if number != _GRAPH or wire != 2:
             parts.append(buf[fstart:fend])
             continue
         graph_parts: list = []
-        for gnum, gwire, gstart, gpay, gend in _fields(buf, payload, fend):
+        for gnum, gwire, gstart, gpay, gend in fields(buf, payload, fend):
             if gnum != _INITIALIZER or gwire != 2 or gend - gpay <= _STRIP_BYTES:
                 graph_parts.append(buf[gstart:gend])
                 continue
             kept: list = []
             data_bytes = 0
             name = b""
-            for tnum, twire, tstart, tpay, tend in _fields(buf, gpay, gend):
+            for tnum, twire, tstart, tpay, tend in fields(buf, gpay, gend):
                 if tnum in _TENSOR_DATA_FIELDS and twire == 2:
                     data_bytes += tend - tpay
                     continue
@@ -198,10 +150,10 @@ def _structure_bytes(buf) -> tuple[bytes, dict[str, int]]:
                     name = bytes(buf[tpay:tend])
                 kept.append(buf[tstart:tend])
             tensor = b"".join(kept)
-            graph_parts.append(b"\x2a" + _encode_varint(len(tensor)) + tensor)
+            graph_parts.append(length_delimited(GRAPH_INITIALIZER_TAG, len(tensor)) + tensor)
             stripped[name.decode("utf-8", "replace")] = data_bytes
         graph = b"".join(graph_parts)
-        parts.append(b"\x3a" + _encode_varint(len(graph)) + graph)
+        parts.append(length_delimited(MODEL_GRAPH_TAG, len(graph)) + graph)
     return b"".join(parts), stripped
 
 

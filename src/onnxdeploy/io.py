@@ -20,6 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Union
 
+from onnxdeploy._protowire import (
+    GRAPH_INITIALIZER_TAG,
+    MODEL_GRAPH_TAG,
+    TENSOR_RAW_DATA_TAG,
+    fields,
+    length_delimited,
+    read_varint,
+)
 from onnxdeploy.errors import ModelFileError, UnsafeModelError, UserInputError
 
 if TYPE_CHECKING:
@@ -31,7 +39,6 @@ ModelLike = Union[str, os.PathLike, "onnx.ModelProto", "ir.Model"]
 PROTOBUF_LIMIT = 2**31 - 1
 EXTERNAL_THRESHOLD = 1_800_000_000  # above this many tensor bytes, save() switches to external data
 SIZE_THRESHOLD_BYTES = 1024  # tensors at least this large go to the external-data file
-STREAM_BUDGET_BYTES = 512 * 1024 * 1024  # save_streamed: tensors encoded ahead of writing, at most this much
 
 
 @dataclass(frozen=True)
@@ -272,7 +279,8 @@ def save(
     ``external_data=None`` chooses: external data (``<name>.data`` beside the model) when the model already has
     external tensors or its weights would approach protobuf's 2 GB limit, embedded otherwise. The data file is
     written only under that name, inside the output's folder, and only over a file that is absent or that the
-    previous output at ``path`` referenced; the model and data appear together or not at all.
+    previous output at ``path`` referenced; the model and data appear together or not at all. Embedded weights
+    are written tensor by tensor from their buffers (no second copy of the weights in memory).
     """
     import onnx_ir as ir
 
@@ -289,9 +297,11 @@ def save(
 
     total, has_external = _initializer_bytes(model)
     use_external = external_data if external_data is not None else (has_external or total > EXTERNAL_THRESHOLD)
+    if not use_external:
+        return _write_embedded(model, out, folder)
     data_name = data_file_name(out)
     data_path = folder / data_name
-    if use_external and data_path.exists() and data_name not in _referenced_locations(out):
+    if data_path.exists() and data_name not in _referenced_locations(out):
         raise UserInputError(
             f"{data_path} already exists and is not the data file of {out}; refusing to overwrite it",
             hint="remove it or choose another output name",
@@ -302,112 +312,13 @@ def save(
     tmp_dir = Path(tempfile.mkdtemp(prefix=".onnxdeploy-", dir=folder))
     try:
         tmp_model = tmp_dir / out.name
-        try:
-            if use_external:
-                ir.save(model, tmp_model, external_data=data_name, size_threshold_bytes=size_threshold_bytes)
-            else:
-                ir.save(model, tmp_model)
-        except ValueError as err:
-            if "2GB" in str(err) or "2 GB" in str(err) or "exceeds" in str(err):
-                raise UserInputError(f"{out}: model exceeds protobuf's 2 GB limit", hint="save with external data") from err
-            raise
+        ir.save(model, tmp_model, external_data=data_name, size_threshold_bytes=size_threshold_bytes)
         tmp_data = tmp_dir / data_name
-        if use_external and tmp_data.exists():
+        if tmp_data.exists() and data_name in _referenced_locations(tmp_model):  # no empty, orphan data files
             os.replace(tmp_data, data_path)
         os.replace(tmp_model, out)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    return out
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def save_streamed(model: "ir.Model", path: str | os.PathLike) -> Path:
-    """Write ``model`` with embedded weights, atomically, one initializer at a time.
-
-    ``save`` (through ``onnx_ir.save``) builds a second ModelProto holding a copy of every weight and then one more
-    copy as a single byte string. Here the graph is serialized without its initializers and each initializer is
-    encoded and written on its own (a ``TensorProto`` loaded from the file is written as is, without a copy), so
-    peak memory is the loaded model plus the largest tensor. The bytes form one ordinary ModelProto.
-    Models with external data go through :func:`save`.
-    """
-    import onnx_ir as ir
-
-    out = Path(path)
-    if out.is_dir():
-        raise UserInputError(f"{out} is a folder; give a file name such as {out / 'model.onnx'}")
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.exists():
-        raise UserInputError(f"{folder}: output folder does not exist", hint=f"mkdir -p {folder}")
-    graph = model.graph
-    values = list(graph.initializers.values())
-    for value in values:
-        graph.initializers.pop(value.name)
-    try:
-        proto = ir.serde.serialize_model(model)
-    finally:
-        for value in values:
-            graph.initializers.add(value)
-    names = {v.name for v in values}
-    kept_info = [vi for vi in proto.graph.value_info if vi.name not in names]
-    del proto.graph.value_info[:]
-    proto.graph.value_info.extend(kept_info)
-    graph_bytes = proto.graph.SerializeToString()
-    proto.ClearField("graph")
-    head = proto.SerializeToString()
-
-    def tensor_proto(value):
-        tensor = value.const_value
-        if isinstance(tensor, ir.TensorProtoTensor) and tensor.raw.name == value.name and not tensor.raw.external_data:
-            return tensor.raw
-        tp = ir.serde.serialize_tensor(tensor)
-        tp.name = value.name
-        return tp
-
-    # Encode tensors up front while they fit in a budget (one serialization each, no size pass); size the rest
-    # and encode them while writing. Peak memory stays near what loading the model took.
-    held: list[bytes | None] = []
-    sizes: list[int] = []
-    budget = STREAM_BUDGET_BYTES
-    for value in values:
-        tp = tensor_proto(value)
-        if budget > 0:
-            data = tp.SerializeToString()
-            budget -= len(data)
-            held.append(data)
-            sizes.append(len(data))
-        else:
-            held.append(None)
-            sizes.append(tp.ByteSize())
-    graph_len = len(graph_bytes) + sum(1 + len(_varint(n)) + n for n in sizes)
-    if len(head) + 1 + len(_varint(graph_len)) + graph_len > PROTOBUF_LIMIT:
-        raise UserInputError(f"{out}: model exceeds protobuf's 2 GB limit", hint="save with external data")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(head)
-            fh.write(b"\x3a" + _varint(graph_len))  # ModelProto.graph (field 7, length-delimited)
-            fh.write(graph_bytes)
-            for i, (value, size) in enumerate(zip(values, sizes)):
-                fh.write(b"\x2a" + _varint(size))  # GraphProto.initializer (field 5, length-delimited)
-                data = held[i] if held[i] is not None else tensor_proto(value).SerializeToString()
-                held[i] = None
-                fh.write(data)
-                del data
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out
 
 
@@ -435,61 +346,23 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 MAP_THRESHOLD_BYTES = 1024  # load_mapped: embedded tensors at least this large are views into the mapped file
 
 
-def _read_varint(buf, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("malformed varint")
-
-
-def _fields(buf, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
-    """Protobuf fields in ``buf[start:end]``: (field number, wire type, field start, payload start, field end)."""
-    pos = start
-    while pos < end:
-        first = pos
-        key, pos = _read_varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            _, pos = _read_varint(buf, pos)
-            yield number, wire, first, first, pos
-            continue
-        if wire == 2:
-            length, payload = _read_varint(buf, pos)
-            pos = payload + length
-        elif wire == 1:
-            payload, pos = pos, pos + 8
-        elif wire == 5:
-            payload, pos = pos, pos + 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        if pos > end:
-            raise ValueError("truncated protobuf field")
-        yield number, wire, first, payload, pos
-
-
 def _mappable_raw_data(buf, start: int, end: int) -> tuple[int, int, int, tuple[int, ...], int, int] | None:
     """For a TensorProto in ``buf[start:end]`` with raw_data: (data_type, raw start, raw end, dims, field start,
     field end) when its bytes can be viewed in place, else None."""
     dims: list[int] = []
     data_type = 0
     raw = None
-    for number, wire, first, payload, stop in _fields(buf, start, end):
+    for number, wire, first, payload, stop in fields(buf, start, end):
         if number == 1:  # dims: packed or not
             if wire == 2:
                 pos = payload
                 while pos < stop:
-                    d, pos = _read_varint(buf, pos)
+                    d, pos = read_varint(buf, pos)
                     dims.append(d)
             elif wire == 0:
-                dims.append(_read_varint(buf, _read_varint(buf, first)[1])[0])
+                dims.append(read_varint(buf, payload)[0])
         elif number == 2 and wire == 0:
-            data_type = _read_varint(buf, _read_varint(buf, first)[1])[0]
+            data_type = read_varint(buf, payload)[0]
         elif number == 9 and wire == 2:
             raw = (payload, stop, first)
         elif number in (3, 13, 14):  # segments or external data: leave to the ordinary loader
@@ -525,7 +398,7 @@ def load_mapped(path: str | os.PathLike) -> "ir.Model":
     try:
         buf = memoryview(mm)
         graph_field = None
-        for number, wire, first, payload, stop in _fields(buf, 0, len(mm)):
+        for number, wire, first, payload, stop in fields(buf, 0, len(mm)):
             if number == 7 and wire == 2:
                 graph_field = (first, payload, stop)
         if graph_field is None:
@@ -535,7 +408,7 @@ def load_mapped(path: str | os.PathLike) -> "ir.Model":
         graph_parts: list = []
         last = graph_field[1]
         index = 0
-        for number, wire, first, payload, stop in _fields(buf, graph_field[1], graph_field[2]):
+        for number, wire, first, payload, stop in fields(buf, graph_field[1], graph_field[2]):
             if number != 5 or wire != 2:
                 continue
             info = _mappable_raw_data(buf, payload, stop)
@@ -549,7 +422,7 @@ def load_mapped(path: str | os.PathLike) -> "ir.Model":
                     if count * dtype.bitwidth // 8 == raw_end - raw_start:
                         stripped = bytes(buf[payload:raw_first]) + bytes(buf[raw_stop:stop])
                         graph_parts.append(buf[last:first])
-                        graph_parts.append(b"\x2a" + _varint(len(stripped)) + stripped)
+                        graph_parts.append(length_delimited(GRAPH_INITIALIZER_TAG, len(stripped)) + stripped)
                         last = stop
                         mapped[index] = (data_type, raw_start, raw_end, dims)
             index += 1
@@ -558,7 +431,7 @@ def load_mapped(path: str | os.PathLike) -> "ir.Model":
         head = bytes(buf[: graph_field[0]]) + bytes(buf[graph_field[2]:])
         buf.release()
         proto = onnx.ModelProto()
-        proto.ParseFromString(head + b"\x3a" + _varint(len(graph_bytes)) + graph_bytes)
+        proto.ParseFromString(head + length_delimited(MODEL_GRAPH_TAG, len(graph_bytes)) + graph_bytes)
     except (ValueError, IndexError, DecodeError):
         return load(p)
     _check_is_onnx(proto, p)
@@ -580,28 +453,17 @@ def load_mapped(path: str | os.PathLike) -> "ir.Model":
     return model
 
 
-def save_lean(model: "ir.Model", path: str | os.PathLike) -> Path:
-    """Write ``model`` atomically with the least memory: embedded weights written straight from their buffers.
+def _write_embedded(model: "ir.Model", out: Path, folder: Path) -> Path:
+    """Write ``model`` with embedded weights to ``out`` atomically, with the least memory.
 
-    Like :func:`save_streamed` (one ordinary ModelProto, embedded weights), but the bytes of each large tensor are
-    written from its numpy buffer (a memory-mapped tensor of :func:`load_mapped` included) without being copied
-    into a protobuf first, and nothing is encoded ahead: peak memory is the model plus one small tensor header.
-    Models that have external data, or whose weights approach protobuf's 2 GB limit, go through :func:`save`
-    (external data), as :func:`save` would choose.
+    One ordinary ModelProto: the graph is serialized without its initializers, then each initializer is written on
+    its own, a large tensor's bytes straight from its numpy buffer (a memory-mapped tensor of :func:`load_mapped`
+    included) without a protobuf copy. Peak memory is the model plus one small tensor header.
     """
     import numpy as np
     import onnx
     import onnx_ir as ir
 
-    out = Path(path)
-    if out.is_dir():
-        raise UserInputError(f"{out} is a folder; give a file name such as {out / 'model.onnx'}")
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.exists():
-        raise UserInputError(f"{folder}: output folder does not exist", hint=f"mkdir -p {folder}")
-    total, has_external = _initializer_bytes(model)
-    if has_external or total > EXTERNAL_THRESHOLD:
-        return save(model, out)
     graph = model.graph
     values = list(graph.initializers.values())
     for value in values:
@@ -636,7 +498,7 @@ def save_lean(model: "ir.Model", path: str | os.PathLike) -> Path:
                 if tensor.doc_string:
                     header.doc_string = tensor.doc_string
                 data = array.reshape(-1).view(np.uint8).data
-                return [header.SerializeToString(), b"\x4a" + _varint(len(data)), data]
+                return [header.SerializeToString(), length_delimited(TENSOR_RAW_DATA_TAG, len(data)), data]
         tp = ir.serde.serialize_tensor(tensor)
         tp.name = value.name
         return [tp.SerializeToString()]
@@ -649,17 +511,17 @@ def save_lean(model: "ir.Model", path: str | os.PathLike) -> Path:
 
     # two passes over the tensors: sizes first (headers only: cheap), then the bytes
     sizes = [size(value) for value in values]
-    graph_len = len(graph_bytes) + sum(1 + len(_varint(n)) + n for n in sizes)
-    if len(head) + 1 + len(_varint(graph_len)) + graph_len > PROTOBUF_LIMIT:
+    graph_len = len(graph_bytes) + sum(len(length_delimited(GRAPH_INITIALIZER_TAG, n)) + n for n in sizes)
+    if len(head) + len(length_delimited(MODEL_GRAPH_TAG, graph_len)) + graph_len > PROTOBUF_LIMIT:
         raise UserInputError(f"{out}: model exceeds protobuf's 2 GB limit", hint="save with external data")
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(head)
-            fh.write(b"\x3a" + _varint(graph_len))  # ModelProto.graph (field 7, length-delimited)
+            fh.write(length_delimited(MODEL_GRAPH_TAG, graph_len))
             fh.write(graph_bytes)
             for value, n in zip(values, sizes):
-                fh.write(b"\x2a" + _varint(n))  # GraphProto.initializer (field 5, length-delimited)
+                fh.write(length_delimited(GRAPH_INITIALIZER_TAG, n))
                 for part in pieces(value):
                     fh.write(part)
         umask = os.umask(0)

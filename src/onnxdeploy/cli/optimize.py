@@ -69,7 +69,7 @@ def optimize(
         fold_limit_bytes=fold_limit,
         providers=providers_from(provider),
     )
-    io.save_lean(result.model, output)  # weights written from their buffers, no second copy
+    io.save(result.model, output)
     if as_json:
         data = result.to_dict()
         data["output"] = str(output)
