@@ -282,8 +282,24 @@ def test_original_that_runs_on_no_input_is_a_user_error_not_a_mismatch():
         [helper.make_node("Reshape", ["x", "shape"], ["r"]), helper.make_node("Relu", ["r"], ["y"])],
         [("x", F, ["n", 5])], [("y", F, [6, 5])], {"shape": np.array([6, 5], np.int64)},
     )
-    with pytest.raises(UserInputError, match="cannot verify: the original model does not run"):
+    with pytest.raises(UserInputError, match="cannot verify: the original model does not run") as err:
         optimize(proto)
+    message = str(err.value)
+    assert "at n=1:" in message and "at n=2:" in message  # the sizes tried ...
+    assert "Reshape" in message or "reshape" in message  # ... and what onnxruntime said
+
+
+def test_verification_retries_at_the_default_sizes_when_small_ones_do_not_run():
+    # a 30x30 kernel without padding has no output at the small sizes (16, 24)
+    kernel = np.ones((1, 1, 30, 30), np.float32)
+    proto = _model(
+        [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["y"])],
+        [("x", F, [1, 1, "h", "w_"])], [("y", F, None)], {"w": kernel},
+    )
+    result = optimize(proto)
+    labels = [c.label for c in result.report.verification]
+    assert labels == ["optimized @ h=224, w_=224", "optimized @ h=168, w_=168"]
+    assert all(c.passed for c in result.report.verification)
 
 
 def test_cli_output_is_an_ordinary_file(conv_bn_silu_path, tmp_path):

@@ -350,3 +350,50 @@ def test_reshape_gemm_reshape_on_4d_attention_output_keeps_one_reshape():
     )
     work = apply(ReshapeGemmToMatMulPass(), model, {"x": randn(2, 3, 2, 2)}, expect_modified=True)
     assert ops(work) == ["Reshape", "MatMul", "Add"]
+
+
+def _slices_and_convs_model() -> ir.Model:
+    """Two Slices of one input (tried by the onnxscript SlicesSplit rule) beside a Conv + BatchNormalization."""
+    return make(
+        [helper.make_node("Slice", ["x", "s0", "e0", "ax"], ["a"]),
+         helper.make_node("Slice", ["x", "s1", "e1", "ax"], ["a2"]),
+         helper.make_node("Add", ["a", "a2"], ["y"]),
+         helper.make_node("Conv", ["img", "w"], ["c"]),
+         helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["z"])],
+        [("x", F, [2, 8]), ("img", F, [1, 4, 5, 5])], [("y", F, [2, 4]), ("z", F, [1, 4, 3, 3])],
+        {"s0": np.array([0]), "e0": np.array([4]), "s1": np.array([4]), "e1": np.array([8]), "ax": np.array([-1]),
+         "w": randn(4, 4, 3, 3), **bn_inits()},
+        opset=18,
+    )
+
+
+def test_indexed_rewrite_gives_the_onnxscript_optimizers_result():
+    import onnxscript.optimizer
+
+    from onnxdeploy.passes.rewrite import optimize_ir
+
+    ours, theirs = _slices_and_convs_model(), _slices_and_convs_model()
+    optimize_ir(ours, input_size_limit=1 << 20, output_size_limit=1 << 20)
+    onnxscript.optimizer.optimize(theirs, input_size_limit=1 << 20, output_size_limit=1 << 20)
+    assert ops(ours) == ops(theirs) == ["Slice", "Slice", "Add", "Conv"]  # BatchNormalization folded
+    feeds = {"x": randn(2, 8), "img": randn(1, 4, 5, 5)}
+    for a, b in zip(run(ours, feeds), run(_slices_and_convs_model(), feeds)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_indexed_rewrite_never_tries_a_rule_whose_ops_are_absent(monkeypatch):
+    from onnxscript.rewriter import _DEFAULT_REWRITE_RULES
+    from onnxscript.rewriter.rules.common._basic_rules import slice_split_rule
+
+    from onnxdeploy.passes.rewrite import IndexedRewritePass
+
+    tried = []
+    monkeypatch.setattr(slice_split_rule, "try_rewrite", lambda *a, **k: tried.append(a[2].op_type))
+    model = make([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Slice", ["r", "s", "e"], ["y"])],
+                 [("x", F, [2, 8])], [("y", F, None)], {"s": np.array([0]), "e": np.array([4])})
+    IndexedRewritePass(_DEFAULT_REWRITE_RULES)(model)
+    assert tried == ["Slice"]  # only on the Slice, never on the Relu
+    tried.clear()
+    no_slice = make([helper.make_node("Relu", ["x"], ["y"])], [("x", F, [2, 8])], [("y", F, [2, 8])])
+    IndexedRewritePass(_DEFAULT_REWRITE_RULES)(no_slice)
+    assert tried == []

@@ -106,7 +106,17 @@ def test_synthesis_is_seeded(conv_bn_silu_path):
     a = synthesize_inputs(conv_bn_silu_path, seed=3)["input"]
     np.testing.assert_array_equal(a, synthesize_inputs(conv_bn_silu_path, seed=3)["input"])
     assert not np.array_equal(a, synthesize_inputs(conv_bn_silu_path, seed=4)["input"])
-    assert a.shape == (1, 3, 1, 1)  # symbolic dims default to 1
+    assert a.shape == (1, 3, 224, 224)  # batch 1, image sides 224
+
+
+def test_default_dims_follow_each_dims_role():
+    from onnxdeploy.run import InputSpec, default_dims
+
+    specs = [InputSpec("input_ids", np.dtype("int64"), ("batch", "sequence")),
+             InputSpec("pixels", np.dtype("float32"), ("n", 3, "h", "w")),
+             InputSpec("audio", np.dtype("float32"), ("b", "time"))]
+    assert default_dims(specs) == {"batch": 1, "sequence": 128, "n": 1, "h": 224, "w": 224, "b": 1, "time": 1}
+    assert default_dims(specs, {"sequence": 7})["sequence"] == 7
 
 
 def test_resize_inputs_get_sensible_values(resize_conv_add_path):
@@ -202,12 +212,12 @@ def test_python_api_returns_arrays(conv_bn_silu_path):
 
 
 def _valid_conv_path(tmp_path):
-    """A 3x3 Conv without padding on symbolic height/width: fails when synthesized dims default to 1."""
+    """A 1-D Conv (kernel 3, no padding) on a symbolic length: fails when the length defaults to 1."""
     from onnx import TensorProto, helper
 
-    w = numpy_helper.from_array(np.ones((1, 1, 3, 3), np.float32), "w")
+    w = numpy_helper.from_array(np.ones((1, 1, 3), np.float32), "w")
     g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, "height", "width"])],
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, "length"])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
     path = tmp_path / "conv.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
@@ -219,6 +229,6 @@ def test_runtime_failure_names_the_input_shapes_and_dim_option(tmp_path, capfd):
     rc = main(["run", str(path)])
     err = capfd.readouterr().err  # capfd: onnxruntime logs from C++ straight to file descriptor 2
     assert rc == 1 and "Traceback" not in err
-    assert "hint: the inputs were x=1x1x1x1" in err and "--dim NAME=N" in err
+    assert "hint: the inputs were x=1x1x1" in err and "--dim NAME=N" in err
     assert "[E:onnxruntime" not in err  # onnxruntime's own log line is not printed on top of our error
-    assert main(["run", str(path), "--dim", "height=5", "--dim", "width=5"]) == 0
+    assert main(["run", str(path), "--dim", "length=5"]) == 0

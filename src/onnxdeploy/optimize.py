@@ -172,7 +172,7 @@ def _pass_step(name: str, description: str, make: Callable[[], Any]) -> Step:
 
 def _onnxscript_optimizer(fold_limit_bytes: int) -> Step:
     def run(model):
-        import onnxscript.optimizer
+        from onnxdeploy.passes.rewrite import optimize_ir
 
         before = _node_count(model)
         # its "Evaluation failed" warnings are noise for users: fold-rest evaluates those nodes on onnxruntime
@@ -180,7 +180,7 @@ def _onnxscript_optimizer(fold_limit_bytes: int) -> Step:
         level = fold_logger.level
         fold_logger.setLevel(logging.ERROR)
         try:
-            onnxscript.optimizer.optimize(
+            optimize_ir(
                 model,
                 input_size_limit=max(_FOLD_INPUT_LIMIT_ELEMENTS, fold_limit_bytes // 4),
                 output_size_limit=max(1, fold_limit_bytes // 4),
@@ -398,14 +398,26 @@ def _input_specs(model: "ir.Model"):
     return specs
 
 
-def _verification_dims(names: Sequence[str], dims: Mapping[str, int]) -> list[dict[str, int]]:
-    """Two different assignments of the symbolic dims (one when all are fixed)."""
+def _verification_plans(specs, names: Sequence[str], dims: Mapping[str, int]) -> list[list[dict[str, int]]]:
+    """Input sizes to verify at, cheapest plan first: each plan is two different assignments of the free symbolic
+    dims (one assignment when all are fixed). Small sizes first (batch-like dims 1 and 2, others 16 and 24); then
+    the sizes every command synthesizes by default (``run.default_dims``: tokens 128, image sides 224) and a
+    second set at 3/4 of them, for models that need their real sizes (position tables, fixed windows)."""
+    from onnxdeploy.run import default_dims
+
     free = [n for n in names if n not in dims]
     if not free:
-        return [dict(dims)]
-    first = {n: (1 if "batch" in n.lower() else 16) for n in free}
-    second = {n: (2 if "batch" in n.lower() else 24) for n in free}
-    return [{**dims, **first}, {**dims, **second}]
+        return [[dict(dims)]]
+    full = default_dims(specs, dims)
+    small = [{**dims, **{n: 1 if full[n] == 1 else 16 for n in free}},
+             {**dims, **{n: 2 if full[n] == 1 else 24 for n in free}}]
+    real = [{**dims, **{n: full[n] for n in free}},
+            {**dims, **{n: 2 if full[n] == 1 else max(8, full[n] * 3 // 4) for n in free}}]
+    return [small, real] if real[0] != small[0] else [small]
+
+
+def _dims_label(assignment: Mapping[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in assignment.items()) or "static shapes"
 
 
 # Verification sessions run the graph as written (no onnxruntime graph rewrites of their own) and read the weights
@@ -503,25 +515,29 @@ class _Verifier:
         specs = _input_specs(model)
         session = _VerifySession(original, providers)
         names = session.output_names()
-        planned = []
-        for assignment in _verification_dims(symbolic_dims(model), dims):
-            feeds = synthesize_inputs(model, specs=specs, dims=assignment, seed=seed)
-            label = ", ".join(f"{k}={v}" for k, v in assignment.items()) or "static shapes"
-            planned.append((label, feeds))
+        plans = _verification_plans(specs, symbolic_dims(model), dims)
         self._sets: list[tuple[str, dict, dict]] = []
+        self._failures: list[tuple[str, str]] = []
         self.notes: list[str] = []
         self.seconds = time.perf_counter() - start
 
         def reference_runs() -> None:
             nonlocal session
             started = time.perf_counter()
-            for label, feeds in planned:
-                try:
-                    ref = session.run(feeds, names)
-                except Exception as err:  # noqa: BLE001 - the original itself cannot run at these dims
-                    self.notes.append(f"not verified at {label}: the original model fails there ({err})")
-                    continue
-                self._sets.append((label, feeds, ref))
+            for plan in plans:
+                failures = []
+                for assignment in plan:
+                    label = _dims_label(assignment)
+                    try:
+                        feeds = synthesize_inputs(model, specs=specs, dims=assignment, seed=seed)
+                        self._sets.append((label, feeds, session.run(feeds, names)))
+                    except Exception as err:  # noqa: BLE001 - the original itself cannot run at these dims
+                        failures.append((label, _first_line(err)))
+                self._failures += failures
+                if self._sets:
+                    self.notes += [f"not verified at {label}: the original model fails there ({error})"
+                                   for label, error in failures]
+                    break
             session = None  # the reference session is gone before any candidate's exists
             self._ref_seconds = time.perf_counter() - started
 
@@ -536,8 +552,9 @@ class _Verifier:
             self._thread = None
             self.seconds += self._ref_seconds
             if not self._sets:
-                raise UserInputError("cannot verify: the original model does not run on synthesized inputs",
-                                     hint="fix the symbolic dims with --dim NAME=VALUE, or pass --no-verify")
+                tried = "; ".join(f"at {label}: {error}" for label, error in self._failures)
+                raise UserInputError(f"cannot verify: the original model does not run on synthesized inputs ({tried})",
+                                     hint="give the sizes it needs with --dim NAME=VALUE, or pass --no-verify")
         return self._sets
 
     def check(self, model: "ir.Model", label: str) -> list[Comparison]:
@@ -554,6 +571,11 @@ class _Verifier:
         finally:
             self.seconds += time.perf_counter() - start
         return results
+
+
+def _first_line(err: BaseException) -> str:
+    text = getattr(err, "message", None) or str(err) or type(err).__name__
+    return text.strip().splitlines()[0][:300] if text.strip() else type(err).__name__
 
 
 def _save_external(model: "ir.Model", folder: str) -> str:
@@ -598,7 +620,7 @@ def _run_steps(model: "ir.Model", steps: Sequence[Step], verifier: _Verifier | N
                 failed = [c for c in record.comparisons if not c.passed]
                 error = failed[0].summary() if failed else None
             except Exception as err:  # noqa: BLE001 - onnxruntime refuses the step's output
-                error = f"the result does not run: {str(err).splitlines()[0][:300]}"
+                error = f"the result does not run: {_first_line(err)}"
             if error:
                 record.skipped, record.error = True, f"broke numerics: {error}"
                 model = snapshot
@@ -708,7 +730,7 @@ def _final_check(verifier: _Verifier, model: "ir.Model") -> tuple[list[Compariso
     try:
         comparisons = verifier.check(model, "optimized")
     except Exception as err:  # noqa: BLE001 - e.g. onnxruntime rejects a rewritten node
-        return [], f"the result does not run: {str(err).splitlines()[0][:300]}"
+        return [], f"the result does not run: {_first_line(err)}"
     failed = [c for c in comparisons if not c.passed]
     return comparisons, (failed[0].summary() if failed else None)
 

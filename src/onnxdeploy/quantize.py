@@ -169,23 +169,6 @@ def model_kind(model: ModelLike) -> str:
 # ---------------------------------------------------------------- calibration and evaluation data
 
 
-def _default_dims(specs: Sequence["InputSpec"], dims: Mapping[str, int]) -> dict[str, int]:
-    """Sizes for symbolic dims: batch 1, token sequences 128, image sides 224 (unless ``dims`` says otherwise)."""
-    out: dict[str, int] = {}
-    for s in specs:
-        for axis, d in enumerate(s.shape or ()):
-            if not isinstance(d, str) or d in dims or d in out:
-                continue
-            if axis == 0:
-                out[d] = 1
-            elif s.dtype.kind in "iu" and len(s.shape) == 2 and axis == 1:
-                out[d] = 128
-            elif s.dtype.kind == "f" and len(s.shape) == 4 and axis >= 2:
-                out[d] = 224
-    out.update(dims)
-    return out
-
-
 def _index_ranges(proto: "onnx.ModelProto") -> dict[str, int]:
     """For integer inputs used as Gather indices into an initializer table: the table's size (e.g. a vocabulary)."""
     tables = {t.name: int(t.dims[0]) for t in proto.graph.initializer if t.dims}
@@ -244,10 +227,10 @@ def _runnable_dims(proto: "onnx.ModelProto", dims: Mapping[str, int], shapes, se
     A model exported with a position table shorter than 128 (or a fixed window) fails on the defaults; the user's
     own ``--dim`` values are never changed. Returns ``dims`` unchanged when no defaulted dim exists.
     """
-    from onnxdeploy.run import SessionError, create_session, input_specs, run_session
+    from onnxdeploy.run import SessionError, create_session, default_dims, input_specs, run_session
 
     specs = input_specs(proto)
-    full = _default_dims(specs, dims)
+    full = default_dims(specs, dims)
     tunable = {d: v for d, v in full.items() if d not in dims and v > 1}
     if not tunable:
         return dict(dims)
@@ -281,11 +264,11 @@ def synthesize_samples(
 ) -> list[dict[str, np.ndarray]]:
     """``count`` seeded input sets drawn like real data: floats standard normal, token ids within the vocabulary
     (from the embedding table), attention masks all ones."""
-    from onnxdeploy.run import input_specs, synthesize_inputs
+    from onnxdeploy.run import default_dims, input_specs, synthesize_inputs
 
     proto = as_proto(model)
     specs = input_specs(proto)
-    full_dims = _default_dims(specs, dims or {})
+    full_dims = default_dims(specs, dims)
     ranges = _index_ranges(proto)
     samples = []
     for k in range(count):

@@ -143,6 +143,37 @@ def read_test_data_dir(folder: str | os.PathLike, specs: Sequence[InputSpec], pr
 # ---------------------------------------------------------------- synthesis and validation
 
 
+DEFAULT_TOKENS = 128
+DEFAULT_IMAGE_SIDE = 224
+
+
+def default_dim(spec: InputSpec, axis: int) -> int:
+    """The size a synthesized input gets for a symbolic or unknown dim that ``--dim`` does not set.
+
+    Batch (axis 0) 1; the sequence axis of a rank-2 integer input (token ids, masks) 128; the spatial axes of a
+    rank-4 float input (NCHW images) 224; anything else 1. Every command that synthesizes inputs uses these.
+    """
+    rank = len(spec.shape or ())
+    if axis == 0:
+        return 1
+    if spec.dtype.kind in "iub" and rank == 2 and axis == 1:
+        return DEFAULT_TOKENS
+    if spec.dtype.kind == "f" and rank == 4 and axis >= 2:
+        return DEFAULT_IMAGE_SIDE
+    return 1
+
+
+def default_dims(specs: Sequence[InputSpec], dims: Mapping[str, int] | None = None) -> dict[str, int]:
+    """``dims`` completed with :func:`default_dim` for every other symbolic dim of ``specs`` (first use wins)."""
+    out: dict[str, int] = {}
+    for spec in specs:
+        for axis, d in enumerate(spec.shape or ()):
+            if isinstance(d, str) and d not in out:
+                out[d] = default_dim(spec, axis)
+    out.update(dims or {})
+    return out
+
+
 def _resolve_shape(spec: InputSpec, dims: Mapping[str, int], shape: Sequence | None) -> tuple[int, ...]:
     if shape is not None:
         resolved = []
@@ -158,13 +189,13 @@ def _resolve_shape(spec: InputSpec, dims: Mapping[str, int], shape: Sequence | N
             f"input {spec.name!r} has no declared shape", hint=f"give one with --shape {spec.name}=1x3x224x224"
         )
     resolved = []
-    for d in spec.shape:
+    for axis, d in enumerate(spec.shape):
         if isinstance(d, int):
             resolved.append(d)
         elif isinstance(d, str) and d in dims:
             resolved.append(dims[d])
         else:
-            resolved.append(1)
+            resolved.append(default_dim(spec, axis))
     return tuple(resolved)
 
 
@@ -192,7 +223,8 @@ def synthesize_inputs(
 ) -> dict[str, np.ndarray]:
     """Seeded random inputs from the declared dtypes and shapes.
 
-    Symbolic dims take ``dims[name]`` or 1; ``shapes[input]`` overrides one input's shape. Floats are standard
+    Symbolic dims take ``dims[name]``, else the size of :func:`default_dims` (a dim named in several inputs gets
+    one size); ``shapes[input]`` overrides one input's shape. Floats are standard
     normal; integers are small non-negative values (safe as indices); booleans random. Inputs whose role is known
     get values that make the model run (see :func:`input_roles`): a Resize ``roi`` is empty (or the identity box
     when its length is fixed), Resize/Upsample ``scales`` are ones (same size), Resize ``sizes`` is the data
@@ -202,7 +234,7 @@ def synthesize_inputs(
         model = as_proto(model)
         specs = input_specs(model)
     specs = list(specs)
-    dims = dict(dims or {})
+    dims = default_dims(specs, dims)
     shapes = dict(shapes or {})
     _check_names(shapes, specs, "--shape")
     roles = input_roles(model)
