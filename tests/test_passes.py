@@ -372,12 +372,13 @@ def test_indexed_rewrite_gives_the_onnxscript_optimizers_result():
 
     from onnxdeploy.passes.rewrite import optimize_ir
 
-    ours, theirs = _slices_and_convs_model(), _slices_and_convs_model()
+    original = _slices_and_convs_model()
+    ours, theirs = original.clone(), original.clone()
     optimize_ir(ours, input_size_limit=1 << 20, output_size_limit=1 << 20)
     onnxscript.optimizer.optimize(theirs, input_size_limit=1 << 20, output_size_limit=1 << 20)
     assert ops(ours) == ops(theirs) == ["Slice", "Slice", "Add", "Conv"]  # BatchNormalization folded
     feeds = {"x": randn(2, 8), "img": randn(1, 4, 5, 5)}
-    for a, b in zip(run(ours, feeds), run(_slices_and_convs_model(), feeds)):
+    for a, b in zip(run(ours, feeds), run(original, feeds)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
