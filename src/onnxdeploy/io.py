@@ -481,24 +481,39 @@ def _write_embedded(model: "ir.Model", out: Path, folder: Path) -> Path:
     proto.ClearField("graph")
     head = proto.SerializeToString()
 
+    def large_array(value):
+        """The numpy array of a large tensor whose bytes are written straight from its buffer, else None."""
+        tensor = value.const_value
+        if isinstance(tensor, ir.TensorProtoTensor) and tensor.raw.name == value.name and not tensor.raw.external_data:
+            return None
+        dtype = tensor.dtype
+        if (tensor.nbytes < MAP_THRESHOLD_BYTES or dtype.bitwidth % 8 or dtype == ir.DataType.STRING
+                or isinstance(tensor, ir.ExternalTensor)):
+            return None
+        array = tensor.numpy()
+        if array.dtype.itemsize * 8 != dtype.bitwidth or array.size * array.dtype.itemsize != tensor.nbytes:
+            return None
+        return array
+
+    def header(value, array) -> bytes:
+        tensor = value.const_value
+        proto = onnx.TensorProto(name=value.name, dims=list(array.shape), data_type=int(tensor.dtype))
+        if tensor.doc_string:
+            proto.doc_string = tensor.doc_string
+        return proto.SerializeToString()
+
     def pieces(value) -> list:
         """The TensorProto of ``value`` as byte pieces; a large tensor's data is a view of its buffer."""
         tensor = value.const_value
         if isinstance(tensor, ir.TensorProtoTensor) and tensor.raw.name == value.name and not tensor.raw.external_data:
             return [tensor.raw.SerializeToString()]
-        dtype = tensor.dtype
-        if (tensor.nbytes >= MAP_THRESHOLD_BYTES and dtype.bitwidth % 8 == 0 and dtype != ir.DataType.STRING
-                and not isinstance(tensor, ir.ExternalTensor)):
-            array = tensor.numpy()
-            if array.dtype.itemsize * 8 == dtype.bitwidth and array.size * array.dtype.itemsize == tensor.nbytes:
-                array = np.ascontiguousarray(array)
-                if array.dtype.byteorder == ">":
-                    array = array.astype(array.dtype.newbyteorder("<"))
-                header = onnx.TensorProto(name=value.name, dims=list(array.shape), data_type=int(dtype))
-                if tensor.doc_string:
-                    header.doc_string = tensor.doc_string
-                data = array.reshape(-1).view(np.uint8).data
-                return [header.SerializeToString(), length_delimited(TENSOR_RAW_DATA_TAG, len(data)), data]
+        array = large_array(value)
+        if array is not None:
+            array = np.ascontiguousarray(array)
+            if array.dtype.byteorder == ">":
+                array = array.astype(array.dtype.newbyteorder("<"))
+            data = array.reshape(-1).view(np.uint8).data
+            return [header(value, array), length_delimited(TENSOR_RAW_DATA_TAG, len(data)), data]
         tp = ir.serde.serialize_tensor(tensor)
         tp.name = value.name
         return [tp.SerializeToString()]
@@ -507,6 +522,9 @@ def _write_embedded(model: "ir.Model", out: Path, folder: Path) -> Path:
         tensor = value.const_value
         if isinstance(tensor, ir.TensorProtoTensor) and tensor.raw.name == value.name and not tensor.raw.external_data:
             return tensor.raw.ByteSize()
+        array = large_array(value)
+        if array is not None:  # sized without copying a non-contiguous array
+            return len(header(value, array)) + len(length_delimited(TENSOR_RAW_DATA_TAG, array.nbytes)) + array.nbytes
         return sum(len(part) for part in pieces(value))
 
     # two passes over the tensors: sizes first (headers only: cheap), then the bytes

@@ -612,6 +612,8 @@ def _run_steps(model: "ir.Model", steps: Sequence[Step], verifier: _Verifier | N
                 return model, records, step.name
             model = snapshot
             continue
+        if modified:
+            _make_weights_contiguous(new)
         record.seconds = time.perf_counter() - start
         record.modified, record.details = bool(modified), details
         if verifier is not None and modified:
@@ -628,6 +630,31 @@ def _run_steps(model: "ir.Model", steps: Sequence[Step], verifier: _Verifier | N
         model = new
         record.nodes_after = _node_count(model)
     return model, records, None
+
+
+def _make_weights_contiguous(model: "ir.Model") -> None:
+    """Copy each weight that a step left as a strided numpy view (e.g. a folded Transpose) into its own buffer, once;
+    otherwise every verification session and the writer copy it again (0.44 s per session on ViT-base)."""
+    import onnx_ir as ir
+
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if type(tensor) is ir.Tensor and isinstance(tensor.raw, np.ndarray) and not tensor.raw.flags.c_contiguous:
+                value.const_value = ir.Tensor(_contiguous_copy(tensor.raw), dtype=tensor.dtype, name=tensor.name,
+                                              doc_string=tensor.doc_string)
+
+
+def _contiguous_copy(array: np.ndarray, block: int = 256) -> np.ndarray:
+    """A C-contiguous copy; a 2-D view (a transposed weight) is copied in square tiles, about 2x numpy's speed."""
+    if array.ndim != 2:
+        return np.ascontiguousarray(array)
+    out = np.empty(array.shape, array.dtype)
+    rows, cols = array.shape
+    for i in range(0, rows, block):
+        for j in range(0, cols, block):
+            out[i:i + block, j:j + block] = array[i:i + block, j:j + block]
+    return out
 
 
 def _prepare(original: "ir.Model", dims: Mapping[str, int]) -> "ir.Model":
