@@ -99,6 +99,17 @@ def test_symbolic_dims(conv_bn_silu_path):
     assert s.parameter_count == 32 * 27 + 5 * 32
 
 
+def test_dims_count_flops_of_a_dynamic_model_at_given_sizes(conv_bn_silu_path, capsys):
+    s = inspect(conv_bn_silu_path, dims={"batch": 2, "height": 8, "width": 8})
+    assert s.costs[0].macs == 2 * 32 * 8 * 8 * (3 * 3 * 3)
+    assert s.inputs[0].shape == ["batch", 3, "height", "width"]  # listed as declared
+    assert s.dims == {"batch": 2, "height": 8, "width": 8} and s.symbolic_dims == []
+    assert main(["inspect", str(conv_bn_silu_path)]) == 0
+    assert "--dim batch=N --dim height=N --dim width=N" in " ".join(capsys.readouterr().out.split())
+    assert main(["inspect", str(conv_bn_silu_path), "--dim", "hieght=8"]) == 1
+    assert "did you mean height?" in capsys.readouterr().err
+
+
 def test_old_model_ir3_initializers_as_inputs(tmp_path):
     path = tmp_path / "old.onnx"
     onnx.save(_gemm_model(ir_version=3, opset=7, as_inputs=True), path)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import mmap
 import os
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 from onnxdeploy import io as _io
 from onnxdeploy._protowire import GRAPH_INITIALIZER_TAG, MODEL_GRAPH_TAG, fields, length_delimited
+from onnxdeploy.errors import UserInputError
 
 if TYPE_CHECKING:
     import onnx
@@ -100,6 +101,8 @@ class ModelSummary:
     shape_inference_error: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     nodes: list[NodeInfo] | None = None
+    dims: dict[str, int] = field(default_factory=dict)  # the sizes given to symbolic dims for shapes and FLOPs
+    symbolic_dims: list[str] = field(default_factory=list)  # input dims still symbolic after ``dims``
 
     @property
     def costs_unknown(self) -> list[OpCost]:
@@ -351,11 +354,40 @@ def _infer(light: "onnx.ModelProto") -> tuple["onnx.ModelProto", str | None]:
 # ---------------------------------------------------------------- inspect
 
 
-def inspect(model: _io.ModelLike, *, nodes: bool = False) -> ModelSummary:
+def _symbolic_dims(graph) -> list[str]:
+    names: list[str] = []
+    for vi in graph.input:
+        for d in vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else ():
+            if d.HasField("dim_param") and d.dim_param not in names:
+                names.append(d.dim_param)
+    return names
+
+
+def _fix_input_dims(graph, dims: Mapping[str, int]) -> None:
+    """Give the graph inputs' symbolic dims the values in ``dims`` (in place); an unknown name is an error."""
+    import difflib
+
+    known = _symbolic_dims(graph)
+    for name, value in dims.items():
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else f"symbolic dims: {', '.join(known) or '(none)'}"
+            raise UserInputError(f"--dim {name}: the model's inputs have no symbolic dim named {name!r}", hint=hint)
+        if int(value) < 0:
+            raise UserInputError(f"--dim {name}={value}: a dim is >= 0")
+    for vi in graph.input:
+        for d in vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else ():
+            if d.HasField("dim_param") and d.dim_param in dims:
+                d.dim_value = int(dims[d.dim_param])
+
+
+def inspect(model: _io.ModelLike, *, nodes: bool = False, dims: Mapping[str, int] | None = None) -> ModelSummary:
     """Describe ``model`` (a path, ModelProto or ``ir.Model``) without reading or running its weights.
 
     With ``nodes=True`` the summary lists every main-graph node with its inputs' and outputs' inferred dtype and
-    shape. Shape inference failures are reported in ``shape_inference_error``, not raised.
+    shape. ``dims`` gives symbolic input dims values for shape inference, so FLOPs of a dynamic model are counted
+    at those sizes (the inputs are still listed as declared). Shape inference failures are reported in
+    ``shape_inference_error``, not raised.
     """
     import onnx
 
@@ -368,6 +400,11 @@ def inspect(model: _io.ModelLike, *, nodes: bool = False) -> ModelSummary:
         proto, stripped = _structure_copy(proto)
 
     graph = proto.graph
+    init_names = {t.name for t in graph.initializer}
+    declared = [_type_info(vi.name, vi.type) for vi in graph.input if vi.name not in init_names]
+    dims = dict(dims or {})
+    if dims:
+        _fix_input_dims(graph, dims)
     inferred, shape_error = _infer(proto)
     info: dict[str, TensorInfo] = {}
     for vi in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output):
@@ -400,7 +437,6 @@ def inspect(model: _io.ModelLike, *, nodes: bool = False) -> ModelSummary:
             param_count += nnz
             param_bytes += _tensor_nbytes(st.values, nnz, {})
 
-    init_names = {t.name for t in graph.initializer}
     histogram: dict[str, int] = {}
     used_domains: set[str] = set()
     node_count = 0
@@ -434,7 +470,7 @@ def inspect(model: _io.ModelLike, *, nodes: bool = False) -> ModelSummary:
         producer_name=proto.producer_name,
         producer_version=proto.producer_version,
         graph_name=graph.name,
-        inputs=[info.get(vi.name) or _type_info(vi.name, vi.type) for vi in graph.input if vi.name not in init_names],
+        inputs=declared,
         outputs=[info.get(vi.name) or _type_info(vi.name, vi.type) for vi in graph.output],
         op_histogram=dict(sorted(histogram.items(), key=lambda kv: (-kv[1], kv[0]))),
         node_count=node_count,
@@ -452,6 +488,8 @@ def inspect(model: _io.ModelLike, *, nodes: bool = False) -> ModelSummary:
         shape_inference_error=shape_error,
         metadata={p.key: p.value for p in proto.metadata_props},
         nodes=node_list,
+        dims=dims,
+        symbolic_dims=_symbolic_dims(graph),
     )
 
 

@@ -40,6 +40,14 @@ ProviderOpt = Annotated[
     Optional[list[str]],
     typer.Option("--provider", "-p", help="onnxruntime execution provider, e.g. cpu, cuda. Repeatable."),
 ]
+ProviderBOpt = Annotated[
+    Optional[list[str]], typer.Option("--provider-b", help="Execution provider(s) for B. Repeatable.")
+]
+OptLevelOpt = Annotated[
+    Optional[str],
+    typer.Option("--opt-level", help="onnxruntime graph optimizations: disable, basic, extended, all."),
+]
+OptLevelBOpt = Annotated[Optional[str], typer.Option("--opt-level-b", help="onnxruntime graph optimizations for B.")]
 AtolOpt = Annotated[float, typer.Option("--atol", help="Absolute tolerance.")]
 RtolOpt = Annotated[float, typer.Option("--rtol", help="Relative tolerance.")]
 
@@ -81,3 +89,22 @@ def parse_dims(items: list[str] | None) -> dict[str, int]:
 
 def providers_from(items: list[str] | None) -> list[str] | None:
     return list(items) if items else None
+
+
+def input_options(input_: list[str] | None, inputs: Path | None, dim: list[str] | None, shape: list[str] | None,
+                  seed: int) -> dict:
+    """The keyword arguments every debug verb takes for its inputs, parsed from the shared options."""
+    return {
+        "input_files": parse_key_values(input_, option="--input"),
+        "npz": inputs,
+        "dims": parse_dims(dim),
+        "shapes": parse_shapes(shape),
+        "seed": seed,
+    }
+
+
+def check_opt_level(value: str | None, option: str = "--opt-level") -> str | None:
+    levels = ("disable", "basic", "extended", "all")
+    if value is not None and value not in levels:
+        raise UserInputError(f"{option} {value!r} is not a level", hint=f"use one of {', '.join(levels)}")
+    return value

@@ -13,10 +13,15 @@ from onnxdeploy.cli.common import (
     InputOpt,
     InputsOpt,
     JsonOpt,
+    OptLevelBOpt,
+    OptLevelOpt,
+    ProviderBOpt,
     ProviderOpt,
     RtolOpt,
     SeedOpt,
     ShapeOpt,
+    check_opt_level,
+    input_options,
 )
 
 EXAMPLES = """[b]Examples[/b]
@@ -39,10 +44,6 @@ BArg = Annotated[
     Optional[str], typer.Argument(metavar="[B]", help="The .onnx model to check (default: A again, with --provider-b/--opt-level-b).",
                                   show_default=False)
 ]
-ProviderBOpt = Annotated[
-    Optional[list[str]], typer.Option("--provider-b", help="Execution provider(s) for B. Repeatable.")
-]
-OptLevelBOpt = Annotated[Optional[str], typer.Option("--opt-level-b", help="onnxruntime graph optimizations for B.")]
 
 
 def compare(
@@ -61,7 +62,7 @@ def compare(
     seed: SeedOpt = 0,
     provider: ProviderOpt = None,
     provider_b: ProviderBOpt = None,
-    opt_level: Annotated[Optional[str], typer.Option("--opt-level", help="onnxruntime graph optimizations.")] = None,
+    opt_level: OptLevelOpt = None,
     opt_level_b: OptLevelBOpt = None,
     atol: AtolOpt = 1e-4,
     rtol: RtolOpt = 1e-3,
@@ -69,7 +70,7 @@ def compare(
 ) -> None:
     """Compare two models layer by layer on the same inputs; exit 3 when a tensor differs beyond tolerance."""
     from onnxdeploy.cli import output as out
-    from onnxdeploy.cli.probe import check_opt_level, fmt_num, input_options
+    from onnxdeploy.cli.probe import fmt_num
     from onnxdeploy.debug import compare as compare_api
     from onnxdeploy.debug._compare import raise_disagreement
     from onnxdeploy.errors import UserInputError

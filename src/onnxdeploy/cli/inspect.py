@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from onnxdeploy.cli.common import PANEL_MODEL, JsonOpt, ModelArg
+from onnxdeploy.cli.common import PANEL_MODEL, DimOpt, JsonOpt, ModelArg
 
 EXAMPLES = """[b]Examples[/b]
 
@@ -14,19 +14,23 @@ EXAMPLES = """[b]Examples[/b]
 
   onnxdeploy inspect model.onnx --nodes
 
+  onnxdeploy inspect bert.onnx --dim batch=1 --dim sequence=128   [dim](FLOPs of a dynamic model at these sizes)[/dim]
+
   onnxdeploy inspect model.onnx --json > summary.json"""
 
 
 def inspect(
     model: ModelArg,
     nodes: Annotated[bool, typer.Option("--nodes", help="List every node with its tensors' dtype and shape.")] = False,
+    dim: DimOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show IR/opset versions, inputs and outputs, op histogram, parameters and FLOPs (weights are never read)."""
     from onnxdeploy.cli import output
+    from onnxdeploy.cli.common import parse_dims
     from onnxdeploy.inspect import inspect as inspect_api
 
-    summary = inspect_api(model, nodes=nodes)
+    summary = inspect_api(model, nodes=nodes, dims=parse_dims(dim))
     if as_json:
         output.print_json(summary)
         return
@@ -59,6 +63,10 @@ def render(summary, output) -> None:
         flops += f" in {len(summary.costs) - unknown} Conv/Gemm/MatMul nodes"
         if unknown:
             flops += f" (+{unknown} with unknown shapes, not counted)"
+    if summary.dims:
+        flops += " at " + ", ".join(f"{k}={v}" for k, v in summary.dims.items())
+    if unknown and summary.symbolic_dims:
+        flops += "; count them with " + " ".join(f"--dim {d}=N" for d in summary.symbolic_dims)
     rows = [
         ["model", summary.path or "(in memory)"],
         ["IR version", summary.ir_version],

@@ -14,9 +14,12 @@ from onnxdeploy.cli.common import (
     InputsOpt,
     JsonOpt,
     ModelArg,
+    OptLevelOpt,
     ProviderOpt,
     SeedOpt,
     ShapeOpt,
+    check_opt_level,
+    input_options,
 )
 
 EXAMPLES = """[b]Examples[/b]
@@ -33,35 +36,6 @@ TensorOpt = Annotated[
     Optional[list[str]], typer.Option("--tensor", "-t", help="A tensor to capture, by name. Repeatable.")
 ]
 AllOpt = Annotated[bool, typer.Option("--all", help="Capture every node output (the default without --tensor).")]
-OptLevelOpt = Annotated[
-    Optional[str],
-    typer.Option("--opt-level", help="onnxruntime graph optimizations: disable, basic, extended, all."),
-]
-
-
-def input_options(input_: list[str] | None, inputs: Path | None, dim: list[str] | None, shape: list[str] | None,
-                  seed: int) -> dict:
-    """The keyword arguments every debug verb takes for its inputs, parsed from the shared options."""
-    from onnxdeploy.cli.common import parse_dims, parse_key_values, parse_shapes
-
-    return {
-        "input_files": parse_key_values(input_, option="--input"),
-        "npz": inputs,
-        "dims": parse_dims(dim),
-        "shapes": parse_shapes(shape),
-        "seed": seed,
-    }
-
-
-def check_opt_level(value: str | None, option: str = "--opt-level") -> str | None:
-    from onnxdeploy.errors import UserInputError
-
-    levels = ("disable", "basic", "extended", "all")
-    if value is not None and value not in levels:
-        raise UserInputError(f"{option} {value!r} is not a level", hint=f"use one of {', '.join(levels)}")
-    return value
-
-
 def fmt_num(value: float | None) -> str:
     return "" if value is None else f"{value:.4g}"
 

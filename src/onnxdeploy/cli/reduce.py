@@ -14,10 +14,15 @@ from onnxdeploy.cli.common import (
     InputOpt,
     InputsOpt,
     JsonOpt,
+    OptLevelBOpt,
+    OptLevelOpt,
+    ProviderBOpt,
     ProviderOpt,
     RtolOpt,
     SeedOpt,
     ShapeOpt,
+    check_opt_level,
+    input_options,
 )
 
 EXAMPLES = """[b]Examples[/b]
@@ -40,18 +45,16 @@ def reduce(
     shape: ShapeOpt = None,
     seed: SeedOpt = 0,
     provider: ProviderOpt = None,
-    provider_b: Annotated[
-        Optional[list[str]], typer.Option("--provider-b", help="Execution provider(s) for B.")
-    ] = None,
-    opt_level: Annotated[Optional[str], typer.Option("--opt-level", help="onnxruntime graph optimizations.")] = None,
-    opt_level_b: Annotated[Optional[str], typer.Option("--opt-level-b", help="Graph optimizations for B.")] = None,
+    provider_b: ProviderBOpt = None,
+    opt_level: OptLevelOpt = None,
+    opt_level_b: OptLevelBOpt = None,
     atol: AtolOpt = 1e-4,
     rtol: RtolOpt = 1e-3,
     as_json: JsonOpt = False,
 ) -> None:
     """Save the smallest subgraph whose output still disagrees (A as -o, B as <name>.b.onnx, inputs as .npz)."""
     from onnxdeploy.cli import output as out
-    from onnxdeploy.cli.probe import check_opt_level, fmt_num, input_options
+    from onnxdeploy.cli.probe import fmt_num
     from onnxdeploy.debug import reduce as reduce_api
 
     result = reduce_api(
