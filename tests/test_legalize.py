@@ -32,7 +32,8 @@ def test_unknown_rule_is_an_error():
 
 def test_legalize_for_ascend_fixes_what_it_can_and_lists_the_rest(ascend_path, tmp_path):  # noqa: F811
     out = tmp_path / "legal.onnx"
-    result = legalize(ascend_path, "ascend", output=out)
+    assert legalize(ascend_path, "ascend", output=out).report.output is None and not out.exists()
+    result = legalize(ascend_path, "ascend", output=out, keep_partial=True)
     rep = result.report
     assert rep.rules_applied == {"Gelu": 1} and (rep.opset_before, rep.opset_after) == (20, 18)
     assert "input ids: int64 -> int32" in rep.int64_changes
@@ -61,13 +62,17 @@ def test_int64_output_gets_a_cast_for_targets_without_int64(tmp_path):
     assert result.model.graph.outputs[0].dtype.name == "INT32"
 
 
-def test_cli_legalize_writes_output_and_fails_when_not_legal(ascend_path, tmp_path, capsys):  # noqa: F811
+def test_cli_legalize_fails_when_not_legal_and_writes_only_with_keep_partial(ascend_path, tmp_path, capsys):  # noqa: F811
     from onnxdeploy.cli.main import main
 
-    rc = main(["legalize", str(ascend_path), "--target", "ascend", "-o", str(tmp_path / "o.onnx")])
+    out = tmp_path / "o.onnx"
+    rc = main(["legalize", str(ascend_path), "--target", "ascend", "-o", str(out)])
     captured = capsys.readouterr()
-    assert rc == 1 and (tmp_path / "o.onnx").exists()
+    assert rc == 1 and not out.exists() and not list(tmp_path.glob("o.*"))
     assert "rule Gelu" in captured.out and "still cannot take" in captured.err and "Det (det)" in captured.err
+    assert "--keep-partial" in captured.err
+    rc = main(["legalize", str(ascend_path), "--target", "ascend", "-o", str(out), "--keep-partial"])
+    assert rc == 1 and out.exists() and "still cannot take" in capsys.readouterr().err
 
 
 def test_token_ids_model_is_legal_for_ascend_after_legalize(tmp_path):

@@ -335,11 +335,14 @@ def legalize(
     atol: float = 1e-4,
     rtol: float = 1e-3,
     seed: int = 0,
+    keep_partial: bool = False,
 ) -> LegalizeResult:
     """Rewrite a copy of ``model`` for ``target`` (rules, opset, int64) and verify it against the original.
 
     ``opset`` forces a target opset (default: the nearest one in the target's range when outside it). Raises
     :class:`OutputsDisagree` (nothing written) when the result differs from the original beyond tolerance.
+    ``output`` is written only when the target can take the result (``report.legal``), or with ``keep_partial``
+    (the verified, partly legalized model, to work on by hand).
     """
     from onnxdeploy import io
     from onnxdeploy.check import check, default_opset, typed_model
@@ -372,7 +375,7 @@ def legalize(
             notes.append("not verified: onnxruntime cannot run the original model")
     report = LegalizeReport(t.name, None, dict(applied), before, default_opset(m), int64_changes, remaining,
                             verification, 0.0, notes)
-    if output is not None:
+    if output is not None and (report.legal or keep_partial):
         io.save(m, output)
         report.output = str(output)
     report.seconds = time.perf_counter() - start

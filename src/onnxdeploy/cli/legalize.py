@@ -25,6 +25,8 @@ def legalize(
     atol: AtolOpt = 1e-4,
     rtol: RtolOpt = 1e-3,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the comparison with the original.")] = False,
+    keep_partial: Annotated[bool, typer.Option(
+        "--keep-partial", help="Write the (verified) result even when the target still cannot take it.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Replace unsupported ops by equivalent compositions, convert the opset, narrow int64; verify; write OUT."""
@@ -33,7 +35,7 @@ def legalize(
     from onnxdeploy.legalize import legalize as legalize_api
 
     result = legalize_api(model, target, output=output, verify=not no_verify, opset=opset, dims=parse_dims(dim),
-                          atol=atol, rtol=rtol)
+                          atol=atol, rtol=rtol, keep_partial=keep_partial)
     rep = result.report
     if as_json:
         out.print_json(rep)
@@ -53,14 +55,18 @@ def legalize(
             out.warn(f"cannot fix {p.kind} {p.what} ({_names(p.nodes)}): {p.detail}")
         else:
             out.info(f"note: {p.what} ({_names(p.nodes)}): {p.detail}")
-    out.show(f"wrote {rep.output}")
+    if rep.output:
+        out.show(f"wrote {rep.output}")
     if not rep.legal:
         from onnxdeploy.errors import UnsupportedError
 
         ops = [p for p in errors if p.kind == "op"]
         hint = ("replace those operators in the source model, or choose another target" if ops else
                 "change the source model (dtypes, opset) or choose another target")
-        raise UnsupportedError(f"{rep.target} still cannot take {rep.output}: "
+        if not rep.output:
+            hint += f"; nothing written (--keep-partial writes the partly legalized model to {output})"
+        what = rep.output or "the legalized model"
+        raise UnsupportedError(f"{rep.target} still cannot take {what}: "
                                + "; ".join(f"{p.kind} {p.what} ({_names(p.nodes)})" for p in errors), hint=hint)
 
 
