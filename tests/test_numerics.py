@@ -49,3 +49,24 @@ def test_infinities_of_opposite_sign_fail_without_runtime_warnings():
         warnings.simplefilter("error")
         d = diff_tensor("x", np.array([np.inf, 1.0]), np.array([-np.inf, 1.0]), atol=1, rtol=1)
     assert not d.passed and d.max_abs == float("inf")
+
+
+def test_diff_of_a_large_tensor_needs_little_extra_memory():
+    """GPT-2's logits (26 MB) once took +370 MB of float64 temporaries; the statistics are now accumulated in chunks."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal(4_000_000).astype(np.float32).reshape(1000, 4000)
+    got = ref + np.float32(1e-6)
+    got[999, 3999] += 1
+    tracemalloc.start()
+    diff = diff_tensor("logits", ref, got, atol=1e-4, rtol=1e-3)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < ref.nbytes / 2  # 16 MB arrays; the chunks' temporaries stay a few MB
+    assert not diff.passed and abs(diff.max_abs - 1) < 1e-3 and diff.cosine > 0.999
+
+
+def test_infinite_error_reports_infinite_relative_error():
+    diff = diff_tensor("x", np.array([np.inf, 1.0], np.float32), np.array([1.0, 1.0], np.float32), atol=1e-4, rtol=1e-3)
+    assert diff.max_abs == np.inf and diff.max_rel == np.inf and not diff.passed

@@ -186,6 +186,33 @@ def test_matmul_add_does_not_fire(x_shape, bias_shape):
     assert ops(work) == ["MatMul", "Add"]
 
 
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_matmul_of_a_transposed_weight_reads_it_with_trans_b(with_bias):
+    """GPT-2's LM head: MatMul(x, Transpose(embedding)), the embedding also read by a Gather: it stays one tensor."""
+    nodes = [helper.make_node("Transpose", ["table"], ["t"], perm=[1, 0]),
+             helper.make_node("MatMul", ["x", "t"], ["m" if with_bias else "y"]),
+             helper.make_node("Gather", ["table", "ids"], ["g"])]
+    if with_bias:
+        nodes.append(helper.make_node("Add", ["m", "bias"], ["y"]))
+    model = make(nodes, [("x", F, [3, 4]), ("ids", TensorProto.INT64, [2])], [("y", F, None), ("g", F, None)],
+                 {"table": randn(6, 4), "bias": randn(6)})
+    work = apply(MatMulAddToGemmPass(), model, {"x": randn(3, 4), "ids": np.array([0, 5])}, expect_modified=True)
+    assert sorted(ops(work)) == ["Gather", "Gemm"]
+    gemm = next(n for n in work.graph if n.op_type == "Gemm")
+    assert gemm.inputs[1].name == "table" and gemm.attributes["transB"].as_int() == 1
+    assert len(gemm.inputs) == (3 if with_bias else 2)
+
+
+def test_plain_matmul_and_a_non_swapping_transpose_stay():
+    model = make([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", F, [3, 4])], [("y", F, None)],
+                 {"w": randn(4, 5)})
+    apply(MatMulAddToGemmPass(), model, {"x": randn(3, 4)}, expect_modified=False)
+    model = make([helper.make_node("Transpose", ["w"], ["t"], perm=[0, 2, 1]),
+                  helper.make_node("MatMul", ["x", "t"], ["y"])], [("x", F, [2, 3, 4])], [("y", F, None)],
+                 {"w": randn(2, 5, 4)})
+    apply(MatMulAddToGemmPass(), model, {"x": randn(2, 3, 4)}, expect_modified=False)
+
+
 # ---------------------------------------------------------------- redundant chains
 
 

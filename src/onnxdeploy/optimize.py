@@ -307,7 +307,7 @@ def pipeline(
     if level in ("extended", "all"):
         steps.append(_pass_step("reshape-gemm", "Reshape -> Gemm -> Reshape on 3-D input -> MatMul + Add",
                                 ours.ReshapeGemmToMatMulPass))
-        steps.append(_pass_step("matmul-add-gemm", "2-D MatMul + bias Add -> Gemm", ours.MatMulAddToGemmPass))
+        steps.append(_pass_step("matmul-add-gemm", "2-D MatMul + bias Add, or of a transposed weight -> Gemm", ours.MatMulAddToGemmPass))
         steps.append(_pass_step("cse", "merge duplicate subexpressions", common.CommonSubexpressionEliminationPass))
     merge = _pass_step("merge-matmul", "MatMuls of one input -> one MatMul + Split", ours.MergeParallelMatMulPass)
     if level in ("extended", "all") and for_runtime is None:
