@@ -337,3 +337,17 @@ def test_verification_falls_back_to_a_self_contained_session(monkeypatch):
     assert session.keep == []
     x = np.ones((2, 32), np.float32)
     assert session.run({"x": x})["y"].shape == (2, 16)
+
+
+def test_folded_transposed_weights_are_stored_contiguous():
+    """A folded Transpose is a strided view; it is copied once, not by every verification session and the writer."""
+    w = np.arange(12 * 8, dtype=np.float32).reshape(12, 8) / 100
+    proto = _model(
+        [helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]), helper.make_node("MatMul", ["x", "wt"], ["y"])],
+        [("x", F, [2, 3, 8])], [("y", F, [2, 3, 12])], {"w": w},
+    )
+    result = optimize(proto)
+    assert _ops(result.model) == ["MatMul"]
+    arrays = [v.const_value.numpy() for v in result.model.graph.initializers.values()]
+    assert arrays and all(a.flags.c_contiguous for a in arrays)
+    np.testing.assert_array_equal(arrays[0], w.T)
