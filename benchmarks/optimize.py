@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
-TOOLS = ["onnxdeploy", "onnxdeploy-ort", "onnxsim", "onnxslim", "ort-offline"]
+TOOLS = ["onnxdeploy", "onnxdeploy-ort", "onnxsim", "onnxslim", "ort-offline"]  # also: onnxdeploy-noverify
 VARIANTS = {"dynamo": ("dynamo", True), "dynamo-noopt": ("dynamo", False), "torchscript": ("torchscript", True)}
 CNNS = {"resnet50", "mobilenet_v2", "convnext"}
 DIMS = {"batch": 1, "sequence": 128}
@@ -40,7 +40,7 @@ def worker(tool: str, src: str, dst: str) -> dict:
     import onnx
 
     info: dict = {}
-    if tool in ("onnxdeploy", "onnxdeploy-ort"):
+    if tool in ("onnxdeploy", "onnxdeploy-ort", "onnxdeploy-noverify"):
         import onnx_ir  # noqa: F401 - the tool's imports are not timed, as for the peers
         import onnxruntime  # noqa: F401
         import onnxscript.optimizer  # noqa: F401
@@ -51,7 +51,8 @@ def worker(tool: str, src: str, dst: str) -> dict:
 
         info["rss_imports"] = _rss_now()
         start = time.perf_counter()
-        result = optimize(src, dims=None, for_runtime="onnxruntime" if tool == "onnxdeploy-ort" else None)
+        result = optimize(src, dims=None, for_runtime="onnxruntime" if tool == "onnxdeploy-ort" else None,
+                          verify=tool != "onnxdeploy-noverify")
         io.save(result.model, dst)
         info["seconds"] = time.perf_counter() - start
         info["nodes"] = result.report.after.nodes

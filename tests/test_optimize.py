@@ -351,3 +351,23 @@ def test_folded_transposed_weights_are_stored_contiguous():
     arrays = [v.const_value.numpy() for v in result.model.graph.initializers.values()]
     assert arrays and all(a.flags.c_contiguous for a in arrays)
     np.testing.assert_array_equal(arrays[0], w.T)
+
+
+def _attention_like_model():
+    """LayerNormalization(x + y) written out (the onnxscript ORT fusions make it a SkipLayerNormalization)."""
+    h = 8
+    return _model(
+        [helper.make_node("Add", ["x", "y"], ["s"]),
+         helper.make_node("LayerNormalization", ["s", "g", "b"], ["z"], axis=-1, epsilon=1e-5)],
+        [("x", F, [1, 4, h]), ("y", F, [1, 4, h])], [("z", F, [1, 4, h])],
+        {"g": np.ones(h, np.float32), "b": np.zeros(h, np.float32)},
+    )
+
+
+def test_ort_fusions_are_off_for_the_cpu_unless_asked():
+    auto = optimize(_attention_like_model(), for_runtime="onnxruntime")
+    assert "ort-fusions" not in [p.name for p in auto.report.passes]
+    assert any("--ort-fusions" in n for n in auto.report.notes)
+    asked = optimize(_attention_like_model(), for_runtime="onnxruntime", ort_fusions=True)
+    step = next(p for p in asked.report.passes if p.name == "ort-fusions")
+    assert step.modified and asked.report.verified is True
