@@ -578,7 +578,7 @@ class _Verifier:
 
 def _first_line(err: BaseException) -> str:
     text = getattr(err, "message", None) or str(err) or type(err).__name__
-    return text.strip().splitlines()[0][:300] if text.strip() else type(err).__name__
+    return text.strip().splitlines()[0][:400] if text.strip() else type(err).__name__
 
 
 def _save_external(model: "ir.Model", folder: str) -> str:

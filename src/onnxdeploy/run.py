@@ -7,6 +7,7 @@ Every command that runs a model (run, probe, compare, optimize/quantize verifica
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -476,9 +477,13 @@ class SessionError(OnnxDeployError, RuntimeError):
     """onnxruntime refused to load or run the model."""
 
 
+_ORT_SOURCE_LOCATION = re.compile(r"/onnxruntime_src/\S+:\d+ (?:[\w:~<>]+\([^)]*\)(?: const)? )?")
+
+
 def _session_error(err: Exception) -> SessionError:
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     text = text.replace("[ONNXRuntimeError] : ", "")
+    text = _ORT_SOURCE_LOCATION.sub("", text)  # "/onnxruntime_src/...h:91 onnxruntime::F(args) ": noise for users
     hint = None
     if "NOT_IMPLEMENTED" in text or "Could not find an implementation" in text:
         hint = "an operator or dtype is not supported by onnxruntime; `onnxdeploy check` lists them"
@@ -522,8 +527,9 @@ def run_session(
         error = _session_error(err)
         if error.hint is None:
             shapes = ", ".join(f"{k}={_fmt_shape(getattr(v, 'shape', ()))}" for k, v in feeds.items())
-            error.hint = (f"the inputs were {shapes}; synthesized inputs give symbolic dims the value 1 unless told: "
-                          "pass real sizes with --dim NAME=N or --shape INPUT=AxB..., or real inputs")
+            error.hint = (f"the inputs were {shapes}; synthesized inputs give symbolic dims default sizes (batch 1, "
+                          "tokens 128, image sides 224, else 1) unless told: pass real sizes with --dim NAME=N or "
+                          "--shape INPUT=AxB..., or real inputs")
         raise error from err
     return dict(zip(names, values))
 
