@@ -372,3 +372,18 @@ def test_ort_fusions_are_off_for_the_cpu_unless_asked():
     asked = optimize(_attention_like_model(), for_runtime="onnxruntime", ort_fusions=True)
     step = next(p for p in asked.report.passes if p.name == "ort-fusions")
     assert step.modified and asked.report.verified is True
+
+
+@pytest.mark.parametrize("for_runtime", [None, "onnxruntime"])
+def test_ir3_model_with_initializers_as_inputs_is_optimized_and_verified(for_runtime):
+    """Old (IR 3) models list every weight as a graph input too (onnx's light_* model zoo); a pass that adds a
+    weight made them invalid, and the weights-as-inputs blocked folding."""
+    proto = examples.conv_bn_silu()
+    proto.ir_version = 3
+    proto.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                             for t in proto.graph.initializer)
+    result = optimize(proto, for_runtime=for_runtime)
+    assert not result.report.skipped and result.report.verified is True
+    assert "BatchNormalization" not in result.report.after.ops
+    assert result.model.ir_version == 4 and [v.name for v in result.model.graph.inputs] == ["input"]
+    assert any("IR version 3 -> 4" in n for n in result.report.notes)

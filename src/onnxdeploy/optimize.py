@@ -662,9 +662,27 @@ def _contiguous_copy(array: np.ndarray, block: int = 256) -> np.ndarray:
 
 def _prepare(original: "ir.Model", dims: Mapping[str, int]) -> "ir.Model":
     work = original.clone()
+    _initializers_out_of_inputs(work)
     if dims:
         fix_dims(work, dims)
     return work
+
+
+_MIN_IR_VERSION = 4  # initializers need not be graph inputs
+
+
+def _initializers_out_of_inputs(model: "ir.Model") -> int:
+    """IR < 4 lists every initializer as a graph input; passes add initializers that are not, which such a model
+    may not hold (onnxruntime refuses it). Those inputs are dropped (they are constants: nobody feeds them) and the
+    IR version raised to 4. Returns how many inputs were dropped."""
+    if model.ir_version >= _MIN_IR_VERSION:
+        return 0
+    graph = model.graph
+    dropped = [v for v in graph.inputs if v.name in graph.initializers]
+    for value in dropped:
+        graph.inputs.remove(value)
+    model.ir_version = _MIN_IR_VERSION
+    return len(dropped)
 
 
 def optimize(
@@ -714,6 +732,10 @@ def optimize(
     work = _prepare(original, dims)
     verifier = None
     notes: list[str] = []
+    if original.ir_version < _MIN_IR_VERSION:
+        dropped = sum(1 for v in original.graph.inputs if v.name in original.graph.initializers)
+        notes.append(f"IR version {original.ir_version} -> {_MIN_IR_VERSION}: the {dropped} initializers that were also "
+                     "graph inputs are constants now (no longer inputs)")
     if for_runtime and not ort_fusions and level != "basic":
         notes.append("the onnxscript onnxruntime fusions are off for the CPU (measured no faster than onnxruntime's "
                      "own fusions); --ort-fusions turns them on")
