@@ -387,3 +387,30 @@ def test_ir3_model_with_initializers_as_inputs_is_optimized_and_verified(for_run
     assert "BatchNormalization" not in result.report.after.ops
     assert result.model.ir_version == 4 and [v.name for v in result.model.graph.inputs] == ["input"]
     assert any("IR version 3 -> 4" in n for n in result.report.notes)
+
+
+def test_verification_on_given_inputs_for_a_model_whose_inputs_must_be_valid(tmp_path, capsys):
+    """Expand's shape comes from an input: synthesized values are not a valid shape, real ones are."""
+    from onnxdeploy.cli.main import main
+
+    proto = _model([helper.make_node("Expand", ["x", "shape"], ["e"]), helper.make_node("Relu", ["e"], ["y"])],
+                   [("x", F, [3, 1]), ("shape", TensorProto.INT64, [2])], [("y", F, None)])
+    path, out = tmp_path / "expand.onnx", tmp_path / "out.onnx"
+    onnx.save(proto, path)
+    assert main(["optimize", str(path), "-o", str(out)]) == 1
+    assert "cannot verify" in capsys.readouterr().err and not out.exists()
+    data = tmp_path / "test_data_set_0"
+    data.mkdir()
+    for i, (name, array) in enumerate([("x", np.ones((3, 1), np.float32)), ("shape", np.array([3, 4]))]):
+        (data / f"input_{i}.pb").write_bytes(numpy_helper.from_array(array, name).SerializeToString())
+    assert main(["optimize", str(path), "-o", str(out), "--inputs", str(data)]) == 0
+    captured = capsys.readouterr()
+    assert "verified optimized @ the given inputs: match" in " ".join((captured.out + captured.err).split())
+    assert out.exists()
+
+
+def test_original_that_onnxruntime_cannot_load_names_no_verify():
+    proto = _model([helper.make_node("Relu", ["x"], ["y"])], [("x", F, [2])], [("y", F, [2])], opsets=(("", 1),))
+    with pytest.raises(UserInputError, match="onnxruntime cannot load the original model") as err:
+        optimize(proto)
+    assert "--no-verify" in str(err.value.hint)

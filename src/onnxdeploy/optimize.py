@@ -508,17 +508,27 @@ class _Verifier:
     sessions share the model's weight buffers."""
 
     def __init__(self, original: "ir.Model", model: "ir.Model", dims: Mapping[str, int], *, atol: float,
-                 rtol: float, seed: int, providers: Sequence[str] | None) -> None:
+                 rtol: float, seed: int, providers: Sequence[str] | None,
+                 inputs: Mapping[str, np.ndarray] | None = None) -> None:
         import threading
 
-        from onnxdeploy.run import synthesize_inputs
+        from onnxdeploy.run import SessionError, synthesize_inputs
 
         start = time.perf_counter()
         self.atol, self.rtol, self.providers = atol, rtol, providers
         specs = _input_specs(model)
-        session = _VerifySession(original, providers)
+        try:
+            session = _VerifySession(original, providers)
+        except SessionError as err:
+            raise UserInputError(f"cannot verify: onnxruntime cannot load the original model ({err.message})",
+                                 hint="pass --no-verify to optimize without the check") from err
         names = session.output_names()
-        plans = _verification_plans(specs, symbolic_dims(model), dims)
+        if inputs is not None:
+            given = dict(inputs)
+            plans = [[("the given inputs", lambda: given)]]
+        else:
+            plans = [[(_dims_label(a), lambda a=a: synthesize_inputs(model, specs=specs, dims=a, seed=seed))
+                      for a in plan] for plan in _verification_plans(specs, symbolic_dims(model), dims)]
         self._sets: list[tuple[str, dict, dict]] = []
         self._failures: list[tuple[str, str]] = []
         self.notes: list[str] = []
@@ -529,10 +539,9 @@ class _Verifier:
             started = time.perf_counter()
             for plan in plans:
                 failures = []
-                for assignment in plan:
-                    label = _dims_label(assignment)
+                for label, make_feeds in plan:
                     try:
-                        feeds = synthesize_inputs(model, specs=specs, dims=assignment, seed=seed)
+                        feeds = make_feeds()
                         self._sets.append((label, feeds, session.run(feeds, names)))
                     except Exception as err:  # noqa: BLE001 - the original itself cannot run at these dims
                         failures.append((label, _first_line(err)))
@@ -700,6 +709,7 @@ def optimize(
     extra_passes: Sequence[Any] = (),
     seed: int = 0,
     ort_fusions: bool | None = None,
+    inputs: Mapping[str, np.ndarray] | None = None,
 ) -> OptimizeResult:
     """Optimize ``model`` (a path, ModelProto or ``ir.Model``, never modified) and verify the result.
 
@@ -709,6 +719,10 @@ def optimize(
     ``verify_each`` checks outputs after every step and skips a step that breaks them; otherwise the result is
     checked once at the end, and on a mismatch the pipeline is re-run with per-step checks to find and skip
     the culprit. Raises :class:`OutputsDisagree` when the result still differs beyond ``atol``/``rtol``.
+
+    ``inputs`` (all the graph's inputs by name, e.g. from :func:`onnxdeploy.run.prepare_inputs`) are what the
+    original and the result are compared on, instead of synthesized inputs at two sizes: for models whose inputs
+    must hold valid values (shapes, indices) or whose real data matters.
 
     ``ort_fusions`` (with ``for_runtime="onnxruntime"``) adds the onnxscript rewriter's onnxruntime fusions
     (MultiHeadAttention, SkipLayerNormalization, ...). ``None`` turns them on only for providers other than the
@@ -740,7 +754,8 @@ def optimize(
         notes.append("the onnxscript onnxruntime fusions are off for the CPU (measured no faster than onnxruntime's "
                      "own fusions); --ort-fusions turns them on")
     if verify or verify_each:
-        verifier = _Verifier(original, work, dims, atol=atol, rtol=rtol, seed=seed, providers=providers)
+        verifier = _Verifier(original, work, dims, atol=atol, rtol=rtol, seed=seed, providers=providers,
+                             inputs=inputs)
         if verify_each:
             verifier.sets  # noqa: B018 - the first step's check needs the original's outputs now
 

@@ -365,11 +365,16 @@ def prepare_inputs(
     shapes: Mapping[str, Sequence] | None = None,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Collect feeds from arrays, files and an .npz; synthesize whatever is still missing; validate all."""
+    """Collect feeds from arrays, files and an .npz (or an ONNX ``test_data_set_N`` folder of ``input_K.pb``);
+    synthesize whatever is still missing; validate all."""
     model = _structure(model)  # parse once (a file without its weights): specs, synthesis and roles share it
     specs = input_specs(model)
     feeds: dict[str, np.ndarray] = {}
-    if npz is not None:
+    if npz is not None and Path(npz).is_dir():
+        feeds.update(read_test_data_dir(npz, specs, "input"))
+        if not feeds:
+            raise UserInputError(f"--inputs {npz}: no input_K.pb files in this folder")
+    elif npz is not None:
         feeds.update(read_npz(npz))
     for name, path in (input_files or {}).items():
         feeds[name] = read_tensor_file(path)

@@ -26,7 +26,7 @@ InputOpt = Annotated[
     Optional[list[str]],
     typer.Option("--input", "-i", help="NAME=FILE with FILE a .npy or TensorProto .pb file. Repeatable."),
 ]
-InputsOpt = Annotated[Optional[Path], typer.Option("--inputs", help="An .npz file holding all inputs by name.")]
+InputsOpt = Annotated[Optional[Path], typer.Option("--inputs", help="An .npz file holding the inputs by name, or an ONNX test_data_set_N folder (input_K.pb).")]
 DimOpt = Annotated[
     Optional[list[str]],
     typer.Option("--dim", help="NAME=VALUE: give a symbolic dim a value everywhere. Repeatable."),

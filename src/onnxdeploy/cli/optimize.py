@@ -6,7 +6,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from onnxdeploy.cli.common import PANEL_OPTIMIZE, AtolOpt, DimOpt, JsonOpt, ModelArg, OutputOpt, ProviderOpt, RtolOpt
+from onnxdeploy.cli.common import (
+    PANEL_OPTIMIZE,
+    AtolOpt,
+    DimOpt,
+    InputOpt,
+    InputsOpt,
+    JsonOpt,
+    ModelArg,
+    OutputOpt,
+    ProviderOpt,
+    RtolOpt,
+)
 
 EXAMPLES = """[b]Examples[/b]
 
@@ -14,7 +25,9 @@ EXAMPLES = """[b]Examples[/b]
 
   onnxdeploy optimize bert.onnx -o bert.ort.onnx --for-runtime onnxruntime
 
-  onnxdeploy optimize model.onnx -o out.onnx --dim batch=1 --verify-each --json"""
+  onnxdeploy optimize model.onnx -o out.onnx --dim batch=1 --verify-each --json
+
+  onnxdeploy optimize model.onnx -o out.onnx --inputs test_data_set_0   [dim](verify on real inputs)[/dim]"""
 
 RuntimeOpt = Annotated[
     Optional[str],
@@ -54,6 +67,8 @@ def optimize(
     fold_limit: FoldLimitOpt = 1 << 20,
     provider: ProviderOpt = None,
     ort_fusions: OrtFusionsOpt = None,
+    input_: InputOpt = None,
+    inputs: InputsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fold constants and shapes, fuse, remove redundant nodes; verify outputs; print a before/after table."""
@@ -65,9 +80,17 @@ def optimize(
 
     if output.resolve() == model.resolve():
         raise UserInputError(f"{output}: the output would overwrite the input", hint="choose another -o path")
+    dims = parse_dims(dim)
+    feeds = None
+    if input_ or inputs:
+        from onnxdeploy.cli.common import parse_key_values
+        from onnxdeploy.run import prepare_inputs
+
+        feeds = prepare_inputs(model, input_files=parse_key_values(input_, option="--input"), npz=inputs, dims=dims)
     result = optimize_api(
         model,
-        dims=parse_dims(dim),
+        dims=dims,
+        inputs=feeds,
         for_runtime=for_runtime,
         level=level,
         verify=not no_verify,

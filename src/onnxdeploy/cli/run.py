@@ -78,7 +78,7 @@ def run(
     from onnxdeploy.inspect import load_structure
     from onnxdeploy.io import atomic_write_bytes
     from onnxdeploy.numerics import compare_outputs
-    from onnxdeploy.run import _check_names, input_specs, output_specs, read_test_data_dir, run_model
+    from onnxdeploy.run import _check_names, input_specs, output_specs, run_model
 
     if output_path is not None and output_path.suffix != ".npz":
         raise UserInputError(f"-o {output_path}: outputs are saved as .npz", hint=f"use -o {output_path.stem}.npz")
@@ -88,24 +88,12 @@ def run(
     files = parse_key_values(input, option="--input")
     proto = load_structure(model)[0]  # names, dtypes and shapes only: weights are left to onnxruntime
     _check_names(files, input_specs(proto), "--input")
-    arrays = None
-    npz = None
-    if inputs is not None:
-        if inputs.is_dir():
-            arrays = read_test_data_dir(inputs, input_specs(proto), "input")
-            if not arrays:
-                raise UserInputError(f"--inputs {inputs}: no input_K.pb files in this folder")
-            for name in files:
-                arrays.pop(name, None)
-        else:
-            npz = inputs
     expected = _read_expected(expect, output_specs(proto)) if expect is not None else None
 
     result = run_model(
         model,
-        arrays,
         input_files=files,
-        npz=npz,
+        npz=inputs,
         dims=parse_dims(dim),
         shapes=parse_shapes(shape),
         seed=seed,
