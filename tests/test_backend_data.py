@@ -1,6 +1,7 @@
 """Every model shipped in onnx's `onnx/backend/test/data/` folders: load -> save -> load keeps it intact, and the
-saved copy runs on onnxruntime to the expected `test_data_set_0` outputs (skipped, with the reason, where onnxruntime
-cannot run the model at all)."""
+saved copy runs on onnxruntime to the expected `test_data_set_0` outputs, and `optimize` (default and
+`--for-runtime onnxruntime`) verifies each on its own test data and still computes the expected outputs (skipped, with
+the reason, where onnxruntime cannot run the model at all)."""
 
 from __future__ import annotations
 
@@ -100,6 +101,51 @@ def test_round_trip(path: Path, tmp_path: Path):
     except SessionError as err:
         pytest.skip(f"onnxruntime cannot run it: {err.message}")
     # old test data may name outputs by position only
+    if not set(expected) <= set(outputs):
+        expected = dict(zip(list(outputs), expected.values()))
+    comparison = compare_outputs(expected, outputs, atol=1e-3, rtol=1e-3)
+    assert comparison.passed, comparison.summary()
+
+
+def _data(path: Path, model: onnx.ModelProto) -> tuple[dict, dict] | None:
+    """The inputs and expected outputs that come with a corpus model (None when it has none)."""
+    from onnxdeploy.run import input_specs, output_specs, read_test_data_dir
+
+    if path.name != "model.onnx":
+        return _light_data(path, model)
+    data = path.parent / "test_data_set_0"
+    if not data.is_dir():
+        return None
+    return read_test_data_dir(data, input_specs(model), "input"), read_test_data_dir(data, output_specs(model), "output")
+
+
+@pytest.mark.parametrize("for_runtime", [None, "onnxruntime"])
+@pytest.mark.parametrize("path", _params())
+def test_optimize(path: Path, for_runtime: str | None):
+    """Models none of us wrote: optimize never crashes, verifies on the model's own test data, and the optimized
+    model still computes the expected outputs stored beside it."""
+    from onnxdeploy.errors import UserInputError
+    from onnxdeploy.numerics import compare_outputs
+    from onnxdeploy.optimize import optimize
+    from onnxdeploy.run import SessionError, create_session, run_session
+
+    original = io.load_proto(path, load_weights=True)
+    data = _data(path, original)
+    if data is None:
+        pytest.skip("no test data beside the model")
+    feeds, expected = data
+    try:
+        create_session(original)
+    except SessionError as err:
+        pytest.skip(f"onnxruntime cannot run it: {err.message}")
+    try:
+        result = optimize(path, for_runtime=for_runtime, inputs=feeds)
+    except UserInputError as err:
+        pytest.skip(f"onnxruntime cannot run the original on its test data: {err}")
+    assert result.report.verified is True
+    proto = io.as_proto(result.model)
+    outputs = run_session(create_session(proto), {k: v for k, v in feeds.items()
+                                                  if k in {i.name for i in proto.graph.input}})
     if not set(expected) <= set(outputs):
         expected = dict(zip(list(outputs), expected.values()))
     comparison = compare_outputs(expected, outputs, atol=1e-3, rtol=1e-3)
