@@ -150,7 +150,7 @@ def check(model: "ModelLike", target: str | Target = "onnxruntime", *, use_engin
                 upcast[node.op_type].append(node_label(node, i))
     for (domain, op), nodes in sorted(by_op.items()):
         what = f"{domain}::{op}" if domain else op
-        rule = applicable_rule(op, t) if not domain else None
+        rule = applicable_rule(op, t, domain)
         problems.append(Problem("op", what, first_names(nodes), f"{t.name} has no {what} operator ({len(nodes)} node"
                                 f"{'s' if len(nodes) != 1 else ''})", fix=f"legalize: {rule.describe}" if rule else None))
     for (op, reason), nodes in sorted(dtype_issues.items()):

@@ -41,6 +41,12 @@ class Rule:
     describe: str
     uses: frozenset[str]
     build: Callable  # (B, node) -> output value
+    domain: str = ""  # "com.microsoft": onnxruntime's contrib ops, e.g. in a model optimized for onnxruntime
+    min_opset: int = 1  # the composition needs this default-domain opset (e.g. LayerNormalization: 17)
+
+    @property
+    def key(self) -> str:
+        return f"{self.domain}::{self.op}" if self.domain else self.op
 
 
 class _B:
@@ -72,11 +78,58 @@ def _softplus(b: _B, x):  # max(x, 0) + log(1 + exp(-|x|)): no overflow
 
 def _gelu(b: _B, node):
     x = node.inputs[0]
-    half_x = b.Mul(x, b.c(0.5))
     if node.attributes.get("approximate") is not None and node.attributes["approximate"].value == "tanh":
-        inner = b.Mul(b.c(math.sqrt(2.0 / math.pi)), b.Add(x, b.Mul(b.c(0.044715), b.Mul(x, b.Mul(x, x)))))
-        return b.Mul(half_x, b.Add(b.c(1.0), b.Tanh(inner)))
-    return b.Mul(half_x, b.Add(b.c(1.0), b.Erf(b.Div(x, b.c(math.sqrt(2.0))))))
+        return _gelu_tanh(b, x)
+    return _gelu_erf(b, x)
+
+
+def _gelu_erf(b: _B, x):
+    return b.Mul(b.Mul(x, b.c(0.5)), b.Add(b.c(1.0), b.Erf(b.Div(x, b.c(math.sqrt(2.0))))))
+
+
+def _gelu_tanh(b: _B, x):
+    inner = b.Mul(b.c(math.sqrt(2.0 / math.pi)), b.Add(x, b.Mul(b.c(0.044715), b.Mul(x, b.Mul(x, x)))))
+    return b.Mul(b.Mul(x, b.c(0.5)), b.Add(b.c(1.0), b.Tanh(inner)))
+
+
+def _plus_optional(b: _B, x, *others):
+    for other in others:
+        if other is not None:
+            x = b.Add(x, other)
+    return x
+
+
+def _input(node, i: int):
+    return node.inputs[i] if len(node.inputs) > i else None
+
+
+def _skip_layer_norm(b: _B, node):
+    """SkipLayerNormalization(input, skip, gamma, beta?, bias?) -> LayerNormalization(input + skip + bias)."""
+    summed = _plus_optional(b, b.Add(node.inputs[0], node.inputs[1]), _input(node, 4))
+    gamma, beta = node.inputs[2], _input(node, 3)
+    return b.LayerNormalization(*([summed, gamma] + ([beta] if beta is not None else [])), axis=-1,
+                                epsilon=_attr(node, "epsilon", 1e-12))
+
+
+_FUSED_ACTIVATIONS = {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "HardSigmoid"}
+
+
+def _fused_conv(b: _B, node):
+    """FusedConv(X, W, B?, Z?) = activation(Conv(X, W, B) + Z), the activation named by an attribute."""
+    attrs = {k: a.value for k, a in node.attributes.items() if k not in ("activation", "activation_params")}
+    conv = b.Conv(*[v for v in node.inputs[:3] if v is not None], **attrs)
+    y = _plus_optional(b, conv, _input(node, 3))
+    act = node.attributes["activation"].value if "activation" in node.attributes else "Relu"
+    params = list(node.attributes["activation_params"].value) if "activation_params" in node.attributes else []
+    if act == "LeakyRelu":
+        return b.LeakyRelu(y, alpha=params[0] if params else 0.01)
+    if act == "HardSigmoid":
+        return b.HardSigmoid(y, alpha=params[0] if params else 0.2, beta=params[1] if len(params) > 1 else 0.5)
+    if act == "Clip":
+        return b.Clip(y, b.c(params[0]), b.c(params[1]))
+    if act not in _FUSED_ACTIVATIONS:
+        raise UserInputError(f"FusedConv {node.name!r}: unknown activation {act!r}")
+    return getattr(b, act)(y)
 
 
 def _hardsigmoid(b: _B, x, alpha: float, beta: float):
@@ -90,7 +143,9 @@ def _elu_like(b: _B, x, alpha: float, scale_in: float = 1.0):
 
 _X = lambda n: n.inputs[0]  # noqa: E731
 
-RULES: dict[str, Rule] = {r.op: r for r in [
+_CONTRIB = "com.microsoft"
+
+RULES: dict[str, Rule] = {r.key: r for r in [
     Rule("Asinh", "Asinh(x) -> Log(x + Sqrt(x*x + 1))", frozenset({"Log", "Add", "Sqrt", "Mul"}),
          lambda b, n: b.Log(b.Add(_X(n), b.Sqrt(b.Add(b.Mul(_X(n), _X(n)), b.c(1.0)))))),
     Rule("Acosh", "Acosh(x) -> Log(x + Sqrt(x*x - 1))", frozenset({"Log", "Add", "Sqrt", "Mul", "Sub"}),
@@ -135,18 +190,38 @@ RULES: dict[str, Rule] = {r.op: r for r in [
          lambda b, n: b.Not(b.Less(n.inputs[0], n.inputs[1]))),
     Rule("LessOrEqual", "LessOrEqual(a, b) -> Not(Greater(a, b))", frozenset({"Not", "Greater"}),
          lambda b, n: b.Not(b.Greater(n.inputs[0], n.inputs[1]))),
+    # onnxruntime's contrib ops (what `optimize --for-runtime onnxruntime` or its transformer optimizer leave)
+    Rule("Gelu", "com.microsoft Gelu(x) -> 0.5*x*(1 + Erf(x/sqrt(2)))", frozenset({"Mul", "Add", "Div", "Erf"}),
+         lambda b, n: _gelu_erf(b, _X(n)), domain=_CONTRIB),
+    Rule("BiasGelu", "BiasGelu(a, bias) -> Gelu(a + bias), erf form", frozenset({"Mul", "Add", "Div", "Erf"}),
+         lambda b, n: _gelu_erf(b, b.Add(n.inputs[0], n.inputs[1])), domain=_CONTRIB),
+    Rule("FastGelu", "FastGelu(x, bias?) -> Gelu(x + bias), tanh form", frozenset({"Mul", "Add", "Tanh"}),
+         lambda b, n: _gelu_tanh(b, _plus_optional(b, _X(n), _input(n, 1))), domain=_CONTRIB),
+    Rule("QuickGelu", "QuickGelu(x) -> x * Sigmoid(alpha*x)", frozenset({"Mul", "Sigmoid"}),
+         lambda b, n: b.Mul(_X(n), b.Sigmoid(b.Mul(_X(n), b.c(_attr(n, "alpha", 1.702))))), domain=_CONTRIB),
+    Rule("SkipLayerNormalization", "SkipLayerNormalization -> LayerNormalization(input + skip + bias)",
+         frozenset({"Add", "LayerNormalization"}), _skip_layer_norm, domain=_CONTRIB, min_opset=17),
+    Rule("FusedConv", "FusedConv -> Conv (+ Z) + its activation", frozenset({"Conv", "Add"}), _fused_conv,
+         domain=_CONTRIB),
 ]}
 
 
-def applicable_rule(op: str, target: "Target | None") -> Rule | None:
-    """The rule for ``op`` if the target has every operator the composition uses."""
-    rule = RULES.get(op)
+def applicable_rule(op: str, target: "Target | None", domain: str = "") -> Rule | None:
+    """The rule for ``op`` (of ``domain``) if the target has every operator the composition uses."""
+    rule = RULES.get(f"{domain}::{op}" if domain not in ("", "ai.onnx") else op)
     if rule is None or target is None:
         return rule
     supported = target.supported_ops()
     if supported is None or all(("", u) in supported for u in rule.uses):
         return rule
     return None
+
+
+def rule_fits(node: "ir.Node", rule: Rule, opset: int) -> bool:
+    """The composition replaces the node's first output: its other outputs must be unused (SkipLayerNormalization's
+    mean and variance); and the model's opset must have the ops it uses."""
+    extra = node.outputs[1:]
+    return opset >= rule.min_opset and not any(o.uses() or o.is_graph_output() for o in extra)
 
 
 def apply_rule(graph: "ir.Graph", node: "ir.Node", rule: Rule) -> None:
@@ -156,8 +231,13 @@ def apply_rule(graph: "ir.Graph", node: "ir.Node", rule: Rule) -> None:
     b = _B(node.inputs[0].dtype if node.inputs and node.inputs[0] is not None else None)
     out = rule.build(b, node)
     base = node.name or node.op_type
+    taken = {n.name for n in graph}
     for i, new in enumerate(b.tape.nodes):
-        new.name = f"{base}/legalized/{new.op_type}_{i}"
+        name, k = f"{base}/legalized/{new.op_type}_{i}", 1
+        while name in taken:  # unnamed nodes of one op type share a base
+            name, k = f"{base}/legalized/{new.op_type}_{i}_{k}", k + 1
+        new.name = name
+        taken.add(name)
     ir.convenience.replace_nodes_and_values(graph, node, [node], list(b.tape.nodes), [node.outputs[0]], [out])
 
 
@@ -218,16 +298,18 @@ def _apply_rules(model: "ir.Model", target: "Target") -> Counter:
         from onnxdeploy.check import check
 
         missing = {p.what for p in check(model, target).problems if p.kind == "op"}
+    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
     for graph in model.graphs():
         for node in list(graph):
-            if node.domain not in ("", "ai.onnx"):
+            domain = "" if node.domain == "ai.onnx" else node.domain
+            if domain not in ("", _CONTRIB):
                 continue
-            lacks = (("", node.op_type) not in supported) if supported is not None else (
+            lacks = ((domain, node.op_type) not in supported) if supported is not None else (
                 missing is not None and node.op_type in missing)
-            rule = applicable_rule(node.op_type, target) if lacks else None
-            if rule is not None:
+            rule = applicable_rule(node.op_type, target, domain) if lacks else None
+            if rule is not None and rule_fits(node, rule, opset):
                 apply_rule(graph, node, rule)
-                applied[node.op_type] += 1
+                applied[rule.key] += 1
     return applied
 
 
