@@ -203,10 +203,10 @@ def render(rows: list[dict], args, seconds: float) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
-        peers = [row["tools"][t].get("latency_ms") for t in ("original", "onnxsim", "onnxslim", "ort-offline")]
+        peers = [row["tools"].get(t, {}).get("latency_ms") for t in ("original", "onnxsim", "onnxslim", "ort-offline")]
         peers = [p for p in peers if p]
         best = min(peers) if peers else None
-        for tool in ["original", *TOOLS]:
+        for tool in ["original", *args.tools.split(",")]:
             r = row["tools"].get(tool, {})
             if tool == "original":
                 r = {**r, "nodes": row["nodes"]}
@@ -242,6 +242,9 @@ def goal_lines(rows: list[dict]) -> list[str]:
         if ours.get("seconds") and sim.get("seconds"):
             r = ours["seconds"] / sim["seconds"]
             notes.append(f"wall {r:.2f}x onnxsim ({'ok' if r <= 0.5 else 'MISSED'})")
+            unverified = t.get("onnxdeploy-noverify", {}).get("seconds")
+            if unverified:
+                notes.append(f"without verification {unverified / sim['seconds']:.2f}x")
         if ours.get("rss"):
             r = ours["rss"] / row["size"]
             extra = ""
