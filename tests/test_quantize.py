@@ -356,3 +356,17 @@ def test_no_stray_files_in_the_current_directory(tmp_path, monkeypatch):
     quantize(tmp_path / "pos.onnx", tmp_path / "q.onnx", mode="dynamic", measure=False, samples=2, dims={"seq": 8})
     assert sorted(p.name for p in cwd.iterdir()) == []
     assert Path.cwd() == cwd
+
+
+def test_output_softmax_stays_float(tmp_path):
+    """Zoo classifiers end in Softmax; 8-bit probabilities lose the small ones (a flat vector entirely)."""
+    proto = _cnn()
+    proto.graph.node.append(helper.make_node("Softmax", ["logits"], ["prob_raw"], name="softmax", axis=1))
+    proto.graph.node.append(helper.make_node("Identity", ["prob_raw"], ["prob"], name="to_output"))
+    proto.graph.output[0].name = "prob"
+    path, out = tmp_path / "cls.onnx", tmp_path / "cls.int8.onnx"
+    onnx.save(proto, path)
+    report = quantize(path, out, measure=False)
+    assert "softmax" in report.excluded_nodes and "softmax" not in _dq_fed_nodes(out)
+    assert {"conv0", "conv1", "conv2"} <= _dq_fed_nodes(out)
+    assert report.cosine >= 0.99

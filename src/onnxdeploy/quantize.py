@@ -442,6 +442,27 @@ def _resolve_exclusions(
     return excluded
 
 
+_PROBABILITY_OPS = ("Softmax", "LogSoftmax")
+
+
+_PASSTHROUGH_OPS = ("Identity", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze")
+
+
+def _output_softmax_nodes(proto: "onnx.ModelProto") -> list[str]:
+    """Named Softmax/LogSoftmax nodes whose output is a graph output (directly or through Identity, Reshape, ...):
+    kept in fp32 by default. Quantizing a probability vector to 8 bits loses most small probabilities (a flat one
+    entirely), and the op costs next to nothing."""
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    found = []
+    for output in proto.graph.output:
+        node = producer.get(output.name)
+        while node is not None and node.op_type in _PASSTHROUGH_OPS and node.input:
+            node = producer.get(node.input[0])
+        if node is not None and node.op_type in _PROBABILITY_OPS and node.name and node.name not in found:
+            found.append(node.name)
+    return found
+
+
 # ---------------------------------------------------------------- evaluation
 
 
@@ -695,6 +716,7 @@ def quantize(
             base, fusions = (_transformer_fusions(pre, tmp / f"fused-{q_mode}.onnx", warnings) if fuse else (pre, None))
             base_proto = onnx.load(str(base), load_external_data=False)
             excluded = _resolve_exclusions(base_proto, proto, exclude_nodes, exclude_ops)
+            excluded += [n for n in _output_softmax_nodes(base_proto) if n not in excluded]
             q_path = tmp / f"quantized-{q_mode}.onnx"
             large = base_proto.ByteSize() > 1_800_000_000
             if is_static:
