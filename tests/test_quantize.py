@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxdeploy.errors import OutputsDisagree, UserInputError
+from onnxdeploy.errors import OutputsDisagree, UnsupportedError, UserInputError
 from onnxdeploy.quantize import load_calibration, model_kind, quantize, synthesize_samples
 
 qmod = importlib.import_module("onnxdeploy.quantize")
@@ -217,16 +217,22 @@ def test_speedup_is_measured(cnn_path, tmp_path):
     assert report.speedup == pytest.approx(report.fp32_ms / report.quantized_ms)
 
 
-def test_auto_mode_falls_back_and_warns_when_slower(cnn_path, tmp_path, monkeypatch):
-    monkeypatch.setattr(qmod, "_measure", lambda *a, **k: (1.0, 2.0))  # every quantized model "twice as slow"
+def test_auto_mode_never_writes_a_model_slower_than_fp32(cnn_path, tmp_path, monkeypatch):
+    timings = iter([(1.0, 2.0)])  # (fp32 ms, int8 ms): static twice as slow as fp32, then dynamic twice as fast
+    monkeypatch.setattr(qmod, "_measure", lambda *a, **k: next(timings, (1.0, 0.5)))
     report = quantize(cnn_path, tmp_path / "q.onnx")
-    assert [a.mode for a in report.attempts] == ["static", "dynamic"] or [a.mode for a in report.attempts] == [
-        "dynamic", "static"]
-    assert any("trying dynamic" in w for w in report.warnings)
-    assert any("SLOWER THAN FP32" in w for w in report.warnings)
-    # an explicit mode is not switched, but still warned about
+    assert [a.mode for a in report.attempts] == ["dynamic", "static"]  # the faster first: the one written
+    assert report.mode == "dynamic" and any("trying dynamic" in w for w in report.warnings)
+    monkeypatch.setattr(qmod, "_measure", lambda *a, **k: (1.0, 2.0))  # every quantized model "twice as slow"
+    out = tmp_path / "q-slow.onnx"
+    with pytest.raises(UnsupportedError, match="no int8 variant runs faster than fp32 here") as err:
+        quantize(cnn_path, out)
+    assert "static 0.50x" in str(err.value) and "dynamic 0.50x" in str(err.value) and not out.exists()
+    assert "--mode static" in err.value.hint
+    # an explicit mode is not switched, and written with a loud warning
     report = quantize(cnn_path, tmp_path / "q2.onnx", mode="static")
     assert len(report.attempts) == 1 and any("SLOWER THAN FP32" in w for w in report.warnings)
+    assert (tmp_path / "q2.onnx").exists()
 
 
 def test_input_model_is_not_modified(cnn_path, tmp_path):

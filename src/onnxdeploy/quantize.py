@@ -9,8 +9,9 @@ Defaults are chosen by model type, from what measured fastest on x86 CPUs with A
 Every run pre-processes with ``quant_pre_process``, evaluates the result against fp32 on held-out inputs (never the
 calibration ones: max abs error, cosine similarity, top-1 agreement for logits) and times both models interleaved
 with the same session options. In ``auto`` mode a quantized model slower than fp32 makes us try the other mode and
-keep the faster; a result still slower is reported with a loud warning. Outputs are written atomically, and only
-after verification passed.
+keep the faster; when neither is faster nothing is written (:class:`~onnxdeploy.errors.UnsupportedError`: the
+default never hands back a model slower than the input); an explicit ``mode`` writes its result with a loud warning.
+Outputs are written atomically, and only after verification passed.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from onnxdeploy.errors import OutputsDisagree, UserInputError
+from onnxdeploy.errors import OutputsDisagree, UnsupportedError, UserInputError
 from onnxdeploy.io import ModelLike, as_proto
 
 if TYPE_CHECKING:
@@ -760,6 +761,12 @@ def quantize(
         best = results[0]
         errors: list[OutputError] = best["errors"]
         sp = speed(best)
+        if mode == "auto" and sp is not None and sp < 1.0:
+            tried = ", ".join(f"{r['mode']} {speed(r):.2f}x" for r in results if speed(r) is not None)
+            raise UnsupportedError(
+                f"no int8 variant runs faster than fp32 here ({tried} the fp32 speed); nothing written",
+                hint="keep the fp32 model, or write one anyway with --mode static or --mode dynamic",
+            )
         if sp is not None and sp < 1.0:
             warnings.append(
                 f"THE QUANTIZED MODEL IS SLOWER THAN FP32 ({sp:.2f}x) on this machine; keep the fp32 model, or try "
