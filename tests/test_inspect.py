@@ -249,3 +249,24 @@ def test_over_2gb_external_model_is_inspected_without_reading_it(tmp_path):
     external, params, peak_mib = map(int, proc.stdout.split())
     assert external == count * layer and params == count * rows * cols
     assert peak_mib < 200
+
+
+def test_nodes_include_subgraphs_with_their_path(capsys):
+    """If/Loop bodies are listed too, each node with the path of its subgraph and its inferred shapes."""
+    then_g = helper.make_graph([helper.make_node("Relu", ["x"], ["t"], name="relu_in_then")], "then", [],
+                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, 3])])
+    else_g = helper.make_graph([helper.make_node("Neg", ["x"], ["e"], name="neg_in_else")], "else", [],
+                               [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2, 3])])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then_g, else_branch=else_g)], "g",
+        [helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    s = inspect(model, nodes=True)
+    by_name = {n.name: n for n in s.nodes}
+    assert [n.name for n in s.nodes][0] == "branch" and set(by_name) == {"branch", "relu_in_then", "neg_in_else"}
+    assert by_name["relu_in_then"].graph == "branch/then_branch" and by_name["branch"].graph == ""
+    assert by_name["relu_in_then"].inputs[0].shape == [2, 3]  # the outer x, seen from inside
+    assert by_name["neg_in_else"].outputs[0].shape == [2, 3]
+    assert {n["name"]: n["graph"] for n in s.to_dict()["nodes"]}["neg_in_else"] == "branch/else_branch"

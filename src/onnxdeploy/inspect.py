@@ -49,12 +49,14 @@ class NodeInfo:
     domain: str
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
+    graph: str = ""  # "" for the main graph, else the subgraph's path: "loop/body", "if_1/then_branch/if_2/..."
 
     def to_dict(self) -> dict:
         return {
             "name": self.name,
             "op_type": self.op_type,
             "domain": self.domain,
+            "graph": self.graph,
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
         }
@@ -272,13 +274,39 @@ def _tensor_nbytes(tensor, count: int, stripped: dict[str, int]) -> int:
 
 def _graphs(graph) -> Iterator:
     """The graph and every subgraph (If/Loop/Scan bodies), depth first."""
-    yield graph
-    for node in graph.node:
+    return (g for _, _, g in _graphs_with_paths(graph))
+
+
+def _graphs_with_paths(graph, path: str = "", parent: str | None = None) -> Iterator:
+    """(path, parent path, graph) for the graph and every subgraph, depth first; a subgraph's path names its node and
+    attribute (``loop/body``); the main graph's path is ""."""
+    yield path, parent, graph
+    for i, node in enumerate(graph.node):
+        owner = f"{path}/{node.name or f'{node.op_type}#{i}'}" if path else (node.name or f"{node.op_type}#{i}")
         for attr in node.attribute:
             if attr.HasField("g"):
-                yield from _graphs(attr.g)
-            for g in attr.graphs:
-                yield from _graphs(g)
+                yield from _graphs_with_paths(attr.g, f"{owner}/{attr.name}", path)
+            for k, g in enumerate(attr.graphs):
+                yield from _graphs_with_paths(g, f"{owner}/{attr.name}[{k}]", path)
+
+
+def _node_infos(inferred_graph, info: dict[str, TensorInfo]) -> list[NodeInfo]:
+    """Every node of the main graph and its subgraphs, with its tensors' inferred dtype and shape (a subgraph sees
+    its own value_info over its enclosing graphs')."""
+    scopes: dict[str, dict[str, TensorInfo]] = {"": info}
+    nodes: list[NodeInfo] = []
+    for path, parent, graph in _graphs_with_paths(inferred_graph):
+        if parent is not None:
+            scope = dict(scopes[parent])
+            for vi in (*graph.value_info, *graph.input, *graph.output):
+                scope[vi.name] = _type_info(vi.name, vi.type)
+            scopes[path] = scope
+        scope = scopes[path]
+        for n in graph.node:
+            nodes.append(NodeInfo(n.name, n.op_type, n.domain,
+                                  [scope.get(x) or TensorInfo(x, None, None) for x in n.input],
+                                  [scope.get(x) or TensorInfo(x, None, None) for x in n.output], path))
+    return nodes
 
 
 def _prod(dims) -> int | None:
@@ -384,8 +412,8 @@ def _fix_input_dims(graph, dims: Mapping[str, int]) -> None:
 def inspect(model: _io.ModelLike, *, nodes: bool = False, dims: Mapping[str, int] | None = None) -> ModelSummary:
     """Describe ``model`` (a path, ModelProto or ``ir.Model``) without reading or running its weights.
 
-    With ``nodes=True`` the summary lists every main-graph node with its inputs' and outputs' inferred dtype and
-    shape. ``dims`` gives symbolic input dims values for shape inference, so FLOPs of a dynamic model are counted
+    With ``nodes=True`` the summary lists every node (subgraphs' too, with their path in ``NodeInfo.graph``) with
+    its inputs' and outputs' inferred dtype and shape. ``dims`` gives symbolic input dims values for shape inference, so FLOPs of a dynamic model are counted
     at those sizes (the inputs are still listed as declared). Shape inference failures are reported in
     ``shape_inference_error``, not raised.
     """
@@ -450,18 +478,7 @@ def inspect(model: _io.ModelLike, *, nodes: bool = False, dims: Mapping[str, int
     custom = sorted((set(opsets) | used_domains) - STANDARD_DOMAINS)
 
     costs = [c for c in (_node_cost(n, info) for n in graph.node) if c is not None]
-    node_list = None
-    if nodes:
-        node_list = [
-            NodeInfo(
-                n.name,
-                n.op_type,
-                n.domain,
-                [info.get(x) or TensorInfo(x, None, None) for x in n.input],
-                [info.get(x) or TensorInfo(x, None, None) for x in n.output],
-            )
-            for n in graph.node
-        ]
+    node_list = _node_infos(inferred.graph, info) if nodes else None
 
     return ModelSummary(
         path=path,

@@ -94,13 +94,15 @@ def render(summary, output) -> None:
         output.table("Operators", ["op type", "count"], esc(summary.op_histogram.items())),
     )
     if summary.nodes is not None:
+        nested = any(n.graph for n in summary.nodes)
         node_rows = []
         for n in summary.nodes:
             ins = "\n".join(f"{t.name}: {t.dtype or '?'} {t.shape_str()}" for t in n.inputs if t.name) or "-"
             outs = "\n".join(f"{t.name}: {t.dtype or '?'} {t.shape_str()}" for t in n.outputs if t.name) or "-"
             op = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
-            node_rows.append([n.name, op, ins, outs])
-        output.show(output.table("Nodes", ["name", "op", "inputs", "outputs"], esc(node_rows)))
+            node_rows.append(([n.graph or "main"] if nested else []) + [n.name, op, ins, outs])
+        columns = (["graph"] if nested else []) + ["name", "op", "inputs", "outputs"]
+        output.show(output.table("Nodes", columns, esc(node_rows)))
 
 
 def register(app: typer.Typer) -> None:
