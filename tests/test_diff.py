@@ -99,3 +99,22 @@ def test_cli_diff_missing_file(tmp_path, capsys):
 def test_diff_accepts_ir_and_proto(same):
     m = _model()
     assert diff(m, ir.serde.serialize_model(m)).identical is same
+
+
+def test_renamed_nodes_are_paired_not_removed_and_added(tmp_path):
+    """A tool that renames every node (e.g. an optimizer's name fix) must not turn the diff into noise."""
+    a, b = _model(), _model()
+    for node in b.graph:
+        node.name = f"renamed_{node.name}"
+    result = diff(a, b)
+    assert {(c.kind, c.name) for c in result.changes} == {
+        ("renamed", "relu -> renamed_relu"), ("renamed", "mul -> renamed_mul"), ("renamed", "softmax -> renamed_softmax")}
+    # renamed and rewired: the same op writing the same tensor from another input is one change, not two
+    c = _model()
+    relu, mul = c.graph.node("relu"), c.graph.node("mul")
+    relu.name, mul.name = "r2", "m2"
+    mul.replace_input_with(0, c.graph.inputs[0])
+    result = diff(a, c)
+    by = {c.name: c for c in result.changes if c.section == "node"}
+    assert by["mul -> m2"].kind == "changed" and any(d.startswith("inputs") for d in by["mul -> m2"].details)
+    assert by["relu -> r2"].kind == "renamed"

@@ -1,7 +1,9 @@
 """Structural diff of two ONNX models: nodes, inputs/outputs, initializers (values compared one at a time), opsets.
 
-Nodes are matched by name (or, for unnamed nodes, by op type and first output). A node is *changed* when its op,
-domain, attributes or connections (input/output tensor names) differ. Initializer values are compared tensor by
+Nodes are matched by name (or, for unnamed nodes, by op type and first output); nodes left over on both sides are
+paired by structure: the same op, attributes and tensors under another name is *renamed*, the same op writing the
+same tensors from other inputs is *changed*. A node is *changed* when its op, domain, attributes or connections
+(input/output tensor names) differ. Initializer values are compared tensor by
 tensor in chunks of memory-mapped data, so models larger than memory can be compared.
 """
 
@@ -120,6 +122,37 @@ def _node_details(a: "ir.Node", b: "ir.Node") -> list[str]:
     return details
 
 
+def _signature(node: "ir.Node", *, with_inputs: bool = True) -> tuple:
+    attrs = tuple(sorted((k, _attr_repr(a)) for k, a in node.attributes.items()))
+    ins = tuple(v.name if v is not None else "" for v in node.inputs) if with_inputs else ()
+    return node.domain, node.op_type, attrs, ins, tuple(v.name for v in node.outputs)
+
+
+def _unmatched_nodes(removed: dict[str, "ir.Node"], added: dict[str, "ir.Node"]) -> list[Change]:
+    """Nodes only in A or only in B. A pair that is the same node under another name is *renamed*: the same op,
+    attributes and tensors; or *changed* when only its inputs differ but it still writes the same tensors."""
+    changes: list[Change] = []
+    for with_inputs in (True, False):
+        by_signature: dict[tuple, list[str]] = {}
+        for key, node in added.items():
+            by_signature.setdefault(_signature(node, with_inputs=with_inputs), []).append(key)
+        for key in list(removed):
+            node = removed[key]
+            keys = by_signature.get(_signature(node, with_inputs=with_inputs))
+            if not keys or not node.outputs:  # a node without outputs has no identity to match
+                continue
+            other_key = keys.pop(0)
+            other = added.pop(other_key)
+            del removed[key]
+            details = [f"name {node.name or '(none)'} -> {other.name or '(none)'}", *_node_details(node, other)]
+            kind = "renamed" if with_inputs else "changed"
+            changes.append(Change("node", f"{key} -> {other_key}", kind, _node_str(node), _node_str(other),
+                                  details))
+    changes += [Change("node", key, "removed", before=_node_str(node)) for key, node in removed.items()]
+    changes += [Change("node", key, "added", after=_node_str(node)) for key, node in added.items()]
+    return changes
+
+
 def _node_str(node: "ir.Node") -> str:
     ins = ", ".join(v.name if v is not None else "" for v in node.inputs)
     outs = ", ".join(v.name for v in node.outputs)
@@ -203,15 +236,12 @@ def diff(a: ModelLike, b: ModelLike, *, compare_values: bool = True) -> ModelDif
     changes += _io_changes("output", list(ga.outputs), list(gb.outputs))
     na, nb = _node_keys(ga), _node_keys(gb)
     for key, node in na.items():
-        if key not in nb:
-            changes.append(Change("node", key, "removed", before=_node_str(node)))
-            continue
-        details = _node_details(node, nb[key])
-        if details:
-            changes.append(Change("node", key, "changed", _node_str(node), _node_str(nb[key]), details))
-    for key, node in nb.items():
-        if key not in na:
-            changes.append(Change("node", key, "added", after=_node_str(node)))
+        if key in nb:
+            details = _node_details(node, nb[key])
+            if details:
+                changes.append(Change("node", key, "changed", _node_str(node), _node_str(nb[key]), details))
+    changes += _unmatched_nodes({k: n for k, n in na.items() if k not in nb},
+                                {k: n for k, n in nb.items() if k not in na})
     for name, value in ga.initializers.items():
         if name not in gb.initializers:
             changes.append(Change("initializer", name, "removed", before=_init_str(value)))
