@@ -286,3 +286,24 @@ def test_save_does_not_modify_input_file(tmp_path):
 def test_atomic_write_bytes(tmp_path):
     io.atomic_write_bytes(tmp_path / "a.bin", b"123")
     assert (tmp_path / "a.bin").read_bytes() == b"123" and _leftovers(tmp_path) == []
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    """Atomic writes go through mkstemp (0600) or copy a source's mode; the result must be an ordinary file others can
+    read (0666 minus the umask), like the model, its data file, an .npz or a report."""
+    import stat
+
+    from onnxdeploy.build import GraphBuilder
+
+    umask = os.umask(0)
+    os.umask(umask)
+    expected = 0o666 & ~umask
+    g = GraphBuilder("m", opset=17)
+    g.output(g.op("Mul", g.input("x", "float32", [4]), g.initializer("w", np.ones(4, np.float32))), "y")
+    model = g.build()
+    paths = [io.save(model, tmp_path / "embedded.onnx"),
+             io.save(model, tmp_path / "external.onnx", external_data=True, size_threshold_bytes=0),
+             tmp_path / "external.onnx.data",
+             io.atomic_write_text(tmp_path / "report.txt", "x")]
+    for path in paths:
+        assert stat.S_IMODE(os.stat(path).st_mode) == expected, path

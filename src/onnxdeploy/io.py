@@ -315,11 +315,20 @@ def save(
         ir.save(model, tmp_model, external_data=data_name, size_threshold_bytes=size_threshold_bytes)
         tmp_data = tmp_dir / data_name
         if tmp_data.exists() and data_name in _referenced_locations(tmp_model):  # no empty, orphan data files
+            ordinary_permissions(tmp_data)
             os.replace(tmp_data, data_path)
+        ordinary_permissions(tmp_model)
         os.replace(tmp_model, out)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return out
+
+
+def ordinary_permissions(path: str | os.PathLike) -> None:
+    """An ordinary new file's permissions (0666 minus the umask), not mkstemp's 0600 or a copied source's mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -329,6 +338,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        ordinary_permissions(tmp)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -542,9 +552,7 @@ def _write_embedded(model: "ir.Model", out: Path, folder: Path) -> Path:
                 fh.write(length_delimited(GRAPH_INITIALIZER_TAG, n))
                 for part in pieces(value):
                     fh.write(part)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # an ordinary file's permissions, not mkstemp's 0600
+        ordinary_permissions(tmp)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxdeploy.errors import UserInputError
+from onnxdeploy.io import ordinary_permissions
 
 
 def storable(array: np.ndarray) -> np.ndarray:
@@ -47,6 +48,7 @@ class NpzWriter:
 
     def close(self) -> Path:
         self._zip.close()
+        ordinary_permissions(self._tmp)
         os.replace(self._tmp, self.path)
         return self.path
 
