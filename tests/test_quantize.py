@@ -376,3 +376,31 @@ def test_output_softmax_stays_float(tmp_path):
     assert "softmax" in report.excluded_nodes and "softmax" not in _dq_fed_nodes(out)
     assert {"conv0", "conv1", "conv2"} <= _dq_fed_nodes(out)
     assert report.cosine >= 0.99
+
+
+def test_a_model_over_2gb_is_recognized_as_large():
+    """protobuf's ByteSize() raises on a model over 2 GB (it did, with a traceback, on a 2.4 GB model)."""
+    from google.protobuf.message import EncodeError
+
+    class Huge:
+        def ByteSize(self):  # noqa: N802 - protobuf's name
+            raise EncodeError("Failed to serialize proto")
+
+    assert qmod._is_large(Huge()) and not qmod._is_large(_cnn())
+
+
+def test_onnxruntime_advice_to_preprocess_is_not_printed(cnn_path, tmp_path, monkeypatch, caplog):
+    """Where pre-processing cannot run (e.g. a model over 2 GB) onnxruntime logs advice on the root logger; we
+    already warn about it in our own words."""
+    import logging
+
+    def no_preprocess(src, dst, warnings):
+        warnings.append("onnxruntime's quantization pre-processing failed; quantizing the model as given")
+        return src
+
+    monkeypatch.setattr(qmod, "_preprocess", no_preprocess)
+    handlers = list(logging.getLogger().handlers)
+    report = quantize(cnn_path, tmp_path / "q.onnx", measure=False)
+    assert not [r for r in caplog.records if "Please consider to run pre-processing" in str(r.msg)]
+    assert any("pre-processing failed" in w for w in report.warnings)
+    assert logging.getLogger().handlers == handlers  # no stderr handler left behind on the root logger

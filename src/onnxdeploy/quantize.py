@@ -544,13 +544,44 @@ def _file_bytes(path: str | os.PathLike) -> int:
     return total
 
 
+_LARGE_PROTO_BYTES = 1_800_000_000  # onnxruntime's tools save such models with external data
+
+
+def _is_large(proto: "onnx.ModelProto") -> bool:
+    """Near or over protobuf's 2 GB limit (where ``ByteSize()`` itself fails)."""
+    try:
+        return proto.ByteSize() > _LARGE_PROTO_BYTES
+    except Exception:  # noqa: BLE001 - EncodeError: too large to serialize
+        return True
+
+
 def _save_tmp(proto: "onnx.ModelProto", path: Path) -> None:
     import onnx
 
-    if proto.ByteSize() > 1_800_000_000:
+    if _is_large(proto):
         onnx.save(proto, str(path), save_as_external_data=True, location=path.name + ".data")
     else:
         onnx.save(proto, str(path))
+
+
+class _DropPreprocessAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Please consider to run pre-processing")
+
+
+@contextlib.contextmanager
+def _without_preprocess_advice():
+    """onnxruntime's quantizers log advice to run pre-processing on the root logger (which also makes Python add a
+    stderr handler to it); we pre-process when onnxruntime can, and say so ourselves when it cannot."""
+    root = logging.getLogger()
+    guard, drop = logging.NullHandler(), _DropPreprocessAdvice()
+    root.addHandler(guard)  # a root with a handler is not given basicConfig's stderr handler
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+        root.removeHandler(guard)
 
 
 @contextlib.contextmanager
@@ -719,22 +750,23 @@ def quantize(
             excluded = _resolve_exclusions(base_proto, proto, exclude_nodes, exclude_ops)
             excluded += [n for n in _output_softmax_nodes(base_proto) if n not in excluded]
             q_path = tmp / f"quantized-{q_mode}.onnx"
-            large = base_proto.ByteSize() > 1_800_000_000
-            if is_static:
-                options = {"ActivationSymmetric": False, "WeightSymmetric": True}
-                options.update(extra_options or {})
-                quantize_static(
-                    str(base), str(q_path), _reader(calib),
-                    quant_format=QuantFormat.QDQ, per_channel=pc,
-                    activation_type=_qtype(act, "--activation-type"), weight_type=wtype,
-                    nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
-                    use_external_data_format=large, extra_options=options,
-                )
-            else:
-                quantize_dynamic(
-                    str(base), str(q_path), weight_type=wtype, per_channel=pc, nodes_to_exclude=excluded,
-                    use_external_data_format=large, extra_options=dict(extra_options or {}),
-                )
+            large = _is_large(base_proto) or _file_bytes(base) > _LARGE_PROTO_BYTES  # weights may be external
+            with _without_preprocess_advice():
+                if is_static:
+                    options = {"ActivationSymmetric": False, "WeightSymmetric": True}
+                    options.update(extra_options or {})
+                    quantize_static(
+                        str(base), str(q_path), _reader(calib),
+                        quant_format=QuantFormat.QDQ, per_channel=pc,
+                        activation_type=_qtype(act, "--activation-type"), weight_type=wtype,
+                        nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
+                        use_external_data_format=large, extra_options=options,
+                    )
+                else:
+                    quantize_dynamic(
+                        str(base), str(q_path), weight_type=wtype, per_channel=pc, nodes_to_exclude=excluded,
+                        use_external_data_format=large, extra_options=dict(extra_options or {}),
+                    )
             result = {"mode": q_mode, "act": act if is_static else None, "pc": pc, "path": q_path,
                       "fusions": fusions, "excluded": excluded, "errors": [], "ms": (None, None)}
             if reference is not None:
