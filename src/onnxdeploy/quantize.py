@@ -4,7 +4,8 @@ Defaults are chosen by model type, from what measured fastest on x86 CPUs with A
 
 - convolutional nets: static QDQ, uint8 activations, int8 per-channel weights (onnxruntime's u8s8 kernels; int8
   activations or dynamic quantization run slower than fp32 there);
-- transformers (MatMul-heavy): onnxruntime's transformer optimizer (LayerNorm/GELU/bias fusions), then dynamic int8.
+- transformers (MatMul-heavy): onnxruntime's transformer optimizer (LayerNorm/GELU/bias fusions; skipped over
+  2 GB, where it holds several copies of the weights), then dynamic int8.
 
 Every run pre-processes with ``quant_pre_process``, evaluates the result against fp32 on held-out inputs (never the
 calibration ones: max abs error, cosine similarity, top-1 agreement for logits) and times both models interleaved
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import gc
 import logging
 import os
 import shutil
@@ -50,6 +52,7 @@ SYNTHESIZED_WARNING = (
 )
 _CONV_OPS = {"Conv", "ConvTranspose"}
 _MATMUL_OPS = {"MatMul", "Gemm"}
+_FUSION_OPS = {"Softmax", "LayerNormalization", "ReduceMean", "Erf", "Gelu", "Tanh"}  # what the fusions start from
 _QUANT_OPS = {
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
     "DynamicQuantizeMatMul", "QLinearConv", "QLinearMatMul", "QAttention", "MatMulIntegerToFloat",
@@ -197,13 +200,14 @@ def _refuse_unquantizable(proto: "onnx.ModelProto") -> None:
 
 
 def _drop_initializer_inputs(proto: "onnx.ModelProto") -> None:
-    """IR < 4 lists initializers as graph inputs; the quantizer would leave them as inputs nobody feeds."""
+    """IR < 4 lists initializers as graph inputs; the quantizer would leave them as inputs nobody feeds. The model
+    becomes IR 4 at least, where initializers need not be inputs (onnxruntime's calibrator adds such initializers)."""
     names = {t.name for t in proto.graph.initializer}
     if any(i.name in names for i in proto.graph.input):
         keep = [i for i in proto.graph.input if i.name not in names]
         del proto.graph.input[:]
         proto.graph.input.extend(keep)
-        proto.ir_version = max(proto.ir_version, 4)  # IR 3 requires initializers to be inputs
+    proto.ir_version = max(proto.ir_version, 4)
 
 
 def _upgrade_opset(proto: "onnx.ModelProto", warnings: list[str]) -> "onnx.ModelProto":
@@ -221,8 +225,36 @@ def _upgrade_opset(proto: "onnx.ModelProto", warnings: list[str]) -> "onnx.Model
     return upgraded
 
 
-def _runnable_dims(proto: "onnx.ModelProto", dims: Mapping[str, int], shapes, seed: int, threads: int | None,
-                   warnings: list[str]) -> dict[str, int]:
+def _needs_rewrite(proto: "onnx.ModelProto") -> bool:
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
+    initializers = {t.name for t in proto.graph.initializer}
+    return opset < 13 or proto.ir_version < 4 or any(i.name in initializers for i in proto.graph.input)
+
+
+def _quantizer_input(model: ModelLike, proto: "onnx.ModelProto", folder: Path,
+                     warnings: list[str]) -> tuple[Path, "onnx.ModelProto"]:
+    """The file onnxruntime's tools read, and its graph (weights not loaded): the user's own file when it needs
+    no change, else a copy in ``folder`` at opset 13 and IR 4 or later without initializer inputs. The weights of
+    a file are read into memory only to rewrite them; the user's file and ModelProto are never changed."""
+    import onnx
+
+    if isinstance(model, (str, os.PathLike)) and not _needs_rewrite(proto):
+        return Path(model), proto
+    if isinstance(model, (str, os.PathLike)):
+        full = as_proto(model, load_weights=True)
+    else:
+        full = onnx.ModelProto()
+        full.CopyFrom(proto)
+    full = _upgrade_opset(full, warnings)  # the opset converter may add IR 3 style initializer inputs
+    _drop_initializer_inputs(full)
+    path = folder / "input.onnx"
+    _save_tmp(full, path)
+    del full
+    return path, onnx.load(str(path), load_external_data=False)
+
+
+def _runnable_dims(path: str, proto: "onnx.ModelProto", dims: Mapping[str, int], shapes, seed: int,
+                   threads: int | None, warnings: list[str]) -> dict[str, int]:
     """The default sizes for synthesized data (sequence 128, image 224), halved until the model runs.
 
     A model exported with a position table shorter than 128 (or a fixed window) fails on the defaults; the user's
@@ -236,7 +268,7 @@ def _runnable_dims(proto: "onnx.ModelProto", dims: Mapping[str, int], shapes, se
     if not tunable:
         return dict(dims)
     try:
-        session = create_session(proto, threads=threads)
+        session = create_session(path, threads=threads)
     except SessionError:
         return dict(dims)  # the real run reports it
     trial = dict(full)
@@ -473,17 +505,37 @@ def _looks_like_logits(arr: np.ndarray, name: str) -> bool:
     return arr.ndim == 2 or "logit" in name.lower()
 
 
+def _nonfinite_warnings(outputs: Sequence[Mapping[str, np.ndarray]]) -> list[str]:
+    """A warning per float output the fp32 model itself computes NaN or inf for (compared only where finite)."""
+    counts: dict[str, int] = {}
+    for sample in outputs:
+        for name, value in sample.items():
+            value = np.asarray(value)
+            if value.dtype.kind == "f":
+                counts[name] = counts.get(name, 0) + int((~np.isfinite(value)).sum())
+    return [f"the fp32 model's output {name!r} has {n} NaN/inf values on these inputs (outside its domain?); the "
+            "error is measured where it is finite: give real data with --calibration" for name, n in counts.items() if n]
+
+
 def output_errors(reference: Sequence[Mapping[str, np.ndarray]], got: Sequence[Mapping[str, np.ndarray]]) -> list[OutputError]:
-    """Max/mean abs error, cosine similarity and top-1 agreement per output, over all samples together."""
+    """Max/mean abs error, cosine similarity and top-1 agreement per numeric output, over all samples together."""
     errors = []
     for name in reference[0]:
         ref = [np.asarray(r[name]) for r in reference]
+        if ref[0].dtype.kind not in "biuf":  # strings (and maps or sequences) are not quantized
+            continue
         out = [np.asarray(g[name]) for g in got]
         a = np.concatenate([x.astype(np.float64).ravel() for x in ref])
         b = np.concatenate([x.astype(np.float64).ravel() for x in out])
+        finite = np.isfinite(a) & np.isfinite(b)
+        same_special = ~finite & ((a == b) | (np.isnan(a) & np.isnan(b)))  # NaN where fp32 has NaN agrees
+        if not finite.all():
+            a, b = a[finite], b[finite]
         diff = np.abs(a - b)
         na, nb = np.linalg.norm(a), np.linalg.norm(b)
         cosine = float(a @ b / (na * nb)) if na > 0 and nb > 0 else (1.0 if na == nb else 0.0)
+        if not (finite | same_special).all():  # NaN or inf in one model only
+            cosine, diff = 0.0, np.array([np.inf])
         top1 = None
         if _looks_like_logits(ref[0], name):
             hits = total = 0
@@ -596,13 +648,23 @@ def _in_dir(folder: Path):
         os.chdir(before)
 
 
-def _preprocess(src: Path, dst: Path, warnings: list[str]) -> Path:
+def _preprocess(src: Path, dst: Path, warnings: list[str], *, large: bool = False) -> Path:
+    """onnxruntime's quantization pre-processing (shape inference, basic graph optimizations), falling back step
+    by step. A model over 2 GB is written with external data and skips symbolic shape inference, which cannot
+    read it and would first spend minutes and several copies of the weights in memory finding that out."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    for kwargs in ({}, {"skip_symbolic_shape": True}, {"skip_symbolic_shape": True, "skip_optimization": True}):
+    attempts = ({}, {"skip_symbolic_shape": True}, {"skip_symbolic_shape": True, "skip_optimization": True})
+    external = {}
+    if large:
+        attempts = attempts[1:]
+        external = {"save_as_external_data": True, "all_tensors_to_one_file": True,
+                    "external_data_location": dst.name + ".data"}
+    for kwargs in attempts:
         try:
             with _in_dir(dst.parent):
-                quant_pre_process(str(src), str(dst), **kwargs)
+                quant_pre_process(str(src), str(dst), **kwargs, **external)
+            gc.collect()
             return dst
         except Exception as err:  # symbolic shape inference fails on some graphs; fall back step by step
             log.debug("quant_pre_process %s failed: %s", kwargs, err)
@@ -610,14 +672,17 @@ def _preprocess(src: Path, dst: Path, warnings: list[str]) -> Path:
     return src
 
 
-def _transformer_fusions(src: Path, dst: Path, warnings: list[str]) -> tuple[Path, dict[str, int] | None]:
+def _transformer_fusions(src: Path, dst: Path, warnings: list[str], *,
+                         large: bool = False) -> tuple[Path, dict[str, int] | None]:
     try:
         from onnxruntime.transformers.optimizer import optimize_model
 
         with _in_dir(dst.parent):
             optimized = optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0, opt_level=0)
         stats = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
-        optimized.save_model_to_file(str(dst))
+        optimized.save_model_to_file(str(dst), use_external_data_format=large)
+        del optimized
+        gc.collect()  # its graph holds reference cycles: several copies of the weights until collected
         return dst, stats
     except Exception as err:
         warnings.append(f"onnxruntime's transformer optimizer failed ({type(err).__name__}); quantizing without it")
@@ -699,58 +764,58 @@ def quantize(
         if isinstance(model, (str, os.PathLike)) and out.resolve() == Path(model).resolve():
             raise UserInputError("the output would overwrite the input model", hint="choose another -o path")
 
-    proto = as_proto(model, load_weights=True)
+    proto = as_proto(model)  # the graph; a file's weights stay on disk
     _refuse_unquantizable(proto)
-    _drop_initializer_inputs(proto)
     kind = model_kind(proto)
     warnings: list[str] = []
-    proto = _upgrade_opset(proto, warnings)
-
-    # data: calibration samples and held-out evaluation samples, never the same ones
-    if calibration is None:
-        count = samples or DEFAULT_SAMPLES
-        dims = _runnable_dims(proto, dims or {}, shapes, seed, threads, warnings)
-        calib = synthesize_samples(proto, count, dims=dims, shapes=shapes, seed=seed)
-        held = synthesize_samples(proto, heldout or DEFAULT_HELDOUT, dims=dims, shapes=shapes, seed=seed + 10_000)
-        source = f"synthesized ({count} seeded samples)"
-    else:
-        data = load_calibration(calibration, proto)
-        source = str(calibration) if isinstance(calibration, (str, os.PathLike)) else type(calibration).__name__
-        n_held = heldout if heldout is not None else min(8, max(1, len(data) // 5))
-        if len(data) < 2 or n_held < 1 or n_held >= len(data):
-            calib, held = data, data[: max(1, min(len(data), n_held or DEFAULT_HELDOUT))]
-            warnings.append("no held-out samples: the error is measured on calibration data (give more samples)")
-        else:
-            calib, held = data[: len(data) - n_held], data[len(data) - n_held :]
-        if samples is not None:
-            calib = calib[:samples]
-
     tmp = Path(tempfile.mkdtemp(prefix="onnxdeploy-quantize-"))
     try:
-        src = tmp / "input.onnx"
-        if isinstance(model, (str, os.PathLike)):
-            fp32_path = str(model)
-            _save_tmp(proto, src)
-            input_bytes = _file_bytes(model)
+        src, proto = _quantizer_input(model, proto, tmp, warnings)
+        fp32_path = str(model) if isinstance(model, (str, os.PathLike)) else str(src)
+        input_bytes = _file_bytes(fp32_path)
+
+        # data: calibration samples and held-out evaluation samples, never the same ones
+        if calibration is None:
+            count = samples or DEFAULT_SAMPLES
+            dims = _runnable_dims(str(src), proto, dims or {}, shapes, seed, threads, warnings)
+            calib = synthesize_samples(proto, count, dims=dims, shapes=shapes, seed=seed)
+            held = synthesize_samples(proto, heldout or DEFAULT_HELDOUT, dims=dims, shapes=shapes, seed=seed + 10_000)
+            source = f"synthesized ({count} seeded samples)"
         else:
-            _save_tmp(proto, src)
-            fp32_path = str(src)
-            input_bytes = _file_bytes(src)
-        pre = _preprocess(src, tmp / "pre.onnx", warnings)
+            data = load_calibration(calibration, proto)
+            source = str(calibration) if isinstance(calibration, (str, os.PathLike)) else type(calibration).__name__
+            n_held = heldout if heldout is not None else min(8, max(1, len(data) // 5))
+            if len(data) < 2 or n_held < 1 or n_held >= len(data):
+                calib, held = data, data[: max(1, min(len(data), n_held or DEFAULT_HELDOUT))]
+                warnings.append("no held-out samples: the error is measured on calibration data (give more samples)")
+            else:
+                calib, held = data[: len(data) - n_held], data[len(data) - n_held :]
+            if samples is not None:
+                calib = calib[:samples]
+
+        large = _file_bytes(src) > _LARGE_PROTO_BYTES
+        if large and transformer_fusion is None and kind == "transformer":
+            warnings.append("model over 2 GB: onnxruntime's transformer fusions are skipped (they hold several copies "
+                            "of the weights: 14 GB for a 2.4 GB model; on BERT-base they changed the int8 speed by "
+                            "about 2%); run them with --transformer-fusion")
+        pre = _preprocess(src, tmp / "pre.onnx", warnings, large=large)
 
         reference = _run_all(fp32_path, held, threads) if (verify or measure) else None
+        warnings += _nonfinite_warnings(reference or [])
 
         def attempt(q_mode: str) -> dict:
             is_static = q_mode == "static"
             act = activation_type or ("uint8" if is_static else None)
             pc = per_channel if per_channel is not None else is_static
-            fuse = transformer_fusion if transformer_fusion is not None else (kind == "transformer" and not is_static)
-            base, fusions = (_transformer_fusions(pre, tmp / f"fused-{q_mode}.onnx", warnings) if fuse else (pre, None))
+            fuse = transformer_fusion if transformer_fusion is not None else (
+                kind == "transformer" and not is_static and not large
+                and bool(_FUSION_OPS & {n.op_type for n in proto.graph.node}))
+            base, fusions = (_transformer_fusions(pre, tmp / f"fused-{q_mode}.onnx", warnings, large=large)
+                             if fuse else (pre, None))
             base_proto = onnx.load(str(base), load_external_data=False)
             excluded = _resolve_exclusions(base_proto, proto, exclude_nodes, exclude_ops)
             excluded += [n for n in _output_softmax_nodes(base_proto) if n not in excluded]
             q_path = tmp / f"quantized-{q_mode}.onnx"
-            large = _is_large(base_proto) or _file_bytes(base) > _LARGE_PROTO_BYTES  # weights may be external
             with _without_preprocess_advice():
                 if is_static:
                     options = {"ActivationSymmetric": False, "WeightSymmetric": True}
@@ -767,6 +832,7 @@ def quantize(
                         str(base), str(q_path), weight_type=wtype, per_channel=pc, nodes_to_exclude=excluded,
                         use_external_data_format=large, extra_options=dict(extra_options or {}),
                     )
+            gc.collect()
             result = {"mode": q_mode, "act": act if is_static else None, "pc": pc, "path": q_path,
                       "fusions": fusions, "excluded": excluded, "errors": [], "ms": (None, None)}
             if reference is not None:

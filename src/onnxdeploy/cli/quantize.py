@@ -45,6 +45,12 @@ def quantize(
     exclude_op: Annotated[
         Optional[list[str]], typer.Option("--exclude-op", help="Op type kept in fp32, e.g. Gemm. Repeatable.")
     ] = None,
+    transformer_fusion: Annotated[
+        Optional[bool],
+        typer.Option("--transformer-fusion/--no-transformer-fusion",
+                     help="onnxruntime's transformer optimizer before dynamic quantization (default: on for "
+                     "transformers under 2 GB)."),
+    ] = None,
     dim: DimOpt = None,
     shape: ShapeOpt = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="onnxruntime intra-op threads.")] = None,
@@ -78,6 +84,7 @@ def quantize(
             shapes=parse_shapes(shape),
             seed=seed,
             threads=threads,
+            transformer_fusion=transformer_fusion,
             verify=not no_verify,
             measure=not no_measure,
             min_cosine=min_cosine,
