@@ -43,11 +43,15 @@ def test_latency_stats_known_values():
         latency_stats("m", 1, [])
 
 
-def test_time_interleaved_alternates_models_and_counts():
+def test_time_interleaved_takes_turns_in_blocks_and_counts():
     calls: list[str] = []
     times = time_interleaved([lambda: calls.append("a"), lambda: calls.append("b")], warmup=2, iterations=5)
     assert [len(t) for t in times] == [5, 5]
-    assert calls == ["a", "b"] * 7  # 2 warm-up rounds then 5 timed rounds, always alternating
+    # 2 warm-up rounds, then turns: one settling run and up to 3 timed runs each, until 5 timed runs each
+    assert calls == ["a", "b"] * 2 + ["a"] * 4 + ["b"] * 4 + ["a"] * 3 + ["b"] * 3
+    single: list[str] = []
+    assert len(time_interleaved([lambda: single.append("a")], warmup=0, iterations=4)[0]) == 4
+    assert single == ["a"] * 4  # alone: no settling runs
     stopped = time_interleaved([lambda: None], warmup=0, iterations=1_000_000, duration=0.05)
     assert 1 <= len(stopped[0]) < 1_000_000
     with pytest.raises(UserInputError, match="iterations must be at least 1"):
@@ -171,4 +175,4 @@ def test_timed_input_shapes_are_reported_and_dims_left_at_1_warned(tmp_path, cap
     monkeypatch.setenv("COLUMNS", "200")
     assert main(["bench", str(path), "-n", "2", "--warmup", "0"]) == 0
     captured = capsys.readouterr()
-    assert "inputs: x 1x1x4" in captured.out and "warning: symbolic dim(s) seq timed at size 1" in captured.err
+    assert "inputs: x 1x1x4" in captured.out and "warning: symbolic dim(s) timed at default sizes: seq=1" in captured.err

@@ -468,3 +468,13 @@ def test_an_in_memory_model_is_not_changed(tmp_path):
     before = proto.SerializeToString()
     quantize(proto, tmp_path / "q.onnx", mode="dynamic", measure=False)
     assert proto.SerializeToString() == before
+
+
+def test_a_relative_path_is_pre_processed(cnn_path, tmp_path, monkeypatch, capfd):
+    """onnxruntime's tools run inside our scratch folder: a relative path given by the user must still resolve
+    (it did not, and pre-processing and the transformer fusions were silently skipped)."""
+    monkeypatch.chdir(cnn_path.parent)
+    report = quantize(cnn_path.name, "q.onnx", measure=False)
+    assert not any("failed" in w for w in report.warnings), report.warnings
+    assert (cnn_path.parent / "q.onnx").exists()
+    assert capfd.readouterr().err == ""

@@ -239,7 +239,7 @@ def _quantizer_input(model: ModelLike, proto: "onnx.ModelProto", folder: Path,
     import onnx
 
     if isinstance(model, (str, os.PathLike)) and not _needs_rewrite(proto):
-        return Path(model), proto
+        return Path(model).resolve(), proto  # absolute: onnxruntime's tools run inside the scratch folder
     if isinstance(model, (str, os.PathLike)):
         full = as_proto(model, load_weights=True)
     else:
@@ -622,16 +622,20 @@ class _DropPreprocessAdvice(logging.Filter):
 
 
 @contextlib.contextmanager
-def _without_preprocess_advice():
-    """onnxruntime's quantizers log advice to run pre-processing on the root logger (which also makes Python add a
-    stderr handler to it); we pre-process when onnxruntime can, and say so ourselves when it cannot."""
-    root = logging.getLogger()
-    guard, drop = logging.NullHandler(), _DropPreprocessAdvice()
+def _quiet_onnxruntime_tools():
+    """onnxruntime's Python tools log advice and shape-inference notes (``unsupported broadcast between ...``) that
+    reach the user's terminal through logging's last-resort handler; the quantizers also log advice to pre-process
+    on the root logger (which makes Python add a stderr handler to it). We pre-process when onnxruntime can and say
+    so ourselves when it cannot, so only their errors are let through."""
+    root, tools = logging.getLogger(), logging.getLogger("onnxruntime")
+    guard, drop, level = logging.NullHandler(), _DropPreprocessAdvice(), tools.level
     root.addHandler(guard)  # a root with a handler is not given basicConfig's stderr handler
     root.addFilter(drop)
+    tools.setLevel(logging.ERROR)
     try:
         yield
     finally:
+        tools.setLevel(level)
         root.removeFilter(drop)
         root.removeHandler(guard)
 
@@ -662,7 +666,7 @@ def _preprocess(src: Path, dst: Path, warnings: list[str], *, large: bool = Fals
                     "external_data_location": dst.name + ".data"}
     for kwargs in attempts:
         try:
-            with _in_dir(dst.parent):
+            with _in_dir(dst.parent), _quiet_onnxruntime_tools():
                 quant_pre_process(str(src), str(dst), **kwargs, **external)
             gc.collect()
             return dst
@@ -677,7 +681,7 @@ def _transformer_fusions(src: Path, dst: Path, warnings: list[str], *,
     try:
         from onnxruntime.transformers.optimizer import optimize_model
 
-        with _in_dir(dst.parent):
+        with _in_dir(dst.parent), _quiet_onnxruntime_tools():
             optimized = optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0, opt_level=0)
         stats = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
         optimized.save_model_to_file(str(dst), use_external_data_format=large)
@@ -816,7 +820,7 @@ def quantize(
             excluded = _resolve_exclusions(base_proto, proto, exclude_nodes, exclude_ops)
             excluded += [n for n in _output_softmax_nodes(base_proto) if n not in excluded]
             q_path = tmp / f"quantized-{q_mode}.onnx"
-            with _without_preprocess_advice():
+            with _quiet_onnxruntime_tools():
                 if is_static:
                     options = {"ActivationSymmetric": False, "WeightSymmetric": True}
                     options.update(extra_options or {})
