@@ -1,4 +1,4 @@
-"""Benchmark `onnxdeploy quantize` defaults against onnxruntime's default quantization on ResNet-50 and BERT-base.
+"""Benchmark `onnxdeploy quantize` defaults against onnxruntime's default quantization on six real architectures.
 
 Per model (transformers configs with random weights, dynamo export from ``benchmarks/corpus.py``), in one fresh
 subprocess: quantize with onnxruntime's defaults (``quantize_dynamic(in, out)`` and ``quantize_static(in, out,
@@ -7,8 +7,8 @@ all calibrated on the same samples; then time fp32 and every quantized model int
 (median, same session options) and compare outputs with fp32 on held-out inputs drawn like the calibration data.
 Writes ``benchmarks/results/quantize.md``.
 
-    .venv/bin/python benchmarks/quantize.py                      # resnet50 and bert (~5 min on 2 cores)
-    .venv/bin/python benchmarks/quantize.py --models resnet50 --threads 2
+    .venv/bin/python benchmarks/quantize.py                      # ResNet-50, MobileNetV2, ConvNeXt, ViT, BERT, GPT-2
+    .venv/bin/python benchmarks/quantize.py --models resnet50,bert --threads 2 --out /tmp/q2.md
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
-MODELS = ["resnet50", "bert"]
+MODELS = ["resnet50", "mobilenet_v2", "convnext", "vit", "bert", "gpt2"]
+IMAGE_MODELS = {"resnet50", "mobilenet_v2", "convnext", "vit"}
 CALIBRATION = 16
 HELDOUT = 8
 VARIANTS = ["fp32", "ort-dynamic", "ort-static", "onnxdeploy"]
@@ -57,12 +58,14 @@ def _samples(name: str, count: int, seed: int) -> list[dict]:
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    if name == "resnet50":
+    if name in IMAGE_MODELS:
         return [{"pixel_values": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)} for _ in range(count)]
-    return [
-        {"input_ids": rng.integers(0, 30522, (1, 128)).astype(np.int64), "attention_mask": np.ones((1, 128), np.int64)}
-        for _ in range(count)
-    ]
+    vocab = {"bert": 30522, "gpt2": 50257}[name]
+    samples = [{"input_ids": rng.integers(0, vocab, (1, 128)).astype(np.int64)} for _ in range(count)]
+    if name == "bert":
+        for sample in samples:
+            sample["attention_mask"] = np.ones((1, 128), np.int64)
+    return samples
 
 
 def worker(name: str, corpus: str, work: str, threads: int, iterations: int) -> dict:
@@ -132,10 +135,10 @@ def render(results: list[dict], threads: int, iterations: int, wall: float) -> s
         "# Quantization: onnxdeploy defaults vs onnxruntime defaults",
         "",
         f"Machine: {machine('onnx', 'onnxruntime', flags=True)}.",
-        f"Command: `.venv/bin/python benchmarks/quantize.py` ({wall:.0f} s). Latency: median of {iterations} runs per",
+        f"Command: `.venv/bin/python {' '.join(['benchmarks/quantize.py'] + sys.argv[1:])}` ({wall:.0f} s). Latency: median of {iterations} runs per",
         f"model, all variants interleaved in one process, onnxruntime CPU, intra-op threads {threads}, batch 1",
-        "(ResNet-50 224x224; BERT-base sequence 128). Cosine and max abs error vs fp32 over 8 held-out inputs drawn",
-        "like the 16 calibration inputs (normal images; uniform token ids, full masks). Random weights (transformers",
+        "(images 224x224; BERT-base and GPT-2 sequence 128). Cosine and max abs error vs fp32 over 8 held-out inputs",
+        "drawn like the 16 calibration inputs (normal images; uniform token ids, full masks). Random weights (transformers",
         "configs), dynamo exports. The machine's 2 cores are shared with other jobs: latencies are noisy (a few %",
         "to ~20%), ratios from the interleaved runs are steadier than absolute times.",
         "",
@@ -158,7 +161,7 @@ def render(results: list[dict], threads: int, iterations: int, wall: float) -> s
                     how = f"static QDQ, {v['activation_type']} act, int8 {'per-channel' if v['per_channel'] else ''} w"
                 else:
                     fused = ", ".join(f"{k} {n}" for k, n in (v.get("fusions") or {}).items())
-                    how = f"ORT transformer fusions ({fused}) + dynamic int8"
+                    how = f"ORT transformer fusions ({fused}) + dynamic int8" if fused else "dynamic int8"
                 size = v["bytes"]
             top1 = v.get("top1")
             lines.append(
