@@ -7,6 +7,7 @@ output size. Writes ``benchmarks/results/quantize-large.md``.
 
     .venv/bin/python benchmarks/quantize_large.py                  # ~3 min on 2 cores, needs ~8 GB RAM, 5 GB disk
     .venv/bin/python benchmarks/quantize_large.py --layers 4 --hidden 1024 --out /tmp/small.md   # a quick check
+    .venv/bin/python benchmarks/quantize_large.py --quantize-options=--transformer-fusion --out /tmp/fused.md
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 NOTES = """## Where the memory goes (measured on this model, 2 cores)
 
-- Before this benchmark existed (commit 5d8fa6e): 141 s and 19.1 GB peak (7.9x) on the same stack without
-  LayerNormalization. The whole model was read into our process and copied to a scratch file first (12.6 s), symbolic
-  shape inference ran and failed on it (protobuf's 2 GB limit), and onnxruntime's transformer optimizer left 9 GB of
-  garbage in reference cycles until the process ended.
+- Before this benchmark existed (commit 5d8fa6e, `/usr/bin/time -v onnxdeploy quantize` on the same stack without
+  LayerNormalization): 141 s and 19.1 GB peak (7.9x). The whole model was read into our process and copied to a
+  scratch file first (12.6 s), symbolic shape inference ran and failed on it (protobuf's 2 GB limit), and
+  onnxruntime's transformer optimizer left 9 GB of garbage in reference cycles until the process ended.
 - Now a file that needs no rewrite (opset >= 13, IR >= 4) is read in place, pre-processing skips symbolic shape
   inference and writes external data, garbage is collected after each onnxruntime tool, and the transformer fusions
-  are skipped over 2 GB (with them: 101 s, 14.0 GB; `--transformer-fusion` turns them on).
+  are skipped over 2 GB (with them: 109 s, 14.0 GB,
+  2.61x; measured with `--quantize-options=--transformer-fusion`).
 - What is left is onnxruntime's: `quant_pre_process` holds two copies of the weights (4.8 GB), `quantize_dynamic`
   three (7.0 GB, the peak), timing fp32 against int8 one plus the int8 model.
 """
@@ -64,10 +66,11 @@ def build(path: Path, layers: int, hidden: int) -> None:
     onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data")
 
 
-def run_quantize(model: Path, out: Path) -> dict:
+def run_quantize(model: Path, out: Path, options: list[str]) -> dict:
     cli = Path(sys.executable).with_name("onnxdeploy")
     start = time.perf_counter()
-    proc = subprocess.run([str(cli), "quantize", str(model), "-o", str(out), "--json"], capture_output=True, text=True)
+    proc = subprocess.run([str(cli), "quantize", str(model), "-o", str(out), "--json", *options],
+                          capture_output=True, text=True)
     wall = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     if proc.returncode != 0:
@@ -81,6 +84,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=4096)
     parser.add_argument("--work", default=str(ROOT / "build" / "quantize-large"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quantize-large.md"))
+    parser.add_argument("--quantize-options", default="", help="extra options, e.g. '--transformer-fusion'")
     args = parser.parse_args()
 
     work = Path(args.work)
@@ -89,7 +93,7 @@ def main() -> None:
     if not (model.exists() and Path(f"{model}.data").exists()):
         build(model, args.layers, args.hidden)
     size = model.stat().st_size + Path(f"{model}.data").stat().st_size
-    result = run_quantize(model, work / "stack.int8.onnx")
+    result = run_quantize(model, work / "stack.int8.onnx", args.quantize_options.split())
     report = result["report"]
     command = " ".join(["benchmarks/quantize_large.py"] + sys.argv[1:])
     lines = [
@@ -99,7 +103,8 @@ def main() -> None:
         f"Machine: {machine('onnx', 'onnxruntime')}.",
         "",
         f"Model: {args.layers} blocks of MatMul {args.hidden}x{args.hidden} + Add + LayerNormalization + Relu, "
-        "weights in an external-data file; default options (`auto`: dynamic int8 for a MatMul model). Wall time and "
+        f"weights in an external-data file; options: {args.quantize_options or 'the defaults'} (`auto`: dynamic "
+        "int8 for a MatMul model). Wall time and "
         "peak RSS are those of the whole `onnxdeploy quantize` process, imports included.",
         "",
         "| model size | wall s | peak RSS MB | RSS / size | speedup vs fp32 | cosine | output size |",

@@ -157,7 +157,7 @@ def test_optimize(path: Path, for_runtime: str | None):
 def test_quantize(path: Path, mode: str, tmp_path: Path):
     """Models none of us wrote: quantize writes a verified model or stops with a one-line error, never a traceback
     (the sweep that added this found IR 3 models, opset-6 Slice, string outputs and NaN outputs crashing it)."""
-    from onnxdeploy.errors import OnnxDeployError
+    from onnxdeploy.errors import OnnxDeployError, OutputsDisagree
     from onnxdeploy.quantize import quantize
     from onnxdeploy.run import SessionError, create_session
 
@@ -166,9 +166,10 @@ def test_quantize(path: Path, mode: str, tmp_path: Path):
     except SessionError as err:
         pytest.skip(f"onnxruntime cannot run it: {err.message}")
     try:
-        report = quantize(path, tmp_path / "q.onnx", mode=mode, measure=False, samples=4, heldout=2)
+        quantize(path, tmp_path / "q.onnx", mode=mode, measure=False, samples=4, heldout=2)
+    except OutputsDisagree:
+        raise  # verified below the default cosine: a quantization that breaks the model is a failure here
     except OnnxDeployError as err:  # e.g. a shape input that random data cannot fill
         assert "\n" not in err.message and err.hint
         return
-    assert report.cosine is None or report.cosine >= 0.99
     create_session(tmp_path / "q.onnx")

@@ -126,7 +126,8 @@ def time_interleaved(
 
     With several runners each turn is one untimed settling run then ``block`` timed runs: the previous model's
     onnxruntime threads keep spinning for a moment after its run and slow the next model's first run (BERT-base int8
-    vs fp32 at 2 threads on 2 cores: 1.85x strictly alternating, 2.32x in blocks, 2.11x each timed alone). Turns
+    vs fp32 at 2 threads on 2 cores: 2.00x strictly alternating, 2.84x in blocks, 2.79x each timed alone;
+    ``benchmarks/interleave.py``). Turns
     still share the machine's drift, which is what interleaving is for. Stops after ``iterations`` timed runs per
     runner, or once ``duration`` seconds have passed (at least one turn each), whichever comes first; with neither,
     :data:`DEFAULT_ITERATIONS`. ``on_step(fraction_done)`` after each round of turns.

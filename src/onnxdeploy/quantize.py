@@ -200,12 +200,21 @@ def _refuse_unquantizable(proto: "onnx.ModelProto") -> None:
                              hint="quantize the float32 model (before its fp16 conversion)")
 
 
+def _standard_opset(proto: "onnx.ModelProto") -> int:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
+
+
+def _initializer_inputs(proto: "onnx.ModelProto") -> set[str]:
+    names = {t.name for t in proto.graph.initializer}
+    return {i.name for i in proto.graph.input if i.name in names}
+
+
 def _drop_initializer_inputs(proto: "onnx.ModelProto") -> None:
     """IR < 4 lists initializers as graph inputs; the quantizer would leave them as inputs nobody feeds. The model
     becomes IR 4 at least, where initializers need not be inputs (onnxruntime's calibrator adds such initializers)."""
-    names = {t.name for t in proto.graph.initializer}
-    if any(i.name in names for i in proto.graph.input):
-        keep = [i for i in proto.graph.input if i.name not in names]
+    drop = _initializer_inputs(proto)
+    if drop:
+        keep = [i for i in proto.graph.input if i.name not in drop]
         del proto.graph.input[:]
         proto.graph.input.extend(keep)
     proto.ir_version = max(proto.ir_version, 4)
@@ -215,7 +224,7 @@ def _upgrade_opset(proto: "onnx.ModelProto", warnings: list[str]) -> "onnx.Model
     """Opset < 13 to 13: per-channel QDQ needs the ``axis`` of Quantize/DequantizeLinear (opset 13)."""
     import onnx
 
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
+    opset = _standard_opset(proto)
     if opset >= 13:
         return proto
     try:
@@ -227,9 +236,7 @@ def _upgrade_opset(proto: "onnx.ModelProto", warnings: list[str]) -> "onnx.Model
 
 
 def _needs_rewrite(proto: "onnx.ModelProto") -> bool:
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
-    initializers = {t.name for t in proto.graph.initializer}
-    return opset < 13 or proto.ir_version < 4 or any(i.name in initializers for i in proto.graph.input)
+    return _standard_opset(proto) < 13 or proto.ir_version < 4 or bool(_initializer_inputs(proto))
 
 
 def _quantizer_input(model: ModelLike, proto: "onnx.ModelProto", folder: Path,
@@ -525,7 +532,8 @@ def _nonfinite_warnings(outputs: Sequence[Mapping[str, np.ndarray]]) -> list[str
             if value.dtype.kind == "f":
                 counts[name] = counts.get(name, 0) + int((~np.isfinite(value)).sum())
     return [f"the fp32 model's output {name!r} has {n} NaN/inf values on these inputs (outside its domain?); the "
-            "error is measured where it is finite: give real data with --calibration" for name, n in counts.items() if n]
+            "error is measured where it is finite: give real data with --calibration"
+            for name, n in counts.items() if n]
 
 
 def output_errors(reference: Sequence[Mapping[str, np.ndarray]], got: Sequence[Mapping[str, np.ndarray]]) -> list[OutputError]:
@@ -539,13 +547,13 @@ def output_errors(reference: Sequence[Mapping[str, np.ndarray]], got: Sequence[M
         a = np.concatenate([x.astype(np.float64).ravel() for x in ref])
         b = np.concatenate([x.astype(np.float64).ravel() for x in out])
         finite = np.isfinite(a) & np.isfinite(b)
-        same_special = ~finite & ((a == b) | (np.isnan(a) & np.isnan(b)))  # NaN where fp32 has NaN agrees
-        if not finite.all():
-            a, b = a[finite], b[finite]
+        # NaN where fp32 has NaN (the same inf) agrees; compared where both are finite
+        one_sided = ~finite & (a != b) & ~(np.isnan(a) & np.isnan(b))
+        a, b = a[finite], b[finite]
         diff = np.abs(a - b)
         na, nb = np.linalg.norm(a), np.linalg.norm(b)
         cosine = float(a @ b / (na * nb)) if na > 0 and nb > 0 else (1.0 if na == nb else 0.0)
-        if not (finite | same_special).all():  # NaN or inf in one model only
+        if one_sided.any():
             cosine, diff = 0.0, np.array([np.inf])
         top1 = None
         if _looks_like_logits(ref[0], name):
@@ -782,12 +790,14 @@ def quantize(
     proto = as_proto(model)  # the graph; a file's weights stay on disk
     _refuse_unquantizable(proto)
     kind = model_kind(proto)
+    ops = {n.op_type for n in proto.graph.node}
     warnings: list[str] = []
     tmp = Path(tempfile.mkdtemp(prefix="onnxdeploy-quantize-"))
     try:
         src, proto = _quantizer_input(model, proto, tmp, warnings)
         fp32_path = str(model) if isinstance(model, (str, os.PathLike)) else str(src)
-        input_bytes = _file_bytes(fp32_path)
+        src_bytes = _file_bytes(src)
+        input_bytes = src_bytes if Path(fp32_path).resolve() == src else _file_bytes(fp32_path)
 
         # data: calibration samples and held-out evaluation samples, never the same ones
         if calibration is None:
@@ -808,7 +818,7 @@ def quantize(
             if samples is not None:
                 calib = calib[:samples]
 
-        large = _file_bytes(src) > _LARGE_PROTO_BYTES
+        large = src_bytes > _LARGE_PROTO_BYTES
         if large and transformer_fusion is None and kind == "transformer":
             warnings.append("model over 2 GB: onnxruntime's transformer fusions are skipped (they hold several copies "
                             "of the weights: 14 GB for a 2.4 GB model; on BERT-base they changed the int8 speed by "
@@ -824,7 +834,7 @@ def quantize(
             pc = per_channel if per_channel is not None else is_static
             fuse = transformer_fusion if transformer_fusion is not None else (
                 kind == "transformer" and not is_static and not large
-                and bool(_FUSION_OPS & {n.op_type for n in proto.graph.node}))
+                and bool(_FUSION_OPS & ops))
             base, fusions = (_transformer_fusions(pre, tmp / f"fused-{q_mode}.onnx", warnings, large=large)
                              if fuse else (pre, None))
             base_proto = onnx.load(str(base), load_external_data=False)
@@ -859,7 +869,6 @@ def quantize(
 
         chosen = "static" if (mode == "static" or (mode == "auto" and kind == "cnn")) else "dynamic"
         if mode == "auto" and kind == "other":
-            ops = {n.op_type for n in proto.graph.node}
             chosen = "dynamic" if ops & _MATMUL_OPS and not ops & _CONV_OPS else "static"
         results = [attempt(chosen)]
 
