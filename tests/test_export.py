@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -278,7 +279,7 @@ def test_cli_export(tmp_path, capsys):
 
     (tmp_path / "article.py").write_text(TARGET)
     out = tmp_path / "m.onnx"
-    rc = main(["export", f"{tmp_path / 'article.py'}:build", "-o", str(out), "--input", "input=2x3x16x16",
+    rc = main(["export", f"{tmp_path / 'article.py'}:build", "-o", str(out), "--shape", "input=2x3x16x16",
                "--dynamic", "input:0=batch,2=height,3=width", "--output-names", "values", "--json"])
     assert rc in (0, None)
     data = json.loads(capsys.readouterr().out)
@@ -303,7 +304,134 @@ def test_cli_needs_shapes(tmp_path, capsys):
 
     (tmp_path / "article.py").write_text(TARGET)
     rc = main(["export", f"{tmp_path / 'article.py'}:build", "-o", str(tmp_path / "m.onnx")])
-    assert rc == 1 and "--input NAME=1x3x224x224" in capsys.readouterr().err
+    assert rc == 1 and "--shape x=1x3x224x224[:dtype]" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ typed inputs
+LM_TARGET = '''
+import torch
+class LM(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 8)
+        self.lin = torch.nn.Linear(8, 4)
+    def forward(self, tokens):
+        return self.lin(self.emb(tokens))
+def build():
+    torch.manual_seed(0)
+    return LM()
+'''
+
+
+def test_typed_shape_parser():
+    from onnxdeploy.cli.common import parse_typed_shape, parse_typed_shapes
+
+    assert parse_typed_shape("4x32:int64", option="--shape") == ([4, 32], "int64")
+    assert parse_typed_shape("1x3x224x224", option="--shape") == ([1, 3, 224, 224], None)
+    assert parse_typed_shapes(["tokens=4x32:long", "x=1x3"], option="--shape") == {
+        "tokens": ([4, 32], "int64"), "x": ([1, 3], None)}
+    assert parse_typed_shapes(["input:1x3x8x8,mask:1x8:bool"], option="--shapes") == {  # trtexec's spelling
+        "input": ([1, 3, 8, 8], None), "mask": ([1, 8], "bool")}
+    with pytest.raises(UserInputError, match="unknown dtype 'int46'"):
+        parse_typed_shape("4x32:int46", option="--shape")
+
+
+def test_random_inputs_dtypes_and_safe_integer_range():
+    from onnxdeploy.export import random_inputs
+
+    emb = torch.nn.Sequential(torch.nn.Embedding(10, 4))
+    made = random_inputs({"tokens": ([64, 32], "int64"), "x": [2, 3], "mask": ([2, 5], "bool")}, module=emb)
+    assert list(made) == ["tokens", "x", "mask"]
+    assert made["tokens"].dtype == torch.int64 and made["tokens"].shape == (64, 32)
+    assert int(made["tokens"].min()) >= 0 and int(made["tokens"].max()) < 10  # inside the embedding table
+    assert made["x"].dtype == torch.float32 and made["mask"].dtype == torch.bool
+    big = random_inputs({"ids": ([1000], "int32")})
+    assert big["ids"].dtype == torch.int32 and 0 <= int(big["ids"].min()) and int(big["ids"].max()) < 100
+
+
+def test_cli_integer_inputs_from_typed_shape(tmp_path, capsys):
+    import json
+
+    from onnxdeploy.cli.main import main
+
+    (tmp_path / "lm.py").write_text(LM_TARGET)
+    out = tmp_path / "lm.onnx"
+    rc = main(["export", f"{tmp_path / 'lm.py'}:build", "-o", str(out), "--shape", "tokens=4x32:int64",
+               "--dynamic", "tokens:0=batch,1=sequence", "--json"])
+    assert rc in (0, None)
+    data = json.loads(capsys.readouterr().out)
+    assert data["passed"] and len(data["parity"]) == 2
+    assert data["output_dims"] == {"output": ["batch", "sequence", 4]}
+    proto = onnx.load(out)
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert dims_of(out) == ["batch", "sequence"]
+
+
+def test_cli_float_shape_for_token_model_is_one_line_error(tmp_path):
+    import subprocess
+
+    (tmp_path / "lm.py").write_text(LM_TARGET)
+    exe = Path(sys.executable).with_name("onnxdeploy")
+    proc = subprocess.run([str(exe), "export", f"{tmp_path / 'lm.py'}:build", "-o", str(tmp_path / "lm.onnx"),
+                           "--input", "tokens=4x32"], capture_output=True, text=True,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"})
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert "Traceback" not in proc.stderr
+    # the old spelling still works, with a note naming the new flag
+    assert any("--input NAME=SHAPE is now --shape" in ln for ln in lines)
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert len(errors) == 1 and "float example input tokens" in errors[0] and "integers" in errors[0]
+    assert any(ln.startswith("hint:") and "--shape tokens=4x32:int64" in ln for ln in lines)
+    assert not (tmp_path / "lm.onnx").exists()
+
+
+def test_cli_module_only_token_model_hint_names_int64(tmp_path, capsys):
+    from onnxdeploy.cli.main import main
+
+    (tmp_path / "lm.py").write_text(LM_TARGET)
+    rc = main(["export", f"{tmp_path / 'lm.py'}:build", "-o", str(tmp_path / "lm.onnx")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "returned only a module" in err and "--shape tokens=1x16:int64" in err
+
+
+def test_api_float_example_for_embedding_model():
+    model = torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Linear(8, 4)).eval()
+    with pytest.raises(UserInputError, match="float example input input") as info:
+        export(model, (torch.randn(4, 32),), None, input_names=["input"])
+    assert "--shape input=4x32:int64" in info.value.hint
+
+
+# ------------------------------------------------------------------------------------------------ output dim names
+class PastAndNew(torch.nn.Module):
+    def forward(self, past, x):
+        y = torch.cat([past, x], dim=1)
+        return y * 2, y.sum(-1, keepdim=True), x + 1
+
+
+def test_output_dims_get_consistent_names_from_input_dims(tmp_path):
+    out = tmp_path / "m.onnx"
+    report = export(PastAndNew(), (torch.randn(2, 5, 4), torch.randn(2, 3, 4)), out, input_names=["past", "x"],
+                    output_names=["a", "b", "c"], exporter="dynamo",
+                    dynamic={"past": {0: "batch", 1: "past_sequence"}, "x": {0: "batch", 1: "sequence"}})
+    assert report.output_dims == {"a": ["batch", "past_sequence + sequence", 4],
+                                  "b": ["batch", "past_sequence + sequence", 1],
+                                  "c": ["batch", "sequence", 4]}
+    proto = onnx.load(out)
+    written = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in proto.graph.output}
+    assert written["a"][1] == written["b"][1] == "past_sequence + sequence"
+    inner = {d.dim_param for v in proto.graph.value_info for d in v.type.tensor_type.shape.dim if d.dim_param}
+    assert not any(re.search(r"\bs\d+\b", d) for d in inner), inner  # no raw torch symbol left anywhere
+
+
+def test_dim_namer_canonical_order_and_unnamed_symbols():
+    from onnxdeploy.export import _DimNamer
+
+    namer = _DimNamer({"s15": "past_sequence", "s95": "past_sequence", "s70": "sequence"})
+    assert namer("s15 + s70") == namer("s70 + s95") == "past_sequence + sequence"
+    assert namer("2*s70") == "2*sequence"
+    assert namer("u0") == "dim_0" and namer("u0 + s70") == "dim_0 + sequence" and namer("u1") == "dim_1"
+    assert namer("batch") == "batch" and namer("Add_dim_0") == "Add_dim_0"  # names the exporter did not take from torch
 
 
 def test_import_without_torch(tmp_path):

@@ -232,27 +232,33 @@ def test_save_failure_keeps_previous_output(tmp_path, monkeypatch, external_data
     assert (tmp_path / "out.onnx").read_bytes() == before and _leftovers(tmp_path) == []
 
 
-def test_save_refuses_unrelated_data_file(tmp_path):
+def test_save_never_touches_an_unrelated_data_file(tmp_path):
+    """A file named like the legacy data file that no model of ours references is left alone: the new data file gets
+    a name unique to the write."""
     unrelated = tmp_path / "out.onnx.data"
     unrelated.write_bytes(b"someone else's file")
-    with pytest.raises(UserInputError, match="already exists and is not the data file of"):
-        io.save(_model(), tmp_path / "out.onnx", external_data=True)
-    assert unrelated.read_bytes() == b"someone else's file" and not (tmp_path / "out.onnx").exists()
+    io.save(_model(), tmp_path / "out.onnx", external_data=True, size_threshold_bytes=16)
+    assert unrelated.read_bytes() == b"someone else's file"
+    [data] = io.data_files(tmp_path / "out.onnx")
+    assert data.name.startswith("out.onnx.") and data.name.endswith(".data") and data != unrelated
 
 
 def test_save_overwrites_its_own_previous_data_file(tmp_path):
     io.save(_model(), tmp_path / "out.onnx", external_data=True, size_threshold_bytes=16)
+    [first] = io.data_files(tmp_path / "out.onnx")
     io.save(_model(), tmp_path / "out.onnx", external_data=True, size_threshold_bytes=16)
+    [second] = io.data_files(tmp_path / "out.onnx")
+    assert first != second and not first.exists()  # the replaced model's data file is removed after the commit
     proto = io.load_proto(tmp_path / "out.onnx", load_weights=True)
     np.testing.assert_array_equal(numpy_helper.to_array(proto.graph.initializer[0]), WEIGHT)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx", second.name]
 
 
-def test_save_refuses_symlinked_data_file(tmp_path):
+def test_save_keeps_a_symlink_named_like_a_data_file(tmp_path):
     (tmp_path / "target").write_bytes(b"x")
     os.symlink(tmp_path / "target", tmp_path / "out.onnx.data")
-    with pytest.raises(UserInputError):
-        io.save(_model(), tmp_path / "out.onnx", external_data=True)
-    assert (tmp_path / "target").read_bytes() == b"x"
+    io.save(_model(), tmp_path / "out.onnx", external_data=True)
+    assert (tmp_path / "target").read_bytes() == b"x" and (tmp_path / "out.onnx.data").is_symlink()
 
 
 def test_save_switches_to_external_data_above_threshold(tmp_path, monkeypatch):
@@ -260,10 +266,11 @@ def test_save_switches_to_external_data_above_threshold(tmp_path, monkeypatch):
     assert not (tmp_path / "small.onnx.data").exists()
     monkeypatch.setattr(io, "EXTERNAL_THRESHOLD", 100)  # the 256-byte weight now "exceeds" the limit
     io.save(_model(), tmp_path / "big.onnx", size_threshold_bytes=16)
-    assert (tmp_path / "big.onnx.data").stat().st_size == WEIGHT.nbytes
+    [data] = io.data_files(tmp_path / "big.onnx")
+    assert data.stat().st_size == WEIGHT.nbytes
     proto = io.load_proto(tmp_path / "big.onnx")
     assert proto.graph.initializer[0].data_location == TensorProto.EXTERNAL
-    assert {e.key: e.value for e in proto.graph.initializer[0].external_data}["location"] == "big.onnx.data"
+    assert {e.key: e.value for e in proto.graph.initializer[0].external_data}["location"] == data.name
     from onnxdeploy.run import run
 
     x = np.ones((1, 8), np.float32)
@@ -303,7 +310,7 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     model = g.build()
     paths = [io.save(model, tmp_path / "embedded.onnx"),
              io.save(model, tmp_path / "external.onnx", external_data=True, size_threshold_bytes=0),
-             tmp_path / "external.onnx.data",
+             *io.data_files(tmp_path / "external.onnx"),
              io.atomic_write_text(tmp_path / "report.txt", "x")]
     for path in paths:
         assert stat.S_IMODE(os.stat(path).st_mode) == expected, path

@@ -50,7 +50,7 @@ def test_dim_fixes_shape_and_folds_shape_computation():
     )
     kept = optimize(proto)
     assert "Shape" in _ops(kept.model) or "Reshape" not in _ops(kept.model)
-    fixed = optimize(proto, dims={"batch": 2})
+    fixed = optimize(proto, dims={"batch": 2}, fix_dims=True)
     assert _ops(fixed.model) == ["Relu"]
     assert list(fixed.model.graph.inputs[0].shape) == [2, 4]
     with pytest.raises(UserInputError, match="no symbolic dim named 'bach'") as err:

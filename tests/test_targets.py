@@ -236,7 +236,7 @@ def test_convert_reports_an_artefact_that_does_not_run(tmp_path, monkeypatch):
         raise ValueError("Required inputs (['w__SHAPE']) are missing from input feed (['x']).")
 
     monkeypatch.setattr(targets_mod, "run_artifact", broken)
-    with pytest.raises(UnsupportedError, match="artefact does not run: Required inputs") as err:
+    with pytest.raises(UnsupportedError, match="artefact does not run: .*Required inputs") as err:
         convert(examples.conv_bn_silu(), "ort-mobile", tmp_path / "m.ort")
     assert "--no-verify" in err.value.hint
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "a failed convert leaves nothing behind"

@@ -1,7 +1,8 @@
 """Benchmark models on onnxruntime: latency percentiles and throughput, several models interleaved, op profiles.
 
-Models are timed round-robin (one run of each in turn) so that a noisy machine slows them all alike and the ratios
-stay meaningful. ``profile=True`` runs a separate profiling session per model (its overhead never pollutes the
+Models are timed in turns (blocks of runs of each in turn) so that a noisy machine slows them all alike and the ratios
+stay meaningful; :func:`time_interleaved` is the package's one latency timer, and :func:`measure_ratio` (used by
+``quantize``) times two models with it until their ratio is stable. ``profile=True`` runs a separate profiling session per model (its overhead never pollutes the
 timings) and sums onnxruntime's per-node kernel times by op type; :func:`profile_svg` draws them as a bar chart.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,11 +40,18 @@ class LatencyStats:
     max: float
     std: float
     throughput: float  # samples (batch items) per second, from the mean latency
-    ratio: float | None = None  # p50 / p50 of the first model at the same batch size
+    vs_first: "RatioMeasurement | None" = None  # how many times faster than the first model (same batch size)
     inputs: dict[str, str] = field(default_factory=dict)  # input name -> shape timed ("1x3x224x224")
 
+    @property
+    def speedup(self) -> float | None:
+        """How many times faster than the first model (< 1: slower); None for the first model itself."""
+        return self.vs_first.speedup if self.vs_first else None
+
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        d.update(vs_first=self.vs_first.to_dict() if self.vs_first else None, speedup=self.speedup)
+        return d
 
 
 @dataclass
@@ -111,6 +118,117 @@ def latency_stats(model: str, batch: int | None, seconds: Sequence[float]) -> La
 
 
 INTERLEAVE_BLOCK = 3  # timed runs per turn when several models take turns
+TARGET_SPREAD = 0.10  # a ratio is stable once its ~95% interval is within 10% of it
+MIN_BLOCKS = 5
+MAX_STABLE_SECONDS = 30.0  # bench of several models with neither --iterations nor --duration: budget to stabilize
+
+clock: Callable[[], float] = time.perf_counter  # the one clock every latency here is read from (tests replace it)
+
+
+@dataclass
+class Timings:
+    """Per-run seconds of each runner, grouped by the block (one turn of every runner) they were timed in."""
+
+    blocks: list[list[list[float]]] = field(default_factory=list)  # blocks[k][i]: runner i's seconds in block k
+    seconds: float = 0.0  # wall time of the timed blocks
+
+    def runs(self, i: int) -> list[float]:
+        return [t for block in self.blocks for t in block[i]]
+
+    def __len__(self) -> int:  # the number of runners
+        return len(self.blocks[0]) if self.blocks else 0
+
+    def __getitem__(self, i: int) -> list[float]:
+        return self.runs(i)
+
+    def __iter__(self):
+        return iter([self.runs(i) for i in range(len(self))])
+
+
+@dataclass
+class RatioMeasurement:
+    """How many times faster model B runs than model A: the median over interleaved blocks of (A's block median /
+    B's block median), with a distribution-free ~95% interval of that median (order statistics)."""
+
+    speedup: float  # > 1: B is faster
+    low: float
+    high: float
+    a_ms: float  # median of all A runs
+    b_ms: float
+    blocks: int
+    runs: int  # timed runs of each model
+    seconds: float
+    target_spread: float = TARGET_SPREAD
+
+    @property
+    def spread(self) -> float:
+        """Width of the interval relative to the median (0.10: the speedup is known within 10%)."""
+        return (self.high - self.low) / self.speedup if self.speedup > 0 else float("inf")
+
+    @property
+    def noisy(self) -> bool:
+        return self.spread > self.target_spread
+
+    @property
+    def slower(self) -> bool:
+        """B is slower than A beyond the noise: even the interval's upper bound is below 1."""
+        return self.high < 1.0
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "spread": self.spread, "noisy": self.noisy}
+
+
+def median_interval(values: Sequence[float], confidence_z: float = 1.96) -> tuple[float, float, float]:
+    """Median of ``values`` and a ~95% distribution-free interval for it: the order statistics ranked
+    n/2 -+ z*sqrt(n)/2 (the binomial's normal approximation; with 5 values it spans min..max)."""
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    n = v.size
+    half = confidence_z * np.sqrt(n) / 2
+    lo = max(0, int(np.floor(n / 2 - half)))
+    hi = min(n - 1, int(np.ceil(n / 2 + half)) - 1)
+    return float(np.median(v)), float(v[lo]), float(v[hi])
+
+
+def ratio_of(timings: Timings, a: int = 0, b: int = 1, *, target_spread: float = TARGET_SPREAD) -> RatioMeasurement:
+    """The speedup of runner ``b`` over runner ``a`` from interleaved timings (see :class:`RatioMeasurement`)."""
+    per_block = [float(np.median(blk[a]) / np.median(blk[b])) for blk in timings.blocks if blk[a] and blk[b]]
+    if not per_block:
+        raise UserInputError("no timed runs", hint="give --iterations of at least 1 or a longer --duration")
+    mid, low, high = median_interval(per_block)
+    return RatioMeasurement(
+        speedup=mid, low=low, high=high,
+        a_ms=float(np.median(timings.runs(a))) * 1000.0, b_ms=float(np.median(timings.runs(b))) * 1000.0,
+        blocks=len(per_block), runs=len(timings.runs(b)), seconds=timings.seconds, target_spread=target_spread,
+    )
+
+
+@dataclass
+class StopRule:
+    """When :func:`time_interleaved` stops: after ``iterations`` timed runs of each runner; or once ``seconds``
+    have passed; or, with ``target_spread``, once every runner's ratio to the first is known within that spread
+    (``seconds`` is then the budget, after which the ratio is reported as noisy). Never before ``min_blocks``
+    (one for a fixed count or duration) and never after ``max_blocks``."""
+
+    iterations: int | None = None
+    seconds: float | None = None
+    target_spread: float | None = None
+    min_blocks: int = 1
+    max_blocks: int | None = None
+
+    def fraction(self, timings: Timings, runs: int) -> float:
+        """How far along the loop is (1.0: stop)."""
+        n = len(timings.blocks)
+        if n < self.min_blocks:
+            return n / self.min_blocks * 0.99
+        if self.max_blocks is not None and n >= self.max_blocks:
+            return 1.0
+        done = [runs / self.iterations] if self.iterations is not None else []
+        if self.seconds is not None:
+            done.append(timings.seconds / self.seconds)
+        if self.target_spread is not None and len(timings) > 1:
+            if all(ratio_of(timings, 0, i).spread <= self.target_spread for i in range(1, len(timings))):
+                return 1.0
+        return min(1.0, max(done, default=1.0))
 
 
 def time_interleaved(
@@ -119,50 +237,74 @@ def time_interleaved(
     warmup: int = DEFAULT_WARMUP,
     iterations: int | None = None,
     duration: float | None = None,
+    stop: StopRule | None = None,
     on_step: Callable[[float], None] | None = None,
     block: int = INTERLEAVE_BLOCK,
-) -> list[list[float]]:
-    """Time each runner, taking turns; ``warmup`` untimed rounds first; return per-runner seconds.
+) -> Timings:
+    """The one latency timer: time each runner in turns (blocks); ``warmup`` untimed rounds first.
 
     With several runners each turn is one untimed settling run then ``block`` timed runs: the previous model's
     onnxruntime threads keep spinning for a moment after its run and slow the next model's first run (BERT-base int8
     vs fp32 at 2 threads on 2 cores: 2.00x strictly alternating, 2.84x in blocks, 2.79x each timed alone;
-    ``benchmarks/interleave.py``). Turns
-    still share the machine's drift, which is what interleaving is for. Stops after ``iterations`` timed runs per
-    runner, or once ``duration`` seconds have passed (at least one turn each), whichever comes first; with neither,
-    :data:`DEFAULT_ITERATIONS`. ``on_step(fraction_done)`` after each round of turns.
+    ``benchmarks/interleave.py``). Turns share the machine's drift, which is what interleaving is for; ratios are
+    taken per block (:func:`ratio_of`). Stops after ``iterations`` timed runs per runner, or once ``duration``
+    seconds have passed (at least one turn each), or by ``stop`` (e.g. once the ratios are stable); with none of
+    them, :data:`DEFAULT_ITERATIONS`. ``on_step(fraction_done)`` after each block.
     """
     if iterations is not None and iterations < 1:
         raise UserInputError(f"iterations must be at least 1, got {iterations}")
     if duration is not None and duration <= 0:
         raise UserInputError(f"duration must be positive, got {duration}")
-    if iterations is None and duration is None:
-        iterations = DEFAULT_ITERATIONS
+    if stop is None:
+        stop = StopRule(iterations=iterations if iterations or duration else DEFAULT_ITERATIONS, seconds=duration)
     for _ in range(max(0, warmup)):
         for run in runners:
             run()
     several = len(runners) > 1
     per_turn = max(1, block) if several else 1
-    times: list[list[float]] = [[] for _ in runners]
-    start = time.perf_counter()
+    timings, runs = Timings(), 0
+    start = clock()
     while True:
-        for i, run in enumerate(runners):
-            if several:
-                run()
-            for _ in range(per_turn if iterations is None else min(per_turn, iterations - len(times[i]))):
-                t0 = time.perf_counter()
-                run()
-                times[i].append(time.perf_counter() - t0)
-        done = []
-        if iterations is not None:
-            done.append(len(times[0]) / iterations)
-        if duration is not None:
-            done.append((time.perf_counter() - start) / duration)
-        fraction = min(1.0, max(done))
+        want = per_turn if stop.iterations is None else min(per_turn, stop.iterations - runs)
+        timings.blocks.append([_time_turn(run, want, settle=several) for run in runners])
+        runs += want
+        timings.seconds = clock() - start
+        fraction = stop.fraction(timings, runs)
         if on_step:
             on_step(fraction)
         if fraction >= 1.0:
-            return times
+            return timings
+
+
+def _time_turn(run: Callable[[], object], count: int, *, settle: bool) -> list[float]:
+    if settle:
+        run()
+    times = []
+    for _ in range(count):
+        t0 = clock()
+        run()
+        times.append(clock() - t0)
+    return times
+
+
+def measure_ratio(
+    session_a,
+    session_b,
+    feeds: Mapping[str, np.ndarray],
+    *,
+    min_blocks: int = MIN_BLOCKS,
+    max_blocks: int | None = 1000,
+    max_seconds: float = 10.0,
+    target_spread: float = TARGET_SPREAD,
+    warmup: int = 2,
+) -> RatioMeasurement:
+    """How many times faster ``session_b`` runs ``feeds`` than ``session_a``, timed in interleaved blocks until the
+    ratio is known within ``target_spread`` (at least ``min_blocks``) or ``max_seconds`` run out (then ``noisy``)."""
+    from onnxdeploy.run import run_session
+
+    runners = [lambda s=s: run_session(s, feeds) for s in (session_a, session_b)]
+    stop = StopRule(seconds=max_seconds, target_spread=target_spread, min_blocks=min_blocks, max_blocks=max_blocks)
+    return ratio_of(time_interleaved(runners, warmup=warmup, stop=stop), target_spread=target_spread)
 
 
 # ---------------------------------------------------------------- inputs
@@ -332,7 +474,9 @@ def bench(
 
     Each batch size sets every symbolic leading (batch) dim; inputs are synthesized (seeded) unless ``inputs`` are
     given, and models with the same input specs get the same arrays. ``duration`` is seconds per batch size for all
-    models together. The first model is the reference of the ``ratio`` column. ``profile=True`` adds per-op-type
+    models together. The first model is the reference of each result's ``vs_first`` (:class:`RatioMeasurement`, the
+    timer :func:`measure_ratio` uses); with several models and neither ``iterations`` nor ``duration``, timing goes
+    on past :data:`DEFAULT_ITERATIONS` runs until those ratios are stable (or :data:`MAX_STABLE_SECONDS`). ``profile=True`` adds per-op-type
     kernel times; ``svg`` writes them as a bar chart (atomically).
     """
     from onnxdeploy.io import atomic_write_text
@@ -376,10 +520,11 @@ def bench(
             if on_progress:
                 on_progress(f"batch {batch}" if batch else "timing", (b_index + fraction) / len(batches))
 
-        times = time_interleaved(runners, warmup=warmup, iterations=iterations, duration=duration, on_step=step)
-        stats = [latency_stats(n, batch, t) for n, t in zip(names, times)]
-        for s, f in zip(stats, feeds_list):
-            s.ratio = s.p50 / stats[0].p50 if stats[0].p50 > 0 else None
+        timings = time_interleaved(runners, warmup=warmup, iterations=iterations, duration=duration,
+                                   stop=_stop_rule(iterations, duration, len(models)), on_step=step)
+        stats = [latency_stats(n, batch, timings.runs(i)) for i, n in enumerate(names)]
+        for i, (s, f) in enumerate(zip(stats, feeds_list)):
+            s.vs_first = ratio_of(timings, 0, i) if i else None
             s.inputs = {k: "x".join(map(str, getattr(v, "shape", ()))) or "scalar" for k, v in f.items()}
         results.extend(stats)
 
@@ -414,11 +559,45 @@ def bench(
         "providers": [p for p in (providers or ["cpu"])],
         "optimization_level": optimization_level or "all",
         "interleaved": len(models) > 1,
+        "until_stable": _stop_rule(iterations, duration, len(models)) is not None,
     }
+    if settings["until_stable"]:
+        settings["iterations"] = None
     report = BenchReport(results, settings, profiles, svg_path)
     if inputs is None:
         report.warnings = _defaulted_dims(protos, dims or {}, shapes or {})
+    report.warnings += [_noisy_warning(r) for r in results if r.vs_first and r.vs_first.noisy]
     return report
+
+
+def _stop_rule(iterations: int | None, duration: float | None, models: int) -> StopRule | None:
+    """Several models and neither a count nor a duration: at least the default runs, then until every ratio to
+    the first is stable (or :data:`MAX_STABLE_SECONDS` ran out)."""
+    if models < 2 or iterations is not None or duration is not None:
+        return None
+    return StopRule(seconds=MAX_STABLE_SECONDS, target_spread=TARGET_SPREAD,
+                    min_blocks=-(-DEFAULT_ITERATIONS // INTERLEAVE_BLOCK))
+
+
+def ratio_words(speedup: float | None) -> str:
+    """A speed ratio in words, never a bare factor: 2.9 -> "2.90x faster", 0.77 -> "1.30x slower" (the time ratio
+    turned around, so both read as "N times"); ``speedup`` is how many times faster than the reference."""
+    if speedup is None or speedup != speedup or speedup <= 0:
+        return ""
+    if speedup >= 1:
+        return f"{speedup:.2f}x faster"
+    return f"{1 / speedup:.2f}x slower"
+
+
+def noisy_note(m: RatioMeasurement) -> str:
+    """Why a speed ratio is called noisy, in words."""
+    return (f"its ~95% interval is {ratio_words(m.low)} to {ratio_words(m.high)} ({m.spread:.0%} wide, over "
+            f"{m.blocks} blocks of interleaved runs; stable means within {m.target_spread:.0%})")
+
+
+def _noisy_warning(r: LatencyStats) -> str:
+    batch = f" at batch {r.batch}" if r.batch else ""
+    return f"the speed of {r.model}{batch} relative to the first model is noisy: {noisy_note(r.vs_first)}"
 
 
 def _defaulted_dims(protos, dims: Mapping[str, int], shapes: Mapping) -> list[str]:

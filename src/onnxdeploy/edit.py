@@ -56,7 +56,10 @@ def run_checker(model: "ir.Model") -> None:
     import onnx
 
     try:
-        _call_onnx(lambda proto: onnx.checker.check_model(proto), model)
+        from onnxdeploy.io import without_external_data
+
+        # external tensors resolved against the model's folder by io, never against the current directory
+        _call_onnx(lambda proto: onnx.checker.check_model(without_external_data(proto)), model)
     except onnx.checker.ValidationError as err:
         raise InvalidModelError(f"ONNX checker: {onnx_error_text(err)}") from err
 

@@ -87,6 +87,7 @@ class ExportReport:
     parity: list = field(default_factory=list)  # numerics.Comparison, one per shape tested
     seconds: dict[str, float] = field(default_factory=dict)
     custom_ops: list[str] = field(default_factory=list)
+    output_dims: dict[str, list] = field(default_factory=dict)  # each output's dims as written: 4, "batch", ...
     kept: bool = True
     verified: bool = False
 
@@ -103,6 +104,7 @@ class ExportReport:
             "input_names": self.input_names,
             "output_names": self.output_names,
             "dynamic_dims": {k: {str(i): n for i, n in v.items()} for k, v in self.dynamic_dims.items()},
+            "output_dims": self.output_dims,
             "verified": self.verified,
             "passed": self.passed,
             "kept": self.kept,
@@ -259,6 +261,112 @@ def _inputs_at(args, kwargs, names, dynamic, sizes: dict[str, int], seed: int = 
     new_args = tuple(remake(names[i], t) for i, t in enumerate(args))
     new_kwargs = {k: remake(k, v) for k, v in kwargs.items()}
     return new_args, new_kwargs
+
+
+_DTYPE_WORDS = re.compile(r"indices|Long|Int\b|scalar type|dtype|integer|must be cast|got Float|FloatTensor|"
+                          r"expected .*(int|long)", re.IGNORECASE)
+
+
+def _dims_of(value) -> list:
+    return [] if value.shape is None else [d if isinstance(d, int) else (d.value or "?") for d in value.shape]
+
+
+def _shape_text(t) -> str:
+    return "x".join(str(int(d)) for d in t.shape)
+
+
+def _example_error(err: BaseException, names: Sequence[str], tensors: Sequence) -> UserInputError:
+    """One line for a model that cannot run on its example inputs; float inputs where integers are needed get a hint
+    naming the typed shape (``--shape tokens=4x32:int64``)."""
+    floats = [(n, t) for n, t in zip(names, tensors) if t.dtype.is_floating_point]
+    given = ", ".join(f"{n}={_shape_text(t)}:{str(t.dtype).replace('torch.', '')}" for n, t in zip(names, tensors))
+    if floats and _DTYPE_WORDS.search(str(err)):
+        which = ", ".join(n for n, _ in floats)
+        shapes = " ".join(f"--shape {n}={_shape_text(t)}:int64" for n, t in floats)
+        return UserInputError(
+            f"PyTorch cannot run the model on float example input{'s' if len(floats) > 1 else ''} {which}; it "
+            f"seems to need integers ({_first_line(err)})",
+            hint=f"give integer example inputs: {shapes} on the command line, or torch.randint(...) tensors in "
+                 "example_inputs",
+        )
+    return UserInputError(
+        f"PyTorch cannot run the model on the example inputs ({given}): {_first_line(err)}",
+        hint="give one example input per forward() argument, with the shapes and dtypes the model expects "
+             "(--shape NAME=1x3x224x224[:dtype] on the command line)",
+    )
+
+
+_TORCH_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "float64": "float64",
+                 "int64": "int64", "int32": "int32", "int16": "int16", "int8": "int8", "uint8": "uint8",
+                 "bool": "bool"}
+INT_HIGH = 100  # integer example inputs are drawn from [0, min(INT_HIGH, smallest nn.Embedding size))
+
+
+def integer_input_bound(module=None) -> int:
+    """Exclusive upper bound for random integer example inputs: small, and inside every nn.Embedding's table."""
+    torch = require("torch", extra="torch", purpose="making example inputs")
+    high = INT_HIGH
+    if module is not None:
+        for sub in module.modules():
+            if isinstance(sub, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
+                high = min(high, int(sub.num_embeddings))
+    return max(high, 1)
+
+
+def random_inputs(shapes: Mapping[str, Any], *, module=None, seed: int = 0) -> dict[str, Any]:
+    """Random example tensors from ``{name: dims}`` or ``{name: (dims, dtype)}`` (dtype a numpy/torch name, e.g.
+    ``"int64"``; None means float32), in the given order.
+
+    Floats are standard normal; integers are small and non-negative (below :func:`integer_input_bound`, which stays
+    inside the ``module``'s embedding tables); bools are 0/1. What ``onnxdeploy export --shape NAME=4x32:int64`` uses.
+    """
+    torch = require("torch", extra="torch", purpose="making example inputs")
+    gen = torch.Generator().manual_seed(seed)
+    high = None
+    result: dict[str, Any] = {}
+    for name, spec in shapes.items():
+        dims, dtype = spec if isinstance(spec, tuple) and len(spec) == 2 and not isinstance(spec[1], int) else (spec, None)
+        if any(not isinstance(d, int) for d in dims):
+            raise UserInputError(f"shape of {name!r} must be numbers, got {'x'.join(map(str, dims))}",
+                                 hint=f"e.g. {name}=1x3x224x224")
+        key = str(dtype or "float32").replace("torch.", "")
+        if key not in _TORCH_DTYPES:
+            raise UserInputError(f"cannot make example input {name!r} of dtype {dtype}",
+                                 hint=f"use one of {', '.join(_TORCH_DTYPES)}")
+        tdtype = getattr(torch, _TORCH_DTYPES[key])
+        shape = [int(d) for d in dims]
+        if tdtype.is_floating_point:
+            result[name] = torch.randn(shape, generator=gen).to(tdtype)
+        elif tdtype == torch.bool:
+            result[name] = torch.randint(0, 2, shape, generator=gen).bool()
+        else:
+            high = high if high is not None else integer_input_bound(module)
+            result[name] = torch.randint(0, high, shape, generator=gen, dtype=tdtype)
+    return result
+
+
+def needs_integer_inputs(module) -> bool:
+    """True when the module's first layer with weights is an nn.Embedding (token ids, not floats)."""
+    torch = require("torch", extra="torch", purpose="inspecting a PyTorch model")
+    for sub in module.modules():
+        if any(True for _ in sub.parameters(recurse=False)):
+            return isinstance(sub, (torch.nn.Embedding, torch.nn.EmbeddingBag))
+    return False
+
+
+def example_hint(module) -> str:
+    """What to pass for a module that came without example inputs: ``--shape NAME=...`` per forward() argument."""
+    try:
+        params = [p for p in _inspect.signature(module.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    except (TypeError, ValueError):
+        params = []
+    names = [p.name for p in params] or ["input"]
+    if needs_integer_inputs(module):
+        return (" ".join(f"--shape {n}=1x16:int64" for n in names[:1]) + " (its first layer is an nn.Embedding: "
+                "token ids are integers)" + (f"; one --shape per forward() argument: {', '.join(names)}"
+                                            if len(names) > 1 else ""))
+    return f"--shape {names[0]}=1x3x224x224[:dtype], one per forward() argument ({', '.join(names)})"
 
 
 # --------------------------------------------------------------------------------------------- dynamo
@@ -547,7 +655,7 @@ def _rename_and_check_dims(model_ir, dynamic, exporter: str) -> None:
             dim = value.shape[index]
             if isinstance(dim, int):
                 static.append(f"{key}:{index}={name} (came out as {dim})")
-            elif dim.value and dim.value != name:
+            elif dim.value:
                 rename.setdefault(dim.value, name)
     if static:
         raise UnsupportedError(
@@ -555,13 +663,12 @@ def _rename_and_check_dims(model_ir, dynamic, exporter: str) -> None:
             hint=("an op in the model forced a fixed size; try --exporter dynamo, which names the op"
                   if exporter == "torchscript" else "check the model code for constant sizes"),
         )
-    if not rename:
-        return
+    clean = _DimNamer(rename)
 
     def fix(value):
         if value.shape is None:
             return
-        dims = [ir.SymbolicDim(rename[d.value]) if isinstance(d, ir.SymbolicDim) and d.value in rename else d
+        dims = [ir.SymbolicDim(clean(d.value)) if isinstance(d, ir.SymbolicDim) and d.value else d
                 for d in value.shape]
         if dims != list(value.shape):
             value.shape = ir.Shape(dims)
@@ -571,6 +678,64 @@ def _rename_and_check_dims(model_ir, dynamic, exporter: str) -> None:
     for node in ir.traversal.RecursiveGraphIterator(model_ir.graph):
         for value in node.outputs:
             fix(value)
+
+
+_RAW_SYMBOL = re.compile(r"[a-z]{1,2}\d+")  # torch's symbols: s27 (a size), u0 (data-dependent), ...
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SYMPY_FUNCTIONS = {"floor", "ceiling", "Max", "Min", "Mod", "Abs", "FloorDiv", "CeilDiv", "PythonMod",
+                    "CleanDiv", "FloorToInt", "CeilToInt", "TruncToInt", "sqrt"}
+
+
+class _DimNamer:
+    """Map a dim as the exporter wrote it (``s27``, ``s64 + s27``) to a name derived from the user's dim names.
+
+    Raw torch symbols become the names the user gave the matching input dims (``rename``), an expression is rewritten
+    over those names in sympy's canonical order (so ``s27 + s64`` and ``s64 + s95`` both read
+    ``past_sequence + sequence`` when s27 and s95 are both ``past_sequence``), and a raw symbol the user did not name
+    becomes ``dim_0``, ``dim_1``, ... in order of first appearance. Names that are not torch symbols stay as they are.
+    """
+
+    def __init__(self, rename: Mapping[str, str]) -> None:
+        self.rename = dict(rename)
+        self.user = set(self.rename.values())
+        self.cache: dict[str, str] = {}
+        self.counter = 0
+
+    def __call__(self, text: str) -> str:
+        if text not in self.cache:
+            self.cache[text] = self._clean(text)
+        return self.cache[text]
+
+    def _name_for(self, symbol: str) -> str:
+        if symbol not in self.rename:
+            while f"dim_{self.counter}" in self.user:
+                self.counter += 1
+            self.rename[symbol] = f"dim_{self.counter}"
+            self.user.add(self.rename[symbol])
+            self.counter += 1
+        return self.rename[symbol]
+
+    def _clean(self, text: str) -> str:
+        if text in self.rename:
+            return self.rename[text]
+        tokens = [t for t in dict.fromkeys(_IDENTIFIER.findall(text)) if t not in _SYMPY_FUNCTIONS]
+        raw = [t for t in tokens if _RAW_SYMBOL.fullmatch(t) and t not in self.user]
+        if not raw:
+            return text  # a user name, or a name the exporter made up (TorchScript's "Add_dim_0")
+        if text.strip() in raw:
+            return self._name_for(text.strip())
+        for symbol in raw:
+            self._name_for(symbol)
+        try:
+            import sympy
+            from sympy.parsing.sympy_parser import parse_expr
+
+            local = {t: sympy.Symbol(self.rename.get(t, t), integer=True, positive=True) for t in tokens}
+            local.update({f: getattr(sympy, f) for f in _SYMPY_FUNCTIONS if hasattr(sympy, f)})
+            expr = parse_expr(text, local_dict=local, evaluate=True)
+            return str(expr)
+        except Exception:  # noqa: BLE001 - an expression sympy cannot read keeps its form, with the names replaced
+            return _IDENTIFIER.sub(lambda m: self.rename.get(m.group(0), m.group(0)), text)
 
 
 def _declare_domains(model_ir, mappings) -> None:
@@ -636,7 +801,10 @@ def export(
 
     phase("run PyTorch")
     t0 = time.perf_counter()
-    reference = _run_torch(model, args, kwargs)
+    try:
+        reference = _run_torch(model, args, kwargs)
+    except Exception as err:  # the model rejects its own example inputs: say which and how to fix, in one line
+        raise _example_error(err, names, list(args) + list(kwargs.values())) from err
     timings["torch_run"] = time.perf_counter() - t0
     if output_names:
         out_names = list(output_names)
@@ -693,6 +861,7 @@ def export(
         opset=int(model_ir.opset_imports.get("", 0)), input_names=names,
         output_names=[v.name for v in model_ir.graph.outputs], dynamic_dims=dyn, seconds=timings,
         custom_ops=[m.describe() for m in mappings],
+        output_dims={v.name: _dims_of(v) for v in model_ir.graph.outputs},
     )
 
     # Serialize once: the same bytes feed onnxruntime and become the file (embedded weights). Models whose weights
@@ -836,7 +1005,11 @@ __all__ = [
     "OpMapping",
     "UnsupportedOperators",
     "custom_op",
+    "example_hint",
     "export",
+    "integer_input_bound",
+    "needs_integer_inputs",
+    "random_inputs",
     "register_op",
     "registered_ops",
 ]

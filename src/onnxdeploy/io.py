@@ -2,20 +2,33 @@
 
 - :func:`load_proto` parses the graph without reading external weights (fast, small memory), for ``inspect``.
 - :func:`load` returns an ``onnx_ir.Model`` whose external tensors are memory-mapped lazily.
-- :func:`save` writes the model and its external data into a private temporary folder next to the output, then
-  renames them into place, so a failure never leaves a half-written output and never touches unrelated files.
+- :func:`save` writes the model (and its external data) through temporary files and commits with ONE rename: the
+  model file's. The data file gets a name unique to the write (``<name>.<pid>-<8 hex>.data``), so a killed or
+  failed write never leaves the previous model with new data; the previous data file is removed after the commit.
+- :func:`check_output_path` is the one output-path guard every writer goes through: it refuses a destination that is
+  (or whose data file would be) a file this operation read, a folder, or in a missing or read-only folder.
 
 External-data references are refused when absolute, when they escape the model's folder (``..``, symlinks), when
-they are hard links, and when the file is missing or shorter than the tensor needs (the ONNX loader CVEs
-2022-2026: path traversal, symlink and hard-link escapes, out-of-bounds reads).
+they are hard links, devices, FIFOs or sockets, and when the file is missing or shorter than the tensor needs (the
+ONNX loader CVEs 2022-2026: path traversal, symlink and hard-link escapes, out-of-bounds reads), wherever the tensor
+lives: initializers, sparse initializers, tensor attributes (Constant), If/Loop/Scan bodies and model-local
+functions, at any depth.
+
+Temporary files start with ``.onnxdeploy-tmp-<pid>-``; the next write into the same folder removes those of
+processes that no longer run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import re
+import secrets
 import shutil
 import stat
-import tempfile
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Union
@@ -28,7 +41,7 @@ from onnxdeploy._protowire import (
     length_delimited,
     read_varint,
 )
-from onnxdeploy.errors import ModelFileError, UnsafeModelError, UserInputError
+from onnxdeploy.errors import ModelFileError, OnnxDeployError, UnsafeModelError, UserInputError
 
 if TYPE_CHECKING:
     import onnx
@@ -39,6 +52,8 @@ ModelLike = Union[str, os.PathLike, "onnx.ModelProto", "ir.Model"]
 PROTOBUF_LIMIT = 2**31 - 1
 EXTERNAL_THRESHOLD = 1_800_000_000  # above this many tensor bytes, save() switches to external data
 SIZE_THRESHOLD_BYTES = 1024  # tensors at least this large go to the external-data file
+TMP_PREFIX = ".onnxdeploy-tmp-"  # every temporary file or folder io creates: TMP_PREFIX + "<pid>-<hex>-..."
+PAUSE_ENV = "ONNXDEPLOY_TEST_PAUSE_AT"  # tests: sleep at a named write stage so a kill lands there
 
 
 @dataclass(frozen=True)
@@ -51,18 +66,258 @@ class ExternalRef:
     length: int | None
 
 
+# ---------------------------------------------------------------- the files this operation read
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self.real: dict[str, str] = {}  # real path -> path as given
+        self.ids: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) -> path as given
+        self.written: set[str] = set()  # real paths this operation wrote
+
+
+_registry = _Registry()
+
+
+def note_read(path: str | os.PathLike) -> None:
+    """Record that the current operation reads ``path``: no writer of this operation may replace it."""
+    try:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+    except (OSError, ValueError):
+        return
+    _registry.real.setdefault(real, str(path))
+    _registry.ids.setdefault((st.st_dev, st.st_ino), str(path))
+
+
+def files_read() -> list[str]:
+    """The real paths of the files the current operation read (models, their data files, inputs, recipes)."""
+    return sorted(_registry.real)
+
+
+def forget_reads() -> None:
+    """Start a new operation: forget the files read and written so far."""
+    global _registry
+    _registry = _Registry()
+
+
+@contextlib.contextmanager
+def operation() -> Iterator[None]:
+    """Scope of one operation (a CLI command): the files it reads are protected from its writers, then forgotten."""
+    global _registry
+    saved, _registry = _registry, _Registry()
+    try:
+        yield
+    finally:
+        _registry = saved
+
+
+def _read_by_operation(path: str) -> str | None:
+    """The input (as given) that ``path`` is, by real path or by file identity (hard links), else None."""
+    real = os.path.realpath(path)
+    if real in _registry.real:
+        return _registry.real[real]
+    try:
+        st = os.stat(real)
+    except (OSError, ValueError):
+        return None
+    return _registry.ids.get((st.st_dev, st.st_ino))
+
+
+def _os_error(path: object, err: OSError, doing: str = "cannot write") -> ModelFileError:
+    reason = err.strerror or str(err)
+    hints = {errno.ENAMETOOLONG: "use a shorter file name", errno.EROFS: "write to a writable folder",
+             errno.EACCES: "write to a folder you may write to", errno.EPERM: "write to a folder you may write to",
+             errno.ENOSPC: "free some disk space or write elsewhere", errno.ELOOP: "fix the symbolic link loop"}
+    return ModelFileError(f"{path}: {doing} ({reason})", hint=hints.get(err.errno))
+
+
+def check_output_path(path: str | os.PathLike, *, data_file: str | os.PathLike | None = None,
+                      allow_overwrite_input: bool = False) -> Path:
+    """The output-path guard every writer goes through; returns the real destination path.
+
+    Refuses (:class:`UserInputError`, one line and a hint) a destination that is a folder, whose folder does not exist
+    or is not writable, or that is (or whose companion ``data_file`` would be) a file this operation read: an input
+    model, one of its external-data files, an input tensor file or a recipe, however the path is spelled (``..``,
+    ``.``, symbolic links, hard links). ``allow_overwrite_input=True`` lets the API replace an input deliberately
+    (the CLI never does).
+    """
+    given = str(path)
+    if not given or "\0" in given:
+        raise UserInputError(f"invalid output path {given!r}", hint="give a file name such as out.onnx")
+    out = Path(given)
+    try:
+        if out.is_dir():
+            raise UserInputError(f"{out} is a folder; give a file name such as {out / 'model.onnx'}")
+        folder = out.parent if str(out.parent) else Path(".")
+        if not folder.exists():
+            raise UserInputError(f"{folder}: output folder does not exist", hint=f"mkdir -p {folder}")
+        if not folder.is_dir():
+            raise UserInputError(f"{folder}: not a folder", hint="choose an output path inside a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UserInputError(f"{folder}: output folder is not writable", hint="choose another output folder")
+        real = Path(os.path.realpath(folder)) / out.name
+        if real.parts[:2] in (("/", "proc"), ("/", "sys"), ("/", "dev")):
+            raise UserInputError(f"{out}: cannot write under /{real.parts[1]}", hint="choose an ordinary folder")
+        os.lstat(folder)  # ENAMETOOLONG / ELOOP surface here, as one line
+        if len(out.name.encode("utf-8", "surrogateescape")) > 255:
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
+    except OSError as err:
+        raise _os_error(out, err) from err
+    if not allow_overwrite_input:
+        for candidate, what in ((given, "the output"), (data_file, "the output's data file")):
+            if candidate is None:
+                continue
+            hit = _read_by_operation(str(candidate))
+            if hit is not None:
+                same = what == "the output" and os.path.realpath(candidate) == os.path.realpath(hit)
+                raise UserInputError(
+                    f"{what} {candidate} would overwrite {'the input' if same else 'an input file'} {hit}",
+                    hint="choose another -o path; inputs are never modified")
+    if data_file is not None:
+        d = Path(data_file)
+        if d.is_symlink():
+            raise UserInputError(f"{d} is a symbolic link; refusing to write through it")
+        if d.is_dir():
+            raise UserInputError(f"{d} is a folder; refusing to write the output's data file there")
+    return real
+
+
+# ---------------------------------------------------------------- temporary files, stale ones, test pauses
+
+
+def pause_point(stage: str) -> None:
+    """Tests only: with ``ONNXDEPLOY_TEST_PAUSE_AT=<stage>``, say so on stderr and sleep, so a kill lands here."""
+    if os.environ.get(PAUSE_ENV) == stage:
+        sys.stderr.write(f"onnxdeploy-paused-at: {stage}\n")
+        sys.stderr.flush()
+        time.sleep(float(os.environ.get("ONNXDEPLOY_TEST_PAUSE_SECONDS", "120")))
+
+
+def _tmp_name(name: str = "") -> str:
+    return f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{name}"
+
+
+_TMP_RE = re.compile(re.escape(TMP_PREFIX) + r"(\d+)-")
+_DATA_RE = re.compile(r"\.(\d+)-[0-9a-f]{8}\.data$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
+
+
+def _mentions(model_file: Path, needle: bytes) -> bool:
+    """Whether the bytes of ``needle`` occur in ``model_file`` (a cheap, conservative "does it reference it")."""
+    import mmap
+
+    try:
+        with open(model_file, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                return False
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                return mm.find(needle) >= 0
+    except (OSError, ValueError):
+        return True  # unreadable: assume it does
+
+
+def _referenced_elsewhere(folder: Path, name: str, skip: Path | None = None) -> bool:
+    """Whether any model file in ``folder`` (other than ``skip``) mentions the data file ``name``."""
+    needle = name.encode("utf-8", "surrogateescape")
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return True
+    for entry in entries:
+        if entry.name.startswith(TMP_PREFIX) or entry.name == name:
+            continue
+        if skip is not None and entry.name == skip.name:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+        except OSError:
+            continue
+        if not entry.name.lower().endswith((".onnx", ".onnx_data", ".pb", ".ort")) and "onnx" not in entry.name:
+            continue
+        if _mentions(Path(entry.path), needle):
+            return True
+    return False
+
+
+def clean_stale(folder: str | os.PathLike) -> list[str]:
+    """Remove what killed writes left in ``folder``: temp files of processes that no longer run, and data files
+    written by such a process that no model in the folder references. Returns the names removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TMP_RE.match(entry.name)
+        if m is None:
+            m2 = _DATA_RE.search(entry.name)
+            if m2 is None or _alive(int(m2.group(1))):
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False) or _referenced_elsewhere(Path(folder), entry.name):
+                    continue
+                os.unlink(entry.path)
+                removed.append(entry.name)
+            except OSError:
+                pass
+            continue
+        if _alive(int(m.group(1))):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+            removed.append(entry.name)
+        except OSError:
+            pass
+    return removed
+
+
+def _new_tmp_file(folder: Path, name: str) -> tuple[int, Path]:
+    path = folder / _tmp_name(name[:100])
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    return fd, path
+
+
 # ---------------------------------------------------------------- reading
 
 
 def _check_model_path(path: str | os.PathLike) -> Path:
+    """A readable, non-empty regular file (checked with ``os.stat`` before anything opens it)."""
     p = Path(path)
-    if not p.exists():
-        raise ModelFileError(f"{p}: no such file", hint="check the path")
-    if p.is_dir():
+    if "\0" in str(p):
+        raise ModelFileError(f"{str(p)!r}: invalid file name (NUL byte)")
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise ModelFileError(f"{p}: no such file", hint="check the path") from None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ModelFileError(f"{p}: symbolic link loop", hint="fix the link or give the file itself") from None
+        raise _os_error(p, err, "cannot open") from err
+    if stat.S_ISDIR(st.st_mode):
         raise ModelFileError(f"{p}: is a folder, not an .onnx file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file")
+        raise ModelFileError(f"{p}: is {kind}, not an .onnx file", hint="give a model file")
     if not os.access(p, os.R_OK):
         raise ModelFileError(f"{p}: permission denied")
-    if p.stat().st_size == 0:
+    if st.st_size == 0:
         raise ModelFileError(f"{p}: the file is empty, not an ONNX model")
     return p
 
@@ -78,19 +333,39 @@ def load_proto(path: str | os.PathLike, *, load_weights: bool = False) -> "onnx.
 
     p = _check_model_path(path)
     try:
-        proto = onnx.load(str(p), load_external_data=False)
-    except (DecodeError, RuntimeError, ValueError, UnicodeDecodeError) as err:
+        with open(p, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):  # swapped since the check
+                raise ModelFileError(f"{p}: not a regular file")
+            data = fh.read(min(st.st_size, PROTOBUF_LIMIT) + 1)
+        proto = onnx.ModelProto()
+        proto.ParseFromString(data)
+        del data
+    except OSError as err:
+        if isinstance(err, OnnxDeployError):
+            raise
+        raise _os_error(p, err, "cannot read") from err
+    except (DecodeError, RuntimeError, ValueError, UnicodeDecodeError, RecursionError) as err:
         raise ModelFileError(
-            f"{p}: not a valid ONNX model (truncated or corrupt protobuf: {err})",
+            f"{p}: not a valid ONNX model (truncated or corrupt protobuf: {_first(err)})",
             hint="re-export or re-download the file",
         ) from err
     _check_is_onnx(proto, p)
+    note_read(p)
     check_external_data(proto, p.parent)
     if load_weights and any(True for _ in external_refs(proto)):
         from onnx.external_data_helper import load_external_data_for_model
 
-        load_external_data_for_model(proto, str(p.parent))
+        try:
+            load_external_data_for_model(proto, str(p.parent))
+        except (OSError, ValueError) as err:
+            raise ModelFileError(f"{p}: cannot read its external data ({_first(err)})") from err
     return proto
+
+
+def _first(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
 
 
 def _check_is_onnx(proto: "onnx.ModelProto", path: Path) -> None:
@@ -100,14 +375,114 @@ def _check_is_onnx(proto: "onnx.ModelProto", path: Path) -> None:
         )
 
 
+def _deserialize(proto: "onnx.ModelProto", path: Path) -> "ir.Model":
+    from onnx_ir import serde
+
+    try:
+        return serde.deserialize_model(proto)
+    except NotImplementedError as err:
+        from onnxdeploy.errors import UnsupportedError
+
+        raise UnsupportedError(f"{path}: {_first(err)}", hint="onnx-ir cannot represent this model") from err
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as err:
+        raise ModelFileError(f"{path}: malformed model ({_first(err)})") from err
+
+
 def load(path: str | os.PathLike) -> "ir.Model":
     """Load a model as an ``onnx_ir.Model``; external tensors are checked, then memory-mapped on first use."""
-    from onnx_ir import external_data, serde
-
     proto = load_proto(path)
-    model = serde.deserialize_model(proto)
-    external_data.set_base_dir(model.graph, str(Path(path).parent))
+    model = _deserialize(proto, Path(path))
+    set_base_dir(model, Path(path).parent)
     return model
+
+
+def _ir_graphs(model: "ir.Model") -> Iterator:
+    """Every graph of an ``ir.Model``: the main graph, model-local functions, and all their subgraphs."""
+    import onnx_ir as ir
+
+    stack: list = [model.graph, *model.functions.values()]
+    seen: set[int] = set()
+    while stack:
+        g = stack.pop()
+        if id(g) in seen:
+            continue
+        seen.add(id(g))
+        yield g
+        for node in g:
+            for attr in node.attributes.values():
+                if attr.is_ref():
+                    continue
+                if attr.type == ir.AttributeType.GRAPH and attr.value is not None:
+                    stack.append(attr.value)
+                elif attr.type == ir.AttributeType.GRAPHS and attr.value is not None:
+                    stack.extend(attr.value)
+
+
+def _ir_tensors(model: "ir.Model") -> Iterator:
+    import onnx_ir as ir
+
+    for g in _ir_graphs(model):
+        for value in getattr(g, "initializers", {}).values():
+            if value.const_value is not None:
+                yield value.const_value
+        for node in g:
+            for attr in node.attributes.values():
+                if attr.is_ref() or attr.value is None:
+                    continue
+                if attr.type == ir.AttributeType.TENSOR:
+                    yield attr.value
+                elif attr.type == ir.AttributeType.TENSORS:
+                    yield from attr.value
+
+
+def set_base_dir(model: "ir.Model", folder: str | os.PathLike) -> None:
+    """Resolve every external tensor of ``model`` (subgraphs and functions included) against ``folder``, never
+    against the current directory."""
+    import onnx_ir as ir
+
+    base = os.path.abspath(folder)
+    for tensor in _ir_tensors(model):
+        if isinstance(tensor, ir.ExternalTensor):
+            tensor.base_dir = base
+
+
+def external_base_dir(model: "ir.Model") -> str | None:
+    """The folder the external tensors of ``model`` resolve against (anywhere in the model), None when it has none."""
+    import onnx_ir as ir
+
+    for tensor in _ir_tensors(model):
+        if isinstance(tensor, ir.ExternalTensor) and tensor.base_dir:
+            return str(tensor.base_dir)
+    return None
+
+
+def inline_external_data(proto: "onnx.ModelProto", base_dir: str | os.PathLike | None, *,
+                         keep: frozenset[str] | set[str] = frozenset()) -> "onnx.ModelProto":
+    """Move the bytes of every external tensor (anywhere in ``proto``) into the proto, in place, reading them from
+    ``base_dir`` after :func:`check_external_data`'s checks, never from the current directory. Locations in ``keep``
+    stay external. For a serialized model handed to onnxruntime or the onnx C API."""
+    import onnx
+
+    external = [(where, t) for where, t in tensor_sites(proto) if t.data_location == onnx.TensorProto.EXTERNAL
+                and {e.key: e.value for e in t.external_data}.get("location") not in keep]
+    if not external:
+        return proto
+    if base_dir is None:
+        raise ModelFileError(f"tensor {external[0][1].name!r} refers to external data but the model has no folder",
+                             hint="load the model from its file")
+    probe = onnx.ModelProto()
+    probe.graph.initializer.extend(t for _, t in external)
+    check_external_data(probe, base_dir)
+    for where, tensor in external:
+        ref = _ref(tensor, where)
+        need = ref.length if ref.length is not None else (_tensor_nbytes(tensor) or 0)
+        with open(Path(base_dir) / ref.location, "rb") as fh:
+            fh.seek(ref.offset)
+            raw = fh.read(need)
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        tensor.raw_data = raw
+    return proto
 
 
 def as_model(model: ModelLike) -> "ir.Model":
@@ -118,7 +493,7 @@ def as_model(model: ModelLike) -> "ir.Model":
     if isinstance(model, ir.Model):
         return model
     if isinstance(model, onnx.ModelProto):
-        return ir.serde.deserialize_model(model)
+        return _deserialize(model, Path("<model>"))
     if isinstance(model, (str, os.PathLike)):
         return load(model)
     raise UserInputError(f"expected a path, an onnx.ModelProto or an onnx_ir.Model, got {type(model).__name__}")
@@ -139,61 +514,126 @@ def as_proto(model: ModelLike, *, load_weights: bool = False) -> "onnx.ModelProt
     raise UserInputError(f"expected a path, an onnx.ModelProto or an onnx_ir.Model, got {type(model).__name__}")
 
 
-def _all_tensors(proto: "onnx.ModelProto") -> Iterator["onnx.TensorProto"]:
-    from onnx.external_data_helper import _get_all_tensors
+def tensor_sites(proto: "onnx.ModelProto") -> Iterator[tuple[str, "onnx.TensorProto"]]:
+    """Every TensorProto in the model with where it lives: initializers and sparse initializers (values and
+    indices) of every graph, tensor attributes (``value``, ``sparse_value``, ``tensors`` lists) of every node, in
+    If/Loop/Scan bodies at any depth and in model-local functions. Iterative: no recursion limit."""
+    stack: list[tuple[str, object]] = [("", proto.graph)]
+    stack += [(f"function {f.name!r}", f) for f in proto.functions]
+    while stack:
+        where, g = stack.pop()
+        for t in getattr(g, "initializer", ()):
+            yield where, t
+        for sp in getattr(g, "sparse_initializer", ()):
+            yield where, sp.values
+            yield where, sp.indices
+        for node in g.node:
+            here = f"{where + ', ' if where else ''}node {node.name or node.op_type!r}"
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield here, attr.t
+                yield from ((here, t) for t in attr.tensors)
+                if attr.HasField("sparse_tensor"):
+                    yield here, attr.sparse_tensor.values
+                    yield here, attr.sparse_tensor.indices
+                for sp in attr.sparse_tensors:
+                    yield here, sp.values
+                    yield here, sp.indices
+                if attr.HasField("g"):
+                    stack.append((f"{here} attribute {attr.name!r}", attr.g))
+                stack.extend((f"{here} attribute {attr.name!r}", sub) for sub in attr.graphs)
 
-    yield from _get_all_tensors(proto)
+
+def _all_tensors(proto: "onnx.ModelProto") -> Iterator["onnx.TensorProto"]:
+    for _, tensor in tensor_sites(proto):
+        yield tensor
+
+
+def _ref(tensor: "onnx.TensorProto", where: str = "") -> ExternalRef:
+    name = f"tensor {tensor.name!r}" + (f" ({where})" if where else "")
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    for key in ("offset", "length"):
+        if key in info and not re.fullmatch(r"[0-9]+", info[key].strip() or "x"):
+            if info[key].strip().startswith("-") and re.fullmatch(r"-[0-9]+", info[key].strip()):
+                raise UnsafeModelError(f"{name}: negative external-data offset or length")
+            raise UnsafeModelError(f"{name}: malformed external-data {key} {info[key][:40]!r} (not a number)")
+    offset = int(info.get("offset", "0").strip())
+    length = int(info["length"].strip()) if "length" in info else None
+    return ExternalRef(tensor.name, info.get("location", ""), offset, length)
 
 
 def external_refs(proto: "onnx.ModelProto") -> Iterator[ExternalRef]:
-    """Every external-data reference in the model, subgraphs and functions included."""
+    """Every external-data reference in the model, subgraphs, functions and attributes included."""
     import onnx
 
-    for tensor in _all_tensors(proto):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        info = {entry.key: entry.value for entry in tensor.external_data}
-        try:
-            offset = int(info.get("offset", 0) or 0)
-            length = int(info["length"]) if info.get("length") else None
-        except ValueError as err:
-            raise UnsafeModelError(f"tensor {tensor.name!r}: malformed external-data offset/length") from err
-        if offset < 0 or (length is not None and length < 0):
-            raise UnsafeModelError(f"tensor {tensor.name!r}: negative external-data offset or length")
-        yield ExternalRef(tensor.name, info.get("location", ""), offset, length)
+    for where, tensor in tensor_sites(proto):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            yield _ref(tensor, where)
 
 
-def _expected_nbytes(proto: "onnx.ModelProto") -> dict[str, int]:
+def without_external_data(proto: "onnx.ModelProto") -> "onnx.ModelProto":
+    """``proto`` with every external tensor (anywhere in the model) replaced by zeros held in the proto, in place.
+
+    For the ONNX checker and other onnx C APIs given a proto: they resolve external locations against the current
+    directory, not the model's folder, so they would fail on a valid model or read an unrelated file of that name.
+    io's own checks validate the references instead. Tensors over 64 KiB keep their type but get one element.
+    """
     import onnx
-    from onnx import helper
 
-    sizes: dict[str, int] = {}
-    for tensor in _all_tensors(proto):
+    for _, tensor in tensor_sites(proto):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        need = _tensor_nbytes(tensor)
+        if need is None or need > 65536:
+            del tensor.dims[:]
+            tensor.dims.append(1)
+            need = _tensor_nbytes(tensor) or 1
+        tensor.raw_data = bytes(need)
+    return proto
+
+
+def _tensor_nbytes(tensor: "onnx.TensorProto") -> int | None:
+    """Bytes the tensor's data needs, from its dtype and dims; None when unknown."""
+    import onnx
+
+    bits = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4, onnx.TensorProto.BOOL: 8}.get(tensor.data_type)
+    if bits is None:
         try:
-            np_dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
-        except (KeyError, ValueError):
-            continue
-        count = 1
-        for d in tensor.dims:
-            count *= d
-        bits = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}.get(tensor.data_type)
-        sizes[tensor.name] = (count * bits + 7) // 8 if bits else count * np_dtype.itemsize
-    return sizes
+            import onnx_ir as ir
+
+            bits = ir.DataType(tensor.data_type).bitwidth
+        except (ValueError, TypeError, NotImplementedError):
+            return None
+    count = 1
+    for d in tensor.dims:
+        count *= d
+    return (count * bits + 7) // 8
 
 
 def check_external_data(proto: "onnx.ModelProto", base_dir: str | os.PathLike) -> None:
-    """Refuse external-data references that are unsafe or that point at missing or too-short files."""
+    """Refuse external-data references that are unsafe or that point at missing or too-short files, wherever the
+    tensor lives; note each data file as read by this operation."""
+    import onnx
+
     base = Path(base_dir)
     base_real = Path(os.path.realpath(base))
-    expected = None
     sizes: dict[str, int] = {}
-    for ref in external_refs(proto):
-        where = f"tensor {ref.tensor!r}: external-data location {ref.location!r}"
+    for where_in, tensor in tensor_sites(proto):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        ref = _ref(tensor, where_in)
+        name = f"tensor {ref.tensor!r}" + (f" ({where_in})" if where_in else "")
+        where = f"{name}: external-data location {ref.location[:200]!r}"
         loc = ref.location
         if not loc:
-            raise UnsafeModelError(f"tensor {ref.tensor!r}: external data without a location")
+            raise UnsafeModelError(f"{name}: external data without a location")
+        if tensor.data_type in (onnx.TensorProto.UNDEFINED, onnx.TensorProto.STRING):
+            kind = "string" if tensor.data_type == onnx.TensorProto.STRING else "undefined"
+            raise UnsafeModelError(f"{name}: a {kind} tensor cannot be stored as external data")
+        if any(d < 0 for d in tensor.dims):
+            raise UnsafeModelError(f"{name}: negative dimension in {list(tensor.dims)}")
         if "\0" in loc:
             raise UnsafeModelError(f"{where} contains a NUL byte")
         if os.path.isabs(loc) or loc.startswith(("/", "\\")) or (len(loc) > 1 and loc[1] == ":"):
@@ -201,33 +641,41 @@ def check_external_data(proto: "onnx.ModelProto", base_dir: str | os.PathLike) -
         parts = loc.replace("\\", "/").split("/")
         if ".." in parts:
             raise UnsafeModelError(f"{where} escapes the model's folder ('..')")
+        parts = [part for part in parts if part not in ("", ".")]
+        if not parts:
+            raise UnsafeModelError(f"{where} names no file")
         target = base.joinpath(*parts)
-        probe = base
-        for part in parts:
-            probe = probe / part
-            if probe.is_symlink():
-                raise UnsafeModelError(f"{where} goes through a symbolic link", hint="copy the data file instead")
-        real = Path(os.path.realpath(target))
-        if base_real != real and base_real not in real.parents:
-            raise UnsafeModelError(f"{where} resolves outside the model's folder")
-        if loc not in sizes:
-            try:
-                st = target.stat()
-            except FileNotFoundError:
-                raise ModelFileError(f"{where}: file not found next to the model") from None
-            if not stat.S_ISREG(st.st_mode):
-                raise UnsafeModelError(f"{where} is not a regular file")
-            if st.st_nlink > 1:
-                raise UnsafeModelError(f"{where} is a hard link", hint="copy the data file instead of linking it")
-            sizes[loc] = st.st_size
+        try:
+            if loc not in sizes:
+                probe = base
+                for part in parts:
+                    probe = probe / part
+                    if stat.S_ISLNK(os.lstat(probe).st_mode):
+                        raise UnsafeModelError(f"{where} goes through a symbolic link",
+                                               hint="copy the data file instead")
+                real = Path(os.path.realpath(target))
+                if base_real != real and base_real not in real.parents:
+                    raise UnsafeModelError(f"{where} resolves outside the model's folder")
+                st = os.stat(target)
+                if not stat.S_ISREG(st.st_mode):
+                    raise UnsafeModelError(f"{where} is not a regular file (a folder, device, FIFO or socket)")
+                if st.st_nlink > 1:
+                    raise UnsafeModelError(f"{where} is a hard link", hint="copy the data file instead of linking it")
+                sizes[loc] = st.st_size
+                note_read(target)
+        except FileNotFoundError:
+            raise ModelFileError(f"{where}: file not found next to the model") from None
+        except OSError as err:
+            if isinstance(err, OnnxDeployError):
+                raise
+            raise ModelFileError(f"{where}: {err.strerror or err}") from None
         size = sizes[loc]
-        if ref.length is None:
-            if expected is None:
-                expected = _expected_nbytes(proto)
-            need = expected.get(ref.tensor)
-        else:
-            need = ref.length
-        end = ref.offset + (need or 0)
+        need = _tensor_nbytes(tensor)
+        if ref.length is not None and need is not None and ref.length < need:
+            raise ModelFileError(f"{where}: length {ref.length} is shorter than the tensor's {need} bytes",
+                                 hint="the model file is corrupt")
+        span = ref.length if ref.length is not None else (need or 0)
+        end = ref.offset + span
         if ref.offset > size or end > size:
             raise ModelFileError(
                 f"{where}: file is too short ({size} bytes, the tensor needs bytes {ref.offset}..{end})",
@@ -254,17 +702,53 @@ def _initializer_bytes(model: "ir.Model") -> tuple[int, bool]:
 
 
 def data_file_name(path: str | os.PathLike) -> str:
-    """The external-data file name :func:`save` uses for ``path``: ``<file name>.data``."""
-    return Path(path).name + ".data"
+    """A fresh external-data file name for a write of ``path``: ``<file name>.<pid>-<8 hex>.data``, unique to the
+    write, so that the model file's rename is the write's only commit."""
+    return f"{Path(path).name}.{os.getpid()}-{secrets.token_hex(4)}.data"
+
+
+def data_files(path: str | os.PathLike) -> list[Path]:
+    """The external-data files the model at ``path`` references (beside it), without reading weights."""
+    p = Path(path)
+    return [p.parent / loc for loc in sorted(_referenced_locations(p))]
 
 
 def _referenced_locations(path: Path) -> set[str]:
+    """The external-data locations the model file at ``path`` references; empty when unreadable or absent."""
     try:
         import onnx
 
+        if not path.is_file():
+            return set()
         return {ref.location for ref in external_refs(onnx.load(str(path), load_external_data=False))}
-    except Exception:  # an unreadable previous output owns nothing
+    except Exception:  # noqa: BLE001 - an unreadable previous output owns nothing
         return set()
+
+
+def _ours(old: str, out: Path) -> bool:
+    """A data file name :func:`save` writes for ``out`` (a plain file beside it): current or legacy spelling."""
+    return "/" not in old and "\\" not in old and (
+        old == out.name + ".data" or re.fullmatch(re.escape(out.name) + r"\.\d+-[0-9a-f]{8}\.data", old) is not None)
+
+
+def _remove_replaced_data(folder: Path, out: Path, old: set[str], keep: str | None) -> None:
+    """After the commit: remove the data files the replaced model referenced, when no other model in the folder
+    (the new one included) references them and no input of this operation is one of them."""
+    for name in old:
+        if name == keep or not _ours(name, out):
+            continue
+        candidate = folder / name
+        if _read_by_operation(str(candidate)) is not None:
+            continue
+        try:
+            if not stat.S_ISREG(os.lstat(candidate).st_mode):
+                continue
+        except OSError:
+            continue
+        if _referenced_elsewhere(folder, name):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(candidate)
 
 
 def save(
@@ -273,54 +757,76 @@ def save(
     *,
     external_data: bool | None = None,
     size_threshold_bytes: int = SIZE_THRESHOLD_BYTES,
+    allow_overwrite_input: bool = False,
 ) -> Path:
     """Write ``model`` to ``path`` atomically; return the path.
 
-    ``external_data=None`` chooses: external data (``<name>.data`` beside the model) when the model already has
-    external tensors or its weights would approach protobuf's 2 GB limit, embedded otherwise. The data file is
-    written only under that name, inside the output's folder, and only over a file that is absent or that the
-    previous output at ``path`` referenced; the model and data appear together or not at all. Embedded weights
+    ``external_data=None`` chooses: external data (a ``<name>.<pid>-<hex>.data`` file beside the model, named
+    uniquely for this write) when the model already has external tensors or its weights would approach protobuf's
+    2 GB limit, embedded otherwise. Everything is written to temporary files first; the rename of the model file is
+    the only commit, so a failure or a kill leaves the previous output whole. The data file of the replaced model is
+    removed afterwards unless another model in the folder references it. The destination goes through
+    :func:`check_output_path` (never an input of this operation unless ``allow_overwrite_input``). Embedded weights
     are written tensor by tensor from their buffers (no second copy of the weights in memory).
     """
     import onnx_ir as ir
 
     out = Path(path)
-    if out.is_dir():
-        raise UserInputError(f"{out} is a folder; give a file name such as {out / 'model.onnx'}")
+    check_output_path(out, allow_overwrite_input=allow_overwrite_input)
     folder = out.parent if str(out.parent) else Path(".")
-    if not folder.exists():
-        raise UserInputError(f"{folder}: output folder does not exist", hint=f"mkdir -p {folder}")
     if isinstance(model, (str, os.PathLike)):
         model = load(model)
     elif not isinstance(model, ir.Model):
         model = as_model(model)
+    clean_stale(folder)
 
     total, has_external = _initializer_bytes(model)
     use_external = external_data if external_data is not None else (has_external or total > EXTERNAL_THRESHOLD)
+    old = _referenced_locations(out)
     if not use_external:
-        return _write_embedded(model, out, folder)
+        _write_embedded(model, out, folder)
+        _remove_replaced_data(folder, out, old, None)
+        return out
     data_name = data_file_name(out)
     data_path = folder / data_name
-    if data_path.exists() and data_name not in _referenced_locations(out):
-        raise UserInputError(
-            f"{data_path} already exists and is not the data file of {out}; refusing to overwrite it",
-            hint="remove it or choose another output name",
-        )
-    if data_path.is_symlink():
-        raise UserInputError(f"{data_path} is a symbolic link; refusing to write through it")
+    check_output_path(out, data_file=data_path, allow_overwrite_input=allow_overwrite_input)
+    if os.path.lexists(data_path):  # a pid and 32 random bits: practically never
+        raise UserInputError(f"{data_path} already exists; refusing to overwrite it", hint="try again")
 
-    tmp_dir = Path(tempfile.mkdtemp(prefix=".onnxdeploy-", dir=folder))
+    try:
+        tmp_dir = folder / _tmp_name("save")
+        os.mkdir(tmp_dir, 0o700)
+    except OSError as err:
+        raise _os_error(out, err) from err
+    committed = False
     try:
         tmp_model = tmp_dir / out.name
-        ir.save(model, tmp_model, external_data=data_name, size_threshold_bytes=size_threshold_bytes)
+        try:
+            ir.save(model, tmp_model, external_data=data_name, size_threshold_bytes=size_threshold_bytes)
+        except OSError as err:
+            raise _os_error(out, err) from err
         tmp_data = tmp_dir / data_name
-        if tmp_data.exists() and data_name in _referenced_locations(tmp_model):  # no empty, orphan data files
+        pause_point("tmp-written")
+        wrote_data = tmp_data.exists() and data_name in _referenced_locations(tmp_model)  # no orphan data files
+        if wrote_data:
             ordinary_permissions(tmp_data)
-            os.replace(tmp_data, data_path)
+            os.replace(tmp_data, data_path)  # a new name: nothing the previous model reads changes
+            _registry.written.add(os.path.realpath(data_path))
+            pause_point("data-renamed")
         ordinary_permissions(tmp_model)
-        os.replace(tmp_model, out)
+        try:
+            os.replace(tmp_model, out)  # THE commit
+        except BaseException:
+            if wrote_data:
+                with contextlib.suppress(OSError):
+                    os.unlink(data_path)
+            raise
+        committed = True
+        pause_point("committed")
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+    if committed:
+        _remove_replaced_data(folder, out, old, data_name)
     return out
 
 
@@ -331,23 +837,34 @@ def ordinary_permissions(path: str | os.PathLike) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write bytes to ``path`` through a temporary file in the same folder and a rename."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, allow_overwrite_input: bool = False) -> Path:
+    """Write bytes to ``path`` through a temporary file in the same folder and a rename (guarded by
+    :func:`check_output_path`)."""
     out = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent if str(out.parent) else ".")
+    check_output_path(out, allow_overwrite_input=allow_overwrite_input)
+    folder = out.parent if str(out.parent) else Path(".")
+    clean_stale(folder)
+    try:
+        fd, tmp = _new_tmp_file(folder, out.name)
+    except OSError as err:
+        raise _os_error(out, err) from err
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         ordinary_permissions(tmp)
+        pause_point("tmp-written")
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and not isinstance(err, OnnxDeployError):
+            raise _os_error(out, err) from err
         raise
     return out
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str, *, allow_overwrite_input: bool = False) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"),
+                              allow_overwrite_input=allow_overwrite_input)
 
 
 # ---------------------------------------------------------------- memory-mapped loading (embedded weights)
@@ -397,7 +914,6 @@ def load_mapped(path: str | os.PathLike) -> "ir.Model":
     import onnx
     import onnx_ir as ir
     from google.protobuf.message import DecodeError
-    from onnx_ir import external_data, serde
 
     p = _check_model_path(path)
     with open(p, "rb") as fh:
@@ -445,9 +961,10 @@ def load_mapped(path: str | os.PathLike) -> "ir.Model":
     except (ValueError, IndexError, DecodeError):
         return load(p)
     _check_is_onnx(proto, p)
+    note_read(p)
     check_external_data(proto, p.parent)
-    model = serde.deserialize_model(proto)
-    external_data.set_base_dir(model.graph, str(p.parent))
+    model = _deserialize(proto, p)
+    set_base_dir(model, p.parent)
     names = [t.name for t in proto.graph.initializer]
     for i, (data_type, raw_start, raw_end, dims) in mapped.items():
         value = model.graph.initializers.get(names[i])
@@ -542,7 +1059,10 @@ def _write_embedded(model: "ir.Model", out: Path, folder: Path) -> Path:
     graph_len = len(graph_bytes) + sum(len(length_delimited(GRAPH_INITIALIZER_TAG, n)) + n for n in sizes)
     if len(head) + len(length_delimited(MODEL_GRAPH_TAG, graph_len)) + graph_len > PROTOBUF_LIMIT:
         raise UserInputError(f"{out}: model exceeds protobuf's 2 GB limit", hint="save with external data")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
+    try:
+        fd, tmp = _new_tmp_file(folder, out.name)
+    except OSError as err:
+        raise _os_error(out, err) from err
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(head)
@@ -553,8 +1073,12 @@ def _write_embedded(model: "ir.Model", out: Path, folder: Path) -> Path:
                 for part in pieces(value):
                     fh.write(part)
         ordinary_permissions(tmp)
-        os.replace(tmp, out)
-    except BaseException:
+        pause_point("tmp-written")
+        os.replace(tmp, out)  # the commit
+        pause_point("committed")
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and not isinstance(err, OnnxDeployError):
+            raise _os_error(out, err) from err
         raise
     return out

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import onnx_ir as ir
 
     from onnxdeploy.io import ModelLike
+    from onnxdeploy.verify import Inputs
     from onnxdeploy.targets.base import Target
 
 
@@ -412,7 +413,7 @@ def legalize(
     output: str | os.PathLike | None = None,
     verify: bool = True,
     opset: int | None = None,
-    inputs: Mapping[str, np.ndarray] | None = None,
+    inputs: "Inputs | Mapping[str, np.ndarray] | None" = None,
     dims: Mapping[str, int] | None = None,
     atol: float = 1e-4,
     rtol: float = 1e-3,
@@ -465,30 +466,30 @@ def legalize(
 
 
 def _verify(original, legal, *, inputs, dims, atol, rtol, seed):
+    """The legalized model against the original on onnxruntime (:func:`onnxdeploy.verify.verify`), at two shapes
+    when dims are symbolic; int64 inputs narrowed to int32 for the target are the one interface change allowed."""
     import onnx_ir as ir
 
-    from onnxdeploy.numerics import compare_outputs
-    from onnxdeploy.run import SessionError, create_session, prepare_inputs, run_session
+    from onnxdeploy.run import SessionError, create_session
+    from onnxdeploy.verify import Inputs, onnxruntime_runner, verify
 
     try:
-        ref_sess = create_session(original, threads=1)
+        create_session(original, threads=1)
     except SessionError:
         return None
-    feeds = prepare_inputs(original, inputs=inputs, dims=dims, seed=seed)
-    reference = run_session(ref_sess, feeds)
     proto = ir.serde.serialize_model(legal)
-    legal_feeds = {}
-    for spec in proto.graph.input:
-        if spec.name not in feeds:
-            continue  # an initializer listed as an input (IR < 4): it keeps its stored value
-        arr = feeds[spec.name]
-        if spec.type.tensor_type.elem_type == 6 and arr.dtype == np.int64:  # narrowed to int32
-            arr = arr.astype(np.int32)
-        legal_feeds[spec.name] = arr
-    got = run_session(create_session(proto, threads=1), legal_feeds)
-    got = {k: (v.astype(reference[k].dtype) if k in reference and v.dtype != reference[k].dtype else v)
-           for k, v in got.items()}
-    return compare_outputs(reference, got, atol=atol, rtol=rtol, label="legalized vs original")
+    narrowed = {spec.name for spec in proto.graph.input if spec.type.tensor_type.elem_type == 6}
+    narrowed_out = {spec.name for spec in proto.graph.output if spec.type.tensor_type.elem_type == 6}
+    session = onnxruntime_runner(proto)
+
+    def run_legal(feeds):
+        cast = {k: (v.astype(np.int32) if k in narrowed and v.dtype == np.int64 else v) for k, v in feeds.items()}
+        return {k: (v.astype(np.int64) if k in narrowed_out else v) for k, v in session(cast).items()}
+
+    given = Inputs.merge(inputs, dims=dims, seed=seed)
+    result = verify(original, proto, given, atol=atol, rtol=rtol, candidate_runner=run_legal,
+                    interface={"dtypes"} if narrowed or narrowed_out else "same", label="legalized vs original")
+    return result
 
 
 def verify_rule(op: str, *, shape=(2, 3, 4), opset: int | None = None, atol: float = 1e-5, rtol: float = 1e-4,

@@ -87,6 +87,7 @@ class OptimizeReport:
     seconds: float
     notes: list[str] = field(default_factory=list)
     verify_seconds: float = 0.0
+    fixed_dims: dict[str, int] = field(default_factory=dict)  # dims made static on request (``fix_dims=True``)
 
     @property
     def skipped(self) -> list[PassRecord]:
@@ -101,6 +102,7 @@ class OptimizeReport:
             "level": self.level,
             "for_runtime": self.for_runtime,
             "dims": self.dims,
+            "fixed_dims": self.fixed_dims,
             "seconds": self.seconds,
             "verify_seconds": self.verify_seconds,
             "before": self.before.to_dict(),
@@ -358,10 +360,8 @@ def symbolic_dims(model: "ir.Model") -> list[str]:
     return names
 
 
-def fix_dims(model: "ir.Model", dims: Mapping[str, int]) -> None:
-    """Give symbolic dims fixed values on every value of the model that mentions them (in place)."""
-    import onnx_ir as ir
-
+def check_dim_names(model: "ir.Model", dims: Mapping[str, int]) -> None:
+    """Raise :class:`UserInputError` (naming the closest dims) for a name in ``dims`` that no graph input has."""
     known = symbolic_dims(model)
     for name in dims:
         if name not in known:
@@ -370,6 +370,13 @@ def fix_dims(model: "ir.Model", dims: Mapping[str, int]) -> None:
             close = difflib.get_close_matches(name, known, n=3)
             hint = f"did you mean {', '.join(close)}?" if close else f"symbolic dims: {', '.join(known) or '(none)'}"
             raise UserInputError(f"--dim {name}: the model's inputs have no symbolic dim named {name!r}", hint=hint)
+
+
+def fix_dims(model: "ir.Model", dims: Mapping[str, int]) -> None:
+    """Give symbolic dims fixed values on every value of the model that mentions them (in place)."""
+    import onnx_ir as ir
+
+    check_dim_names(model, dims)
 
     def fixed(shape):
         if shape is None:
@@ -464,7 +471,12 @@ class _VerifySession:
                 swapped.append((value, tensor))
                 value.const_value = ir.ExternalTensor(_SHARED_FILE, 0, tensor.nbytes, tensor.dtype,
                                                       shape=tensor.shape, name=value.name)
-            data = ir.serde.serialize_model(model).SerializeToString()
+            from onnxdeploy.io import external_base_dir, inline_external_data
+
+            # the remaining external tensors (small ones, subgraphs, functions) read from the model's folder, never
+            # from the current directory
+            data = inline_external_data(ir.serde.serialize_model(model), external_base_dir(model),
+                                        keep={_SHARED_FILE}).SerializeToString()
         finally:
             for value, tensor in swapped:
                 value.const_value = tensor
@@ -710,10 +722,12 @@ def optimize(
     seed: int = 0,
     ort_fusions: bool | None = None,
     inputs: Mapping[str, np.ndarray] | None = None,
+    fix_dims: bool = False,
 ) -> OptimizeResult:
     """Optimize ``model`` (a path, ModelProto or ``ir.Model``, never modified) and verify the result.
 
-    ``dims`` fixes symbolic dims (shape computations then fold); other dims stay symbolic. ``level`` is
+    ``dims`` gives symbolic dims the sizes to verify at; the result keeps them symbolic unless ``fix_dims=True``
+    makes them static (shape computations then fold; the report's ``fixed_dims`` and notes say so). ``level`` is
     ``basic`` (folding and cleanup), ``extended`` or ``all`` (plus fusions; with ``for_runtime="onnxruntime"``
     also the onnxruntime level of its offline optimizer: ``all`` adds layout transforms specific to this CPU).
     ``verify_each`` checks outputs after every step and skips a step that breaks them; otherwise the result is
@@ -738,18 +752,26 @@ def optimize(
     start = time.perf_counter()
     original = _load(model)
     dims = dict(dims or {})
+    check_dim_names(original, dims)
+    fixed = dims if fix_dims else {}
     before = model_stats(original)
     if ort_fusions is None:
         ort_fusions = any(_PROVIDER_CPU not in p.lower() for p in providers or ())
     steps = pipeline(level=level, for_runtime=for_runtime, fold_limit_bytes=fold_limit_bytes,
                      providers=providers, extra_passes=extra_passes, ort_fusions=ort_fusions)
-    work = _prepare(original, dims)
+    work = _prepare(original, fixed)
     verifier = None
     notes: list[str] = []
     if original.ir_version < _MIN_IR_VERSION:
         dropped = sum(1 for v in original.graph.inputs if v.name in original.graph.initializers)
         notes.append(f"IR version {original.ir_version} -> {_MIN_IR_VERSION}: the {dropped} initializers that were also "
                      "graph inputs are constants now (no longer inputs)")
+    if dims and not fixed:
+        notes.append("verified at " + ", ".join(f"{k}={v}" for k, v in dims.items())
+                     + "; these dims stay symbolic (fix_dims=True, --fix-dims, makes them static)")
+    if fixed:
+        notes.append("dims fixed as asked (fix_dims): " + ", ".join(f"{k}={v}" for k, v in fixed.items())
+                     + "; these inputs and outputs are static now")
     if for_runtime and not ort_fusions and level != "basic":
         notes.append("the onnxscript onnxruntime fusions are off for the CPU (measured no faster than onnxruntime's "
                      "own fusions); --ort-fusions turns them on")
@@ -767,7 +789,7 @@ def optimize(
             break
         crash_records.append(next(r for r in records if r.name == crashed))
         exclude.add(crashed)
-        work = _prepare(original, dims)
+        work = _prepare(original, fixed)
     _merge_crashes(records, crash_records)
     if verifier is not None:
         verifier.sets  # noqa: B018 - waits for the original's runs; raises when it runs on no input set
@@ -781,7 +803,7 @@ def optimize(
                          "re-ran with a check after every step to find the step that broke it")
             # with a check after every step a crash is skipped on the spot: give crashed steps another chance
             # (a step often crashes only on what an earlier, faulty step produced)
-            work, records, _ = _run_steps(_prepare(original, dims), steps, verifier, set())
+            work, records, _ = _run_steps(_prepare(original, fixed), steps, verifier, set())
             comparisons, error = _final_check(verifier, work)
         if error:
             raise OutputsDisagree(
@@ -792,7 +814,7 @@ def optimize(
         if record.skipped:
             logger.warning("skipped step %s: %s", record.name, record.error)
     report = OptimizeReport(before, model_stats(work), records, comparisons, level, for_runtime, dims,
-                            time.perf_counter() - start, notes, verifier.seconds if verifier else 0.0)
+                            time.perf_counter() - start, notes, verifier.seconds if verifier else 0.0, dict(fixed))
     return OptimizeResult(work, report)
 
 

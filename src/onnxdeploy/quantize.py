@@ -9,11 +9,20 @@ Defaults are chosen by model type, from what measured fastest on x86 CPUs with A
   patch embedding runs slower as ConvInteger than in float).
 
 Every run pre-processes with ``quant_pre_process``, evaluates the result against fp32 on held-out inputs (never the
-calibration ones: max abs error, cosine similarity, top-1 agreement for logits) and times both models interleaved
-with the same session options. In ``auto`` mode a quantized model slower than fp32 makes us try the other mode and
-keep the faster; when neither is faster nothing is written (:class:`~onnxdeploy.errors.UnsupportedError`: the
-default never hands back a model slower than the input); an explicit ``mode`` writes its result with a loud warning.
-Outputs are written atomically, and only after verification passed.
+calibration ones: max abs error, cosine similarity, top-1 agreement for logits) and times both models with bench's
+timer (:func:`onnxdeploy.bench.measure_ratio`: interleaved blocks, same session options, until the speedup's ~95%
+interval is within 10% or the time budget runs out, then reported as noisy), so that ``bench fp32.onnx int8.onnx``
+measures the same figure. In ``auto`` mode a quantized model slower than fp32 (by the median) makes us try the other
+mode and keep the faster; when the best is slower beyond the noise (the interval's upper bound below 1) nothing is
+written (:class:`~onnxdeploy.errors.UnsupportedError`: the default never hands back a model slower than the input);
+an explicit ``mode`` writes its result with a loud warning. Outputs are written atomically, and only after
+verification passed.
+
+A result "runs quantized" when it holds a compute op in integer arithmetic (:data:`INTEGER_KERNELS`: QLinearConv,
+MatMulInteger, MatMulNBits, QAttention, ...) or, in QDQ format, a quantizable op (:data:`QUANTIZABLE_OPS`, or a
+Gather from a float table) fed by a DequantizeLinear. Q/DQ pairs around Add or Relu alone do not count. A model with
+no quantizable op, one whose quantizable nodes are all excluded, or a result with no quantized op is refused: nothing
+is written.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
+from onnxdeploy.bench import RatioMeasurement, noisy_note, ratio_words
 from onnxdeploy.errors import OutputsDisagree, UnsupportedError, UserInputError
 from onnxdeploy.io import ModelLike, as_proto
 
@@ -47,18 +57,23 @@ QTYPES = ("int8", "uint8")
 DEFAULT_SAMPLES = 16
 DEFAULT_HELDOUT = 4
 DEFAULT_MIN_COSINE = 0.99
-MEASURE_SECONDS = 4.0
+MEASURE_SECONDS = 10.0  # budget per attempt for timing until the speedup is stable
 SYNTHESIZED_WARNING = (
     "calibrating on synthesized random inputs; real data calibrates better (pass --calibration FILE.npz or a folder)"
 )
 _CONV_OPS = {"Conv", "ConvTranspose"}
 _MATMUL_OPS = {"MatMul", "Gemm"}
 _FUSION_OPS = {"Softmax", "LayerNormalization", "ReduceMean", "Erf", "Gelu", "Tanh"}  # what the fusions start from
-_QUANT_OPS = {
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
-    "DynamicQuantizeMatMul", "QLinearConv", "QLinearMatMul", "QAttention", "MatMulIntegerToFloat",
-    "DynamicQuantizeLSTM", "QGemm", "QLinearAdd", "QLinearMul",
-}
+QUANTIZABLE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Attention", "LSTM", "GRU",
+                             "EmbedLayerNormalization"})  # and Gather from a float table: quantizable_nodes()
+INTEGER_KERNELS = frozenset({  # ops that compute in int8/uint8 (or n-bit) arithmetic, in any domain
+    "QLinearConv", "QLinearMatMul", "QGemm", "QAttention", "QEmbedLayerNormalization", "MatMulInteger",
+    "ConvInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "MatMulNBits",
+    "MatMulBnb4", "GatherBlockQuantized", "QOrderedMatMul", "QOrderedAttention", "QOrderedLongformerAttention",
+})
+_QUANT_OPS = INTEGER_KERNELS | {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearAdd",
+                                "QLinearMul", "QLinearConcat", "QLinearGlobalAveragePool", "QLinearSigmoid",
+                                "QLinearLeakyRelu", "QLinearSoftmax", "QLinearAveragePool"}
 
 
 @dataclass
@@ -75,19 +90,68 @@ class OutputError:
         return dict(self.__dict__)
 
 
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """Every option of :func:`quantize`, checked once (see its doc)."""
+
+    mode: str = "auto"
+    calibration: object = None
+    per_channel: bool | None = None
+    weight_type: str = "int8"
+    activation_type: str | None = None
+    exclude_nodes: tuple[str, ...] = ()
+    exclude_ops: tuple[str, ...] = ()
+    samples: int | None = None
+    heldout: int | None = None
+    dims: Mapping[str, int] | None = None
+    shapes: Mapping[str, Sequence] | None = None
+    seed: int = 0
+    threads: int | None = None
+    transformer_fusion: bool | None = None
+    verify: bool = True
+    measure: bool = True
+    min_cosine: float = DEFAULT_MIN_COSINE
+    measure_seconds: float = MEASURE_SECONDS
+    extra_options: Mapping[str, object] | None = None
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise UserInputError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        _qtype(self.weight_type, "--weight-type")
+        _qtype(self.activation_type, "--activation-type")
+        if self.samples is not None and self.samples < 1:
+            raise UserInputError(f"--samples must be at least 1, got {self.samples}")
+
+
 @dataclass
 class Attempt:
-    """One quantization configuration that was tried and measured."""
+    """One quantization configuration that was tried: its model, error against fp32, speed, and verdict."""
 
-    mode: str
+    mode: str  # "static" or "dynamic"
     activation_type: str | None
     weight_type: str
     per_channel: bool
-    speedup: float | None
-    cosine: float | None
+    path: Path | None = None  # the quantized model, in the scratch folder (gone once quantize returns)
+    transformer_fusions: dict[str, int] | None = None
+    excluded_nodes: list[str] = field(default_factory=list)
+    quantized_ops: dict[str, int] = field(default_factory=dict)  # Q/DQ and integer kernels, by op type
+    quantized_nodes: dict[str, int] = field(default_factory=dict)  # compute ops that run quantized (see module doc)
+    outputs: list[OutputError] = field(default_factory=list)
+    speed: RatioMeasurement | None = None  # fp32 (A) vs this attempt (B)
+    rejected: str | None = None  # why it cannot be the result
+
+    @property
+    def speedup(self) -> float | None:
+        return self.speed.speedup if self.speed else None
+
+    @property
+    def cosine(self) -> float | None:
+        return min((o.cosine for o in self.outputs), default=None)
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        d = {k: v for k, v in self.__dict__.items() if k not in ("path", "outputs", "speed")}
+        d.update(speedup=self.speedup, cosine=self.cosine, speed=self.speed.to_dict() if self.speed else None)
+        return d
 
 
 @dataclass
@@ -105,9 +169,10 @@ class QuantizeReport:
     excluded_nodes: list[str]
     transformer_fusions: dict[str, int] | None
     quantized_ops: dict[str, int]
+    quantized_nodes: dict[str, int]
     outputs: list[OutputError]
-    fp32_ms: float | None
-    quantized_ms: float | None
+    speed: RatioMeasurement | None  # fp32 vs int8, interleaved until stable (``speed.noisy`` when it never was)
+    decision: str  # why this model was written (auto mode: on which figure)
     input_bytes: int
     output_bytes: int
     seconds: float
@@ -130,26 +195,94 @@ class QuantizeReport:
 
     @property
     def speedup(self) -> float | None:
-        if not self.fp32_ms or not self.quantized_ms:
-            return None
-        return self.fp32_ms / self.quantized_ms
+        """How many times faster the int8 model runs than fp32 (< 1: slower); the median of interleaved blocks."""
+        return self.speed.speedup if self.speed else None
+
+    @property
+    def noisy(self) -> bool:
+        return bool(self.speed and self.speed.noisy)
+
+    @property
+    def fp32_ms(self) -> float | None:
+        return self.speed.a_ms if self.speed else None
+
+    @property
+    def quantized_ms(self) -> float | None:
+        return self.speed.b_ms if self.speed else None
 
     @property
     def size_ratio(self) -> float | None:
         return self.output_bytes / self.input_bytes if self.input_bytes else None
 
     def to_dict(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("outputs", "attempts")}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("outputs", "attempts", "speed")}
         d.update(
             cosine=self.cosine,
             max_abs=self.max_abs,
             top1_agreement=self.top1_agreement,
             speedup=self.speedup,
+            noisy=self.noisy,
+            fp32_ms=self.fp32_ms,
+            quantized_ms=self.quantized_ms,
             size_ratio=self.size_ratio,
+            speed=self.speed.to_dict() if self.speed else None,
             outputs=[o.to_dict() for o in self.outputs],
             attempts=[a.to_dict() for a in self.attempts],
         )
         return d
+
+
+# ---------------------------------------------------------------- what runs quantized
+
+
+def _float_initializers(proto: "onnx.ModelProto") -> set[str]:
+    return {t.name for t in proto.graph.initializer if t.data_type in (1, 10, 11, 16)}  # float, fp16, double, bf16
+
+
+def quantizable_nodes(proto: "onnx.ModelProto") -> list["onnx.NodeProto"]:
+    """The nodes onnxruntime's quantizers turn into int8 compute: :data:`QUANTIZABLE_OPS`, and Gathers from a float
+    table (embeddings)."""
+    tables = _float_initializers(proto)
+    return [n for n in proto.graph.node if n.op_type in QUANTIZABLE_OPS
+            or (n.op_type == "Gather" and n.input and n.input[0] in tables)]
+
+
+def quantized_nodes(proto: "onnx.ModelProto") -> dict[str, int]:
+    """Compute nodes that run quantized, by op type: integer kernels (:data:`INTEGER_KERNELS`), and in QDQ
+    models the quantizable ops (:func:`quantizable_nodes`) with an input from a DequantizeLinear. Q/DQ pairs
+    around other ops (Add, Relu, ...) alone do not make a model int8."""
+    from collections import Counter
+
+    dequantized = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    found = Counter(n.op_type for n in proto.graph.node if n.op_type in INTEGER_KERNELS)
+    found.update(n.op_type for n in quantizable_nodes(proto) if any(i in dequantized for i in n.input))
+    return dict(sorted(found.items()))
+
+
+def _op_counts(nodes) -> str:
+    from collections import Counter
+
+    return ", ".join(f"{op} {k}" for op, k in sorted(Counter(n.op_type for n in nodes).items()))
+
+
+def _refuse_nothing_to_quantize(proto: "onnx.ModelProto", opts: QuantizeOptions) -> None:
+    """Before any work: no op onnxruntime quantizes, or every such node excluded by the user."""
+    candidates = quantizable_nodes(proto)
+    if not candidates:
+        raise UnsupportedError(
+            "nothing to quantize: the model has no Conv, ConvTranspose, MatMul, Gemm, Attention, LSTM, GRU or "
+            f"embedding Gather, the ops onnxruntime quantizes (it has {_op_counts(proto.graph.node)}); "
+            "nothing written",
+            hint="int8 pays off where the weights and the arithmetic are: keep this model in fp32",
+        )
+    kept = [n for n in candidates if n.op_type not in opts.exclude_ops
+            and not any(n.name and fnmatch.fnmatchcase(n.name, p) for p in opts.exclude_nodes)]
+    if not kept:
+        raise UserInputError(
+            f"nothing to quantize: every node onnxruntime would quantize ({_op_counts(candidates)}) is excluded by "
+            "--exclude-node/--exclude-op; nothing written",
+            hint="exclude fewer nodes, or keep the model in fp32",
+        )
 
 
 # ---------------------------------------------------------------- model type
@@ -570,28 +703,6 @@ def output_errors(reference: Sequence[Mapping[str, np.ndarray]], got: Sequence[M
     return errors
 
 
-def _measure(fp32_path: str, q_path: str, feeds: Mapping[str, np.ndarray], threads: int | None,
-             seconds: float) -> tuple[float, float]:
-    """Median latency (ms) of fp32 and quantized, interleaved, same session options."""
-    from onnxdeploy.bench import time_interleaved
-    from onnxdeploy.run import create_session
-
-    sessions = [create_session(p, threads=threads) for p in (fp32_path, q_path)]
-    runners = [lambda s=s: s.run(None, dict(feeds)) for s in sessions]
-    for run in runners:  # first runs allocate
-        run()
-    t0 = time.perf_counter()
-    for run in runners:
-        run()
-    per_round = max(time.perf_counter() - t0, 1e-6)
-    rounds = int(min(200, max(5, seconds / per_round)))
-    times = time_interleaved(runners, warmup=1, iterations=rounds)
-    return tuple(float(np.median(t) * 1000.0) for t in times)  # type: ignore[return-value]
-
-
-# ---------------------------------------------------------------- the verb
-
-
 def _qtype(name: str | None, option: str):
     from onnxruntime.quantization import QuantType
 
@@ -733,6 +844,272 @@ def _run_all(path: str, samples: Sequence[Mapping[str, np.ndarray]], threads: in
     return [run_session(session, s) for s in samples]
 
 
+def _measure(fp32_path: str, q_path: str, feeds: Mapping[str, np.ndarray], opts: QuantizeOptions) -> RatioMeasurement:
+    """fp32 vs quantized with the same session options, timed by bench's timer until the ratio is stable."""
+    from onnxdeploy.bench import measure_ratio
+    from onnxdeploy.run import create_session
+
+    fp32, quantized = (create_session(p, threads=opts.threads) for p in (fp32_path, q_path))
+    return measure_ratio(fp32, quantized, feeds, max_seconds=opts.measure_seconds)
+
+
+# ---------------------------------------------------------------- the verb
+
+
+@dataclass
+class _Source:
+    """What every attempt starts from."""
+
+    fp32_path: str  # the fp32 model the reference outputs and timings come from
+    path: Path  # the quantizer's input (the user's file, or a rewritten copy)
+    proto: "onnx.ModelProto"  # its graph, weights not loaded
+    pre: Path  # after onnxruntime's pre-processing
+    kind: str
+    large: bool
+    input_bytes: int
+    folder: Path  # scratch
+
+
+@dataclass
+class _Data:
+    """Calibration samples and held-out samples (never the same ones), and fp32's outputs on the held-out ones."""
+
+    calibration: list[dict]
+    heldout: list[dict]
+    source: str
+    reference: list[dict] | None
+
+
+def _check_output(model: ModelLike, output) -> None:
+    if output is None:
+        return
+    out = Path(output)
+    if out.is_dir():
+        raise UserInputError(f"{out} is a folder; give a file name such as {out / 'model.int8.onnx'}")
+    if not (out.parent if str(out.parent) else Path(".")).exists():
+        raise UserInputError(f"{out.parent}: output folder does not exist", hint=f"mkdir -p {out.parent}")
+    if isinstance(model, (str, os.PathLike)) and out.resolve() == Path(model).resolve():
+        raise UserInputError("the output would overwrite the input model", hint="choose another -o path")
+
+
+def _source(model: ModelLike, proto: "onnx.ModelProto", opts: QuantizeOptions, folder: Path,
+            warnings: list[str]) -> _Source:
+    path, proto = _quantizer_input(model, proto, folder, warnings)
+    fp32_path = str(model) if isinstance(model, (str, os.PathLike)) else str(path)
+    size = _file_bytes(path)
+    large = size > _LARGE_PROTO_BYTES
+    kind = model_kind(proto)
+    if large and opts.transformer_fusion is None and kind == "transformer":
+        warnings.append("model over 2 GB: onnxruntime's transformer fusions are skipped (they hold several copies "
+                        "of the weights: 14 GB for a 2.4 GB model; on BERT-base they changed the int8 speed by "
+                        "about 2%); run them with --transformer-fusion")
+    pre = _preprocess(path, folder / "pre.onnx", warnings, large=large)
+    input_bytes = size if Path(fp32_path).resolve() == path else _file_bytes(fp32_path)
+    return _Source(fp32_path, path, proto, pre, kind, large, input_bytes, folder)
+
+
+def _data(src: _Source, opts: QuantizeOptions, warnings: list[str]) -> _Data:
+    if opts.calibration is None:
+        count = opts.samples or DEFAULT_SAMPLES
+        dims = _runnable_dims(str(src.path), src.proto, opts.dims or {}, opts.shapes, opts.seed, opts.threads,
+                              warnings)
+        calib = synthesize_samples(src.proto, count, dims=dims, shapes=opts.shapes, seed=opts.seed)
+        held = synthesize_samples(src.proto, opts.heldout or DEFAULT_HELDOUT, dims=dims, shapes=opts.shapes,
+                                  seed=opts.seed + 10_000)
+        source = f"synthesized ({count} seeded samples)"
+    else:
+        calib, held = _split_heldout(load_calibration(opts.calibration, src.proto), opts.heldout, warnings)
+        if opts.samples is not None:
+            calib = calib[: opts.samples]
+        cal = opts.calibration
+        source = str(cal) if isinstance(cal, (str, os.PathLike)) else type(cal).__name__
+    reference = _run_all(src.fp32_path, held, opts.threads) if (opts.verify or opts.measure) else None
+    warnings += _nonfinite_warnings(reference or [])
+    return _Data(calib, held, source, reference)
+
+
+def _split_heldout(data: list[dict], heldout: int | None, warnings: list[str]) -> tuple[list[dict], list[dict]]:
+    n_held = heldout if heldout is not None else min(8, max(1, len(data) // 5))
+    if len(data) < 2 or n_held < 1 or n_held >= len(data):
+        warnings.append("no held-out samples: the error is measured on calibration data (give more samples)")
+        return data, data[: max(1, min(len(data), n_held or DEFAULT_HELDOUT))]
+    return data[: len(data) - n_held], data[len(data) - n_held :]
+
+
+def _first_mode(mode: str, kind: str, ops: set[str]) -> str:
+    if mode != "auto":
+        return mode
+    if kind == "other":
+        return "dynamic" if ops & _MATMUL_OPS and not ops & _CONV_OPS else "static"
+    return "static" if kind == "cnn" else "dynamic"
+
+
+def _attempt(q_mode: str, src: _Source, data: _Data, opts: QuantizeOptions, warnings: list[str]) -> Attempt:
+    """Quantize in ``q_mode``, then (unless it quantized nothing) compare with fp32 and time it."""
+    import onnx
+
+    static = q_mode == "static"
+    attempt = Attempt(q_mode, opts.activation_type or "uint8" if static else None, str(opts.weight_type),
+                      opts.per_channel if opts.per_channel is not None else static)
+    fuse = opts.transformer_fusion if opts.transformer_fusion is not None else (
+        src.kind == "transformer" and not static and not src.large
+        and bool(_FUSION_OPS & {n.op_type for n in src.proto.graph.node}))
+    base, attempt.transformer_fusions = (
+        _transformer_fusions(src.pre, src.folder / f"fused-{q_mode}.onnx", warnings, large=src.large)
+        if fuse else (src.pre, None))
+    base_proto = onnx.load(str(base), load_external_data=False)
+    attempt.excluded_nodes = _resolve_exclusions(base_proto, src.proto, opts.exclude_nodes, opts.exclude_ops)
+    attempt.excluded_nodes += [n for n in _output_softmax_nodes(base_proto) if n not in attempt.excluded_nodes]
+    attempt.path = _run_quantizer(attempt, base, src, data, opts)
+    q_proto = onnx.load(str(attempt.path), load_external_data=False)
+    attempt.quantized_ops = _quant_op_counts(q_proto)
+    attempt.quantized_nodes = quantized_nodes(q_proto)
+    if not attempt.quantized_nodes:
+        attempt.rejected = (f"{q_mode} quantization left every op in float (of {_op_counts(quantizable_nodes(base_proto))}"
+                            f"{', excluded: ' + str(len(attempt.excluded_nodes)) if attempt.excluded_nodes else ''})")
+        return attempt
+    if data.reference is not None:
+        attempt.outputs = output_errors(data.reference, _run_all(str(attempt.path), data.heldout, opts.threads))
+    if opts.measure:
+        attempt.speed = _measure(src.fp32_path, str(attempt.path), data.heldout[0], opts)
+    return attempt
+
+
+def _run_quantizer(attempt: Attempt, base: Path, src: _Source, data: _Data, opts: QuantizeOptions) -> Path:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
+
+    q_path = src.folder / f"quantized-{attempt.mode}.onnx"
+    common = dict(weight_type=_qtype(opts.weight_type, "--weight-type"), per_channel=attempt.per_channel,
+                  nodes_to_exclude=attempt.excluded_nodes, use_external_data_format=src.large)
+    with _quiet_onnxruntime_tools():
+        if attempt.mode == "static":
+            quantize_static(
+                str(base), str(q_path), _reader(data.calibration), quant_format=QuantFormat.QDQ,
+                activation_type=_qtype(attempt.activation_type, "--activation-type"),
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, **(opts.extra_options or {})},
+                **common,
+            )
+        else:
+            quantize_dynamic(str(base), str(q_path), op_types_to_quantize=_dynamic_op_types(src.kind),
+                             extra_options=dict(opts.extra_options or {}), **common)
+    gc.collect()
+    return q_path
+
+
+def _quant_op_counts(proto: "onnx.ModelProto") -> dict[str, int]:
+    from collections import Counter
+
+    return dict(sorted(Counter(n.op_type for n in proto.graph.node if n.op_type in _QUANT_OPS).items()))
+
+
+def _attempts(src: _Source, data: _Data, opts: QuantizeOptions, warnings: list[str]) -> list[Attempt]:
+    """The first mode for this model; in auto mode also the other one when the first quantized nothing or ran
+    slower than fp32 (by the median)."""
+    first = _first_mode(opts.mode, src.kind, {n.op_type for n in src.proto.graph.node})
+    attempts = [_attempt(first, src, data, opts, warnings)]
+    a = attempts[0]
+    if opts.mode == "auto" and (a.rejected or (a.speedup is not None and a.speedup < 1.0)):
+        other = "dynamic" if first == "static" else "static"
+        why = a.rejected or f"ran {ratio_words(a.speedup)} than fp32 here"
+        warnings.append(f"{why}; trying {other}")
+        attempts.append(_attempt(other, src, data, opts, warnings))
+    return attempts
+
+
+def _choose(attempts: list[Attempt], opts: QuantizeOptions, warnings: list[str]) -> tuple[list[Attempt], str]:
+    """The attempts, the one to write first (fastest by median), and the decision in words. Refused: nothing
+    quantized; in auto mode, a result slower than fp32 beyond the noise (the interval's upper bound below 1)."""
+    usable = sorted((a for a in attempts if not a.rejected), key=lambda a: -(a.speedup or 0.0))
+    if not usable:
+        raise UnsupportedError(
+            f"nothing to quantize: {'; '.join(a.rejected for a in attempts)}; nothing written",
+            hint="onnxruntime quantizes Conv, MatMul, Gemm and similar ops with float weights; "
+            "check --exclude-node/--exclude-op, or keep the model in fp32",
+        )
+    ordered = usable + [a for a in attempts if a.rejected]
+    best, speed = usable[0], usable[0].speed
+    if speed is None:
+        return ordered, f"wrote {best.mode}; its speed was not measured"
+    words = f"{ratio_words(speed.speedup)} than fp32"
+    noisy = f" (a noisy figure: {noisy_note(speed)})" if speed.noisy else ""
+    if opts.mode != "auto":
+        if speed.speedup < 1.0:
+            warnings.append(f"THE QUANTIZED MODEL IS {words.upper()} on this machine; keep the fp32 model, or try "
+                            "--mode static with uint8 activations (this CPU's int8 kernels may be missing)")
+        return ordered, f"wrote {best.mode} as asked (--mode {best.mode}): {words}{noisy}"
+    if speed.slower:
+        tried = ", ".join(f"{a.mode} {ratio_words(a.speedup)}" for a in usable)
+        raise UnsupportedError(
+            f"no int8 variant runs faster than fp32 here ({tried} than fp32); nothing written",
+            hint="keep the fp32 model, or write one anyway with --mode static or --mode dynamic",
+        )
+    if speed.speedup < 1.0:
+        warnings.append(f"{best.mode} measured {words}, but within the noise ({noisy_note(speed)}): written; "
+                        "time both with `onnxdeploy bench` on a quiet machine before deploying it")
+        return ordered, f"auto: wrote {best.mode}, {words} but not beyond the noise (a noisy figure)"
+    if speed.noisy:
+        warnings.append(f"the speed measurement is noisy: {noisy_note(speed)}; the decision to write "
+                        f"{best.mode} was made on a noisy figure")
+    return ordered, f"auto: wrote {best.mode}, {words}{noisy}"
+
+
+def _check_agreement(best: Attempt, opts: QuantizeOptions) -> None:
+    if not opts.verify or best.cosine is None or best.cosine >= opts.min_cosine:
+        return
+    worst = min(best.outputs, key=lambda e: e.cosine)
+    raise OutputsDisagree(
+        f"quantized output {worst.name!r} has cosine similarity {worst.cosine:.4f} to fp32 (below "
+        f"{opts.min_cosine}; max abs error {worst.max_abs:.4g}); nothing written",
+        hint="calibrate with real data, exclude sensitive nodes (--exclude-node/--exclude-op), use "
+        "--per-channel, or accept it with --min-cosine",
+    )
+
+
+def _write(best: Attempt, output) -> tuple[str | None, int]:
+    import onnx
+
+    from onnxdeploy.io import save
+
+    if output is None:
+        return None, _file_bytes(best.path)
+    written = str(save(onnx.load(str(best.path)), output))
+    return written, _file_bytes(written)
+
+
+def _report(attempts: list[Attempt], decision: str, src: _Source, data: _Data, opts: QuantizeOptions,
+            written: tuple[str | None, int], seconds: float, warnings: list[str]) -> QuantizeReport:
+    best = attempts[0]
+    static = best.mode == "static"
+    if opts.calibration is None and static:
+        warnings.insert(0, SYNTHESIZED_WARNING)
+    return QuantizeReport(
+        output=written[0],
+        model_kind=src.kind,
+        mode=best.mode,
+        format="QDQ" if static else "dynamic (DynamicQuantizeLinear + integer MatMul)",
+        activation_type=best.activation_type,
+        weight_type=best.weight_type,
+        per_channel=best.per_channel,
+        calibration=data.source if static else "not needed (dynamic)",
+        calibration_samples=len(data.calibration) if static else 0,
+        heldout_samples=len(data.heldout),
+        excluded_nodes=best.excluded_nodes,
+        transformer_fusions=best.transformer_fusions,
+        quantized_ops=best.quantized_ops,
+        quantized_nodes=best.quantized_nodes,
+        outputs=best.outputs,
+        speed=best.speed,
+        decision=decision,
+        input_bytes=src.input_bytes,
+        output_bytes=written[1],
+        seconds=seconds,
+        threads=opts.threads,
+        attempts=attempts,
+        warnings=warnings,
+    )
+
+
 def quantize(
     model: ModelLike,
     output: str | os.PathLike | None,
@@ -765,188 +1142,36 @@ def quantize(
     held out for evaluation (``heldout``, default a fifth up to 8). ``exclude_nodes`` are node-name globs,
     ``exclude_ops`` op types kept in fp32. With ``verify`` a cosine below ``min_cosine`` raises
     :class:`OutputsDisagree` and nothing is written; ``output=None`` quantizes and measures without writing.
+    ``measure_seconds`` is the budget for timing each attempt until its speedup is stable (else reported noisy).
+    A model where nothing would run quantized raises :class:`UnsupportedError` (or :class:`UserInputError` when
+    the user excluded it all) and writes nothing.
     """
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
+    opts = QuantizeOptions(
+        mode=mode, calibration=calibration, per_channel=per_channel, weight_type=weight_type,
+        activation_type=activation_type, exclude_nodes=tuple(exclude_nodes), exclude_ops=tuple(exclude_ops),
+        samples=samples, heldout=heldout, dims=dims, shapes=shapes, seed=seed, threads=threads,
+        transformer_fusion=transformer_fusion, verify=verify, measure=measure, min_cosine=min_cosine,
+        measure_seconds=measure_seconds, extra_options=extra_options,
+    )
+    return quantize_with(model, output, opts)
 
-    from onnxdeploy.io import save
 
-    started = time.perf_counter()
-    if mode not in MODES:
-        raise UserInputError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
-    wtype = _qtype(weight_type, "--weight-type")
-    _qtype(activation_type, "--activation-type")
-    if samples is not None and samples < 1:
-        raise UserInputError(f"--samples must be at least 1, got {samples}")
-    if output is not None:
-        out = Path(output)
-        if out.is_dir():
-            raise UserInputError(f"{out} is a folder; give a file name such as {out / 'model.int8.onnx'}")
-        if not (out.parent if str(out.parent) else Path(".")).exists():
-            raise UserInputError(f"{out.parent}: output folder does not exist", hint=f"mkdir -p {out.parent}")
-        if isinstance(model, (str, os.PathLike)) and out.resolve() == Path(model).resolve():
-            raise UserInputError("the output would overwrite the input model", hint="choose another -o path")
-
+def quantize_with(model: ModelLike, output: str | os.PathLike | None, opts: QuantizeOptions) -> QuantizeReport:
+    """:func:`quantize` with its options as one :class:`QuantizeOptions`."""
+    started = time.perf_counter()  # the command's wall time (latencies come from bench's timer)
+    opts.validate()
+    _check_output(model, output)
     proto = as_proto(model)  # the graph; a file's weights stay on disk
     _refuse_unquantizable(proto)
-    kind = model_kind(proto)
-    ops = {n.op_type for n in proto.graph.node}
+    _refuse_nothing_to_quantize(proto, opts)
     warnings: list[str] = []
-    tmp = Path(tempfile.mkdtemp(prefix="onnxdeploy-quantize-"))
+    folder = Path(tempfile.mkdtemp(prefix="onnxdeploy-quantize-"))
     try:
-        src, proto = _quantizer_input(model, proto, tmp, warnings)
-        fp32_path = str(model) if isinstance(model, (str, os.PathLike)) else str(src)
-        src_bytes = _file_bytes(src)
-        input_bytes = src_bytes if Path(fp32_path).resolve() == src else _file_bytes(fp32_path)
-
-        # data: calibration samples and held-out evaluation samples, never the same ones
-        if calibration is None:
-            count = samples or DEFAULT_SAMPLES
-            dims = _runnable_dims(str(src), proto, dims or {}, shapes, seed, threads, warnings)
-            calib = synthesize_samples(proto, count, dims=dims, shapes=shapes, seed=seed)
-            held = synthesize_samples(proto, heldout or DEFAULT_HELDOUT, dims=dims, shapes=shapes, seed=seed + 10_000)
-            source = f"synthesized ({count} seeded samples)"
-        else:
-            data = load_calibration(calibration, proto)
-            source = str(calibration) if isinstance(calibration, (str, os.PathLike)) else type(calibration).__name__
-            n_held = heldout if heldout is not None else min(8, max(1, len(data) // 5))
-            if len(data) < 2 or n_held < 1 or n_held >= len(data):
-                calib, held = data, data[: max(1, min(len(data), n_held or DEFAULT_HELDOUT))]
-                warnings.append("no held-out samples: the error is measured on calibration data (give more samples)")
-            else:
-                calib, held = data[: len(data) - n_held], data[len(data) - n_held :]
-            if samples is not None:
-                calib = calib[:samples]
-
-        large = src_bytes > _LARGE_PROTO_BYTES
-        if large and transformer_fusion is None and kind == "transformer":
-            warnings.append("model over 2 GB: onnxruntime's transformer fusions are skipped (they hold several copies "
-                            "of the weights: 14 GB for a 2.4 GB model; on BERT-base they changed the int8 speed by "
-                            "about 2%); run them with --transformer-fusion")
-        pre = _preprocess(src, tmp / "pre.onnx", warnings, large=large)
-
-        reference = _run_all(fp32_path, held, threads) if (verify or measure) else None
-        warnings += _nonfinite_warnings(reference or [])
-
-        def attempt(q_mode: str) -> dict:
-            is_static = q_mode == "static"
-            act = activation_type or ("uint8" if is_static else None)
-            pc = per_channel if per_channel is not None else is_static
-            fuse = transformer_fusion if transformer_fusion is not None else (
-                kind == "transformer" and not is_static and not large
-                and bool(_FUSION_OPS & ops))
-            base, fusions = (_transformer_fusions(pre, tmp / f"fused-{q_mode}.onnx", warnings, large=large)
-                             if fuse else (pre, None))
-            base_proto = onnx.load(str(base), load_external_data=False)
-            excluded = _resolve_exclusions(base_proto, proto, exclude_nodes, exclude_ops)
-            excluded += [n for n in _output_softmax_nodes(base_proto) if n not in excluded]
-            q_path = tmp / f"quantized-{q_mode}.onnx"
-            with _quiet_onnxruntime_tools():
-                if is_static:
-                    options = {"ActivationSymmetric": False, "WeightSymmetric": True}
-                    options.update(extra_options or {})
-                    quantize_static(
-                        str(base), str(q_path), _reader(calib),
-                        quant_format=QuantFormat.QDQ, per_channel=pc,
-                        activation_type=_qtype(act, "--activation-type"), weight_type=wtype,
-                        nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
-                        use_external_data_format=large, extra_options=options,
-                    )
-                else:
-                    quantize_dynamic(
-                        str(base), str(q_path), weight_type=wtype, per_channel=pc, nodes_to_exclude=excluded,
-                        op_types_to_quantize=_dynamic_op_types(kind),
-                        use_external_data_format=large, extra_options=dict(extra_options or {}),
-                    )
-            gc.collect()
-            result = {"mode": q_mode, "act": act if is_static else None, "pc": pc, "path": q_path,
-                      "fusions": fusions, "excluded": excluded, "errors": [], "ms": (None, None)}
-            if reference is not None:
-                result["errors"] = output_errors(reference, _run_all(str(q_path), held, threads))
-            if measure:
-                result["ms"] = _measure(fp32_path, str(q_path), held[0], threads, measure_seconds)
-            return result
-
-        chosen = "static" if (mode == "static" or (mode == "auto" and kind == "cnn")) else "dynamic"
-        if mode == "auto" and kind == "other":
-            chosen = "dynamic" if ops & _MATMUL_OPS and not ops & _CONV_OPS else "static"
-        results = [attempt(chosen)]
-
-        def speed(r: dict) -> float | None:
-            f, q = r["ms"]
-            return f / q if f and q else None
-
-        if mode == "auto" and measure and (speed(results[0]) or 0) < 1.0:
-            other = "dynamic" if chosen == "static" else "static"
-            warnings.append(f"{chosen} quantization ran {speed(results[0]):.2f}x fp32 here; trying {other}")
-            results.append(attempt(other))
-            results.sort(key=lambda r: -(speed(r) or 0))
-        best = results[0]
-        errors: list[OutputError] = best["errors"]
-        sp = speed(best)
-        if mode == "auto" and sp is not None and sp < 1.0:
-            tried = ", ".join(f"{r['mode']} {speed(r):.2f}x" for r in results if speed(r) is not None)
-            raise UnsupportedError(
-                f"no int8 variant runs faster than fp32 here ({tried} the fp32 speed); nothing written",
-                hint="keep the fp32 model, or write one anyway with --mode static or --mode dynamic",
-            )
-        if sp is not None and sp < 1.0:
-            warnings.append(
-                f"THE QUANTIZED MODEL IS SLOWER THAN FP32 ({sp:.2f}x) on this machine; keep the fp32 model, or try "
-                "--mode static with uint8 activations (this CPU's int8 kernels may be missing)"
-            )
-        cos = min((e.cosine for e in errors), default=None)
-        if verify and cos is not None and cos < min_cosine:
-            worst = min(errors, key=lambda e: e.cosine)
-            raise OutputsDisagree(
-                f"quantized output {worst.name!r} has cosine similarity {worst.cosine:.4f} to fp32 (below "
-                f"{min_cosine}; max abs error {worst.max_abs:.4g}); nothing written",
-                hint="calibrate with real data, exclude sensitive nodes (--exclude-node/--exclude-op), use "
-                "--per-channel, or accept it with --min-cosine",
-            )
-        if calibration is None and best["mode"] == "static":
-            warnings.insert(0, SYNTHESIZED_WARNING)
-        q_proto = onnx.load(str(best["path"]))
-        counts: dict[str, int] = {}
-        for n in q_proto.graph.node:
-            if n.op_type in _QUANT_OPS:
-                counts[n.op_type] = counts.get(n.op_type, 0) + 1
-        if not counts:
-            warnings.append("no node was quantized (nothing quantizable, or everything excluded)")
-        output_bytes = _file_bytes(best["path"])
-        written = None
-        if output is not None:
-            written = str(save(q_proto, output))
-            output_bytes = _file_bytes(written)
+        src = _source(model, proto, opts, folder, warnings)
+        data = _data(src, opts, warnings)
+        attempts, decision = _choose(_attempts(src, data, opts, warnings), opts, warnings)
+        _check_agreement(attempts[0], opts)
+        written = _write(attempts[0], output)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-    attempts = [
-        Attempt(r["mode"], r["act"], str(weight_type), r["pc"], speed(r),
-                min((e.cosine for e in r["errors"]), default=None))
-        for r in results
-    ]
-    return QuantizeReport(
-        output=written,
-        model_kind=kind,
-        mode=best["mode"],
-        format="QDQ" if best["mode"] == "static" else "dynamic (DynamicQuantizeLinear + integer MatMul)",
-        activation_type=best["act"],
-        weight_type=str(weight_type),
-        per_channel=best["pc"],
-        calibration=source if best["mode"] == "static" else "not needed (dynamic)",
-        calibration_samples=len(calib) if best["mode"] == "static" else 0,
-        heldout_samples=len(held),
-        excluded_nodes=best["excluded"],
-        transformer_fusions=best["fusions"],
-        quantized_ops=dict(sorted(counts.items())),
-        outputs=errors,
-        fp32_ms=best["ms"][0],
-        quantized_ms=best["ms"][1],
-        input_bytes=input_bytes,
-        output_bytes=output_bytes,
-        seconds=time.perf_counter() - started,
-        threads=threads,
-        attempts=attempts,
-        warnings=warnings,
-    )
+        shutil.rmtree(folder, ignore_errors=True)
+    return _report(attempts, decision, src, data, opts, written, time.perf_counter() - started, warnings)

@@ -18,6 +18,7 @@ import difflib
 import inspect
 import json
 import os
+import reprlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -33,20 +34,95 @@ OPERATIONS = (
 )
 
 
+MAX_RECIPE_BYTES = 1 << 20
+MAX_YAML_ALIASES = 100
+MAX_YAML_NODES = 100_000
+
+
+class RecipeTooComplex(ValueError):
+    """A YAML document with too many aliases or nodes (an alias bomb)."""
+
+
+def safe_load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses more than MAX_YAML_ALIASES aliases or MAX_YAML_NODES nodes while composing,
+    so an alias bomb ("billion laughs") is refused before any expansion."""
+    import yaml
+
+    class _BoundedLoader(yaml.SafeLoader):
+        aliases = 0
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > MAX_YAML_ALIASES:
+                    raise RecipeTooComplex(f"more than {MAX_YAML_ALIASES} YAML aliases (an alias bomb?)")
+            return super().compose_node(parent, index)
+
+        def compose_document(self):
+            node = super().compose_document()
+            if _expanded_size(node) > MAX_YAML_NODES:
+                raise RecipeTooComplex(f"the YAML expands to more than {MAX_YAML_NODES} values (an alias bomb?)")
+            return node
+
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root) -> int:
+    """How many values a composed YAML node becomes once its aliases are expanded (computed without expanding)."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if not done and id(node) in open_:
+            raise RecipeTooComplex("the YAML refers to itself (a recursive alias)")
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            sizes[id(node)] = 1
+            continue
+        if done:
+            sizes[id(node)] = min(1 + sum(sizes.get(id(c), 1) for c in children), 1 << 62)
+            open_.discard(id(node))
+        else:
+            open_.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
+
+
 def load_recipe(path: str | os.PathLike) -> list[dict]:
     """Read a recipe file (.yaml/.yml or .json) into a list of steps; malformed files are a UserInputError."""
     p = Path(path)
     if not p.is_file():
         raise UserInputError(f"{p}: no such recipe file")
-    text = p.read_text(encoding="utf-8")
+    from onnxdeploy.io import note_read
+
+    note_read(p)  # no writer of this operation (--save-recipe, -o) may replace it
+    with open(p, "rb") as f:  # bounded read: a recipe is a few lines, not /dev/zero behind a symlink
+        raw = f.read(MAX_RECIPE_BYTES + 1)
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise UserInputError(f"{p}: recipe larger than {MAX_RECIPE_BYTES // 1024 // 1024} MB",
+                             hint="a recipe is a short YAML or JSON list of edits")
     try:
+        text = raw.decode("utf-8")
         if p.suffix.lower() == ".json":
             data = json.loads(text)
         else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as err:  # yaml.YAMLError, json.JSONDecodeError
+            data = safe_load_yaml(text)
+    except RecipeTooComplex as err:
+        raise UserInputError(f"{p}: {err}", hint="write each step out; a recipe needs no YAML aliases") from err
+    except Exception as err:  # yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError, RecursionError
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserInputError(f"{p}: not a valid recipe ({first})", hint="a recipe is a YAML or JSON list") from err
     return normalize(data, source=str(p))
@@ -63,7 +139,7 @@ def normalize(data: Any, *, source: str = "recipe") -> list[dict]:
     steps = []
     for i, item in enumerate(data, 1):
         if not isinstance(item, Mapping) or len(item) != 1:
-            raise UserInputError(f"{source}: step {i} must be a mapping with one key, the edit, got {item!r}",
+            raise UserInputError(f"{source}: step {i} must be a mapping with one key, the edit, got {reprlib.repr(item)}",
                                  hint="e.g. - delete_node: {node: add}")
         (op, args), = item.items()
         if op not in OPERATIONS:
@@ -82,7 +158,7 @@ def _bind(editor: "Editor", op: str, args: Any, where: str) -> tuple:
         args = {}
     if not isinstance(args, Mapping):
         if not params:
-            raise UserInputError(f"{where}: {op} takes no arguments, got {args!r}")
+            raise UserInputError(f"{where}: {op} takes no arguments, got {reprlib.repr(args)}")
         args = {params[0].name: args}
     known = {p.name for p in params}
     unknown = [k for k in args if k not in known]

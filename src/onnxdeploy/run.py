@@ -89,10 +89,13 @@ def read_tensor_file(path: str | os.PathLike) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise ModelFileError(f"{p}: no such input file")
+    from onnxdeploy.io import note_read
+
+    note_read(p)  # no writer of this operation may replace it
     if p.suffix == ".npy":
         try:
             return np.load(p, allow_pickle=False)
-        except ValueError as err:
+        except (ValueError, EOFError) as err:
             raise ModelFileError(f"{p}: not a valid .npy file ({err})") from err
     if p.suffix == ".pb":
         import onnx
@@ -102,8 +105,13 @@ def read_tensor_file(path: str | os.PathLike) -> np.ndarray:
         tensor = onnx.TensorProto()
         try:
             tensor.ParseFromString(p.read_bytes())
-            return numpy_helper.to_array(tensor)
         except (DecodeError, ValueError, TypeError) as err:
+            raise ModelFileError(f"{p}: not a valid TensorProto .pb file ({err})") from err
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:  # never follow a path written in an input file
+            raise ModelFileError(f"{p}: the tensor's data is in an external file", hint="save it as .npy")
+        try:
+            return numpy_helper.to_array(tensor)
+        except (ValueError, TypeError, NotImplementedError, KeyError) as err:
             raise ModelFileError(f"{p}: not a valid TensorProto .pb file ({err})") from err
     raise UserInputError(f"{p}: unsupported input file type {p.suffix!r}", hint="use .npy, .pb or --inputs FILE.npz")
 
@@ -124,11 +132,17 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     p = Path(path)
     if not p.is_file():
         raise ModelFileError(f"{p}: no such file")
+    from onnxdeploy.io import note_read
+
+    note_read(p)  # no writer of this operation may replace it
+    import zipfile
+    import zlib
+
     try:
         with np.load(p, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (ValueError, OSError) as err:
-        raise ModelFileError(f"{p}: not a valid .npz file ({err})") from err
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, KeyError) as err:
+        raise ModelFileError(f"{p}: not a valid .npz file ({err or type(err).__name__})") from err
 
 
 def read_test_data_dir(folder: str | os.PathLike, specs: Sequence[InputSpec], prefix: str) -> dict[str, np.ndarray]:
@@ -221,6 +235,7 @@ def synthesize_inputs(
     shapes: Mapping[str, Sequence] | None = None,
     seed: int = 0,
     specs: Sequence[InputSpec] | None = None,
+    dtypes: Mapping[str, np.dtype] | None = None,
 ) -> dict[str, np.ndarray]:
     """Seeded random inputs from the declared dtypes and shapes.
 
@@ -241,13 +256,45 @@ def synthesize_inputs(
     roles = input_roles(model)
     rng = np.random.default_rng(seed)
     result: dict[str, np.ndarray] = {}
+    check_synthesis_size(specs, dims, shapes, dtypes)
     for s in specs:
         shape = _resolve_shape(s, dims, shapes.get(s.name))
-        value = _random_array(rng, s.dtype, shape)  # always drawn, so other inputs don't depend on roles
+        value = _random_array(rng, np.dtype((dtypes or {}).get(s.name, s.dtype)), shape)  # always drawn, so other inputs don't depend on roles
         if s.name not in shapes:
             value = _role_value(roles.get(s.name), s, shape, value, result, dims, shapes, specs)
         result[s.name] = value
     return result
+
+
+MAX_SYNTHESIZED_INPUT_BYTES = 2**31
+MAX_SYNTHESIZED_TOTAL_BYTES = 4 * 2**30
+
+
+def check_synthesis_size(specs: Sequence[InputSpec], dims: Mapping[str, int], shapes: Mapping[str, Sequence],
+                         dtypes: Mapping[str, np.dtype] | None = None) -> None:
+    """Refuse to synthesize an input above 2 GiB, or inputs above 4 GiB together, before allocating anything."""
+    total = 0
+    for s in specs:
+        shape = _resolve_shape(s, dims, shapes.get(s.name))
+        if any(d < 0 for d in shape):
+            raise UserInputError(f"input {s.name!r}: negative dim in shape {_fmt_shape(shape)}",
+                                 hint=f"give its shape with --shape {s.name}=... or --dim NAME=SIZE")
+        dtype = np.dtype((dtypes or {}).get(s.name, s.dtype))
+        size = max(dtype.itemsize, 8 if dtype.kind in "OSU" else 1)
+        for d in shape:
+            size *= d
+        total += size
+        if size > MAX_SYNTHESIZED_INPUT_BYTES:
+            raise UserInputError(
+                f"input {s.name!r} of shape {_fmt_shape(shape)} ({dtype}) would take {size / 2**30:.3g} GiB, "
+                f"more than the {MAX_SYNTHESIZED_INPUT_BYTES // 2**30} GiB this tool synthesizes",
+                hint=f"give a smaller shape with --shape {s.name}=... or --dim NAME=SIZE, or pass the input with "
+                     f"--input {s.name}=FILE.npy")
+    if total > MAX_SYNTHESIZED_TOTAL_BYTES:
+        raise UserInputError(
+            f"the synthesized inputs would take {total / 2**30:.3g} GiB together, more than "
+            f"{MAX_SYNTHESIZED_TOTAL_BYTES // 2**30} GiB",
+            hint="give smaller shapes with --shape NAME=... or --dim NAME=SIZE")
 
 
 def input_roles(model: ModelLike) -> dict[str, tuple[str, int, str]]:
@@ -364,11 +411,14 @@ def prepare_inputs(
     dims: Mapping[str, int] | None = None,
     shapes: Mapping[str, Sequence] | None = None,
     seed: int = 0,
+    specs: Sequence[InputSpec] | None = None,
+    dtypes: Mapping[str, np.dtype] | None = None,
 ) -> dict[str, np.ndarray]:
     """Collect feeds from arrays, files and an .npz (or an ONNX ``test_data_set_N`` folder of ``input_K.pb``);
-    synthesize whatever is still missing; validate all."""
-    model = _structure(model)  # parse once (a file without its weights): specs, synthesis and roles share it
-    specs = input_specs(model)
+    synthesize whatever is still missing (``dtypes`` overrides a synthesized input's dtype); validate all."""
+    if specs is None or isinstance(model, (str, os.PathLike)):
+        model = model_structure(model)  # parse once (a file without its weights): specs, synthesis and roles share it
+    specs = list(specs) if specs is not None else input_specs(model)
     feeds: dict[str, np.ndarray] = {}
     if npz is not None and Path(npz).is_dir():
         feeds.update(read_test_data_dir(npz, specs, "input"))
@@ -382,7 +432,7 @@ def prepare_inputs(
     _check_names(feeds, specs, "input")
     missing = [s for s in specs if s.name not in feeds]
     if missing:
-        feeds.update(synthesize_inputs(model, dims=dims, shapes=shapes, seed=seed, specs=missing))
+        feeds.update(synthesize_inputs(model, dims=dims, shapes=shapes, seed=seed, specs=missing, dtypes=dtypes))
     validate_inputs(specs, feeds)
     return feeds
 
@@ -447,7 +497,7 @@ def create_session(
         options.enable_profiling = True
     provider_list = resolve_providers(providers)
     if isinstance(model, (str, os.PathLike)):
-        _structure(model)  # validates the file and its external data first (without reading weights)
+        model_structure(model)  # validates the file and its external data first (without reading weights)
         source: object = str(model)
     elif isinstance(model, (bytes, bytearray)):  # an already serialized ModelProto (embedded weights)
         source = bytes(model)
@@ -466,11 +516,9 @@ def _serialize_for_session(model) -> tuple[bytes, str | None]:
 
     base_dir = None
     if isinstance(model, ir.Model):
-        for graph in model.graphs():
-            for value in graph.initializers.values():
-                if isinstance(value.const_value, ir.ExternalTensor):
-                    base_dir = value.const_value.base_dir
-                    break
+        from onnxdeploy.io import external_base_dir
+
+        base_dir = external_base_dir(model)  # subgraphs and functions included: never the current directory
         proto = ir.serde.serialize_model(model)
     else:
         proto = model
@@ -554,7 +602,7 @@ def shape_warnings(model: ModelLike, outputs: Mapping[str, np.ndarray]) -> list[
     return warnings
 
 
-def _structure(model: ModelLike) -> "onnx.ModelProto":
+def model_structure(model: ModelLike) -> "onnx.ModelProto":
     """The model's proto; for a file, parsed and validated without reading large weights (enough for specs)."""
     if isinstance(model, (str, os.PathLike)):
         from onnxdeploy.inspect import load_structure
@@ -576,7 +624,7 @@ def run_model(
     output_names: Sequence[str] | None = None,
 ) -> RunResult:
     """Prepare inputs, run once on onnxruntime, and report outputs, timing and declared-shape warnings."""
-    proto = _structure(model)
+    proto = model_structure(model)
     feeds = prepare_inputs(proto, inputs=inputs, input_files=input_files, npz=npz, dims=dims, shapes=shapes, seed=seed)
     session = create_session(model if isinstance(model, (str, os.PathLike)) else proto, providers=providers)
     start = time.perf_counter()

@@ -91,11 +91,13 @@ def bench(
         row = [r.model, *([r.batch] if batched else []), r.iterations, _ms(r.p50), _ms(r.p90), _ms(r.p99),
                f"{r.throughput:.1f}"]
         if several:
-            row.append(f"{r.ratio:.2f}x" if r.ratio is not None else "")
+            row.append(_vs_first(r.vs_first))
         rows.append(row)
     s = report.settings
+    vs = "; vs 1st: median over interleaved blocks" if several else ""
     caption = (
-        f"latency in ms (mean and spread: --json){'; vs 1st: p50 / first p50' if several else ''}; {s['warmup']} warm-up runs{', interleaved' if several else ''}; "
+        f"latency in ms (mean and spread: --json){vs}; {s['warmup']} warm-up runs{', interleaved' if several else ''}"
+        f"{', until the ratios were stable' if s.get('until_stable') else ''}; "
         f"threads {s['threads'] or 'default'}; {', '.join(s['providers'])}"
     )
     shapes = sorted({", ".join(f"{k} {v}" for k, v in r.inputs.items()) for r in report.results if r.inputs})
@@ -114,6 +116,14 @@ def bench(
         )
     if report.svg:
         out.info(f"wrote {report.svg}")
+
+
+def _vs_first(m) -> str:
+    from onnxdeploy.cli import output as out
+
+    if m is None:
+        return "reference"
+    return out.fmt_ratio(m.speedup) + (" (noisy)" if m.noisy else "")
 
 
 def _ms(value: float) -> str:

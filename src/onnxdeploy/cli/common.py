@@ -70,7 +70,7 @@ def parse_shape(text: str, *, option: str = "--shape") -> list[int | str]:
         part = part.strip()
         if not part:
             raise UserInputError(f"{option}: empty dim in shape {text!r}", hint="write shapes like 1x3x224x224")
-        dims.append(int(part) if part.isdigit() else part)
+        dims.append(int(part) if part.isascii() and part.isdigit() else part)
     return dims
 
 
@@ -78,10 +78,61 @@ def parse_shapes(items: list[str] | None, *, option: str = "--shape") -> dict[st
     return {name: parse_shape(value, option=option) for name, value in parse_key_values(items, option=option).items()}
 
 
+DTYPES = {  # the :dtype suffix of a typed shape -> numpy dtype name
+    "float32": "float32", "float": "float32", "fp32": "float32", "f32": "float32",
+    "float16": "float16", "half": "float16", "fp16": "float16", "f16": "float16",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float64": "float64", "double": "float64", "fp64": "float64", "f64": "float64",
+    "int64": "int64", "long": "int64", "i64": "int64",
+    "int32": "int32", "int": "int32", "i32": "int32",
+    "int16": "int16", "i16": "int16", "int8": "int8", "i8": "int8",
+    "uint8": "uint8", "u8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64",
+    "bool": "bool",
+}
+
+
+def parse_typed_shape(text: str, *, option: str = "--shape") -> tuple[list[int | str], str | None]:
+    """Parse ``1x3x224x224`` or ``4x32:int64`` into ``(dims, numpy dtype name or None)``."""
+    shape, sep, dtype = text.rpartition(":") if ":" in text else (text, "", "")
+    if sep:
+        key = dtype.strip().lower()
+        if key not in DTYPES:
+            import difflib
+
+            close = difflib.get_close_matches(key, list(DTYPES), n=3)
+            raise UserInputError(
+                f"{option}: unknown dtype {dtype!r} in {text!r}",
+                hint=(f"did you mean {', '.join(close)}? " if close else "")
+                + "use one of int64, int32, float32, float16, bfloat16, bool, ...",
+            )
+        return parse_shape(shape, option=option), DTYPES[key]
+    return parse_shape(text, option=option), None
+
+
+def parse_typed_shapes(items: list[str] | None, *, option: str = "--shape") -> dict[str, tuple[list[int | str], str | None]]:
+    """Parse repeated ``NAME=4x32[:dtype]`` options into ``{name: (dims, dtype or None)}``, in the given order.
+
+    trtexec's spelling works too: ``NAME:1x3x224x224,NAME2:4x32`` (one item, comma separated, ``:`` after the name,
+    an optional ``:dtype`` after the dims)."""
+    normal: list[str] = []
+    for item in items or []:
+        if "=" in item or ":" not in item:
+            normal.append(item)
+            continue
+        for part in filter(None, (p.strip() for p in item.split(","))):
+            name, sep, rest = part.partition(":")
+            if not sep or not name or not rest:
+                raise UserInputError(f"{option} expects NAME=1x3x224x224[:dtype] (or trtexec's NAME:1x3x224x224), "
+                                     f"got {item!r}", hint=f"e.g. {option} input=1x3x224x224")
+            normal.append(f"{name}={rest}")
+    return {name: parse_typed_shape(value, option=option)
+            for name, value in parse_key_values(normal, option=option).items()}
+
+
 def parse_dims(items: list[str] | None) -> dict[str, int]:
     dims: dict[str, int] = {}
     for name, value in parse_key_values(items, option="--dim").items():
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):  # str.isdigit alone accepts '²', which int() refuses
             raise UserInputError(f"--dim {name}={value}: the value must be a non-negative integer")
         dims[name] = int(value)
     return dims
@@ -101,6 +152,18 @@ def input_options(input_: list[str] | None, inputs: Path | None, dim: list[str] 
         "shapes": parse_shapes(shape),
         "seed": seed,
     }
+
+
+def inputs_from(input_: list[str] | None, inputs: Path | None, dim: list[str] | None, shape: list[str] | None,
+                seed: int = 0):
+    """The one input description (:class:`onnxdeploy.verify.Inputs`) from the shared options --input, --inputs,
+    --dim, --shape and --seed: every verb that runs a model builds its inputs here."""
+    from onnxdeploy.verify import Inputs
+
+    typed = globals().get("parse_typed_shapes")
+    shapes = typed(shape, option="--shape") if typed is not None else parse_shapes(shape)
+    return Inputs(files=parse_key_values(input_, option="--input"), npz=inputs, dims=parse_dims(dim),
+                  shapes=shapes, seed=seed)
 
 
 def check_opt_level(value: str | None, option: str = "--opt-level") -> str | None:

@@ -95,7 +95,7 @@ def compare(
         for k, m in enumerate(result.matches):
             if failures_only and m.passed:
                 continue
-            status = "ok" if m.passed else ("[red]FIRST[/red]" if m is first else "[red]differs[/red]")
+            status = "ok" if m.passed else out.styled("FIRST" if m is first else "differs", "red")
             row = [str(k), m.name] + ([m.other] if torch_mode or renamed else [])
             rows.append(row + [m.node or "", m.op or "", m.how, fmt_num(m.diff.max_abs), fmt_num(m.diff.max_rel),
                                f"{m.diff.cosine:.6f}", status])

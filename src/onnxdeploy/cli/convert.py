@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from onnxdeploy.cli.check import TargetOpt
-from onnxdeploy.cli.common import PANEL_DEPLOY, AtolOpt, DimOpt, JsonOpt, ModelArg, OutputOpt, RtolOpt
+from onnxdeploy.cli.common import (PANEL_DEPLOY, AtolOpt, DimOpt, InputOpt, InputsOpt, JsonOpt, ModelArg, OutputOpt,
+                                   RtolOpt, SeedOpt, ShapeOpt)
 
 EXAMPLES = """[b]Examples[/b]
 
@@ -22,7 +23,11 @@ def convert(
     model: ModelArg,
     output: OutputOpt,
     target: TargetOpt = "openvino",
+    input: InputOpt = None,
+    inputs: InputsOpt = None,
     dim: DimOpt = None,
+    shape: ShapeOpt = None,
+    seed: SeedOpt = 0,
     atol: AtolOpt = 1e-4,
     rtol: RtolOpt = 1e-3,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the parity check.")] = False,
@@ -33,11 +38,11 @@ def convert(
 ) -> None:
     """Write the target's artefact (.xml/.bin, .ort, .engine, or the atc command) and report parity."""
     from onnxdeploy.cli import output as out
-    from onnxdeploy.cli.common import parse_dims
+    from onnxdeploy.cli.common import inputs_from
     from onnxdeploy.targets import convert as convert_api
 
-    rep = convert_api(model, target, output, verify=not no_verify, dims=parse_dims(dim), atol=atol, rtol=rtol,
-                      keep_on_mismatch=keep_on_mismatch)
+    rep = convert_api(model, target, output, verify=not no_verify, inputs=inputs_from(input, inputs, dim, shape, seed),
+                      atol=atol, rtol=rtol, keep_on_mismatch=keep_on_mismatch)
     if as_json:
         out.print_json(rep)
         return

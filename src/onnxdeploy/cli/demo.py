@@ -29,21 +29,21 @@ def demo(
     from onnxdeploy.run import run_model
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    out.show("[b]1. Build the article's graph[/b] (Resize -> Conv -> Add, weights as inputs) with onnx.helper")
+    out.show("[b]1. Build the article's graph[/b] (Resize -> Conv -> Add, weights as inputs) with onnx.helper", markup=True)
     seed_path = io.save(examples.resize_conv_add(), output_dir / "resize_conv_add.onnx")
     out.show(f"   saved {seed_path} (checked with onnx.checker)")
-    out.show("[b]2. Run it with onnxruntime[/b] (scales [1, 1, 2, 2])")
+    out.show("[b]2. Run it with onnxruntime[/b] (scales \\[1, 1, 2, 2])", markup=True)
     result = run_model(seed_path, examples.resize_conv_add_inputs())
     for name, arr in result.outputs.items():
         out.show(f"   {name}: shape {'x'.join(map(str, arr.shape))}, mean {float(arr.mean()):.4f}")
     for w in result.warnings:
         out.warn(w)
-    out.show("[b]3. Its nodes[/b]")
+    out.show("[b]3. Its nodes[/b]", markup=True)
     proto = io.load_proto(seed_path)
     out.show(out.table(None, ["node", "op", "inputs", "outputs"],
                        [[n.name, n.op_type, ", ".join(n.input), ", ".join(n.output)] for n in proto.graph.node]))
     out.show(f"[b]4. Deploy the article's Conv-BN-SiLU to {target}[/b] (export, check, optimize, legalize, convert, "
-             "verify, benchmark)")
+             "verify, benchmark)", markup=True)
     report = run_deploy(None, target=target, output_dir=output_dir / "deploy")
     show_report(report)
     out.show(f"\nOpen the report: {Path(report.report_html).resolve()}")

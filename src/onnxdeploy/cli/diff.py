@@ -23,8 +23,6 @@ NoValuesOpt = Annotated[bool, typer.Option("--no-values", help="Compare initiali
 def diff(model: ModelArg, other: OtherArg, no_values: NoValuesOpt = False, as_json: JsonOpt = False) -> None:
     """Nodes added/removed/changed, inputs and outputs, initializers (values compared), opsets."""
     from onnxdeploy.cli import output as out
-    from rich.markup import escape
-
     from onnxdeploy.diff import diff as diff_api
 
     result = diff_api(model, other, compare_values=not no_values)
@@ -40,7 +38,7 @@ def diff(model: ModelArg, other: OtherArg, no_values: NoValuesOpt = False, as_js
         items = result.section(section)
         if not items:
             continue
-        rows = [[c.kind, escape(c.name), escape(c.before), escape(c.after), escape("; ".join(c.details))]
+        rows = [[c.kind, c.name, c.before, c.after, "; ".join(c.details)]
                 for c in items]
         out.show(out.table(title, ["", "name", model.name, other.name, "details"], rows))
     out.info(result.summary())

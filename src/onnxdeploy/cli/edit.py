@@ -211,9 +211,7 @@ def _run(model, output, steps, recipe, save_recipe, input_items, npz, seed, atol
     if as_json:
         out.print_json(report)
         return
-    from rich.markup import escape
-
-    rows = [[i, s.op, escape(s.summary)] for i, s in enumerate(report.steps, 1)]
+    rows = [[i, s.op, s.summary] for i, s in enumerate(report.steps, 1)]
     out.show(out.table(f"edit {model.name}", ["#", "edit", "what was done"], rows))
     for note in report.notes:
         out.info(f"note: {note}")

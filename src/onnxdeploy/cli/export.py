@@ -10,7 +10,9 @@ from onnxdeploy.cli.common import PANEL_EXPORT, AtolOpt, JsonOpt, OutputOpt, Rto
 
 EXAMPLES = """[b]Examples[/b]
 
-  onnxdeploy export mymodels.py:build -o model.onnx --input input=1x3x224x224 --dynamic input:0=batch,2=height,3=width
+  onnxdeploy export mymodels.py:build -o model.onnx --shape input=1x3x224x224 --dynamic input:0=batch,2=height,3=width
+
+  onnxdeploy export lm.py:build -o lm.onnx --shape tokens=4x32:int64 --dynamic tokens:0=batch,1=sequence
 
   onnxdeploy export mypkg.models:resnet -o resnet.onnx --exporter torchscript --opset 17 --json
 
@@ -19,8 +21,14 @@ EXAMPLES = """[b]Examples[/b]
 TargetArg = Annotated[str, typer.Argument(metavar="TARGET", help="package.module:factory or path/to/file.py:factory.", show_default=False)]
 ShapesOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--input", "-i", help="NAME=1x3x224x224: shape of a random example input (when the factory returns "
-                 "only a module). Repeatable, in forward() order."),
+    typer.Option("--shape", "--shapes", help="NAME=1x3x224x224[:dtype]: shape (and dtype: int64, int32, float16, "
+                 "bool, ...; default float32) of a random example input, when the factory returns only a module. "
+                 "Repeatable, in forward() order; trtexec's NAME:1x3x224x224,NAME2:... also works."),
+]
+InputFilesOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--input", "-i", help="NAME=FILE: an example input from a .npy or TensorProto .pb file. "
+                 "Repeatable. (NAME=SHAPE still works here for now; it is --shape now.)"),
 ]
 DynamicOpt = Annotated[
     Optional[list[str]],
@@ -55,7 +63,8 @@ def _parse_dynamic(items: list[str] | None) -> dict[str, dict[int, str]]:
 def export(
     target: TargetArg,
     output: OutputOpt,
-    inputs: ShapesOpt = None,
+    inputs: InputFilesOpt = None,
+    shape: ShapesOpt = None,
     dynamic: DynamicOpt = None,
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default: the exporter's).")] = None,
     input_names: Annotated[Optional[list[str]], typer.Option("--input-names", help="Input names, comma separated.")] = None,
@@ -70,32 +79,30 @@ def export(
 ) -> None:
     """Export a PyTorch model to ONNX; check dynamic dims and verify outputs with onnxruntime."""
     from onnxdeploy.cli import output as out
-    from onnxdeploy.cli.common import parse_shapes
     from onnxdeploy.errors import OutputsDisagree, UserInputError, require
 
-    torch = require("torch", extra="torch", purpose="onnxdeploy export")
+    require("torch", extra="torch", purpose="onnxdeploy export")
+    from onnxdeploy.export import example_hint, random_inputs
     from onnxdeploy.export import export as export_api
     from onnxdeploy.torch_target import load_torch_target
 
-    shapes = parse_shapes(inputs, option="--input")
+    files, shapes = _example_options(out, inputs, shape)
     names = _names(input_names)
     with out.progress() as bar:
         task = bar.add_task("load target", total=None)
         loaded = load_torch_target(target)
         if loaded.example_inputs is not None or loaded.example_kwargs is not None:
             example = loaded.example_inputs if loaded.example_kwargs is None else loaded.example_kwargs
-            if shapes:
-                out.warn("the factory returned example inputs; --input shapes are ignored")
+            if shapes or files:
+                out.warn("the factory returned example inputs; --shape/--input are ignored")
         else:
-            if not shapes:
-                raise UserInputError(f"{target} returned only a module, so export needs example input shapes",
-                                     hint="add --input NAME=1x3x224x224 (one per forward() input)")
-            for name, dims in shapes.items():
-                if any(not isinstance(d, int) for d in dims):
-                    raise UserInputError(f"--input {name}: shapes must be numbers, got {'x'.join(map(str, dims))}")
-            gen = torch.Generator().manual_seed(seed)
-            example = tuple(torch.randn([int(d) for d in dims], generator=gen) for dims in shapes.values())
-            names = names or list(shapes)
+            if not shapes and not files:
+                raise UserInputError(f"{target} returned only a module, so export needs example inputs",
+                                     hint=f"add {example_hint(loaded.module)}")
+            made = {**_read_files(files), **random_inputs(shapes, module=loaded.module, seed=seed)}
+            order = _forward_order(loaded.module, list(files) + list(shapes))
+            example = tuple(made[n] for n in order)
+            names = names or order
 
         def phase(name: str) -> None:
             bar.update(task, description=name)
@@ -120,6 +127,61 @@ def export(
         _show(out, report)
 
 
+def _looks_like_shape(value: str) -> bool:
+    import re
+
+    return bool(re.fullmatch(r"\s*\d+(\s*[x,]\s*\d+)*\s*(:\s*\w+)?\s*", value)) or value.strip() == ""
+
+
+def _example_options(out, inputs: list[str] | None, shape: list[str] | None):
+    """(files by name, typed shapes by name) from --input NAME=FILE and --shape NAME=DIMS[:dtype].
+
+    ``--input NAME=SHAPE`` was export's spelling before --shape: it still works, with a note naming the new flag."""
+    from onnxdeploy.cli.common import parse_key_values, parse_typed_shape, parse_typed_shapes
+
+    files: dict[str, str] = {}
+    legacy: dict[str, tuple] = {}
+    for name, value in parse_key_values(inputs, option="--input").items():
+        if _looks_like_shape(value):
+            legacy[name] = parse_typed_shape(value, option="--input")
+        else:
+            files[name] = value
+    if legacy:
+        spelled = " ".join(f"--shape {n}={v}" for n, v in parse_key_values(inputs, option="--input").items()
+                           if n in legacy)
+        out.warn(f"--input NAME=SHAPE is now --shape NAME=SHAPE[:dtype] ({spelled}); --input takes NAME=FILE "
+                 "as in the other verbs")
+    shapes = {**legacy, **parse_typed_shapes(shape, option="--shape")}
+    both = sorted(set(files) & set(shapes))
+    if both:
+        from onnxdeploy.errors import UserInputError
+
+        raise UserInputError(f"input {both[0]!r} is given both as a file (--input) and as a shape (--shape)",
+                             hint="give each input once")
+    return files, shapes
+
+
+def _read_files(files: dict[str, str]) -> dict:
+    import torch
+
+    from onnxdeploy.run import read_tensor_file
+
+    return {name: torch.from_numpy(read_tensor_file(path).copy()) for name, path in files.items()}
+
+
+def _forward_order(module, names: list[str]) -> list[str]:
+    """``names`` in forward()'s argument order when they all are its arguments, else as given."""
+    import inspect
+
+    try:
+        params = [p.name for p in inspect.signature(module.forward).parameters.values()]
+    except (TypeError, ValueError):
+        return names
+    if all(n in params for n in names):
+        return sorted(names, key=params.index)
+    return names
+
+
 def _show(out, report) -> None:
     dims = "; ".join(f"{k}: " + ", ".join(f"{i}={n}" for i, n in v.items()) for k, v in report.dynamic_dims.items())
     out.show(out.table(
@@ -128,6 +190,7 @@ def _show(out, report) -> None:
         [["exporter", f"{report.exporter} ({report.exporter_reason})"], ["opset", str(report.opset)],
          ["inputs", ", ".join(report.input_names)], ["outputs", ", ".join(report.output_names)],
          ["dynamic dims", dims or "none"],
+         ["output dims", "; ".join(f"{k}: [{', '.join(map(str, v))}]" for k, v in report.output_dims.items())],
          ["seconds", ", ".join(f"{k} {v:.2f}" for k, v in report.seconds.items())]]
         + ([["custom ops", "; ".join(report.custom_ops)]] if report.custom_ops else []),
     ))

@@ -43,10 +43,8 @@ def _tensor_rows(tensors) -> list[list[str]]:
 
 def render(summary, output) -> None:
     """Print a :class:`~onnxdeploy.inspect.ModelSummary` as rich tables."""
-    from rich.markup import escape
-
-    def esc(rows):
-        return [[escape(str(c)) for c in row] for row in rows]
+    def esc(rows):  # output.table prints cells literally (no markup)
+        return [list(row) for row in rows]
 
     opsets = ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in summary.opset_imports.items())
     producer = " ".join(x for x in (summary.producer_name, summary.producer_version) if x) or "-"

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from onnxdeploy.cli.check import TargetOpt
-from onnxdeploy.cli.common import PANEL_DEPLOY, AtolOpt, DimOpt, JsonOpt, ModelArg, OutputOpt, RtolOpt
+from onnxdeploy.cli.common import (PANEL_DEPLOY, AtolOpt, DimOpt, InputOpt, InputsOpt, JsonOpt, ModelArg, OutputOpt,
+                                   RtolOpt, SeedOpt, ShapeOpt)
 
 EXAMPLES = """[b]Examples[/b]
 
@@ -21,7 +22,11 @@ def legalize(
     output: OutputOpt,
     target: TargetOpt = "onnxruntime",
     opset: Annotated[Optional[int], typer.Option("--opset", help="Convert to this opset.")] = None,
+    input: InputOpt = None,
+    inputs: InputsOpt = None,
     dim: DimOpt = None,
+    shape: ShapeOpt = None,
+    seed: SeedOpt = 0,
     atol: AtolOpt = 1e-4,
     rtol: RtolOpt = 1e-3,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the comparison with the original.")] = False,
@@ -31,11 +36,12 @@ def legalize(
 ) -> None:
     """Replace unsupported ops by equivalent compositions, convert the opset, narrow int64; verify; write OUT."""
     from onnxdeploy.cli import output as out
-    from onnxdeploy.cli.common import parse_dims
+    from onnxdeploy.cli.common import inputs_from
     from onnxdeploy.legalize import legalize as legalize_api
 
-    result = legalize_api(model, target, output=output, verify=not no_verify, opset=opset, dims=parse_dims(dim),
-                          atol=atol, rtol=rtol, keep_partial=keep_partial)
+    result = legalize_api(model, target, output=output, verify=not no_verify, opset=opset,
+                          inputs=inputs_from(input, inputs, dim, shape, seed), atol=atol, rtol=rtol,
+                          keep_partial=keep_partial)
     rep = result.report
     if as_json:
         out.print_json(rep)

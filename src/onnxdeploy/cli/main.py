@@ -128,8 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and a non-zero exit code."""
     from onnxdeploy.cli import output
 
+    from onnxdeploy.io import operation
+
     try:
-        _app_for(argv)(args=argv, prog_name="onnxdeploy", standalone_mode=False)
+        with operation():  # the files this command reads are protected from its writers (io.check_output_path)
+            _app_for(argv)(args=argv, prog_name="onnxdeploy", standalone_mode=False)
     except OnnxDeployError as err:
         if os.environ.get(DEBUG_ENV):
             raise
@@ -157,8 +160,27 @@ def main(argv: list[str] | None = None) -> int:
             return err.exit_code
         if isinstance(err, aborts):
             return 1
-        raise
+        from onnxdeploy.errors import translate
+
+        known = translate(err, subject=_subject(argv))  # OS and library errors; None for a bug of ours
+        if known is None or os.environ.get(DEBUG_ENV):
+            raise
+        output.error(known.message, known.hint)
+        return known.exit_code
     return 0
+
+
+def _subject(argv: list[str] | None) -> str | None:
+    """The file a command works on, for error messages: its first argument that names an existing path."""
+    args = sys.argv[1:] if argv is None else argv
+    positional = [a for a in args if not a.startswith("-")][1:]
+    for arg in positional:
+        try:
+            if os.path.lexists(arg):
+                return arg
+        except (OSError, ValueError):
+            continue
+    return positional[0] if positional else None
 
 
 def entry() -> None:

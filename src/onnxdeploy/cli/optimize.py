@@ -25,7 +25,9 @@ EXAMPLES = """[b]Examples[/b]
 
   onnxdeploy optimize bert.onnx -o bert.ort.onnx --for-runtime onnxruntime
 
-  onnxdeploy optimize model.onnx -o out.onnx --dim batch=1 --verify-each --json
+  onnxdeploy optimize model.onnx -o out.onnx --dim batch=1 --verify-each --json   [dim](verify at batch 1)[/dim]
+
+  onnxdeploy optimize model.onnx -o out.onnx --dim batch=1 --fix-dims   [dim](batch becomes static: 1)[/dim]
 
   onnxdeploy optimize model.onnx -o out.onnx --inputs test_data_set_0   [dim](verify on real inputs)[/dim]"""
 
@@ -49,6 +51,10 @@ OrtFusionsOpt = Annotated[
                       "SkipLayerNormalization, ...). Default: on for GPU providers only (on the CPU they measured "
                       "no faster than onnxruntime's own fusions).", show_default=False),
 ]
+FixDimsOpt = Annotated[
+    bool, typer.Option("--fix-dims", help="Make the --dim sizes static in the written model (shape computations then "
+                       "fold). Without it, --dim only gives the sizes to verify at and the dims stay symbolic."),
+]
 FoldLimitOpt = Annotated[
     int, typer.Option("--fold-limit", help="Largest constant (bytes) that folding may create.", show_default=True)
 ]
@@ -58,6 +64,7 @@ def optimize(
     model: ModelArg,
     output: OutputOpt,
     dim: DimOpt = None,
+    fix_dims: FixDimsOpt = False,
     for_runtime: RuntimeOpt = None,
     level: LevelOpt = "all",
     verify_each: VerifyEachOpt = False,
@@ -90,6 +97,7 @@ def optimize(
     result = optimize_api(
         model,
         dims=dims,
+        fix_dims=fix_dims,
         inputs=feeds,
         for_runtime=for_runtime,
         level=level,

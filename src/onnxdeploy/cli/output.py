@@ -45,38 +45,80 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=_jsonable) + "\n")
 
 
-def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, caption: str | None = None):
-    """Build a rich Table; cells are converted with ``str`` (None shows as an empty cell)."""
+def plain(value: Any) -> str:
+    """``value`` as printable text: bytes (invalid UTF-8 names) and lone surrogates shown as escapes, never raising."""
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, bytearray)):
+        text = bytes(value).decode("utf-8", "backslashreplace")
+    else:
+        text = str(value)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _text(value: Any):
+    """A cell, title or message as a rich Text that is never parsed as markup (a node named ``[/red]`` prints as is);
+    rich renderables (e.g. from :func:`styled`) pass through."""
+    from rich.text import Text
+
+    if value is None or isinstance(value, str) or isinstance(value, (bytes, bytearray)) or not hasattr(
+            value, "__rich_console__") and not hasattr(value, "__rich__"):
+        return Text(plain(value))
+    return value
+
+
+def styled(text: Any, style: str):
+    """``text`` printed with a rich style (e.g. ``"red"``), its characters taken literally: use it for table cells
+    that need colour instead of writing markup."""
+    from rich.text import Text
+
+    return Text(plain(text), style=style)
+
+
+def table(title: Any, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, caption: Any = None):
+    """Build a rich Table. Cells are text taken literally (no markup: names and paths print as they are); None shows
+    as an empty cell; use :func:`styled` for a coloured cell."""
     from rich.table import Table
 
-    t = Table(title=title, caption=caption, title_justify="left", show_lines=False)
+    t = Table(title=None if title is None else _text(title), caption=None if caption is None else _text(caption),
+              title_justify="left", show_lines=False)
     for col in columns:
-        t.add_column(col, overflow="fold")
+        t.add_column(_text(col), overflow="fold")
     for row in rows:
-        t.add_row(*("" if cell is None else str(cell) for cell in row))
+        t.add_row(*(_text("" if cell is None else cell) for cell in row))
     return t
 
 
-def show(*renderables: Any) -> None:
+def show(*renderables: Any, markup: bool = False) -> None:
+    """Print tables or lines on stdout. Strings print literally; ``markup=True`` for text we wrote with rich markup
+    (never for text holding a path or a name from a model)."""
     for item in renderables:
-        console().print(item)
+        if isinstance(item, (str, bytes)):
+            if markup:
+                console().print(plain(item))
+            else:
+                console().print(_text(item))
+        else:
+            console().print(item)
 
 
-def info(message: str) -> None:
-    """A status line for people, on stderr so stdout stays clean for --json."""
-    err_console().print(message)
+def info(message: Any) -> None:
+    """A status line for people, on stderr so stdout stays clean for --json. Printed literally (no markup)."""
+    err_console().print(_text(message))
 
 
-def warn(message: str) -> None:
-    err_console().print(f"[yellow]warning:[/yellow] {message}")
+def warn(message: Any) -> None:
+    from rich.text import Text
+
+    err_console().print(Text.assemble(("warning:", "yellow"), " ", plain(message)))
 
 
 def error(message: str, hint: str | None = None) -> None:
     from rich.markup import escape
 
-    err_console().print(f"[red]error:[/red] {escape(message)}")
+    err_console().print(f"[red]error:[/red] {escape(plain(message))}")
     if hint:
-        err_console().print(f"[dim]hint:[/dim] {escape(hint)}")
+        err_console().print(f"[dim]hint:[/dim] {escape(plain(hint))}")
 
 
 def progress():
@@ -110,3 +152,11 @@ def fmt_count(n: int | float | None) -> str:
         if abs(n) >= size:
             return f"{n / size:.2f}{unit}"
     return str(int(n))
+
+
+
+def fmt_ratio(speedup: float | None) -> str:
+    """A speed ratio in words, never a bare factor: 2.9 -> "2.90x faster", 0.77 -> "1.30x slower"."""
+    from onnxdeploy.bench import ratio_words  # the API's wording, so messages and tables read alike
+
+    return ratio_words(speedup)

@@ -94,32 +94,41 @@ def quantize(
     if as_json:
         out.print_json(report)
         return
+    out.show(out.table(f"Quantized {model.name}", ["", "value"], [r for r in _rows(report, out) if r[1] not in (None, "")]))
 
-    def num(v, fmt):
-        return "" if v is None else format(v, fmt)
 
-    how = report.mode if report.mode == "dynamic" else (
-        f"static QDQ, {report.activation_type} activations, {report.weight_type} "
-        f"{'per-channel' if report.per_channel else 'per-tensor'} weights"
-    )
-    rows = [
+def _rows(report, out) -> list[list]:
+    def num(v, fmt, unit=""):
+        return "" if v is None else format(v, fmt) + unit
+
+    def counts(d):
+        return ", ".join(f"{k} {v}" for k, v in (d or {}).items())
+
+    how = (f"static QDQ, {report.activation_type} activations, {report.weight_type} "
+           f"{'per-channel' if report.per_channel else 'per-tensor'} weights") if report.mode == "static" else (
+        f"dynamic, {report.weight_type} weights")
+    speed = report.speed
+    return [
         ["model type", report.model_kind],
-        ["quantization", how if report.mode == "static" else f"dynamic, {report.weight_type} weights"],
+        ["quantization", how],
         ["calibration", report.calibration],
         ["held-out inputs", report.heldout_samples],
-        ["transformer fusions", ", ".join(f"{k} {v}" for k, v in (report.transformer_fusions or {}).items()) or None],
-        ["quantized ops", ", ".join(f"{k} {v}" for k, v in report.quantized_ops.items())],
+        ["transformer fusions", counts(report.transformer_fusions)],
+        ["runs quantized", counts(report.quantized_nodes)],
+        ["quantized ops", counts(report.quantized_ops)],
         ["excluded nodes", len(report.excluded_nodes) or None],
         ["cosine vs fp32 (min)", num(report.cosine, ".5f")],
         ["max abs error", num(report.max_abs, ".4g")],
         ["top-1 agreement", num(report.top1_agreement, ".1%")],
-        ["fp32 latency (median)", num(report.fp32_ms, ".2f") + (" ms" if report.fp32_ms else "")],
-        ["int8 latency (median)", num(report.quantized_ms, ".2f") + (" ms" if report.quantized_ms else "")],
-        ["speedup", num(report.speedup, ".2f") + ("x" if report.speedup else "")],
+        ["fp32 latency (median)", num(report.fp32_ms, ".2f", " ms")],
+        ["int8 latency (median)", num(report.quantized_ms, ".2f", " ms")],
+        ["speed vs fp32", speed and (f"{out.fmt_ratio(speed.speedup)} ({'NOISY, ' if speed.noisy else ''}"
+                                     f"~95% interval {out.fmt_ratio(speed.low)} to "
+                                     f"{out.fmt_ratio(speed.high)}, {speed.blocks} blocks)")],
+        ["decision", report.decision],
         ["size", f"{out.fmt_bytes(report.input_bytes)} -> {out.fmt_bytes(report.output_bytes)}"],
         ["written", report.output],
     ]
-    out.show(out.table(f"Quantized {model.name}", ["", "value"], [r for r in rows if r[1] not in (None, "")]))
 
 
 def register(app: typer.Typer) -> None:

@@ -116,18 +116,16 @@ def run(
         import io as _stdio
 
         buffer = _stdio.BytesIO()
-        np.savez(buffer, **result.outputs)
-        atomic_write_bytes(output_path, buffer.getvalue())
+        np.savez(buffer, allow_pickle=False, **{k: _npz_safe(v) for k, v in result.outputs.items()})  # built whole
+        atomic_write_bytes(output_path, buffer.getvalue())  # before a byte reaches the destination
 
     if as_json:
         data = result.to_dict()
         data["comparison"] = comparison.to_dict() if comparison is not None else None
         output.print_json(data)
     else:
-        from rich.markup import escape
-
         for message in result.warnings:
-            output.warn(escape(message))
+            output.warn(message)
         _render(result, output)
         if comparison is not None:
             _render_comparison(comparison, output)
@@ -176,12 +174,21 @@ def _read_expected(expect: Path, specs) -> dict:
     raise UserInputError(f"--expect {expect}: give an .npz file or a test_data_set folder")
 
 
-def _render(result, output, caption: str | None = None) -> None:
-    from rich.markup import escape
+def _npz_safe(arr):
+    """An output as an array .npz stores without pickling: string tensors (object arrays) become unicode arrays."""
+    import numpy as np
 
+    arr = np.asarray(arr)
+    if arr.dtype != object:
+        return arr
+    flat = [v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else str(v) for v in arr.ravel().tolist()]
+    return np.asarray(flat, dtype=str).reshape(arr.shape)
+
+
+def _render(result, output, caption: str | None = None) -> None:
     rows = []
     for name, arr in result.outputs.items():
-        rows.append([escape(name), "x".join(map(str, arr.shape)) or "scalar", str(arr.dtype), *_stats(arr)])
+        rows.append([name, "x".join(map(str, arr.shape)) or "scalar", str(arr.dtype), *_stats(arr)])
     output.show(
         output.table(
             "Outputs",
@@ -193,14 +200,12 @@ def _render(result, output, caption: str | None = None) -> None:
 
 
 def _render_comparison(comparison, output, title: str = "Expected outputs") -> None:
-    from rich.markup import escape
-
     rows = [
-        [escape(d.name), f"{d.max_abs:.3g}", f"{d.max_rel:.3g}", f"{d.cosine:.6f}", "yes" if d.passed else "NO",
-         escape(d.note)]
+        [d.name, f"{d.max_abs:.3g}", f"{d.max_rel:.3g}", f"{d.cosine:.6f}", "yes" if d.passed else "NO",
+         d.note]
         for d in comparison.diffs
     ]
-    rows += [[escape(name), "", "", "", "NO", "not produced by the model"] for name in comparison.missing]
+    rows += [[name, "", "", "", "NO", "not produced by the model"] for name in comparison.missing]
     output.show(output.table(title, ["name", "max abs", "max rel", "cosine", "within tol", "note"], rows,
                              caption=comparison.summary()))
 

@@ -84,6 +84,19 @@ def subgraphs(node: "onnx.NodeProto") -> Iterable[tuple[str, "onnx.GraphProto"]]
                 yield f"{attr.name}[{k}]", sub
 
 
+def outer_refs(node: "onnx.NodeProto") -> set[str]:
+    """Names a node's subgraphs read from the enclosing scope."""
+    refs: set[str] = set()
+    for _, g in subgraphs(node):
+        defined = {v.name for v in g.input} | {t.name for t in g.initializer}
+        for n in g.node:
+            refs.update(i for i in n.input if i and i not in defined)
+            refs.update(outer_refs(n) - defined)
+            defined.update(n.output)
+        refs.update(o.name for o in g.output if o.name not in defined)
+    return refs
+
+
 def nested_reason(nested: NestedValue) -> str:
     return (
         f"defined inside the {nested.attribute!r} body of {nested.parent_op} node {nested.parent_node!r}: onnxruntime "

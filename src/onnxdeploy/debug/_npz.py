@@ -26,13 +26,14 @@ class NpzWriter:
     """``with NpzWriter(path) as w: w.write(name, array)``; on error nothing is left behind."""
 
     def __init__(self, path: str | os.PathLike) -> None:
+        from onnxdeploy.io import TMP_PREFIX, check_output_path
+
         self.path = Path(path)
         if self.path.is_dir():
             raise UserInputError(f"{self.path} is a folder; give a file name such as {self.path / 'dump.npz'}")
+        check_output_path(self.path)  # never an input of this operation, a folder that exists and is writable
         folder = self.path.parent if str(self.path.parent) else Path(".")
-        if not folder.exists():
-            raise UserInputError(f"{folder}: output folder does not exist", hint=f"mkdir -p {folder}")
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", suffix=".npz", dir=folder)
         os.close(fd)
         self._tmp = Path(tmp)
         self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)

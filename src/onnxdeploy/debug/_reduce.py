@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 
 from onnxdeploy import io
-from onnxdeploy.debug._compare import TensorMatch, compare_onnx, map_inputs
+from onnxdeploy.debug._compare import compare_onnx
+from onnxdeploy.debug._graph import outer_refs
 from onnxdeploy.debug._npz import NpzWriter
+from onnxdeploy.debug._result import TensorMatch, map_inputs
 from onnxdeploy.errors import UnsupportedError, UserInputError
 from onnxdeploy.numerics import TensorDiff, diff_tensor
 
@@ -93,29 +95,12 @@ class _Index:
                     nodes.add(i)
                     node = self.proto.graph.node[i]
                     stack.extend(node.input)
-                    stack.extend(_outer_refs(node))
+                    stack.extend(outer_refs(node))
             elif name in self.inits:
                 inits.append(name)
             else:
                 boundary.append(name)
         return sorted(nodes), boundary, inits
-
-
-def _outer_refs(node) -> set[str]:
-    """Names a node's subgraphs read from the enclosing scope."""
-    import onnx
-
-    refs: set[str] = set()
-    for attr in node.attribute:
-        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-        for g in graphs:
-            defined = {v.name for v in g.input} | {t.name for t in g.initializer}
-            for n in g.node:
-                refs.update(i for i in n.input if i and i not in defined)
-                refs.update(_outer_refs(n) - defined)
-                defined.update(n.output)
-            refs.update(o.name for o in g.output if o.name not in defined)
-    return refs
 
 
 def _value_info(name: str, array: np.ndarray):
@@ -190,10 +175,15 @@ def reduce(
         a, b, inputs=inputs, input_files=input_files, npz=npz, dims=dims, shapes=shapes, seed=seed,
         providers=providers, providers_b=providers_b, optimization_level=optimization_level,
         optimization_level_b=optimization_level_b, atol=atol, rtol=rtol)
-    first = result.first_divergence
-    if first is None:
+    if result.passed:
         raise UserInputError(f"the models agree within tolerance ({result.summary()}); nothing to reduce",
                              hint="tighten --atol/--rtol to reduce a smaller difference")
+    first = result.first_divergence
+    if first is None:
+        raise UnsupportedError(
+            f"the outputs differ only when the models run unmodified: {result.summary()}",
+            hint="with every tensor exposed the runtime fuses differently; compare with --opt-level disable on both "
+                 "sides, or reduce with --opt-level-b to find the rewrite")
     same = b is None
     index_a = _Index(io.as_proto(a, load_weights=True))
     index_b = index_a if same else _Index(io.as_proto(b, load_weights=True))

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from onnxdeploy.io import ModelLike
     from onnxdeploy.numerics import Comparison
+    from onnxdeploy.verify import Inputs
 
 TARGET_NAMES = ("onnxruntime", "openvino", "ort-mobile", "tensorrt", "ascend")
 _CLASSES = {
@@ -118,8 +119,7 @@ def run_on_backend(
     artefact itself when it is ``.onnx``, else ``reference`` (the ONNX file it was converted from), which is
     required. Beyond ``atol``/``rtol`` raises :class:`OutputsDisagree`.
     """
-    from onnxdeploy.numerics import compare_outputs
-    from onnxdeploy.run import create_session, prepare_inputs, run_session
+    from onnxdeploy.run import prepare_inputs
 
     path = Path(artifact)
     target = get_target(backend or target_for_artifact(path))
@@ -131,10 +131,13 @@ def run_on_backend(
     outputs = run_artifact(path, feeds, target.name)
     parity = None
     if verify and not (target.name == "onnxruntime" and onnx_model == path):
-        expected = run_session(create_session(str(onnx_model)), feeds)
-        parity = compare_outputs(expected, outputs, atol=atol, rtol=rtol, label=f"{target.name} vs onnxruntime")
+        from onnxdeploy.verify import Inputs, verify as verify_models
+
+        parity = verify_models(onnx_model, onnx_model, Inputs(arrays=feeds), atol=atol, rtol=rtol,
+                               interface="ignore", candidate_runner=lambda _feeds: outputs,
+                               label=f"{target.name} vs onnxruntime")
         if not parity.passed:
-            raise OutputsDisagree(f"{target.name} outputs differ from onnxruntime: {parity.summary()}",
+            raise OutputsDisagree(f"{target.name} outputs differ from onnxruntime: {parity.failures()[0]}",
                                   hint="loosen --atol/--rtol if the difference is expected")
     return BackendRun(target.name, outputs, feeds, parity)
 
@@ -145,7 +148,7 @@ def convert(
     output: str | os.PathLike,
     *,
     verify: bool = True,
-    inputs: Mapping[str, "np.ndarray"] | None = None,
+    inputs: "Inputs | Mapping[str, np.ndarray] | None" = None,
     dims: Mapping[str, int] | None = None,
     atol: float = 1e-4,
     rtol: float = 1e-3,
@@ -169,16 +172,37 @@ def convert(
     start = time.perf_counter()
     folder = out.parent if str(out.parent) else Path(".")
     with tempfile.TemporaryDirectory(prefix="onnxdeploy-convert-") as tmp, \
-            tempfile.TemporaryDirectory(prefix=".onnxdeploy-convert-", dir=folder) as staging:
+            tempfile.TemporaryDirectory(prefix=f".onnxdeploy-tmp-{os.getpid()}-convert-", dir=folder) as staging:
         report = _convert_and_verify(model, t, out, Path(tmp), Path(staging), start, verify=verify, inputs=inputs,
                                      dims=dims, atol=atol, rtol=rtol, seed=seed, keep_on_mismatch=keep_on_mismatch)
     return report
 
 
+def _verify_artifact(src: Path, artifact: Path, t: Target, *, inputs, dims, atol, rtol, seed, notes: list[str]):
+    """The artefact on its engine against the ONNX source on onnxruntime (:func:`onnxdeploy.verify.verify`), at two
+    shapes when dims are symbolic."""
+    import numpy as np
+
+    from onnxdeploy.run import output_specs
+    from onnxdeploy.verify import Inputs, verify
+
+    if any(s.dtype == np.float16 for s in output_specs(src)) and (atol < 1e-2 or rtol < 1e-2):
+        atol, rtol = max(atol, 1e-2), max(rtol, 1e-2)  # two engines' fp16 roundings differ by ~1e-3
+        notes.append(f"float16 outputs: compared with atol {atol:g}, rtol {rtol:g}")
+    given = Inputs.merge(inputs, dims=dims, seed=seed)
+    return verify(src, src, given, atol=atol, rtol=rtol, interface="ignore", label=f"{t.name} vs onnxruntime",
+                  candidate_runner=lambda feeds: run_artifact(artifact, feeds, t.name))
+
+
 def _publish(files: list[Path], staging: Path, folder: Path) -> list[Path]:
+    from onnxdeploy.io import check_output_path
+
     placed = []
-    for f in files:
-        final = folder / f.relative_to(staging) if staging in f.parents else f
+    finals = [folder / f.relative_to(staging) if staging in f.parents else f for f in files]
+    for final, f in zip(finals, files):
+        if final != f:
+            check_output_path(final)  # never an input (the model, its data file) of this operation
+    for final, f in zip(finals, files):
         if final != f:
             os.replace(f, final)
         placed.append(final)
@@ -214,26 +238,15 @@ def _convert_and_verify(model, t: Target, out: Path, tmp: Path, staging: Path, s
     kept = "files kept for inspection: " + ", ".join(report.files) if keep_on_mismatch else \
         "nothing was written; --keep-on-mismatch keeps the artefact for inspection"
     if verify and report.converted and t.name != "onnxruntime":
-        feeds = prepare_inputs(src, inputs=inputs, dims=dims, seed=seed)
-        reference = run_session(create_session(str(src), threads=1), feeds)
-        try:
-            got = run_artifact(files[0], feeds, t.name)
-        except OnnxDeployError:
-            raise
-        except Exception as err:  # noqa: BLE001 - the engine's own exception types
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            if keep_on_mismatch:
-                _publish(files, staging, folder)
-            raise UnsupportedError(f"the {t.name} artefact does not run: {first[:300]}",
-                                   hint=f"{kept}; --no-verify skips this run") from err
-        if any(np.asarray(v).dtype == np.float16 for v in reference.values()) and (atol < 1e-2 or rtol < 1e-2):
-            atol, rtol = max(atol, 1e-2), max(rtol, 1e-2)  # two engines' fp16 roundings differ by ~1e-3
-            report.notes.append(f"float16 outputs: compared with atol {atol:g}, rtol {rtol:g}")
-        report.parity = compare_outputs(reference, got, atol=atol, rtol=rtol, label=f"{t.name} vs onnxruntime")
+        report.parity = _verify_artifact(src, files[0], t, inputs=inputs, dims=dims, atol=atol, rtol=rtol,
+                                         seed=seed, notes=report.notes)
         if not report.parity.passed:
             if keep_on_mismatch:
                 _publish(files, staging, folder)
-            raise OutputsDisagree(f"{t.name} artefact differs from onnxruntime: {report.parity.summary()}",
+            if report.parity.errors and not report.parity.comparisons:
+                raise UnsupportedError(f"the {t.name} artefact does not run: {report.parity.errors[0]}",
+                                       hint=f"{kept}; --no-verify skips this run")
+            raise OutputsDisagree(f"{t.name} artefact differs from onnxruntime: {report.parity.failures()[0]}",
                                   hint=kept)
     _publish(files, staging, folder)
     return report
