@@ -9,6 +9,12 @@ Writes ``benchmarks/results/quantize.md``.
 
     .venv/bin/python benchmarks/quantize.py                      # ResNet-50, MobileNetV2, ConvNeXt, ViT, BERT, GPT-2
     .venv/bin/python benchmarks/quantize.py --models resnet50,bert --threads 2 --out /tmp/q2.md
+    .venv/bin/python benchmarks/quantize.py --agreement     # quantize's speedup vs `bench A B`, run twice each
+
+``--agreement`` builds two small models (a 4-Conv CNN at 64x64, a 2-block 256-wide feed-forward stack at sequence
+128), then runs ``onnxdeploy quantize M -o Q --json`` and ``onnxdeploy bench M Q --json`` twice each in fresh
+subprocesses: the speedups must agree within 10% (same timer, same estimator, until stable or reported noisy).
+Writes ``benchmarks/results/quantize_agreement.md``.
 """
 
 from __future__ import annotations
@@ -108,7 +114,8 @@ def worker(name: str, corpus: str, work: str, threads: int, iterations: int) -> 
         else:
             report = quantize(src, dst, calibration=calib_npz, threads=threads)
             entry.update(mode=report.mode, activation_type=report.activation_type, per_channel=report.per_channel,
-                         fusions=report.transformer_fusions, own_speedup=report.speedup, warnings=report.warnings)
+                         fusions=report.transformer_fusions, own_speedup=report.speedup, noisy=report.noisy,
+                         warnings=report.warnings)
         entry["quantize_s"] = time.perf_counter() - start
         entry["bytes"] = os.path.getsize(dst)
         paths[variant] = dst
@@ -169,16 +176,100 @@ def render(results: list[dict], threads: int, iterations: int, wall: float) -> s
                 f"{v.get('cosine', 1.0):.5f} | {v.get('max_abs', 0.0):.3g} | "
                 f"{'' if top1 is None else f'{top1:.0%}'} | {size / 1e6:.1f} | {v.get('quantize_s', 0):.1f} |"
             )
-    lines += ["", "onnxdeploy's own measurement during `quantize` (its report's speedup, interleaved, 4 s):", ""]
+    lines += ["", "onnxdeploy's own measurement during `quantize` (its report's speedup: interleaved blocks until the",
+              "~95% interval is within 10%, else noisy):", ""]
     for info in results:
         v = info["variants"]["onnxdeploy"]
-        lines.append(f"- {info['model']}: {v['own_speedup']:.2f}x" + (f"; warnings: {v['warnings']}" if v["warnings"] else ""))
+        lines.append(f"- {info['model']}: {v['own_speedup']:.2f}x faster{' (noisy)' if v.get('noisy') else ''}"
+                     + (f"; warnings: {v['warnings']}" if v["warnings"] else ""))
     lines += ["", NOTES]
     return "\n".join(lines) + "\n"
 
 
+def _agreement_models(folder: Path) -> dict[str, Path]:
+    """A small CNN and a small MatMul stack, saved in ``folder``."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, x, c_in = [], [], "x", 3
+    for i, c in enumerate([32, 64, 64, 64]):
+        inits += [numpy_helper.from_array((rng.standard_normal((c, c_in, 3, 3)) * 0.1).astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array(np.zeros(c, np.float32), f"b{i}")]
+        nodes += [helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], name=f"conv{i}", pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}")]
+        x, c_in = f"r{i}", c
+    cnn = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 64, 64])],
+                            [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)], inits)
+    h, f = 256, 1024
+    nodes, inits, x = [], [], "x"
+    for i in range(2):
+        inits += [numpy_helper.from_array((rng.standard_normal((h, f)) / 16).astype(np.float32), f"w1_{i}"),
+                  numpy_helper.from_array((rng.standard_normal((f, h)) / 32).astype(np.float32), f"w2_{i}")]
+        nodes += [helper.make_node("MatMul", [x, f"w1_{i}"], [f"m{i}"], name=f"fc1_{i}"),
+                  helper.make_node("Relu", [f"m{i}"], [f"g{i}"], name=f"act{i}"),
+                  helper.make_node("MatMul", [f"g{i}", f"w2_{i}"], [f"o{i}"], name=f"fc2_{i}"),
+                  helper.make_node("Add", [x, f"o{i}"], [f"x{i + 1}"], name=f"res{i}")]
+        x = f"x{i + 1}"
+    ffn = helper.make_graph(nodes, "ffn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 128, h])],
+                            [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)], inits)
+    paths = {}
+    for name, graph in (("cnn", cnn), ("ffn", ffn)):
+        paths[name] = folder / f"{name}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), paths[name])
+    return paths
+
+
+def _cli_json(args: list[str], env: dict) -> tuple[dict, float]:
+    start = time.perf_counter()
+    proc = subprocess.run([str(Path(sys.executable).parent / "onnxdeploy"), *args, "--json"], capture_output=True,
+                          text=True, env=env)
+    if proc.returncode:
+        raise SystemExit(f"onnxdeploy {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout), time.perf_counter() - start
+
+
+def agreement(work: Path, threads: int, out: Path) -> str:
+    """quantize's speedup vs `bench fp32 int8` on the same two files, each run twice."""
+    work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    rows = []
+    for name, path in _agreement_models(work).items():
+        q = work / f"{name}.int8.onnx"
+        for run in (1, 2):
+            rq, tq = _cli_json(["quantize", str(path), "-o", str(q), "--threads", str(threads)], env)
+            rb, tb = _cli_json(["bench", str(path), str(q), "--threads", str(threads)], env)
+            sq, sb = rq["speed"], rb["results"][1]["vs_first"]
+            rows.append(f"| {name} | {run} | {rq['mode']} | {sq['speedup']:.2f}x [{sq['low']:.2f}, {sq['high']:.2f}]"
+                        f"{' noisy' if sq['noisy'] else ''} ({sq['blocks']} blocks, {tq:.0f} s) | "
+                        f"{sb['speedup']:.2f}x [{sb['low']:.2f}, {sb['high']:.2f}]{' noisy' if sb['noisy'] else ''} "
+                        f"({sb['blocks']} blocks, {tb:.0f} s) | {sq['speedup'] / sb['speedup'] - 1:+.1%} |")
+            print(rows[-1], file=sys.stderr)
+    lines = [
+        "# quantize's speedup vs `bench fp32 int8` (same files, same timer)",
+        "",
+        f"Machine: {machine('onnx', 'onnxruntime', flags=True)}.",
+        f"Command: `.venv/bin/python {' '.join(['benchmarks/quantize.py'] + sys.argv[1:])}`; intra-op threads "
+        f"{threads}; every command in a fresh process. Speedup: median over interleaved blocks (settling run + 3 "
+        "timed runs of each model) of fp32 block median / int8 block median, with its ~95% interval; timed until "
+        "the interval is within 10% of the median, else reported noisy (quantize: 10 s budget per mode tried; "
+        "bench: at least 50 runs, 30 s budget). Seconds: the whole command.",
+        "",
+        "| model | run | mode | quantize: speedup [interval] | bench A B: speedup [interval] | quantize / bench |",
+        "|---|---|---|---|---|---|",
+        *rows,
+    ]
+    text = "\n".join(lines) + "\n"
+    from onnxdeploy.io import atomic_write_text
+
+    atomic_write_text(out, text)
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agreement", action="store_true", help="quantize's speedup vs bench's on the same files")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--corpus", default=str(ROOT / "build" / "optcorpus"), help="export cache (shared)")
     parser.add_argument("--work", default=str(ROOT / "build" / "quantize-bench"))
@@ -187,6 +278,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quantize.md"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.agreement:
+        print(agreement(Path(args.work) / "agreement", args.threads,
+                        Path(args.out).with_name("quantize_agreement.md") if args.out != parser.get_default("out")
+                        else ROOT / "benchmarks" / "results" / "quantize_agreement.md"))
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.corpus, args.work, args.threads, args.iterations)))
         return

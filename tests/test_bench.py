@@ -11,7 +11,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxdeploy.bench import bench, latency_stats, parse_profile, profile_svg, time_interleaved
+import onnxdeploy.bench as bench_mod
+from onnxdeploy.bench import (bench, latency_stats, measure_ratio, median_interval, parse_profile, profile_svg,
+                              time_interleaved)
 from onnxdeploy.errors import UserInputError
 
 
@@ -68,8 +70,9 @@ def test_bench_two_models_interleaved_and_batch_sizes(mlp_path, tmp_path):
         assert r.iterations == 7
         assert r.min <= r.p50 <= r.p90 <= r.p99 <= r.max
         assert r.throughput == pytest.approx(r.batch * 1000 / r.mean)
-    assert report.results[0].ratio == 1.0 and report.results[2].ratio == 1.0
-    assert report.results[1].ratio == pytest.approx(report.results[1].p50 / report.results[0].p50)
+    assert report.results[0].vs_first is None and report.results[2].vs_first is None  # first of each batch size
+    m = report.results[1].vs_first
+    assert m.low <= m.speedup <= m.high and m.runs == report.results[1].iterations
     assert report.settings["interleaved"] and report.settings["batch_sizes"] == [1, 4]
     assert json.dumps(report.to_dict())
 
@@ -133,7 +136,8 @@ def test_cli_table_json_and_errors(mlp_path, tmp_path, capsys, monkeypatch):
     onnx.save(_mlp(), other)
     assert main(["bench", str(mlp_path), str(other), "-n", "3", "--warmup", "1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "p50" in out and "mlp2.onnx" in out and "1.00x" in out and "vs 1st" in out
+    assert "p50" in out and "mlp2.onnx" in out and "reference" in out and "vs 1st" in out
+    assert "x faster" in out or "x slower" in out
     assert main(["bench", str(mlp_path), "-n", "2", "--batch", "3", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["results"][0]["batch"] == 3 and data["results"][0]["iterations"] == 2
@@ -176,3 +180,79 @@ def test_timed_input_shapes_are_reported_and_dims_left_at_1_warned(tmp_path, cap
     assert main(["bench", str(path), "-n", "2", "--warmup", "0"]) == 0
     captured = capsys.readouterr()
     assert "inputs: x 1x1x4" in captured.out and "warning: symbolic dim(s) timed at default sizes: seq=1" in captured.err
+
+
+def test_median_interval_known_values():
+    assert median_interval([1, 2, 3, 4, 5]) == (3.0, 1.0, 5.0)  # 5 values: min..max
+    mid, low, high = median_interval(list(range(1, 101)))
+    assert mid == 50.5 and (low, high) == (41.0, 60.0)  # order statistics 40..59 (0-based) of 100
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class _Session:
+    """Takes the next of ``costs`` seconds on the fake clock per run; no outputs."""
+
+    def __init__(self, clock: _Clock, costs) -> None:
+        self.clock, self.costs = clock, iter(costs)
+
+    def get_outputs(self):
+        return []
+
+    def run(self, names, feeds):
+        self.clock.t += next(self.costs)
+        return []
+
+
+def test_measure_ratio_stops_once_stable(monkeypatch):
+    import itertools
+
+    clock = _Clock()
+    monkeypatch.setattr(bench_mod, "clock", clock)
+    a, b = _Session(clock, itertools.repeat(0.010)), _Session(clock, itertools.repeat(0.004))
+    m = measure_ratio(a, b, {}, min_blocks=5, max_seconds=60, warmup=1)
+    assert m.blocks == 5 and m.runs == 15 and not m.noisy  # identical blocks: stable at the minimum
+    assert (m.speedup, m.low, m.high) == pytest.approx((2.5, 2.5, 2.5)) and m.a_ms == pytest.approx(10.0)
+
+
+def test_measure_ratio_reports_noise_when_the_budget_runs_out(monkeypatch):
+    import itertools
+
+    clock = _Clock()
+    monkeypatch.setattr(bench_mod, "clock", clock)
+    rng = np.random.default_rng(0)
+    a = _Session(clock, itertools.repeat(0.010))
+    b = _Session(clock, (float(rng.uniform(0.002, 0.008)) for _ in itertools.count()))  # 5x to 1.25x
+    m = measure_ratio(a, b, {}, min_blocks=5, max_seconds=2.0, warmup=1)
+    assert m.noisy and m.spread > 0.10 and m.seconds >= 2.0 and m.blocks > 5
+    m = measure_ratio(a, b, {}, min_blocks=5, max_blocks=7, max_seconds=1000, warmup=1)
+    assert m.blocks == 7
+
+
+def test_bench_of_several_models_times_until_the_ratios_are_stable(monkeypatch):
+    """Neither --iterations nor --duration: the default runs, then more blocks while the ratio is noisy."""
+    import itertools
+
+    clock = _Clock()
+    monkeypatch.setattr(bench_mod, "clock", clock)
+    rng = np.random.default_rng(0)
+    steady = itertools.repeat(0.010)
+    noisy_then_steady = itertools.chain([float(rng.uniform(0.002, 0.008)) for _ in range(200)],
+                                        itertools.repeat(0.005))
+    runners = [lambda: setattr(clock, "t", clock.t + next(steady)),
+               lambda: setattr(clock, "t", clock.t + next(noisy_then_steady))]
+    timings = time_interleaved(runners, warmup=0, stop=bench_mod.default_stop_rule(None, None, 2))
+    assert len(timings.blocks) > 50 and bench_mod.ratio_of(timings).spread <= 0.10
+
+
+def test_ratios_are_words_never_bare_factors():
+    from onnxdeploy.cli.output import fmt_ratio
+
+    assert fmt_ratio(2.9) == "2.90x faster" and fmt_ratio(1 / 1.3) == "1.30x slower"
+    assert fmt_ratio(1.0) == "1.00x faster" and fmt_ratio(None) == ""

@@ -16,7 +16,7 @@ import pytest
 from onnxdeploy import examples, io
 from onnxdeploy.cli.main import main
 from onnxdeploy.debug import compare, probe, reduce
-from onnxdeploy.errors import OutputsDisagree, UserInputError
+from onnxdeploy.errors import OutputsDisagree, UnsupportedError, UserInputError
 from onnxdeploy.run import SessionError
 
 @pytest.fixture(autouse=True)
@@ -90,8 +90,7 @@ def test_probe_does_not_modify_an_ir_model_passed_in():
 def test_probe_symbolic_dims_and_external_data(tmp_path: Path):
     path = tmp_path / "ext.onnx"
     io.save(examples.conv_bn_silu(), path, external_data=True, size_threshold_bytes=0)
-    data = tmp_path / "ext.onnx.data"
-    assert data.exists()
+    (data,) = tmp_path.glob("ext.onnx*.data")
     before = (path.read_bytes(), data.read_bytes())
     result = probe(path, tensors=["bn_out"], dims={"batch": 2, "height": 5, "width": 7})
     assert result["bn_out"].shape == (2, 32, 5, 7)
@@ -235,7 +234,7 @@ def test_compare_matches_renamed_tensors_by_node_then_by_position():
     assert [(m.name, m.other, m.how) for m in by_position.matches] == [
         ("a", "renamed_a", "position"), ("c", "renamed_c", "position"), ("d", "renamed_d", "position"),
         ("y", "y", "name")]
-    assert by_position.first_divergence.name == "c" and "b" in by_position.unmatched
+    assert by_position.first_divergence.name == "c" and "b" in [u.name for u in by_position.unmatched]
 
 
 def test_compare_models_that_cannot_be_matched():
@@ -252,8 +251,11 @@ def test_compare_unknown_tensor_and_tensor_subset(chain_paths):
     a, b = chain_paths
     with pytest.raises(UserInputError, match="no tensor named 'cc'"):
         compare(a, b, tensors=["cc"])
-    only = compare(a, b, tensors=["a"])
-    assert only.passed and [m.name for m in only.matches] == ["a"]
+    only = compare(a, b, tensors=["a"])  # --tensor limits the intermediates shown, never the verdict
+    assert [m.name for m in only.matches] == ["a"] and only.matches[0].passed
+    assert not only.passed and only.first_divergence is None
+    assert only.summary().startswith("outputs differ: 'y'")
+    assert only.summary().endswith("no matched intermediate tensor differs")
 
 
 def test_compare_one_model_two_optimization_levels(conv_bn_silu_path, capsys):
@@ -273,6 +275,125 @@ def test_compare_cli_exit_code_and_json(chain_paths, capsys):
     assert main(["compare", str(a), str(b), "--json", "--atol", "1", "--rtol", "1"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["passed"] and data["first_divergence"] is None and len(data["tensors"]) == 5
+
+
+# ---------------------------------------------------------------- the verdict comes from the models as they run
+
+
+def _qdq_conv(tmp_path: Path, name: str, *, axis: int) -> Path:
+    """Q/DQ -> Conv -> Q/DQ with per-channel int8 weights (scales differ a lot between channels).
+
+    ``axis`` is the weight DequantizeLinear's axis: 0 (per output channel, what QLinearConv supports) or 1 (per
+    input channel). onnxruntime fuses both into QLinearConv and applies the scales per OUTPUT channel: with
+    ``axis=1`` the model as it runs computes something else than its graph says. With every tensor exposed as an
+    output the fusion cannot happen and the graph's meaning is computed.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.array(np.float32(0.02)), "xs"),
+             numpy_helper.from_array(np.array(np.uint8(128)), "xz"),
+             numpy_helper.from_array(rng.integers(-100, 100, (4, 4, 3, 3)).astype(np.int8), "wq"),
+             numpy_helper.from_array(np.array([0.01, 0.1, 0.03, 0.5], np.float32), "ws"),
+             numpy_helper.from_array(np.zeros(4, np.int8), "wz"),
+             numpy_helper.from_array(np.array(np.float32(0.05)), "ys"),
+             numpy_helper.from_array(np.array(np.uint8(128)), "yz")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["x_q"], name="q_x"),
+             helper.make_node("DequantizeLinear", ["x_q", "xs", "xz"], ["x_dq"], name="dq_x"),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w_dq"], name="dq_w", axis=axis),
+             helper.make_node("Conv", ["x_dq", "w_dq"], ["conv"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("QuantizeLinear", ["conv", "ys", "yz"], ["y_q"], name="q_y"),
+             helper.make_node("DequantizeLinear", ["y_q", "ys", "yz"], ["y"], name="dq_y")]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
+    path = tmp_path / f"{name}.onnx"
+    io.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9), path)
+    return path
+
+
+def _qdq_inputs() -> dict[str, np.ndarray]:
+    # multiples of the input scale within its range: quantizing the input loses nothing
+    return {"x": (np.random.default_rng(1).integers(-20, 20, (1, 4, 8, 8)) * 0.02).astype(np.float32)}
+
+
+def test_compare_int8_model_wrong_as_it_runs_is_a_divergence(tmp_path: Path, capsys):
+    """The same int8 model unoptimized (the graph's meaning) vs optimized (fused into QLinearConv, which applies the
+    axis-1 scales per output channel): the outputs differ; every intermediate, exposed as an output, agrees."""
+    int8 = _qdq_conv(tmp_path, "int8", axis=1)
+    result = compare(int8, optimization_level="disable", optimization_level_b="all", inputs=_qdq_inputs())
+    assert not result.passed
+    assert [d.name for d in result.verdict.failures()] == ["y"] and result.verdict.max_abs > 1
+    assert len(result.matches) == 6 and all(m.passed for m in result.matches)  # they could not have told
+    assert result.first_divergence is None and "no matched intermediate tensor differs" in result.notes[0]
+    with pytest.raises(OutputsDisagree, match="outputs differ: 'y'"):
+        result.check()
+    npz = tmp_path / "inputs.npz"
+    np.savez(npz, **_qdq_inputs())
+    assert main(["compare", str(int8), "--opt-level", "disable", "--opt-level-b", "all", "--inputs", str(npz)]) == 3
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: outputs differ: 'y'" in err and "Traceback" not in err
+    with pytest.raises(UnsupportedError, match="differ only when the models run unmodified"):
+        reduce(int8, None, tmp_path / "r.onnx", inputs=_qdq_inputs(), optimization_level="disable",
+               optimization_level_b="all")
+    assert list(tmp_path.glob("r.*")) == []
+
+
+def test_compare_int8_model_right_as_it_runs_passes_with_a_note(tmp_path: Path, capsys):
+    # axis 0 and axis 1 run as the same fused kernel (same outputs); exposed as outputs, their weights differ
+    per_output = _qdq_conv(tmp_path, "axis0", axis=0)
+    per_input = _qdq_conv(tmp_path, "axis1", axis=1)
+    result = compare(per_output, per_input, inputs=_qdq_inputs())
+    assert result.passed and result.verdict.max_abs == 0.0 and result.first_divergence is None
+    assert {m.name for m in result.failures()} >= {"conv", "y"}
+    assert "intermediate tensors differ" in result.notes[0] and "while the outputs agree" in result.notes[0]
+    npz = tmp_path / "inputs.npz"
+    np.savez(npz, **_qdq_inputs())
+    assert main(["compare", str(per_output), str(per_input), "--inputs", str(npz)]) == 0
+    captured = capsys.readouterr()
+    assert "note" in captured.out and "differs" not in captured.out and "FIRST" not in captured.out
+    assert "1 output agree" in captured.err
+
+
+# ---------------------------------------------------------------- pairing after a rewrite
+
+
+def test_compare_after_conv_bn_fusion_by_optimize(conv_bn_silu_path, tmp_path: Path, capsys):
+    import onnxdeploy
+
+    fused = tmp_path / "fused.onnx"
+    io.save(onnxdeploy.optimize(conv_bn_silu_path).model, fused)
+    assert "BatchNormalization" not in [n.op_type for n in onnx.load(fused).graph.node]
+    dims = {"height": 16, "width": 16}
+    result = compare(conv_bn_silu_path, fused, dims=dims)
+    assert result.passed and result.failures() == []
+    by_name = {m.name: m for m in result.matches}
+    assert by_name["bn_out"].other == "bn_out" and "producer changed (BatchNormalization -> Conv)" in \
+        by_name["bn_out"].note
+    assert "conv_out" in [u.name for u in result.unmatched]
+    assert main(["compare", str(conv_bn_silu_path), str(fused), "--dim", "height=16", "--dim", "width=16"]) == 0
+    assert "differs" not in capsys.readouterr().out
+
+
+def test_compare_after_conv_bn_fusion_that_keeps_the_conv_name(conv_bn_silu_path, tmp_path: Path, capsys):
+    """A fusion that names the fused Conv's output like A's pre-BN Conv output: same name, another meaning."""
+    import onnxdeploy
+
+    fused = io.as_proto(onnxdeploy.optimize(conv_bn_silu_path).model)
+    for node in fused.graph.node:  # the fused Conv writes "conv_out"; its consumers read it
+        node.output[:] = ["conv_out" if o == "bn_out" else o for o in node.output]
+        node.input[:] = ["conv_out" if i == "bn_out" else i for i in node.input]
+    path = tmp_path / "fused_conv_name.onnx"
+    io.save(fused, path)
+    result = compare(conv_bn_silu_path, path, dims={"height": 16, "width": 16})
+    assert result.passed and result.failures() == []
+    by_name = {m.name: m for m in result.matches}
+    assert (by_name["bn_out"].other, by_name["bn_out"].how) == ("conv_out", "value")
+    assert "conv_out" not in by_name  # A's pre-BN tensor is not paired with the fused output
+    reason = {u.name: u.reason for u in result.unmatched}["conv_out"]
+    assert "computed differently (Conv weights" in reason and "holds the values of 'bn_out'" in reason
+    assert main(["compare", str(conv_bn_silu_path), str(path), "--dim", "height=16", "--dim", "width=16"]) == 0
+    captured = capsys.readouterr()
+    assert "differs" not in captured.out and "unmatched: conv_out" in " ".join(captured.err.split())
 
 
 # ---------------------------------------------------------------- reduce
@@ -403,6 +524,90 @@ def test_torch_vs_onnx_reports_the_first_diverging_module(torch_target, tmp_path
     assert "first divergence: module 'layers.1'" in " ".join(captured.err.split())
 
 
+SHARED_AND_INPLACE = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+    class Shared(nn.Module):
+        # one layer called twice (weight sharing, as ALBERT's layers)
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(8, 8)
+            self.head = nn.Linear(8, 4)
+
+        def forward(self, x):
+            y = torch.tanh(self.layer(x))
+            y = torch.tanh(self.layer(y))
+            return self.head(y)
+
+    class Residual(nn.Module):
+        # an in-place residual add on a submodule's output (as transformers' ResNet blocks)
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(8, 8)
+            self.act = nn.ReLU()
+
+        def forward(self, x):
+            y = self.lin(x)
+            y += x
+            return self.act(y)
+
+    def shared():
+        torch.manual_seed(0)
+        return Shared().eval(), (torch.randn(2, 8),)
+
+    def residual():
+        torch.manual_seed(0)
+        return Residual().eval(), (torch.randn(2, 8),)
+""")
+
+
+@pytest.fixture
+def shared_inplace_file(tmp_path: Path) -> Path:
+    pytest.importorskip("torch")
+    path = tmp_path / "nets.py"
+    path.write_text(SHARED_AND_INPLACE)
+    return path
+
+
+def _export_plain(target: str, path: Path, *, dynamo: bool) -> Path:
+    import torch
+
+    from onnxdeploy.torch_target import load_torch_target
+
+    t = load_torch_target(target)
+    if dynamo:
+        torch.onnx.export(t.module, t.example_inputs, dynamo=True, verbose=False).save(str(path))
+    else:
+        torch.onnx.export(t.module, t.example_inputs, str(path), dynamo=False, opset_version=17)
+    return path
+
+
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+def test_torch_vs_onnx_module_called_twice_is_a_row_per_call(shared_inplace_file, tmp_path: Path, dynamo: bool,
+                                                            capsys):
+    target = f"{shared_inplace_file}:shared"
+    onnx_path = _export_plain(target, tmp_path / "shared.onnx", dynamo=dynamo)
+    result = compare(target, onnx_path)
+    assert result.passed and result.failures() == [], result.summary()
+    rows = {m.name: m for m in result.matches}
+    assert [m.name for m in result.matches if m.name.startswith("layer")] == ["layer#0", "layer#1"]
+    first, second = (onnx.load(onnx_path).graph.node[k].output[0] for k in (0, 2))  # Gemm, Tanh, Gemm, Tanh, Gemm
+    assert (rows["layer#0"].other, rows["layer#1"].other) == (first, second)  # in call order
+    assert main(["compare", target, str(onnx_path)]) == 0
+    assert "layer#1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+def test_torch_vs_onnx_in_place_residual_keeps_what_was_captured(shared_inplace_file, tmp_path: Path, dynamo: bool):
+    target = f"{shared_inplace_file}:residual"
+    onnx_path = _export_plain(target, tmp_path / "residual.onnx", dynamo=dynamo)
+    result = compare(target, onnx_path)
+    assert result.passed and result.failures() == [], result.summary()
+    assert {"lin", "act"} <= {m.name for m in result.matches}
+    assert main(["compare", target, str(onnx_path)]) == 0
+
+
 def test_torch_vs_onnx_without_exporter_metadata(torch_target, conv_bn_silu_path):
     with pytest.raises(UserInputError, match="cannot map the tensors"):
         compare(torch_target, conv_bn_silu_path)
@@ -421,6 +626,38 @@ def test_cli_modules_import_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
+
+
+def test_debug_modules_import_without_cycles_or_private_names():
+    """debug/* and its CLI modules: no import cycle (imports inside functions included), no private name imported
+    from another module, and the CLI modules import only cli.common/cli.output and the public API."""
+    import ast
+
+    import onnxdeploy
+
+    root = Path(onnxdeploy.__file__).parent
+    files = {f"onnxdeploy.debug.{p.stem}": p for p in (root / "debug").glob("*.py") if p.stem != "__init__"}
+    files.update({f"onnxdeploy.cli.{n}": root / "cli" / f"{n}.py" for n in ("compare", "probe", "reduce")})
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        graph[module] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("onnxdeploy"):
+                continue
+            private = [a.name for a in node.names if a.name.startswith("_")]
+            assert not private, f"{module} imports private {private} from {node.module}"
+            graph[module].add(node.module)
+            if module.startswith("onnxdeploy.cli."):
+                assert node.module in ("onnxdeploy.cli.common", "onnxdeploy.cli.output", "onnxdeploy.cli",
+                                       "onnxdeploy.debug", "onnxdeploy.errors"), f"{module} imports {node.module}"
+
+    def visit(module: str, stack: list[str]) -> None:
+        assert module not in stack, "import cycle: " + " -> ".join([*stack, module])
+        for dep in graph.get(module, ()):
+            visit(dep, [*stack, module])
+
+    for module in graph:
+        visit(module, [])
 
 
 def test_reduce_fp16_model_against_its_fp32_original(tmp_path: Path):

@@ -20,15 +20,31 @@ def test_deploy_builtin_example_to_openvino(tmp_path):
     report = deploy(None, target="openvino", output_dir=out, bench_seconds=0.1)
     assert report.passed
     status = {s.name: s.status for s in report.steps}
-    assert status == {"export": "ok", "check": "ok", "optimize": "ok", "legalize": "ok", "quantize": "skipped",
-                      "convert": "ok", "benchmark": "ok"}
-    assert all(s.parity.passed for s in report.steps if s.parity is not None)
+    assert status == {"export": "passed", "check": "passed", "optimize": "passed", "legalize": "passed",
+                      "quantize": "skipped", "convert": "passed", "benchmark": "passed"}
+    assert all(s.verification.passed for s in report.steps if s.verification is not None)
+    # the example's declared dynamic dims survive every step, the OpenVINO artefact included
+    for name in ("01-model.onnx", "02-optimized.onnx", "03-legalized.onnx"):
+        assert _input_dims(out / name) == ["batch", 3, "height", "width"], name
+    import openvino as ov
+
+    assert ov.Core().read_model(str(out / "05-model-openvino.xml")).inputs[0].get_partial_shape().is_dynamic
+    # verified at two shapes, benchmarked at the example's size
+    assert len(next(s for s in report.steps if s.name == "convert").verification.comparisons) == 2
+    assert report.bench_inputs == {"input": [1, 3, 64, 64]}
     assert (out / "05-model-openvino.xml").exists() and (out / "05-model-openvino.bin").exists()
     data = json.loads((out / "deploy.json").read_text())
     assert data["passed"] and {r["engine"] for r in data["latency"]} == {"onnxruntime", "openvino"}
     html = (out / "report.html").read_text()
-    for text in ("Steps and parity", "Latency", "<svg", "Operators before and after", "Graph of the final"):
+    for text in ("Steps and verification", "Latency", "<svg", "Operators before and after", "Graph of the final"):
         assert text in html
+    assert html.index('class="headline passed"') < html.index("Steps and verification")
+
+
+def _input_dims(path) -> list:
+    from onnxdeploy.run import input_specs
+
+    return list(input_specs(str(path))[0].shape)
 
 
 def test_deploy_onnx_to_ort_mobile_with_dynamic_quantization(conv_bn_silu_path, tmp_path):
@@ -36,8 +52,8 @@ def test_deploy_onnx_to_ort_mobile_with_dynamic_quantization(conv_bn_silu_path, 
                     dims={"height": 16, "width": 16}, bench_seconds=0.05)
     steps = {s.name: s for s in report.steps}
     assert steps["export"].status == "skipped" and "source is ONNX" in steps["export"].message
-    assert steps["quantize"].status in ("ok", "unavailable")
-    assert steps["convert"].parity.passed and Path(report.final_artifact).suffix == ".ort"
+    assert steps["quantize"].status in ("passed", "unavailable")
+    assert steps["convert"].verification.passed and Path(report.final_artifact).suffix == ".ort"
 
 
 def test_deploy_to_ascend_prints_the_atc_command(conv_bn_silu_path, tmp_path):
@@ -58,7 +74,7 @@ def _boom(*args, **kwargs):
     ("optimize", "onnxdeploy.optimize.optimize"),
     ("legalize", "onnxdeploy.legalize.legalize"),
     ("convert", "onnxdeploy.targets.convert"),
-    ("benchmark", "onnxdeploy.deploy.time_model"),
+    ("benchmark", "onnxdeploy.deploy.time_runner"),
 ])
 def test_a_failing_step_stops_and_keeps_earlier_artefacts(conv_bn_silu_path, tmp_path, monkeypatch, step, patch):
     module, _, name = patch.rpartition(".")
@@ -149,4 +165,163 @@ def test_dims_reach_the_optimize_step(tmp_path):
     report = deploy(src, target="onnxruntime", output_dir=tmp_path / "out", dims={"h": 30, "w": 30},
                     benchmark=False)
     steps = {s.name: s.status for s in report.steps}
-    assert steps["optimize"] == "ok" and steps["convert"] == "ok", steps
+    assert steps["optimize"] == "passed" and steps["convert"] == "passed", steps
+
+
+TORCH_TARGET = """
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+def build():
+    torch.manual_seed(0)
+    return Net().eval(), (torch.randn(1, 3, 8, 8),)
+"""
+
+
+@pytest.fixture
+def torch_target(tmp_path):
+    pytest.importorskip("torch")
+    path = tmp_path / "net.py"
+    path.write_text(TORCH_TARGET)
+    return f"{path}:build"
+
+
+def test_deploy_torch_target_with_dynamic_keeps_the_dims(torch_target, tmp_path):
+    report = deploy(torch_target, target="onnxruntime", output_dir=tmp_path / "o", benchmark=False,
+                    dynamic={"x": {0: "batch", 2: "height", 3: "width"}})
+    assert report.passed, report.headline
+    assert "dynamic dims x: 0=batch, 2=height, 3=width" in report.steps[0].message
+    for name in ("01-model.onnx", "02-optimized.onnx", "03-legalized.onnx"):
+        assert _input_dims(tmp_path / "o" / name) == ["batch", 3, "height", "width"], name
+    assert report.inputs == {"x": ["batch", 3, "height", "width"]}
+
+
+def test_deploy_torch_target_without_dynamic_exports_fixed_shapes(torch_target, tmp_path):
+    report = deploy(torch_target, target="onnxruntime", output_dir=tmp_path / "o", benchmark=False)
+    assert report.passed and _input_dims(tmp_path / "o" / "01-model.onnx") == [1, 3, 8, 8]
+    assert "fixed shapes (no --dynamic)" in report.steps[0].message
+
+
+def test_cli_deploy_dynamic_has_the_syntax_of_export(torch_target, tmp_path, capsys):
+    from onnxdeploy.cli.main import main
+
+    rc = main(["deploy", torch_target, "--dynamic", "x:0=batch", "-o", str(tmp_path / "o"), "--skip", "benchmark",
+               "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert rc == 0 and data["passed"] and data["inputs"] == {"x": ["batch", 3, 8, 8]}
+
+
+def test_dynamic_is_refused_for_an_onnx_source(conv_bn_silu_path, tmp_path):
+    from onnxdeploy.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="--dynamic applies to a PyTorch source"):
+        deploy(conv_bn_silu_path, output_dir=tmp_path / "o", dynamic={"input": {0: "batch"}})
+
+
+def _optimize_that_fixes_dims(monkeypatch):
+    import onnxdeploy.optimize as mod
+
+    real = mod.optimize
+
+    def fixing(model, **kwargs):
+        kwargs["fix_dims"] = True
+        return real(model, **kwargs)
+
+    monkeypatch.setattr(mod, "optimize", fixing)
+
+
+def test_a_step_that_changes_the_interface_fails_and_the_report_says_so_first(conv_bn_silu_path, tmp_path,
+                                                                               monkeypatch, capsys):
+    from onnxdeploy.cli.main import main
+
+    _optimize_that_fixes_dims(monkeypatch)
+    out = tmp_path / "o"
+    rc = main(["deploy", str(conv_bn_silu_path), "-o", str(out), "--dim", "batch=1", "--skip", "benchmark"])
+    captured = capsys.readouterr()
+    assert rc != 0
+    headline = "FAILED at step optimize: the artefact's interface changed: dims: input 'input' dim 0 is fixed to 1"
+    assert " ".join(captured.out.split()).startswith(headline)  # the verdict is the first thing printed
+    assert "deploy stopped at step 'optimize'" in captured.err and "--fix-dims" in captured.err
+    data = json.loads((out / "deploy.json").read_text())
+    assert data["failed_step"] == "optimize" and data["headline"].startswith(headline)
+    assert any("dim 0 is fixed to 1, was symbolic 'batch'" in c for c in data["interface_changes"])
+    html = (out / "report.html").read_text()
+    assert html.index("headline failed") < html.index("Steps and verification")
+    assert not (out / "03-legalized.onnx").exists()
+
+
+def test_fix_dims_asks_for_the_change(conv_bn_silu_path, tmp_path):
+    report = deploy(conv_bn_silu_path, output_dir=tmp_path / "o", dims={"batch": 1}, fix_dims=True,
+                    benchmark=False)
+    assert report.passed, report.headline
+    assert _input_dims(tmp_path / "o" / "02-optimized.onnx") == [1, 3, "height", "width"]
+    optimize_step = next(s for s in report.steps if s.name == "optimize")
+    assert any("dims fixed as asked" in n for n in optimize_step.notes)
+    assert any("dim 0 is fixed to 1" in c for c in optimize_step.verification.allowed_changes)
+
+
+def test_dims_alone_stay_symbolic(conv_bn_silu_path, tmp_path):
+    report = deploy(conv_bn_silu_path, output_dir=tmp_path / "o", dims={"batch": 1}, benchmark=False)
+    assert report.passed and _input_dims(report.final_artifact) == ["batch", 3, "height", "width"]
+
+
+def test_cli_skip_optimize(conv_bn_silu_path, tmp_path, capsys):
+    from onnxdeploy.cli.main import main
+
+    out = tmp_path / "o"
+    rc = main(["deploy", str(conv_bn_silu_path), "-o", str(out), "--skip", "optimize", "--skip", "benchmark",
+               "--json"])
+    data = json.loads(capsys.readouterr().out)
+    steps = {s["name"]: s for s in data["steps"]}
+    assert rc == 0 and data["passed"] and data["skipped"] == ["benchmark", "optimize"]
+    assert steps["optimize"]["status"] == "skipped" and steps["optimize"]["message"] == "--skip optimize"
+    assert not (out / "02-optimized.onnx").exists() and (out / "03-legalized.onnx").exists()
+
+
+@pytest.mark.parametrize("name,message", [
+    ("optimise", "error: --skip optimise: no such step; did you mean optimize?"),
+    ("export", "error: --skip export: every later step needs its model"),
+])
+def test_cli_skip_refuses_a_bad_name_in_one_line(conv_bn_silu_path, tmp_path, name, message):
+    proc = subprocess.run([str(Path(__file__).parents[1] / ".venv" / "bin" / "onnxdeploy"), "deploy",
+                           str(conv_bn_silu_path), "-o", str(tmp_path / "o"), "--skip", name],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[0] == message, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "o").exists()
+
+
+def test_pipeline_is_data():
+    from onnxdeploy.deploy import PIPELINE, STEPS, check_skip
+
+    assert STEPS == ("export", "check", "optimize", "legalize", "quantize", "convert", "benchmark")
+    assert all(callable(step.run) and step.description for step in PIPELINE)
+    assert check_skip(["benchmark", "check"]) == {"benchmark", "check"}
+
+
+def test_cli_optimize_dim_keeps_the_dim_symbolic(conv_bn_silu_path, tmp_path, capsys):
+    from onnxdeploy.cli.main import main
+
+    out = tmp_path / "o.onnx"
+    assert main(["optimize", str(conv_bn_silu_path), "-o", str(out), "--dim", "batch=1"]) == 0
+    assert _input_dims(out) == ["batch", 3, "height", "width"]
+    assert "these dims stay symbolic" in capsys.readouterr().err
+
+
+def test_cli_optimize_fix_dims_makes_the_dim_static_and_says_so(conv_bn_silu_path, tmp_path, capsys):
+    from onnxdeploy.cli.main import main
+
+    out = tmp_path / "o.onnx"
+    assert main(["optimize", str(conv_bn_silu_path), "-o", str(out), "--dim", "batch=1", "--fix-dims",
+                 "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert _input_dims(out) == [1, 3, "height", "width"]
+    assert data["fixed_dims"] == {"batch": 1} and any("dims fixed as asked" in n for n in data["notes"])

@@ -90,7 +90,7 @@ def test_npy_and_pb_inputs_agree(conv_bn_silu_path, tmp_path, capsys):
     assert a.shape == (2, 32, 4, 4)
     assert main(["run", str(conv_bn_silu_path), "--input", f"input={tmp_path / 'input_0.pb'}", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["outputs"]["values"]["shape"] == [2, 32, 4, 4] and data["comparison"] is None
+    assert data["outputs"]["values"]["shape"] == [2, 32, 4, 4] and data["expected"] is None
 
 
 def test_dim_and_shape_options(conv_bn_silu_path, capsys):
@@ -158,7 +158,7 @@ def test_output_npz_and_expect(resize_conv_add_path, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npz", "out.npz", "resize_conv_add.onnx"]  # no temp files
     # same inputs: passes
     assert main(["run", str(resize_conv_add_path), "--inputs", str(tmp_path / "in.npz"), "--expect", str(out)]) == 0
-    assert "match" in capsys.readouterr().out
+    assert "expected vs run: passed" in " ".join(capsys.readouterr().out.split())
     # other inputs: exit code 3
     other = examples.resize_conv_add_inputs(seed=1)
     np.savez(tmp_path / "in1.npz", **other)
@@ -184,7 +184,7 @@ def test_expect_test_data_dir(conv_bn_silu_path, tmp_path, capsys):
     capsys.readouterr()
     (data / "output_0.pb").write_bytes(numpy_helper.from_array(ref + 1, "values").SerializeToString())
     assert main(["run", str(conv_bn_silu_path), "--inputs", str(data), "--expect", str(data), "--json"]) == 3
-    assert json.loads(capsys.readouterr().out)["comparison"]["passed"] is False
+    assert json.loads(capsys.readouterr().out)["expected"]["passed"] is False
 
 
 def test_expect_unknown_output(conv_bn_silu_path, tmp_path, capsys):

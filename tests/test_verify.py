@@ -144,3 +144,16 @@ def test_convert_cli_takes_the_shared_input_options(tmp_path: Path, capsys):
 
     data = json.loads(capsys.readouterr().out)
     assert data["parity"]["passed"] and data["parity"]["comparisons"][0]["label"].endswith("the given inputs")
+
+
+def test_edit_verifies_at_two_shapes_when_dims_are_symbolic(conv_bn_silu_path: Path):
+    from onnxdeploy.edit import Editor
+
+    editor = Editor(conv_bn_silu_path)
+    conv = next(n for n in editor.model.graph if n.op_type == "Conv")
+    editor.rename_tensor(editor.model.graph.outputs[0].name, "renamed_output")
+    editor.extract([editor.model.graph.inputs[0].name], [conv.outputs[0].name])
+    report = editor.finish()
+    checks = [v for v in report.verifications if v.comparison is not None]
+    assert checks and all(v.passed for v in checks)
+    assert len(checks[0].comparison.shapes) == 2

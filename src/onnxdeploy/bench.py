@@ -480,7 +480,7 @@ def bench(
     kernel times; ``svg`` writes them as a bar chart (atomically).
     """
     from onnxdeploy.io import atomic_write_text
-    from onnxdeploy.run import create_session, input_specs, prepare_inputs, run_session
+    from onnxdeploy.run import create_session, run_session
 
     if isinstance(models, (str, os.PathLike)) or not isinstance(models, Sequence):
         models = [models]
@@ -502,47 +502,29 @@ def bench(
 
     results: list[LatencyStats] = []
     feeds_by_batch: dict[int | None, list[dict]] = {}
+    stop = default_stop_rule(iterations, duration, len(models))
     for b_index, batch in enumerate(batches):
-        feeds_list: list[dict] = []
-        cache: dict[str, dict] = {}
-        for name, proto in zip(names, protos):
-            key = repr([s.to_dict() for s in input_specs(proto)])
-            if key not in cache:
-                d = _dims_for_batch(proto, batch, dims or {}, name)
-                cache[key] = prepare_inputs(proto, inputs=inputs, dims=d, shapes=shapes, seed=seed)
-            feeds_list.append(cache[key])
-        feeds_by_batch[batch] = feeds_list
-        runners = [
-            (lambda s=s, f=f: run_session(s, f)) for s, f in zip(sessions, feeds_list)
-        ]
+        feeds_by_batch[batch] = _batch_feeds(names, protos, batch, inputs=inputs, dims=dims, shapes=shapes, seed=seed)
+        runners = [(lambda s=s, f=f: run_session(s, f)) for s, f in zip(sessions, feeds_by_batch[batch])]
 
         def step(fraction: float, b_index=b_index, batch=batch) -> None:
             if on_progress:
                 on_progress(f"batch {batch}" if batch else "timing", (b_index + fraction) / len(batches))
 
-        timings = time_interleaved(runners, warmup=warmup, iterations=iterations, duration=duration,
-                                   stop=_stop_rule(iterations, duration, len(models)), on_step=step)
-        stats = [latency_stats(n, batch, timings.runs(i)) for i, n in enumerate(names)]
-        for i, (s, f) in enumerate(zip(stats, feeds_list)):
-            s.vs_first = ratio_of(timings, 0, i) if i else None
-            s.inputs = {k: "x".join(map(str, getattr(v, "shape", ()))) or "scalar" for k, v in f.items()}
-        results.extend(stats)
+        timings = time_interleaved(runners, warmup=warmup, iterations=iterations, duration=duration, stop=stop,
+                                   on_step=step)
+        results.extend(_batch_stats(names, batch, timings, feeds_by_batch[batch]))
 
     profiles: dict[str, list[OpTime]] = {}
     svg_path = None
     if profile:
-        first = batches[0]
         for i, (name, model) in enumerate(zip(names, models)):
             if on_progress:
                 on_progress(f"profiling {name}", 1.0)
             profiles[name] = _profile(
-                model if isinstance(model, (str, os.PathLike)) else protos[i],
-                feeds_by_batch[first][i],
-                providers=providers,
-                threads=threads,
-                optimization_level=optimization_level,
-                warmup=min(warmup, 3),
-                runs=profile_runs,
+                model if isinstance(model, (str, os.PathLike)) else protos[i], feeds_by_batch[batches[0]][i],
+                providers=providers, threads=threads, optimization_level=optimization_level,
+                warmup=min(warmup, 3), runs=profile_runs,
             )
         if svg is not None:
             svg_path = str(atomic_write_text(svg, profile_svg(profiles)))
@@ -559,7 +541,7 @@ def bench(
         "providers": [p for p in (providers or ["cpu"])],
         "optimization_level": optimization_level or "all",
         "interleaved": len(models) > 1,
-        "until_stable": _stop_rule(iterations, duration, len(models)) is not None,
+        "until_stable": stop is not None,
     }
     if settings["until_stable"]:
         settings["iterations"] = None
@@ -570,7 +552,30 @@ def bench(
     return report
 
 
-def _stop_rule(iterations: int | None, duration: float | None, models: int) -> StopRule | None:
+def _batch_feeds(names, protos, batch: int | None, *, inputs, dims, shapes, seed: int) -> list[dict]:
+    """Inputs of each model at one batch size; models with the same input specs get the same arrays."""
+    from onnxdeploy.run import input_specs, prepare_inputs
+
+    feeds_list: list[dict] = []
+    cache: dict[str, dict] = {}
+    for name, proto in zip(names, protos):
+        key = repr([s.to_dict() for s in input_specs(proto)])
+        if key not in cache:
+            d = _dims_for_batch(proto, batch, dims or {}, name)
+            cache[key] = prepare_inputs(proto, inputs=inputs, dims=d, shapes=shapes, seed=seed)
+        feeds_list.append(cache[key])
+    return feeds_list
+
+
+def _batch_stats(names, batch: int | None, timings: Timings, feeds_list: list[dict]) -> list[LatencyStats]:
+    stats = [latency_stats(n, batch, timings.runs(i)) for i, n in enumerate(names)]
+    for i, (s, f) in enumerate(zip(stats, feeds_list)):
+        s.vs_first = ratio_of(timings, 0, i) if i else None
+        s.inputs = {k: "x".join(map(str, getattr(v, "shape", ()))) or "scalar" for k, v in f.items()}
+    return stats
+
+
+def default_stop_rule(iterations: int | None, duration: float | None, models: int) -> StopRule | None:
     """Several models and neither a count nor a duration: at least the default runs, then until every ratio to
     the first is stable (or :data:`MAX_STABLE_SECONDS` ran out)."""
     if models < 2 or iterations is not None or duration is not None:

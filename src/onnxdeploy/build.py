@@ -16,7 +16,7 @@ outputs' dtype and shape at once, so a wrong input fails on the line that wrote 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -345,7 +345,101 @@ def check_model(model: "ir.Model", *, strict: bool = True) -> None:
 
     Raises :class:`InvalidModelError` naming the node and the problem.
     """
-    from onnxdeploy.edit import infer_shapes, run_checker
-
     run_checker(model)
     infer_shapes(model, strict=strict)
+
+
+STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+# ---------------------------------------------------------------- checks shared with the builder
+
+
+def call_onnx(func: Callable, model: "ir.Model"):
+    """Call an onnx C API on the model with big initializers left out (onnx-ir's helper; the model is unchanged)."""
+    from onnx_ir.passes.common import _c_api_utils
+
+    return _c_api_utils.call_onnx_api(func, model)
+
+
+def run_checker(model: "ir.Model") -> None:
+    """The ONNX checker; raises :class:`InvalidModelError` with its first line."""
+    import onnx
+
+    try:
+        from onnxdeploy.io import without_external_data
+
+        # external tensors resolved against the model's folder by io, never against the current directory
+        call_onnx(lambda proto: onnx.checker.check_model(without_external_data(proto)), model)
+    except onnx.checker.ValidationError as err:
+        raise InvalidModelError(f"ONNX checker: {onnx_error_text(err)}") from err
+
+
+def infer_shapes(model: "ir.Model", *, strict: bool = True) -> list[str]:
+    """Re-infer every dtype and shape of the main graph from its inputs; return notes on corrected outputs.
+
+    Stale intermediate shapes and the declared shapes of graph outputs are dropped first, so inference starts from
+    the inputs alone; a declared output shape that contradicts the computed one is replaced (and noted). Outputs of
+    custom-domain nodes keep their declared types, which ONNX cannot infer.
+    """
+    import onnx
+    import onnx_ir as ir
+
+    graph = model.graph
+    keep = {v.name for n in graph for v in n.outputs if n.domain not in STANDARD_DOMAINS}
+
+    def infer(proto):
+        vis = [vi for vi in proto.graph.value_info if vi.name in keep]
+        del proto.graph.value_info[:]
+        proto.graph.value_info.extend(vis)
+        for out in proto.graph.output:
+            if out.name not in keep and out.type.HasField("tensor_type"):
+                out.type.tensor_type.ClearField("shape")
+        return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=strict, data_prop=True)
+
+    try:
+        inferred = call_onnx(infer, model)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as err:
+        raise InvalidModelError(f"shape inference: {onnx_error_text(err)}") from err
+    types = {vi.name: vi for vi in [*inferred.graph.value_info, *inferred.graph.output]}
+    notes = []
+    outputs = set(graph.outputs)
+    for node in graph:
+        for value in node.outputs:
+            vi = types.get(value.name)
+            if vi is None or not vi.type.HasField("tensor_type") or not vi.type.tensor_type.elem_type:
+                continue
+            new = ir.serde.deserialize_value_info_proto(vi, None)
+            if value in outputs and value.shape is not None and new.shape is not None and not _compatible(
+                    value.shape, new.shape):
+                notes.append(f"output {value.name!r} was declared {format_shape(value.shape)} but computes "
+                             f"{format_shape(new.shape)}; corrected")
+            if value in outputs and value.dtype is not None and new.dtype != value.dtype:
+                notes.append(f"output {value.name!r} dtype {dtype_name(value.dtype)} -> {dtype_name(new.dtype)}")
+            value.type = new.type
+            if new.shape is not None:
+                value.shape = _keep_names(value.shape, new.shape)
+    return notes
+
+
+def _compatible(a: "ir.Shape", b: "ir.Shape") -> bool:
+    if len(a) != len(b):
+        return False
+    return all(not isinstance(x, int) or not isinstance(y, int) or x == y for x, y in zip(a, b))
+
+
+def _keep_names(old: "ir.Shape | None", new: "ir.Shape") -> "ir.Shape":
+    """Prefer the declared symbolic names (batch) over ONNX's generated ones (unk__3) where they agree."""
+    import onnx_ir as ir
+
+    if old is None or len(old) != len(new):
+        return new
+    dims = []
+    for o, n in zip(old, new):
+        if not isinstance(n, int) and (n.value is None or str(n.value).startswith("unk__")) and not isinstance(o, int):
+            dims.append(o)
+        else:
+            dims.append(n)
+    return ir.Shape(dims)
+
+

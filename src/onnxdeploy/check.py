@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from onnxdeploy.targets import get_target
+from onnxdeploy.targets.base import get_target
 from onnxdeploy.targets.base import CheckReport, Problem, Target, first_names, has_function_body
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def default_opset(model: "ir.Model") -> int:
     return model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
 
 
-def _slot_allows_int32(node: "ir.Node", index: int, opset: int) -> bool | None:
+def slot_allows_int32(node: "ir.Node", index: int, opset: int) -> bool | None:
     """Whether input ``index`` of ``node`` may be int32 by its ONNX schema (None: unknown op)."""
     from onnx import defs
 
@@ -79,12 +79,22 @@ def _slot_allows_int32(node: "ir.Node", index: int, opset: int) -> bool | None:
     return None
 
 
+def own_type_var(node: "ir.Node", index: int, opset: int) -> bool:
+    """True when input ``index`` has a type variable no other input or output of the node shares."""
+    from onnx import defs
+
+    schema = defs.get_schema(node.op_type, opset, "")
+    formals = list(schema.inputs)
+    mine = formals[min(index, len(formals) - 1)].type_str
+    others = [f.type_str for k, f in enumerate(formals) if k != min(index, len(formals) - 1)]
+    others += [f.type_str for f in schema.outputs]
+    return mine not in others
+
+
 def _narrowable_slot(node: "ir.Node", index: int, opset: int) -> bool:
     """Whether ``legalize`` can narrow a constant at this input on its own (the slot has its own type variable)."""
-    from onnxdeploy.legalize import _own_type_var
-
     try:
-        return _own_type_var(node, index, opset)
+        return own_type_var(node, index, opset)
     except Exception:  # noqa: BLE001 - no schema
         return False
 
@@ -105,7 +115,7 @@ def int64_uses(model: "ir.Model") -> dict[str, list[str]]:
         for j, v in enumerate(node.inputs):
             if v is None or v.dtype != ir.DataType.INT64 or v.is_graph_input() or node.op_type == "Cast":
                 continue  # a Cast is how an engine narrows int64 it must produce (ArgMax, Shape, ...)
-            if _slot_allows_int32(node, j, opset):
+            if slot_allows_int32(node, j, opset):
                 const = v.const_value is not None or (v.producer() is not None and v.producer().op_type == "Constant")
                 if const and not _narrowable_slot(node, j, opset):
                     const = False  # shares its type with other int64 values: legalize cannot narrow it alone
@@ -115,7 +125,7 @@ def int64_uses(model: "ir.Model") -> dict[str, list[str]]:
 
 def check(model: "ModelLike", target: str | Target = "onnxruntime", *, use_engine: bool = True) -> CheckReport:
     """Every op, dtype and opset problem of ``model`` on ``target``; never modifies the model."""
-    from onnxdeploy.legalize import applicable_rule
+    from onnxdeploy.rules import applicable_rule
 
     t = get_target(target)
     m = typed_model(model)
@@ -215,7 +225,7 @@ def _engine_problems(t: Target, model: "ModelLike", m: "ir.Model") -> list[Probl
             return [Problem("engine", t.name, nodes, text if text.lower().startswith(t.name.lower())
                             else f"{t.name} could not read the model: {text}")]
     out = []
-    from onnxdeploy.legalize import applicable_rule
+    from onnxdeploy.rules import applicable_rule
 
     by_output = {v.name: node_label(n, i) for i, n in enumerate(m.graph) for v in n.outputs}
     for op, nodes in sorted(missing.items()):

@@ -1,42 +1,67 @@
 """``deploy(source, target=..., output_dir=...)``: PyTorch or ONNX -> verified artefact for a target, with a report.
 
-Steps: export (PyTorch sources) -> check -> optimize -> legalize -> quantize (if asked) -> convert -> benchmark.
-After every step that changes the model, its outputs are compared with the reference (the first ONNX model on
-onnxruntime, itself checked against PyTorch by ``export``). Each step's artefact is written to the output folder as
-it is produced, so a failing step stops the pipeline with a clear message and leaves the earlier artefacts,
-``deploy.json`` and ``report.html`` behind. Steps whose module is not importable are reported as unavailable.
+The pipeline is data: :data:`PIPELINE`, a list of step objects (export, check, optimize, legalize, quantize, convert,
+benchmark) run in order over one :class:`DeployContext`; each returns a :class:`StepResult`. Any step but export can
+be skipped by name (``skip={"optimize"}``, ``deploy --skip optimize``).
+
+After every step that writes a model, the artefact is judged against the reference (the first ONNX model, itself
+checked against PyTorch by ``export``) with :class:`onnxdeploy.verify.Verifier`: outputs at two shapes when dims are
+symbolic, and its declared interface (input/output names, dtypes, which dims are symbolic). A step whose artefact
+changed the interface fails, unless the change was asked for (``fix_dims=True`` for dims, a target without int64 for
+int64 -> int32). ``dims`` are sizes for verification and benchmarking only; they stay symbolic unless ``fix_dims``.
+Each artefact is written to the output folder as it is produced, so a failing step stops the pipeline with a clear
+message and leaves the earlier artefacts, ``deploy.json`` and ``report.html`` behind.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
 from onnxdeploy.errors import OnnxDeployError, UserInputError
 
-STEPS = ("export", "check", "optimize", "legalize", "quantize", "convert", "benchmark")
-EXAMPLE_DIMS = {"batch": 1, "height": 64, "width": 64}
+EXAMPLE_NAME = "built-in example (conv_bn_silu)"
+EXAMPLE_DYNAMIC = {"input": {0: "batch", 2: "height", 3: "width"}}
+EXAMPLE_BENCH_DIMS = {"batch": 1, "height": 64, "width": 64}
+QUANTIZED_TOLERANCE = 0.1  # atol and rtol floor for int8 candidates
 
 
 class DeployStepFailed(OnnxDeployError):
-    """A deploy step failed; the artefacts of the earlier steps are kept."""
+    """A deploy step failed; the artefacts of the earlier steps are kept. ``report`` is the :class:`DeployReport`."""
+
+    report: "DeployReport | None" = None
+
+
+class StepUnavailable(Exception):
+    """The module a step needs cannot be imported."""
+
+
+# ---------------------------------------------------------------- results
 
 
 @dataclass
 class StepResult:
+    """What one step did: status (passed, failed, skipped, unavailable), its artefact and its verification."""
+
     name: str
-    status: str  # ok, failed, skipped, unavailable
+    status: str = "passed"
     seconds: float = 0.0
     message: str = ""
     artifact: str | None = None
-    parity: Any = None  # numerics.Comparison
+    verification: Any = None  # onnxdeploy.verify.Verification
+    notes: list[str] = field(default_factory=list)
     details: dict = field(default_factory=dict)
+
+    @property
+    def interface_changes(self) -> list[str]:
+        return list(getattr(self.verification, "interface_changes", None) or [])
 
     def to_dict(self) -> dict:
         return {
@@ -45,7 +70,9 @@ class StepResult:
             "seconds": round(self.seconds, 4),
             "message": self.message,
             "artifact": self.artifact,
-            "parity": self.parity.to_dict() if self.parity is not None else None,
+            "verification": self.verification.to_dict() if self.verification is not None else None,
+            "interface_changes": self.interface_changes,
+            "notes": self.notes,
             "details": self.details,
         }
 
@@ -60,7 +87,9 @@ class DeployReport:
     ops_before: dict[str, int] = field(default_factory=dict)
     ops_after: dict[str, int] = field(default_factory=dict)
     changes: list[str] = field(default_factory=list)
-    inputs: dict[str, list[int]] = field(default_factory=dict)
+    inputs: dict[str, list] = field(default_factory=dict)  # the declared inputs of the reference (symbolic dims named)
+    bench_inputs: dict[str, list[int]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
     report_html: str | None = None
     final_artifact: str | None = None
@@ -71,7 +100,21 @@ class DeployReport:
 
     @property
     def passed(self) -> bool:
-        return self.failed_step is None and all(s.parity is None or s.parity.passed for s in self.steps)
+        return self.failed_step is None and all(s.verification is None or s.verification.passed for s in self.steps)
+
+    @property
+    def headline(self) -> str:
+        """One line for the top of every rendering: passed, or the failed step and why (interface first)."""
+        failed = self.failed_step
+        if failed is None:
+            verified = [s.name for s in self.steps if s.verification is not None and s.name != "export"]
+            torch = any(s.name == "export" and s.verification is not None for s in self.steps)
+            return ("passed: " + ("export verified against PyTorch; " if torch else "")
+                    + f"{', '.join(verified) or 'no step'} verified against the exported model, interface included")
+        if failed.interface_changes:
+            return (f"FAILED at step {failed.name}: the artefact's interface changed: "
+                    + "; ".join(failed.interface_changes))
+        return f"FAILED at step {failed.name}: {failed.message}"
 
     def to_dict(self) -> dict:
         failed = self.failed_step
@@ -80,11 +123,15 @@ class DeployReport:
             "target": self.target,
             "output_dir": self.output_dir,
             "passed": self.passed,
+            "headline": self.headline,
             "failed_step": failed.name if failed else None,
+            "interface_changes": failed.interface_changes if failed else [],
+            "skipped": self.skipped,
             "seconds": round(self.seconds, 3),
             "final_artifact": self.final_artifact,
             "report_html": self.report_html,
             "inputs": self.inputs,
+            "bench_inputs": self.bench_inputs,
             "steps": [s.to_dict() for s in self.steps],
             "latency": self.latency,
             "ops_before": self.ops_before,
@@ -93,17 +140,162 @@ class DeployReport:
         }
 
 
-class StepUnavailable(Exception):
-    pass
+# ---------------------------------------------------------------- context
 
 
-def _import(step: str, module: str, name: str):
-    import importlib
+@dataclass
+class DeployContext:
+    """Everything the steps share: options, the reference, the current model, the verifier and the report."""
 
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise StepUnavailable(f"step {step} unavailable: {module}.{name} cannot be imported ({err})") from err
+    kind: str  # "torch" or "onnx"
+    loaded: Any  # TorchTarget, or a path / ModelProto / ir.Model
+    target: Any  # onnxdeploy.targets.base.Target
+    out: Path
+    report: DeployReport
+    quantize: str | None = None
+    dims: dict[str, int] = field(default_factory=dict)
+    bench_dims: dict[str, int] = field(default_factory=dict)
+    fix_dims: bool = False
+    dynamic: dict[str, dict[int, str]] = field(default_factory=dict)
+    input_names: list[str] | None = None
+    output_names: list[str] | None = None
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    seed: int = 0
+    bench_seconds: float = 1.0
+    reference: Path | None = None  # 01-model.onnx
+    current: Path | None = None  # the latest ONNX model
+    artifact: str | None = None  # the target engine's artefact, once converted
+    verifier: Any = None  # onnxdeploy.verify.Verifier over the reference
+    allowed: set[str] = field(default_factory=set)  # interface change kinds asked for ("dims", "dtypes")
+    candidates: list[tuple[str, str, str]] = field(default_factory=list)  # (label, path, engine) to benchmark
+
+    def verifier_for(self, *, quantized: bool = False):
+        """The verifier over the reference; int8 candidates get a looser one (reference runs cached per verifier)."""
+        from onnxdeploy.verify import Inputs, Verifier
+
+        loose = quantized or self.quantize is not None and any(n == "quantized" for n, _, _ in self.candidates)
+        key = "loose" if loose else "strict"
+        cache = self.__dict__.setdefault("_verifiers", {})
+        if key not in cache:
+            atol, rtol = (max(self.atol, QUANTIZED_TOLERANCE), max(self.rtol, QUANTIZED_TOLERANCE)) if loose \
+                else (self.atol, self.rtol)
+            cache[key] = Verifier(str(self.reference), Inputs(dims=dict(self.dims), seed=self.seed), atol=atol,
+                                  rtol=rtol)
+        verifier = cache[key]
+        verifier.interface = set(self.allowed) or "same"
+        return verifier
+
+    def verify_onnx(self, path: Path, label: str):
+        """Judge an ONNX artefact: interface and outputs against the reference, on onnxruntime."""
+        verifier = self.verifier_for()
+        return verifier.check(str(path), label=label, runner=casting_runner(onnx_runner(path), path))
+
+    def advance(self, path: Path, label: str) -> None:
+        self.current = path
+        self.report.final_artifact = str(path)
+        self.candidates.append((label, str(path), "onnxruntime"))
+
+
+# ---------------------------------------------------------------- runners and interfaces
+
+
+def onnx_runner(path) -> Callable[[Mapping[str, np.ndarray]], dict]:
+    """A single-threaded onnxruntime session over ``path``, graph as written (what the artefact is)."""
+    from onnxdeploy.run import create_session, run_session
+
+    session = create_session(str(path), threads=1)
+    return lambda feeds: run_session(session, feeds)
+
+
+def casting_runner(run: Callable, path) -> Callable[[Mapping[str, np.ndarray]], dict]:
+    """``run`` with feeds cast to the dtypes ``path`` declares (legalize may narrow int64 inputs to int32)."""
+    from onnxdeploy.run import input_specs
+
+    dtypes = {s.name: np.dtype(s.dtype) for s in input_specs(str(path))} if str(path).endswith(".onnx") else {}
+
+    def cast(feeds):
+        return run({k: (v.astype(dtypes[k]) if k in dtypes and v.dtype != dtypes[k] else v) for k, v in feeds.items()})
+
+    return cast
+
+
+def engine_runner(path: str, engine: str) -> Callable[[Mapping[str, np.ndarray]], dict]:
+    """A runner over a converted artefact that loads (compiles) it once: for verification and timing alike."""
+    if engine == "openvino":
+        import openvino as ov
+
+        from onnxdeploy.targets.openvino import run_compiled
+
+        compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"})
+        return lambda feeds: run_compiled(compiled, feeds)
+    if engine == "onnxruntime":
+        return onnx_runner(path)
+    if engine == "ort-mobile":  # an .ort flatbuffer: onnxruntime reads it, onnx cannot
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.log_severity_level = 1, 3
+        session = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+        return lambda feeds: dict(zip([o.name for o in session.get_outputs()], session.run(None, dict(feeds))))
+    from onnxdeploy.targets import run_artifact
+
+    return lambda feeds: run_artifact(path, feeds, engine)
+
+
+def artifact_header(path: str, engine: str, reference):
+    """A header-only ModelProto (declared inputs and outputs, no nodes) of a non-ONNX artefact, for
+    :func:`onnxdeploy.verify.interface_changes`; None when the engine's artefact cannot be read here."""
+    import onnx
+    from onnx import helper
+
+    from onnxdeploy.run import model_structure
+
+    ref = model_structure(reference).graph
+    out_names = [o.name for o in ref.output]
+    if engine == "openvino":
+        import openvino as ov
+
+        model = ov.Core().read_model(path)
+        ports = [("input", p) for p in model.inputs] + [("output", p) for p in model.outputs]
+
+        def describe(kind, port):
+            names = port.get_names()
+            wanted = [n for n in (out_names if kind == "output" else [i.name for i in ref.input]) if n in names]
+            dims = [d.get_length() if d.is_static else "dynamic" for d in port.get_partial_shape()]
+            dtype = helper.np_dtype_to_tensor_dtype(np.dtype(port.get_element_type().to_dtype()))
+            return kind, helper.make_tensor_value_info(wanted[0] if wanted else port.get_any_name(), dtype, dims)
+
+        values = [describe(k, p) for k, p in ports]
+    elif engine == "ort-mobile":
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+        kinds = {"tensor(float)": 1, "tensor(uint8)": 2, "tensor(int8)": 3, "tensor(int32)": 6, "tensor(int64)": 7,
+                 "tensor(bool)": 9, "tensor(float16)": 10, "tensor(double)": 11}
+        values = [(kind, helper.make_tensor_value_info(
+            a.name, kinds.get(a.type, 0), [d if isinstance(d, int) else "dynamic" for d in (a.shape or [])]))
+                  for kind, args in (("input", sess.get_inputs()), ("output", sess.get_outputs())) for a in args]
+    else:
+        return None
+    graph = onnx.GraphProto(name="artefact")
+    graph.input.extend(v for k, v in values if k == "input")
+    graph.output.extend(v for k, v in values if k == "output")
+    return onnx.ModelProto(ir_version=ref_ir_version(reference), graph=graph)
+
+
+def ref_ir_version(reference) -> int:
+    from onnxdeploy.run import model_structure
+
+    return model_structure(reference).ir_version or 8
+
+
+def declared_inputs(path) -> dict[str, list]:
+    from onnxdeploy.run import input_specs
+
+    return {s.name: list(s.shape) if s.shape is not None else [] for s in input_specs(str(path))}
 
 
 def op_histogram(model) -> dict[str, int]:
@@ -114,12 +306,8 @@ def op_histogram(model) -> dict[str, int]:
 
 
 def _describe_changes(before: Mapping[str, int], after: Mapping[str, int]) -> list[str]:
-    lines = []
-    for op in sorted(set(before) | set(after)):
-        a, b = before.get(op, 0), after.get(op, 0)
-        if a != b:
-            lines.append(f"{op}: {a} -> {b}")
-    return lines
+    return [f"{op}: {before.get(op, 0)} -> {after.get(op, 0)}" for op in sorted(set(before) | set(after))
+            if before.get(op, 0) != after.get(op, 0)]
 
 
 def _diff_text(a_path: Path, b_path: Path) -> list[str]:
@@ -142,32 +330,329 @@ def _diff_text(a_path: Path, b_path: Path) -> list[str]:
     return lines
 
 
-def _load_source(source) -> tuple[str, Any]:
-    """("onnx", path) or ("torch", TorchTarget) or ("example", ...)."""
+def _import(step: str, module: str, name: str):
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise StepUnavailable(f"step {step} unavailable: {module}.{name} cannot be imported ({err})") from err
+
+
+# ---------------------------------------------------------------- steps
+
+
+class Step:
+    """One pipeline step: ``name`` (what ``--skip`` takes), a one-line ``description``, ``run(ctx) -> StepResult``."""
+
+    name = ""
+    description = ""
+    skippable = True
+
+    def run(self, ctx: DeployContext) -> StepResult:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Export(Step):
+    name, description, skippable = "export", "PyTorch -> ONNX (verified against PyTorch); an ONNX source is copied", False
+
+    def run(self, ctx: DeployContext) -> StepResult:
+        from onnxdeploy import io
+
+        path = ctx.out / "01-model.onnx"
+        if ctx.kind == "torch":
+            export = _import("export", "onnxdeploy.export", "export")
+            tt = ctx.loaded
+            rep = export(tt.module, tt.example_inputs if tt.example_kwargs is None else tt.example_kwargs, path,
+                         input_names=ctx.input_names, output_names=ctx.output_names, dynamic=ctx.dynamic or None)
+            kept = "fixed shapes (no --dynamic)" if not ctx.dynamic else "dynamic dims " + "; ".join(
+                f"{k}: {', '.join(f'{i}={n}' for i, n in v.items())}" for k, v in ctx.dynamic.items())
+            res = StepResult(self.name, artifact=str(path), details=rep.to_dict(),
+                             message=f"exported with {rep.exporter} (opset {rep.opset}), {kept}, verified against "
+                                     f"PyTorch at {len(rep.parity)} shape(s)")
+            res.verification = _export_verdict(rep, ctx.dynamic, path)
+        else:
+            io.save(io.as_model(ctx.loaded), path)
+            res = StepResult(self.name, "skipped", artifact=str(path), message="source is ONNX: copied, not exported")
+        ctx.reference = path
+        ctx.report.inputs = declared_inputs(path)
+        ctx.report.ops_before = op_histogram(path)
+        ctx.advance(path, "reference")
+        return res
+
+
+@dataclass
+class ExportVerdict:
+    """export's verification against PyTorch, and whether every declared dynamic dim is symbolic in the file."""
+
+    comparisons: list
+    interface_changes: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.interface_changes and all(c.passed for c in self.comparisons)
+
+    @property
+    def max_abs(self) -> float:
+        return max((c.max_abs for c in self.comparisons), default=0.0)
+
+    def summary(self) -> str:
+        shapes = "; ".join(c.summary() for c in self.comparisons) or "not verified"
+        return "; ".join([f"PyTorch vs ONNX: {shapes}"] + [f"interface changed: {c}" for c in self.interface_changes])
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "max_abs": self.max_abs, "interface_changes": self.interface_changes,
+                "comparisons": [c.to_dict() for c in self.comparisons]}
+
+
+def _export_verdict(rep, dynamic: Mapping[str, Mapping[int, str]], path: Path) -> ExportVerdict:
+    from onnxdeploy.run import input_specs, output_specs
+
+    specs = {s.name: s for s in [*input_specs(str(path)), *output_specs(str(path))]}
+    changes = []
+    for name, axes in dynamic.items():
+        spec = specs.get(name)
+        for axis, dim in axes.items():
+            got = spec.shape[axis] if spec is not None and spec.shape is not None and axis < len(spec.shape) else None
+            if not isinstance(got, str):
+                changes.append(f"dims: {name!r} dim {axis} was declared dynamic ({dim}) but is {got} in the file")
+    return ExportVerdict(list(rep.parity or []), changes)
+
+
+class Check(Step):
+    name, description = "check", "every op, dtype and opset problem of the model on the target"
+
+    def run(self, ctx: DeployContext) -> StepResult:
+        from onnxdeploy.check import check
+
+        rep = check(ctx.current, ctx.target)
+        return StepResult(self.name, message=rep.summary(), details=rep.to_dict())
+
+
+class Optimize(Step):
+    name, description = "optimize", "fold, fuse and clean up (onnxdeploy optimize)"
+
+    def run(self, ctx: DeployContext) -> StepResult:
+        from onnxdeploy import io
+
+        opt = _import("optimize", "onnxdeploy.optimize", "optimize")
+        path = ctx.out / "02-optimized.onnx"
+        result = opt(str(ctx.current), dims=ctx.dims or None, fix_dims=ctx.fix_dims, verify=True, atol=ctx.atol,
+                     rtol=ctx.rtol, seed=ctx.seed)
+        io.save(result.model, path)
+        before, after = result.report.before, result.report.after
+        res = StepResult(self.name, artifact=str(path), message=f"{before.nodes} -> {after.nodes} nodes",
+                         notes=list(result.report.notes), details=result.report.to_dict())
+        res.verification = ctx.verify_onnx(path, "optimized vs reference")
+        ctx.advance(path, "optimized")
+        return res
+
+
+class Legalize(Step):
+    name, description = "legalize", "rewrite what the target lacks (rules, opset, int64 -> int32)"
+
+    def run(self, ctx: DeployContext) -> StepResult:
+        from onnxdeploy.legalize import legalize
+
+        path = ctx.out / "03-legalized.onnx"
+        result = legalize(str(ctx.current), ctx.target, output=path, verify=False, keep_partial=True)
+        rep = result.report
+        res = StepResult(self.name, artifact=str(path), details=rep.to_dict())
+        if rep.int64_changes:
+            ctx.allowed.add("dtypes")
+            res.notes.append(f"{ctx.target.name} has no int64: int64 inputs/outputs narrowed to int32 (asked for by "
+                             "the target)")
+        res.verification = ctx.verify_onnx(path, "legalized vs reference")
+        ctx.advance(path, "legalized")
+        if not rep.legal:
+            left = [f"{p.what} ({', '.join(p.nodes)})" for p in rep.remaining if p.severity == "error"]
+            raise DeployStepFailed(f"{ctx.target.name} cannot take the model, and legalize cannot fix: "
+                                   f"{'; '.join(left)}",
+                                   hint="replace those operators in the source model, or choose another target")
+        res.message = ("no change needed" if not rep.changed else
+                       f"rules {rep.rules_applied or '{}'}, opset {rep.opset_before}->{rep.opset_after}, "
+                       f"{len(rep.int64_changes)} int64 change(s)")
+        return res
+
+
+class Quantize(Step):
+    name, description = "quantize", "int8 (only with --quantize static|dynamic)"
+
+    def run(self, ctx: DeployContext) -> StepResult:
+        if not ctx.quantize:
+            return StepResult(self.name, "skipped", message="not asked (--quantize static|dynamic)")
+        q = _import("quantize", "onnxdeploy.quantize", "quantize")
+        path = ctx.out / "04-quantized.onnx"
+        rep = q(str(ctx.current), path, mode=ctx.quantize, dims=ctx.bench_dims or None, seed=ctx.seed)
+        cos = rep.cosine
+        res = StepResult(self.name, artifact=str(path), details=rep.to_dict(),
+                         message=f"{ctx.quantize} int8, cosine {cos:.4f}" if cos is not None else f"{ctx.quantize} int8")
+        verifier = ctx.verifier_for(quantized=True)
+        res.verification = verifier.check(str(path), label="quantized vs reference",
+                                          runner=casting_runner(onnx_runner(path), path))
+        ctx.advance(path, "quantized")
+        return res
+
+
+class Convert(Step):
+    name, description = "convert", "write the target engine's artefact and run it"
+
+    def run(self, ctx: DeployContext) -> StepResult:
+        from onnxdeploy.targets import convert
+
+        t = ctx.target
+        base = ctx.out / f"05-model-{t.name}"
+        rep = convert(str(ctx.current), t, base.with_suffix(t.suffix), verify=False, dims=ctx.bench_dims)
+        msg = f"wrote {', '.join(Path(f).name for f in rep.files)}"
+        if rep.command and not rep.converted:
+            msg += f"; not converted here, run: {rep.command}"
+        res = StepResult(self.name, "passed" if rep.converted else "skipped",
+                         artifact=rep.files[0] if rep.files else None, message=msg, details=rep.to_dict())
+        if not rep.converted:
+            return res
+        ctx.artifact = rep.files[0]
+        ctx.report.final_artifact = rep.files[0]
+        if t.name == "onnxruntime":
+            return res
+        header = artifact_header(rep.files[0], t.name, ctx.reference)
+        verifier = ctx.verifier_for()
+        runner = engine_runner(rep.files[0], t.name)
+        res.verification = verifier.check(header, label=f"{t.name} vs reference", runner=runner)
+        if header is None:
+            res.notes.append(f"the {t.name} artefact's declared interface cannot be read here: outputs only")
+        ctx.candidates.append((f"{t.name} artefact", rep.files[0], t.name))
+        return res
+
+
+class Benchmark(Step):
+    name, description = "benchmark", "latency of every model on its engine, one thread"
+
+    def run(self, ctx: DeployContext) -> StepResult:
+        from onnxdeploy.verify import Inputs
+
+        feeds = Inputs(dims=dict(ctx.bench_dims), seed=ctx.seed).feeds(str(ctx.reference))
+        ctx.report.bench_inputs = {k: list(v.shape) for k, v in feeds.items()}
+        rows = []
+        for label, path, engine in ctx.candidates:
+            run = casting_runner(engine_runner(path, engine), path)
+            rows.append({"model": f"{label} ({engine})" if engine == "onnxruntime" else label, "path": path,
+                         "engine": engine, **time_runner(run, feeds, seconds=ctx.bench_seconds)})
+        ctx.report.latency = rows
+        best = min(rows, key=lambda r: r["p50_ms"])
+        shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in ctx.report.bench_inputs.items())
+        return StepResult(self.name, message=f"fastest: {best['model']} p50 {best['p50_ms']:.3f} ms at {shapes}",
+                          details={"rows": rows})
+
+
+PIPELINE: tuple[Step, ...] = (Export(), Check(), Optimize(), Legalize(), Quantize(), Convert(), Benchmark())
+STEPS = tuple(s.name for s in PIPELINE)
+
+
+def time_runner(run: Callable[[Mapping[str, np.ndarray]], Any], feeds: Mapping[str, np.ndarray], *,
+                seconds: float = 1.0, warmup: int = 3, max_runs: int = 2000) -> dict:
+    """Latency (ms) of ``run(feeds)``: p50, p90, mean, min, iterations (at least 5 runs, then up to ``seconds``)."""
+    for _ in range(warmup):
+        run(feeds)
+    times = []
+    deadline = time.perf_counter() + seconds
+    while len(times) < 5 or (time.perf_counter() < deadline and len(times) < max_runs):
+        t0 = time.perf_counter()
+        run(feeds)
+        times.append((time.perf_counter() - t0) * 1000)
+    arr = np.array(times)
+    return {"iterations": len(times), "p50_ms": float(np.percentile(arr, 50)), "p90_ms": float(np.percentile(arr, 90)),
+            "mean_ms": float(arr.mean()), "min_ms": float(arr.min()), "threads": 1}
+
+
+def time_model(path: str, engine: str, feeds: Mapping[str, np.ndarray], *, seconds: float = 1.0,
+               warmup: int = 3) -> dict:
+    """Latency (ms) of one model on its engine, single-threaded: p50, p90, mean, min, iterations."""
+    return time_runner(engine_runner(path, engine), feeds, seconds=seconds, warmup=warmup)
+
+
+# ---------------------------------------------------------------- driver
+
+
+def check_skip(skip: Iterable[str], steps: Iterable[Step] = PIPELINE) -> set[str]:
+    """The step names in ``skip``, validated: an unknown name is a one-line error naming the closest step."""
+    steps = list(steps)
+    names = [s.name for s in steps]
+    required = {s.name for s in steps if not s.skippable}
+    chosen = set()
+    for name in skip:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            raise UserInputError(f"--skip {name}: no such step" + (f"; did you mean {close[0]}?" if close else ""),
+                                 hint=f"steps: {', '.join(names)}")
+        if name in required:
+            raise UserInputError(f"--skip {name}: every later step needs its model", hint="it cannot be skipped")
+        chosen.add(name)
+    return chosen
+
+
+def _load_source(source) -> tuple[str, Any, str]:
+    """(kind, loaded, label): ("torch", TorchTarget) or ("onnx", path/model)."""
     if source is None:
         try:
-            import torch  # noqa: F401
-
-            from onnxdeploy.examples import conv_bn_silu_torch
-            from onnxdeploy.torch_target import TorchTarget
-
-            module, _ = conv_bn_silu_torch()
-            import torch as _t
-
-            return "torch", TorchTarget(module, (_t.randn(1, 3, 64, 64),), None, "onnxdeploy.examples:conv_bn_silu_torch")
+            import torch
         except ImportError:
-            return "example-onnx", None
+            from onnxdeploy.examples import conv_bn_silu
+
+            return "onnx", conv_bn_silu(), EXAMPLE_NAME + ", as ONNX: torch is not installed"
+        from onnxdeploy.examples import conv_bn_silu_torch
+        from onnxdeploy.torch_target import TorchTarget
+
+        module, _ = conv_bn_silu_torch()
+        example = (torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)),)
+        return "torch", TorchTarget(module, example, None, "onnxdeploy.examples:conv_bn_silu_torch"), EXAMPLE_NAME
     if isinstance(source, (str, os.PathLike)):
         text = str(source)
         if Path(text).is_file() or text.endswith(".onnx"):
-            return "onnx", Path(text)
+            return "onnx", Path(text), text
         from onnxdeploy.torch_target import load_torch_target, looks_like_target
 
         if looks_like_target(text):
-            return "torch", load_torch_target(text)
+            return "torch", load_torch_target(text), text
         raise UserInputError(f"{text}: not an .onnx file or a PyTorch target",
                              hint="give model.onnx or package.module:factory")
-    return "onnx", source
+    return "onnx", source, type(source).__name__
+
+
+def _run_step(step: Step, ctx: DeployContext, skip: set[str]) -> StepResult:
+    if step.name in skip:
+        return StepResult(step.name, "skipped", message=f"--skip {step.name}")
+    t0 = time.perf_counter()
+    try:
+        result = step.run(ctx)
+    except StepUnavailable as err:
+        result = StepResult(step.name, "unavailable", message=str(err))
+    except Exception as err:  # noqa: BLE001 - every failure becomes the step's message
+        msg = err.message if isinstance(err, OnnxDeployError) else f"{type(err).__name__}: {err}"
+        result = StepResult(step.name, "failed", message=str(msg).splitlines()[0] if str(msg) else type(err).__name__)
+        result.details["hint"] = getattr(err, "hint", None)
+    result.seconds = time.perf_counter() - t0
+    v = result.verification
+    if result.status != "failed" and v is not None and not v.passed:
+        result.status = "failed"
+        changes = result.interface_changes
+        result.message = (f"the artefact's interface changed: {'; '.join(changes)}" if changes
+                          else f"outputs differ from the reference: {v.summary()}")
+        result.details["hint"] = ("pass --fix-dims to make the --dim sizes static on purpose" if changes else None)
+    return result
+
+
+def run_pipeline(ctx: DeployContext, steps: Iterable[Step] = PIPELINE, *, skip: set[str] = frozenset(),
+                 on_step: Callable[[str, str], None] | None = None) -> StepResult | None:
+    """Run ``steps`` over ``ctx`` in order, recording each result; returns the failed step's result (or None)."""
+    notify = on_step or (lambda _step, _status: None)
+    for step in steps:
+        notify(step.name, "start")
+        result = _run_step(step, ctx, skip)
+        ctx.report.steps.append(result)
+        notify(step.name, result.status)
+        if result.status == "failed":
+            return result
+    return None
 
 
 def deploy(
@@ -177,6 +662,9 @@ def deploy(
     output_dir: str | os.PathLike = "deploy-out",
     quantize: str | None = None,
     dims: Mapping[str, int] | None = None,
+    fix_dims: bool = False,
+    dynamic: Mapping[str, Mapping[int, str]] | None = None,
+    skip: Iterable[str] = (),
     optimize: bool = True,
     benchmark: bool = True,
     bench_seconds: float = 1.0,
@@ -185,267 +673,54 @@ def deploy(
     seed: int = 0,
     on_step: Callable[[str, str], None] | None = None,
 ) -> DeployReport:
-    """Run the deploy pipeline on ``source`` (``.onnx`` path, ModelProto/ir.Model, ``pkg.mod:factory`` or None).
+    """Run :data:`PIPELINE` on ``source`` (``.onnx`` path, ModelProto/ir.Model, ``pkg.mod:factory`` or None for the
+    built-in example, exported with its dynamic dims batch x 3 x height x width).
 
+    ``dynamic`` names dims of a PyTorch source dynamic, as in :func:`onnxdeploy.export.export`. ``dims`` are the
+    sizes to verify and benchmark at; they stay symbolic unless ``fix_dims``. ``skip`` names steps to skip
+    (``optimize=False``/``benchmark=False`` are the old spellings of ``skip={"optimize"}``/``{"benchmark"}``).
     Writes ``output_dir`` with one artefact per step, ``deploy.json`` and ``report.html``; returns the report.
-    Raises :class:`DeployStepFailed` (after writing the report) when a step fails.
+    Raises :class:`DeployStepFailed` (after writing the report; ``err.report``) when a step fails.
     """
-    from onnxdeploy import io
     from onnxdeploy.targets import get_target
 
     if quantize not in (None, "static", "dynamic"):
         raise UserInputError(f"--quantize must be static or dynamic, got {quantize!r}")
+    skipped = check_skip([*skip, *(["optimize"] if not optimize else []), *(["benchmark"] if not benchmark else [])])
+    if fix_dims and not dims:
+        raise UserInputError("--fix-dims needs the sizes to fix", hint="add --dim NAME=VALUE for each dim to fix")
     t = get_target(target)
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise UserInputError(f"{out} is a file; deploy writes a folder")
+    kind, loaded, label = _load_source(source)
+    if dynamic and kind != "torch":
+        raise UserInputError("--dynamic applies to a PyTorch source; an ONNX model keeps the dims it declares",
+                             hint="give a PyTorch target (package.module:factory), or drop --dynamic")
     out.mkdir(parents=True, exist_ok=True)
-    notify = on_step or (lambda _step, _status: None)
+    dims = dict(dims or {})
+    example = source is None
+    ctx = DeployContext(
+        kind, loaded, t, out, DeployReport(label, t.name, str(out), skipped=sorted(skipped)), quantize=quantize,
+        dims=dims, bench_dims={**(EXAMPLE_BENCH_DIMS if example else {}), **dims}, fix_dims=fix_dims,
+        dynamic={k: dict(v) for k, v in (dynamic or (EXAMPLE_DYNAMIC if example else {})).items()},
+        input_names=["input"] if example else None, output_names=["values"] if example else None,
+        atol=atol, rtol=rtol, seed=seed, bench_seconds=bench_seconds, allowed={"dims"} if fix_dims else set())
     started = time.perf_counter()
-    kind, src = _load_source(source)
-    report = DeployReport(str(source) if source is not None else "built-in example (conv_bn_silu)", t.name, str(out))
-    state: dict[str, Any] = {"dims": dict(dims or {})}
-    if source is None:
-        state["dims"] = {**EXAMPLE_DIMS, **state["dims"]}
-
-    def run_step(name: str, fn: Callable[[], StepResult | None]) -> bool:
-        notify(name, "start")
-        t0 = time.perf_counter()
-        try:
-            result = fn() or StepResult(name, "ok")
-        except StepUnavailable as err:
-            result = StepResult(name, "unavailable", message=str(err))
-        except Exception as err:  # noqa: BLE001 - every failure becomes the step's message
-            msg = err.message if isinstance(err, OnnxDeployError) else f"{type(err).__name__}: {err}"
-            result = StepResult(name, "failed", message=str(msg).splitlines()[0] if str(msg) else type(err).__name__)
-            result.details["hint"] = getattr(err, "hint", None)
-        result.seconds = time.perf_counter() - t0
-        report.steps.append(result)
-        notify(name, result.status)
-        return result.status != "failed"
-
-    def compare(path: Path, label: str, *, quantized: bool = False):
-        from onnxdeploy.numerics import compare_outputs
-        from onnxdeploy.run import create_session, run_session
-
-        got = run_session(create_session(str(path), threads=1), _feeds_for(path, state["feeds"]))
-        tol = dict(atol=max(atol, 0.1), rtol=max(rtol, 0.1)) if quantized else dict(atol=atol, rtol=rtol)
-        return compare_outputs(state["reference"], got, label=label, **tol)
-
-    def set_current(path: Path) -> None:
-        state["current"] = path
-        report.final_artifact = str(path)
-
-    # ------------------------------------------------------------------ export / load
-    def step_export() -> StepResult:
-        path = out / "01-model.onnx"
-        if kind == "torch":
-            export = _import("export", "onnxdeploy.export", "export")
-            tt = src
-            dynamic = {"input": {0: "batch", 2: "height", 3: "width"}} if source is None else None
-            names = ["input"] if source is None else None
-            rep = export(tt.module, tt.example_inputs if tt.example_kwargs is None else tt.example_kwargs, path,
-                         input_names=names, output_names=["values"] if source is None else None, dynamic=dynamic)
-            parity = rep.parity[0] if rep.parity else None
-            res = StepResult("export", "ok", artifact=str(path), parity=parity,
-                             message=f"exported with {rep.exporter} (opset {rep.opset}), verified against PyTorch",
-                             details=rep.to_dict())
-        elif kind == "example-onnx":
-            from onnxdeploy.examples import conv_bn_silu
-
-            io.save(conv_bn_silu(), path)
-            res = StepResult("export", "skipped", artifact=str(path),
-                             message="torch is not installed: using the built-in ONNX example conv_bn_silu")
-        else:
-            io.save(io.as_model(src), path)
-            res = StepResult("export", "skipped", artifact=str(path), message="source is ONNX: copied, not exported")
-        _prepare_reference(path)
-        set_current(path)
-        report.ops_before = op_histogram(path)
-        return res
-
-    def _prepare_reference(path: Path) -> None:
-        from onnxdeploy.run import create_session, prepare_inputs, run_session
-
-        feeds = prepare_inputs(str(path), dims=state["dims"], seed=seed)
-        state["feeds"] = feeds
-        state["reference"] = run_session(create_session(str(path), threads=1), feeds)
-        report.inputs = {k: list(v.shape) for k, v in feeds.items()}
-
-    def step_check() -> StepResult:
-        from onnxdeploy.check import check
-
-        rep = check(state["current"], t)
-        status = "ok"
-        msg = rep.summary()
-        return StepResult("check", status, message=msg, details=rep.to_dict())
-
-    def step_optimize() -> StepResult:
-        if not optimize:
-            return StepResult("optimize", "skipped", message="--no-optimize")
-        opt = _import("optimize", "onnxdeploy.optimize", "optimize")
-        path = out / "02-optimized.onnx"
-        result = opt(str(state["current"]), dims=state["dims"] or None, verify=True, atol=atol, rtol=rtol)
-        io.save(result.model, path)
-        parity = compare(path, "optimized vs reference")
-        set_current(path)
-        before, after = result.report.before, result.report.after
-        msg = f"{getattr(before, 'nodes', '?')} -> {getattr(after, 'nodes', '?')} nodes"
-        return StepResult("optimize", "ok", artifact=str(path), parity=parity, message=msg,
-                          details=result.report.to_dict())
-
-    def step_legalize() -> StepResult:
-        from onnxdeploy.legalize import legalize
-
-        path = out / "03-legalized.onnx"
-        result = legalize(str(state["current"]), t, output=path, dims=state["dims"], atol=atol, rtol=rtol,
-                          inputs=_feeds_for_path(state["current"]), keep_partial=True)
-        rep = result.report
-        parity = compare(path, "legalized vs reference")
-        set_current(path)
-        details = rep.to_dict()
-        if not rep.legal:
-            left = [f"{p.what} ({', '.join(p.nodes)})" for p in rep.remaining if p.severity == "error"]
-            raise DeployStepFailed(f"{t.name} cannot take the model, and legalize cannot fix: {'; '.join(left)}",
-                                   hint="replace those operators in the source model, or choose another target")
-        msg = ("no change needed" if not rep.changed else
-               f"rules {rep.rules_applied or '{}'}, opset {rep.opset_before}->{rep.opset_after}, "
-               f"{len(rep.int64_changes)} int64 change(s)")
-        return StepResult("legalize", "ok", artifact=str(path), parity=parity, message=msg, details=details)
-
-    def step_quantize() -> StepResult:
-        if not quantize:
-            return StepResult("quantize", "skipped", message="not asked (--quantize static|dynamic)")
-        q = _import("quantize", "onnxdeploy.quantize", "quantize")
-        path = out / "04-quantized.onnx"
-        rep = q(str(state["current"]), path, mode=quantize, dims=state["dims"], seed=seed)
-        parity = compare(path, "quantized vs reference", quantized=True)
-        set_current(path)
-        cos = rep.cosine
-        return StepResult("quantize", "ok", artifact=str(path), parity=parity,
-                          message=f"{quantize} int8, cosine {cos:.4f}" if cos is not None else f"{quantize} int8",
-                          details=rep.to_dict())
-
-    def step_convert() -> StepResult:
-        from onnxdeploy.numerics import compare_outputs
-        from onnxdeploy.targets import convert
-
-        base = out / f"05-model-{t.name}"
-        rep = convert(str(state["current"]), t, base.with_suffix(t.suffix), verify=False, dims=state["dims"])
-        parity = None
-        if rep.converted and t.name != "onnxruntime":
-            from onnxdeploy.targets import run_artifact
-
-            got = run_artifact(rep.files[0], _feeds_for(state["current"], state["feeds"]), t.name)
-            loose = quantize is not None
-            parity = compare_outputs(state["reference"], got, atol=max(atol, 0.1) if loose else atol,
-                                     rtol=max(rtol, 0.1) if loose else rtol, label=f"{t.name} vs reference")
-            report.final_artifact = rep.files[0]
-        msg = f"wrote {', '.join(Path(f).name for f in rep.files)}"
-        if rep.command and not rep.converted:
-            msg += f"; not converted here, run: {rep.command}"
-        res = StepResult("convert", "ok" if rep.converted else "skipped", artifact=rep.files[0] if rep.files else None,
-                         parity=parity, message=msg, details=rep.to_dict())
-        state["artifact"] = rep.files[0] if rep.converted else None
-        return res
-
-    def step_benchmark() -> StepResult:
-        if not benchmark:
-            return StepResult("benchmark", "skipped", message="--no-bench")
-        rows = []
-        candidates = [("reference (onnxruntime)", str(out / "01-model.onnx"), "onnxruntime")]
-        for name, fname in (("optimized", "02-optimized.onnx"), ("legalized", "03-legalized.onnx"),
-                            ("quantized", "04-quantized.onnx")):
-            if (out / fname).exists():
-                candidates.append((f"{name} (onnxruntime)", str(out / fname), "onnxruntime"))
-        if state.get("artifact") and t.name != "onnxruntime":
-            candidates.append((f"{t.name} artefact", state["artifact"], t.name))
-        for label, path, engine in candidates:
-            rows.append({"model": label, "path": path, "engine": engine,
-                         **time_model(path, engine, _feeds_for(path, state["feeds"]), seconds=bench_seconds)})
-        report.latency = rows
-        best = min(rows, key=lambda r: r["p50_ms"])
-        return StepResult("benchmark", "ok", message=f"fastest: {best['model']} p50 {best['p50_ms']:.3f} ms",
-                          details={"rows": rows})
-
-    def _feeds_for_path(path: Path):
-        return _feeds_for(path, state["feeds"])
-
-    steps = [("export", step_export), ("check", step_check), ("optimize", step_optimize),
-             ("legalize", step_legalize), ("quantize", step_quantize), ("convert", step_convert),
-             ("benchmark", step_benchmark)]
-    failed = None
-    for name, fn in steps:
-        if not run_step(name, fn):
-            failed = report.steps[-1]
-            break
-        last = report.steps[-1]
-        if last.parity is not None and not last.parity.passed:
-            last.status = "failed"
-            last.message = f"outputs differ from the reference: {last.parity.summary()}"
-            failed = last
-            break
-    if "current" in state:
-        report.ops_after = op_histogram(state["current"])
-        report.changes = _diff_text(out / "01-model.onnx", state["current"]) if (out / "01-model.onnx").exists() \
-            else []
+    failed = run_pipeline(ctx, skip=skipped, on_step=on_step)
+    report = ctx.report
+    if ctx.current is not None:
+        report.ops_after = op_histogram(ctx.current)
+        report.changes = _diff_text(ctx.reference, ctx.current) if ctx.reference is not None else []
     report.seconds = time.perf_counter() - started
-    _write_outputs(report, out, state.get("current"))
+    _write_outputs(report, out, ctx.current)
     if failed is not None:
-        raise DeployStepFailed(f"deploy stopped at step '{failed.name}': {failed.message}",
-                               hint=(failed.details.get("hint") or "") +
-                               (" " if failed.details.get("hint") else "") +
-                               f"earlier artefacts and the report are in {out}/")
+        hint = failed.details.get("hint")
+        err = DeployStepFailed(f"deploy stopped at step '{failed.name}': {failed.message}",
+                               hint=(f"{hint}; " if hint else "") + f"earlier artefacts and the report are in {out}/")
+        err.report = report
+        raise err
     return report
-
-
-def _feeds_for(path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The reference feeds, cast to the dtypes ``path`` declares (legalize may narrow int64 inputs to int32)."""
-    from onnxdeploy.run import input_specs
-
-    p = Path(path)
-    if p.suffix != ".onnx":
-        return dict(feeds)
-    out = {}
-    for spec in input_specs(str(p)):
-        arr = feeds[spec.name]
-        out[spec.name] = arr.astype(spec.dtype) if arr.dtype != spec.dtype else arr
-    return out
-
-
-def time_model(path: str, engine: str, feeds: Mapping[str, np.ndarray], *, seconds: float = 1.0,
-               warmup: int = 3) -> dict:
-    """Latency (ms) of one model on its engine, single-threaded: p50, p90, mean, min, iterations."""
-    if engine == "openvino":
-        import openvino as ov
-
-        from onnxdeploy.targets.openvino import run_compiled
-
-        compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"})
-        fn = lambda: run_compiled(compiled, feeds)  # noqa: E731
-    elif engine in ("onnxruntime", "ort-mobile"):
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.log_severity_level = 3
-        sess = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
-        fn = lambda: sess.run(None, dict(feeds))  # noqa: E731
-    else:
-        from onnxdeploy.targets import run_artifact
-
-        fn = lambda: run_artifact(path, feeds, engine)  # noqa: E731
-    for _ in range(warmup):
-        fn()
-    times = []
-    deadline = time.perf_counter() + seconds
-    while len(times) < 5 or (time.perf_counter() < deadline and len(times) < 2000):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    arr = np.array(times)
-    return {"iterations": len(times), "p50_ms": float(np.percentile(arr, 50)), "p90_ms": float(np.percentile(arr, 90)),
-            "mean_ms": float(arr.mean()), "min_ms": float(arr.min()), "threads": 1}
 
 
 def _write_outputs(report: DeployReport, out: Path, current) -> None:
@@ -463,5 +738,6 @@ def _write_outputs(report: DeployReport, out: Path, current) -> None:
         except Exception as err:  # noqa: BLE001 - a picture is not worth failing the report
             graph_svg = f"<p>graph picture unavailable: {err}</p>"
     report.report_html = str(out / "report.html")
-    atomic_write_text(out / "deploy.json", json.dumps(report.to_dict(), indent=2, default=str) + "\n")
-    atomic_write_text(out / "report.html", deploy_html(report, graph_svg))
+    data = report.to_dict()
+    atomic_write_text(out / "deploy.json", json.dumps(data, indent=2, default=str) + "\n")
+    atomic_write_text(out / "report.html", deploy_html(data, graph_svg))

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from onnxdeploy.build import dtype_name, format_shape, format_type, infer_node, onnx_error_text, to_dtype
+from onnxdeploy.build import (STANDARD_DOMAINS, call_onnx, dtype_name, format_shape, format_type, infer_node, infer_shapes,
+                              onnx_error_text, run_checker, to_dtype)
 from onnxdeploy.errors import InvalidModelError, OnnxDeployError, OutputsDisagree, UserInputError
 from onnxdeploy.io import ModelLike
 
@@ -37,100 +38,6 @@ if TYPE_CHECKING:
     from onnxdeploy.numerics import Comparison
 
 logger = logging.getLogger(__name__)
-
-_STANDARD = ("", "ai.onnx")
-
-
-# ---------------------------------------------------------------- checks shared with the builder
-
-
-def _call_onnx(func: Callable, model: "ir.Model"):
-    """Call an onnx C API on the model with big initializers left out (onnx-ir's helper; the model is unchanged)."""
-    from onnx_ir.passes.common import _c_api_utils
-
-    return _c_api_utils.call_onnx_api(func, model)
-
-
-def run_checker(model: "ir.Model") -> None:
-    """The ONNX checker; raises :class:`InvalidModelError` with its first line."""
-    import onnx
-
-    try:
-        from onnxdeploy.io import without_external_data
-
-        # external tensors resolved against the model's folder by io, never against the current directory
-        _call_onnx(lambda proto: onnx.checker.check_model(without_external_data(proto)), model)
-    except onnx.checker.ValidationError as err:
-        raise InvalidModelError(f"ONNX checker: {onnx_error_text(err)}") from err
-
-
-def infer_shapes(model: "ir.Model", *, strict: bool = True) -> list[str]:
-    """Re-infer every dtype and shape of the main graph from its inputs; return notes on corrected outputs.
-
-    Stale intermediate shapes and the declared shapes of graph outputs are dropped first, so inference starts from
-    the inputs alone; a declared output shape that contradicts the computed one is replaced (and noted). Outputs of
-    custom-domain nodes keep their declared types, which ONNX cannot infer.
-    """
-    import onnx
-    import onnx_ir as ir
-
-    graph = model.graph
-    keep = {v.name for n in graph for v in n.outputs if n.domain not in _STANDARD}
-
-    def infer(proto):
-        vis = [vi for vi in proto.graph.value_info if vi.name in keep]
-        del proto.graph.value_info[:]
-        proto.graph.value_info.extend(vis)
-        for out in proto.graph.output:
-            if out.name not in keep and out.type.HasField("tensor_type"):
-                out.type.tensor_type.ClearField("shape")
-        return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=strict, data_prop=True)
-
-    try:
-        inferred = _call_onnx(infer, model)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as err:
-        raise InvalidModelError(f"shape inference: {onnx_error_text(err)}") from err
-    types = {vi.name: vi for vi in [*inferred.graph.value_info, *inferred.graph.output]}
-    notes = []
-    outputs = set(graph.outputs)
-    for node in graph:
-        for value in node.outputs:
-            vi = types.get(value.name)
-            if vi is None or not vi.type.HasField("tensor_type") or not vi.type.tensor_type.elem_type:
-                continue
-            new = ir.serde.deserialize_value_info_proto(vi, None)
-            if value in outputs and value.shape is not None and new.shape is not None and not _compatible(
-                    value.shape, new.shape):
-                notes.append(f"output {value.name!r} was declared {format_shape(value.shape)} but computes "
-                             f"{format_shape(new.shape)}; corrected")
-            if value in outputs and value.dtype is not None and new.dtype != value.dtype:
-                notes.append(f"output {value.name!r} dtype {dtype_name(value.dtype)} -> {dtype_name(new.dtype)}")
-            value.type = new.type
-            if new.shape is not None:
-                value.shape = _keep_names(value.shape, new.shape)
-    return notes
-
-
-def _compatible(a: "ir.Shape", b: "ir.Shape") -> bool:
-    if len(a) != len(b):
-        return False
-    return all(not isinstance(x, int) or not isinstance(y, int) or x == y for x, y in zip(a, b))
-
-
-def _keep_names(old: "ir.Shape | None", new: "ir.Shape") -> "ir.Shape":
-    """Prefer the declared symbolic names (batch) over ONNX's generated ones (unk__3) where they agree."""
-    import onnx_ir as ir
-
-    if old is None or len(old) != len(new):
-        return new
-    dims = []
-    for o, n in zip(old, new):
-        if not isinstance(n, int) and (n.value is None or str(n.value).startswith("unk__")) and not isinstance(o, int):
-            dims.append(o)
-        else:
-            dims.append(n)
-    return ir.Shape(dims)
-
 
 # ---------------------------------------------------------------- results
 
@@ -275,7 +182,7 @@ def coerce_attributes(op_type: str, domain: str, opset: int, attrs: Mapping[str,
     import onnx
 
     schema = None
-    if domain in _STANDARD:
+    if domain in STANDARD_DOMAINS:
         try:
             schema = onnx.defs.get_schema(op_type, opset, "")
         except onnx.defs.SchemaError:
@@ -627,7 +534,7 @@ class Editor:
 
         where = f"new node {name or op!r} ({op})"
         if domain not in self.model.opset_imports:
-            if domain in _STANDARD:
+            if domain in STANDARD_DOMAINS:
                 raise UserInputError(f"{where}: the model imports no default opset")
             self.model.opset_imports[domain] = 1
         values = coerce_attributes(op, domain, self._opset(domain), attrs, where)
@@ -869,7 +776,7 @@ class Editor:
     def _forget_shapes(self) -> None:
         """Drop inferred intermediate shapes (graph outputs keep theirs: inference corrects and notes them)."""
         for node in self.graph:
-            if node.domain in _STANDARD:
+            if node.domain in STANDARD_DOMAINS:
                 for v in node.outputs:
                     if not v.is_graph_output():
                         v.shape = None
@@ -1047,7 +954,7 @@ class Editor:
             holder["proto"] = onnx.version_converter.convert_version(proto, opset)
 
         try:
-            _call_onnx(convert, self.model)
+            call_onnx(convert, self.model)
         except Exception as err:  # the converter raises RuntimeError/IndexError/ValidationError
             raise _conversion_error(self, current, opset, err) from err
         converted = ir.serde.deserialize_model(holder["proto"])
@@ -1064,8 +971,8 @@ class Editor:
             if value.name in originals and value.const_value is None:
                 value.const_value = originals[value.name].const_value
                 graph.register_initializer(value)
-        changed = [n for n in graph if n.domain in _STANDARD and _since(n, current) != _since(n, opset)]
-        custom = sorted({f"{n.domain}::{n.op_type}" for n in graph if n.domain not in _STANDARD})
+        changed = [n for n in graph if n.domain in STANDARD_DOMAINS and _since(n, current) != _since(n, opset)]
+        custom = sorted({f"{n.domain}::{n.op_type}" for n in graph if n.domain not in STANDARD_DOMAINS})
         self.model = converted
         summary = f"opset {current} -> {opset}; {len(changed)} node(s) changed version"
         if custom:
@@ -1180,7 +1087,7 @@ def _since(node: "ir.Node", opset: int) -> int | None:
 def _schema_attributes(op: str, domain: str, opset: int) -> set[str] | None:
     import onnx
 
-    if domain not in _STANDARD:
+    if domain not in STANDARD_DOMAINS:
         return None
     try:
         return set(onnx.defs.get_schema(op, opset, "").attributes)
@@ -1204,9 +1111,11 @@ def _same_type(a: "ir.Value", b: "ir.Value") -> bool:
 
 def _verify(segment: _Segment, after: "ir.Model", *, atol: float, rtol: float, seed: int,
             feeds: Mapping[str, Any] | None = None) -> Verification:
-    """Run the model before the segment and after it on the same synthesized inputs; compare the outputs."""
-    from onnxdeploy.run import create_session, input_specs, run_session, synthesize_inputs
-    from onnxdeploy.numerics import compare_outputs
+    """Run the model before the segment and after it on the same inputs (:func:`onnxdeploy.verify.verify`, at two
+    shapes when dims are symbolic) and compare the outputs. Edits change the interface on purpose, so only numbers
+    are judged; an input of ``after`` that is a tensor of ``before`` is fed with that tensor's value."""
+    from onnxdeploy.run import input_specs
+    from onnxdeploy.verify import Inputs, onnxruntime_runner, verify
 
     before = segment.before
     to_before = lambda name: segment.names.get(name, name)  # noqa: E731
@@ -1225,20 +1134,36 @@ def _verify(segment: _Segment, after: "ir.Model", *, atol: float, rtol: float, s
                     return Verification(segment.steps, "skipped", reason=f"tensor {name!r} not in the original")
                 if not values[name].is_graph_output():
                     probe.graph.outputs.append(values[name])
-        given = dict(feeds or {})
-        specs = [sp for sp in input_specs(probe) if sp.name not in given]
-        feeds_before = {**synthesize_inputs(probe, seed=seed, specs=specs), **given}
-        sess = create_session(probe)
-        names = list(dict.fromkeys([*wanted, *(to_before(n) for n in feeds_from_before)]))
-        ref = run_session(sess, feeds_before, names)
-        feeds = {n: (ref[to_before(n)] if n in feeds_from_before else feeds_before[to_before(n)])
-                 for n in after_inputs}
-        got = run_session(create_session(after), feeds, after_outputs)
+        run_before = _Memo(onnxruntime_runner(probe))
+        run_after = onnxruntime_runner(after)
+
+        def reference(given):
+            out = run_before(given)
+            return {n: out[to_before(n)] for n in after_outputs}
+
+        def candidate(given):
+            out = run_before(given)
+            return run_after({n: (out[to_before(n)] if n in feeds_from_before else given[to_before(n)])
+                              for n in after_inputs})
+
+        result = verify(probe, after, Inputs(arrays=dict(feeds or {}), seed=seed), atol=atol, rtol=rtol,
+                        reference_runner=reference, candidate_runner=candidate, interface="ignore",
+                        label="before vs after")
     except OnnxDeployError as err:
         return Verification(segment.steps, "skipped", reason=err.message)
-    comparison = compare_outputs({n: ref[to_before(n)] for n in after_outputs}, got, atol=atol, rtol=rtol,
-                                 label="before vs after")
-    return Verification(segment.steps, "passed" if comparison.passed else "failed", comparison)
+    return Verification(segment.steps, "passed" if result.passed else "failed", result)
+
+
+class _Memo:
+    """A runner that remembers its last input set's outputs (reference and candidate both need them)."""
+
+    def __init__(self, runner) -> None:
+        self.runner, self.feeds, self.outputs = runner, None, None
+
+    def __call__(self, feeds):
+        if self.feeds is not feeds:
+            self.feeds, self.outputs = feeds, self.runner(feeds)
+        return self.outputs
 
 
 def edit(model: ModelLike, steps: Sequence[Mapping[str, Any]], *, output: str | os.PathLike | None = None,

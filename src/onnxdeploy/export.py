@@ -233,7 +233,20 @@ def _trace_example(args, kwargs, names, dynamic):
 
 
 def _other_value(value: int) -> int:
-    return value // 2 if value >= 4 else value + 1
+    """The size a dynamic dim takes at the second verification shape: different from the example's, and smaller.
+
+    < 4: +1; < 256: halved; from 256 on: about a quarter (so the second shape costs little next to the example's),
+    kept a multiple of the example's power-of-two factor up to 64 (CNN strides, patch sizes) and
+    at least 64: 640 -> 128, 448 -> 64, 512 -> 128, 300 -> 72, 128 -> 64, 5 -> 2, 1 -> 2.
+    """
+    if value < 4:
+        return value + 1
+    if value >= 256:
+        step = min(value & -value, 64)
+        quarter = (value // 4) // step * step
+        if quarter >= 64:
+            return quarter
+    return value // 2
 
 
 def _inputs_at(args, kwargs, names, dynamic, sizes: dict[str, int], seed: int = 1):
@@ -904,7 +917,7 @@ def export(
         timings["save"] = time.perf_counter() - t0
     else:
         report.kept = False
-    timings["total"] = sum(v for k, v in timings.items() if k != "total")
+    timings["total"] = sum(v for k, v in timings.items() if k != "total" and "." not in k)
     return report
 
 
@@ -949,11 +962,20 @@ def _disagree(report: ExportReport, worst, path) -> OutputsDisagree:
 
 
 def _verify(model, model_ir, args, kwargs, names, reference, dynamic, report, atol, rtol, compare_outputs) -> None:
+    """Run onnxruntime on the example inputs and on a second shape; ``report.seconds`` gets the parts of the cost as
+    ``verify.session``, ``verify.onnxruntime``, ``verify.pytorch`` and ``verify.compare`` (not added to the total)."""
     import numpy as np
 
     from onnxdeploy.run import create_session, run_session
 
+    timings = report.seconds
+
+    def tick(key, t0):
+        timings[f"verify.{key}"] = timings.get(f"verify.{key}", 0.0) + time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     session = create_session(model_ir)  # serialized bytes (the file's), or an ir.Model with external data
+    tick("session", t0)
     onnx_inputs = [i.name for i in session.get_inputs()]
     onnx_outputs = [o.name for o in session.get_outputs()]
 
@@ -963,12 +985,17 @@ def _verify(model, model_ir, args, kwargs, names, reference, dynamic, report, at
         return {n: by_name[n] for n in onnx_inputs if n in by_name}
 
     def compare(ref, a, kw, label):
+        t0 = time.perf_counter()
         got = run_session(session, feeds(a, kw), onnx_outputs)
+        tick("onnxruntime", t0)
+        t0 = time.perf_counter()
         ref_named = {n: np.asarray(r) for n, r in zip(onnx_outputs, ref)}
         report.parity.append(compare_outputs(ref_named, got, atol=atol, rtol=rtol, label=label))
+        tick("compare", t0)
 
     shape_of = lambda a, kw: ", ".join(f"{n}={'x'.join(map(str, t.shape))}" for n, t in zip(names, list(a) + list(kw.values())))  # noqa: E731
     compare(reference, args, kwargs, f"example ({shape_of(args, kwargs)})")
+    reference.clear()  # the caller's list: the example's outputs are not needed any more (peak memory)
     if not dynamic:
         return
     sizes: dict[str, int] = {}
@@ -978,8 +1005,10 @@ def _verify(model, model_ir, args, kwargs, names, reference, dynamic, report, at
             sizes.setdefault(dim, _other_value(int(tensor.shape[index])))
     new_args, new_kwargs = _inputs_at(args, kwargs, names, dynamic, sizes)
     shape = shape_of(new_args, new_kwargs)
+    t0 = time.perf_counter()
     try:
         other_ref = _run_torch(model, new_args, new_kwargs)
+        tick("pytorch", t0)
     except Exception as err:  # the PyTorch model itself rejects the other shape
         raise UserInputError(
             f"PyTorch cannot run the model at the second shape ({shape}), so dims "

@@ -3,29 +3,29 @@
 Three steps, each only where the target needs it:
 
 1. **Rules**: an operator the target lacks is replaced by an equivalent composition of basic operators
-   (:data:`RULES`, e.g. ``Asinh(x) -> Log(x + Sqrt(x*x + 1))``, ``Gelu -> 0.5*x*(1 + Erf(x/sqrt(2)))``), when the
+   (:data:`onnxdeploy.rules.RULES`, e.g. ``Asinh(x) -> Log(x + Sqrt(x*x + 1))``, ``Gelu -> 0.5*x*(1 + Erf(x/sqrt(2)))``), when the
    target has every operator the composition uses.
 2. **Opset conversion** (``onnx.version_converter``) into the target's opset range.
 3. **int64 -> int32** where the target lacks int64: int64 graph inputs become int32 (a Cast inside restores
    int64), int64 graph outputs get a Cast to int32, and int64 constants feeding inputs whose ONNX type constraint
    allows int32 (Gather indices, Slice starts/ends, ...) are narrowed when their values fit.
 
-The result is compared with the original on onnxruntime (:func:`onnxdeploy.numerics.compare_outputs`); whatever
+The result is verified against the original on onnxruntime (:func:`onnxdeploy.verify.verify`); whatever
 cannot be fixed is listed with its nodes (``LegalizeReport.remaining``).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
 from onnxdeploy.errors import InvalidModelError, OutputsDisagree, UserInputError
+from onnxdeploy.rules import CONTRIB_DOMAIN, RULES, Rule, applicable_rule, apply_rule, rule_fits  # noqa: F401
 
 if TYPE_CHECKING:
     import onnx_ir as ir
@@ -33,213 +33,6 @@ if TYPE_CHECKING:
     from onnxdeploy.io import ModelLike
     from onnxdeploy.verify import Inputs
     from onnxdeploy.targets.base import Target
-
-
-# ------------------------------------------------------------------------------------------------ rules
-@dataclass(frozen=True)
-class Rule:
-    op: str
-    describe: str
-    uses: frozenset[str]
-    build: Callable  # (B, node) -> output value
-    domain: str = ""  # "com.microsoft": onnxruntime's contrib ops, e.g. in a model optimized for onnxruntime
-    min_opset: int = 1  # the composition needs this default-domain opset (e.g. LayerNormalization: 17)
-
-    @property
-    def key(self) -> str:
-        return f"{self.domain}::{self.op}" if self.domain else self.op
-
-
-class _B:
-    """Tiny builder over ``onnx_ir.tape.Tape``: constants take the dtype of the value they combine with."""
-
-    def __init__(self, dtype) -> None:
-        import onnx_ir as ir
-
-        self.tape = ir.tape.Tape()
-        self.np_dtype = dtype.numpy() if dtype is not None else np.float32
-
-    def c(self, value: float):
-        import onnx_ir as ir
-
-        return self.tape.op("Constant", [], attributes={"value": ir.tensor(np.array(value, dtype=self.np_dtype))})
-
-    def __getattr__(self, op: str):
-        return lambda *inputs, **attrs: self.tape.op(op, list(inputs), attributes=attrs or None)
-
-
-def _attr(node, name: str, default: float) -> float:
-    a = node.attributes.get(name)
-    return a.value if a is not None else default
-
-
-def _softplus(b: _B, x):  # max(x, 0) + log(1 + exp(-|x|)): no overflow
-    return b.Add(b.Max(x, b.c(0.0)), b.Log(b.Add(b.c(1.0), b.Exp(b.Neg(b.Abs(x))))))
-
-
-def _gelu(b: _B, node):
-    x = node.inputs[0]
-    if node.attributes.get("approximate") is not None and node.attributes["approximate"].value == "tanh":
-        return _gelu_tanh(b, x)
-    return _gelu_erf(b, x)
-
-
-def _gelu_erf(b: _B, x):
-    return b.Mul(b.Mul(x, b.c(0.5)), b.Add(b.c(1.0), b.Erf(b.Div(x, b.c(math.sqrt(2.0))))))
-
-
-def _gelu_tanh(b: _B, x):
-    inner = b.Mul(b.c(math.sqrt(2.0 / math.pi)), b.Add(x, b.Mul(b.c(0.044715), b.Mul(x, b.Mul(x, x)))))
-    return b.Mul(b.Mul(x, b.c(0.5)), b.Add(b.c(1.0), b.Tanh(inner)))
-
-
-def _plus_optional(b: _B, x, *others):
-    for other in others:
-        if other is not None:
-            x = b.Add(x, other)
-    return x
-
-
-def _input(node, i: int):
-    return node.inputs[i] if len(node.inputs) > i else None
-
-
-def _skip_layer_norm(b: _B, node):
-    """SkipLayerNormalization(input, skip, gamma, beta?, bias?) -> LayerNormalization(input + skip + bias)."""
-    summed = _plus_optional(b, b.Add(node.inputs[0], node.inputs[1]), _input(node, 4))
-    gamma, beta = node.inputs[2], _input(node, 3)
-    return b.LayerNormalization(*([summed, gamma] + ([beta] if beta is not None else [])), axis=-1,
-                                epsilon=_attr(node, "epsilon", 1e-12))
-
-
-_FUSED_ACTIVATIONS = {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "HardSigmoid"}
-
-
-def _fused_conv(b: _B, node):
-    """FusedConv(X, W, B?, Z?) = activation(Conv(X, W, B) + Z), the activation named by an attribute."""
-    attrs = {k: a.value for k, a in node.attributes.items() if k not in ("activation", "activation_params")}
-    conv = b.Conv(*[v for v in node.inputs[:3] if v is not None], **attrs)
-    y = _plus_optional(b, conv, _input(node, 3))
-    act = node.attributes["activation"].value if "activation" in node.attributes else "Relu"
-    params = list(node.attributes["activation_params"].value) if "activation_params" in node.attributes else []
-    if act == "LeakyRelu":
-        return b.LeakyRelu(y, alpha=params[0] if params else 0.01)
-    if act == "HardSigmoid":
-        return b.HardSigmoid(y, alpha=params[0] if params else 0.2, beta=params[1] if len(params) > 1 else 0.5)
-    if act == "Clip":
-        return b.Clip(y, b.c(params[0]), b.c(params[1]))
-    if act not in _FUSED_ACTIVATIONS:
-        raise UserInputError(f"FusedConv {node.name!r}: unknown activation {act!r}")
-    return getattr(b, act)(y)
-
-
-def _hardsigmoid(b: _B, x, alpha: float, beta: float):
-    return b.Max(b.Min(b.Add(b.Mul(x, b.c(alpha)), b.c(beta)), b.c(1.0)), b.c(0.0))
-
-
-def _elu_like(b: _B, x, alpha: float, scale_in: float = 1.0):
-    e = b.Exp(b.Mul(x, b.c(scale_in)) if scale_in != 1.0 else x)
-    return b.Add(b.Max(x, b.c(0.0)), b.Min(b.Mul(b.c(alpha), b.Sub(e, b.c(1.0))), b.c(0.0)))
-
-
-_X = lambda n: n.inputs[0]  # noqa: E731
-
-_CONTRIB = "com.microsoft"
-
-RULES: dict[str, Rule] = {r.key: r for r in [
-    Rule("Asinh", "Asinh(x) -> Log(x + Sqrt(x*x + 1))", frozenset({"Log", "Add", "Sqrt", "Mul"}),
-         lambda b, n: b.Log(b.Add(_X(n), b.Sqrt(b.Add(b.Mul(_X(n), _X(n)), b.c(1.0)))))),
-    Rule("Acosh", "Acosh(x) -> Log(x + Sqrt(x*x - 1))", frozenset({"Log", "Add", "Sqrt", "Mul", "Sub"}),
-         lambda b, n: b.Log(b.Add(_X(n), b.Sqrt(b.Sub(b.Mul(_X(n), _X(n)), b.c(1.0)))))),
-    Rule("Atanh", "Atanh(x) -> 0.5 * Log((1 + x) / (1 - x))", frozenset({"Log", "Add", "Sub", "Div", "Mul"}),
-         lambda b, n: b.Mul(b.c(0.5), b.Log(b.Div(b.Add(b.c(1.0), _X(n)), b.Sub(b.c(1.0), _X(n)))))),
-    Rule("Sinh", "Sinh(x) -> (Exp(x) - Exp(-x)) / 2", frozenset({"Exp", "Neg", "Sub", "Mul"}),
-         lambda b, n: b.Mul(b.Sub(b.Exp(_X(n)), b.Exp(b.Neg(_X(n)))), b.c(0.5))),
-    Rule("Cosh", "Cosh(x) -> (Exp(x) + Exp(-x)) / 2", frozenset({"Exp", "Neg", "Add", "Mul"}),
-         lambda b, n: b.Mul(b.Add(b.Exp(_X(n)), b.Exp(b.Neg(_X(n)))), b.c(0.5))),
-    Rule("Tan", "Tan(x) -> Sin(x) / Cos(x)", frozenset({"Sin", "Cos", "Div"}),
-         lambda b, n: b.Div(b.Sin(_X(n)), b.Cos(_X(n)))),
-    Rule("Gelu", "Gelu(x) -> 0.5*x*(1 + Erf(x/sqrt(2))) (tanh form for approximate='tanh')",
-         frozenset({"Mul", "Add", "Div", "Erf", "Tanh"}), _gelu),
-    Rule("HardSigmoid", "HardSigmoid(x) -> Max(Min(alpha*x + beta, 1), 0)", frozenset({"Max", "Min", "Add", "Mul"}),
-         lambda b, n: _hardsigmoid(b, _X(n), _attr(n, "alpha", 0.2), _attr(n, "beta", 0.5))),
-    Rule("HardSwish", "HardSwish(x) -> x * Max(Min(x/6 + 0.5, 1), 0)", frozenset({"Max", "Min", "Add", "Mul"}),
-         lambda b, n: b.Mul(_X(n), _hardsigmoid(b, _X(n), 1.0 / 6.0, 0.5))),
-    Rule("Softplus", "Softplus(x) -> Max(x, 0) + Log(1 + Exp(-|x|))",
-         frozenset({"Max", "Add", "Log", "Exp", "Neg", "Abs"}), lambda b, n: _softplus(b, _X(n))),
-    Rule("Mish", "Mish(x) -> x * Tanh(Softplus(x))", frozenset({"Max", "Add", "Log", "Exp", "Neg", "Abs", "Tanh",
-                                                                   "Mul"}),
-         lambda b, n: b.Mul(_X(n), b.Tanh(_softplus(b, _X(n))))),
-    Rule("Softsign", "Softsign(x) -> x / (1 + |x|)", frozenset({"Div", "Add", "Abs"}),
-         lambda b, n: b.Div(_X(n), b.Add(b.c(1.0), b.Abs(_X(n))))),
-    Rule("Elu", "Elu(x) -> Max(x, 0) + Min(alpha*(Exp(x) - 1), 0)", frozenset({"Max", "Min", "Add", "Sub", "Mul",
-                                                                                 "Exp"}),
-         lambda b, n: _elu_like(b, _X(n), _attr(n, "alpha", 1.0))),
-    Rule("Celu", "Celu(x) -> Max(x, 0) + Min(alpha*(Exp(x/alpha) - 1), 0)",
-         frozenset({"Max", "Min", "Add", "Sub", "Mul", "Exp"}),
-         lambda b, n: _elu_like(b, _X(n), _attr(n, "alpha", 1.0), 1.0 / _attr(n, "alpha", 1.0))),
-    Rule("Selu", "Selu(x) -> gamma * (Max(x, 0) + Min(alpha*(Exp(x) - 1), 0))",
-         frozenset({"Max", "Min", "Add", "Sub", "Mul", "Exp"}),
-         lambda b, n: b.Mul(b.c(_attr(n, "gamma", 1.0507009873554805)),
-                            _elu_like(b, _X(n), _attr(n, "alpha", 1.6732632423543772)))),
-    Rule("LeakyRelu", "LeakyRelu(x) -> Where(x < 0, alpha*x, x)", frozenset({"Where", "Less", "Mul"}),
-         lambda b, n: b.Where(b.Less(_X(n), b.c(0.0)), b.Mul(_X(n), b.c(_attr(n, "alpha", 0.01))), _X(n))),
-    Rule("ThresholdedRelu", "ThresholdedRelu(x) -> Where(x > alpha, x, 0)", frozenset({"Where", "Greater"}),
-         lambda b, n: b.Where(b.Greater(_X(n), b.c(_attr(n, "alpha", 1.0))), _X(n), b.c(0.0))),
-    Rule("Reciprocal", "Reciprocal(x) -> 1 / x", frozenset({"Div"}), lambda b, n: b.Div(b.c(1.0), _X(n))),
-    Rule("GreaterOrEqual", "GreaterOrEqual(a, b) -> Not(Less(a, b))", frozenset({"Not", "Less"}),
-         lambda b, n: b.Not(b.Less(n.inputs[0], n.inputs[1]))),
-    Rule("LessOrEqual", "LessOrEqual(a, b) -> Not(Greater(a, b))", frozenset({"Not", "Greater"}),
-         lambda b, n: b.Not(b.Greater(n.inputs[0], n.inputs[1]))),
-    # onnxruntime's contrib ops (what `optimize --for-runtime onnxruntime` or its transformer optimizer leave)
-    Rule("Gelu", "com.microsoft Gelu(x) -> 0.5*x*(1 + Erf(x/sqrt(2)))", frozenset({"Mul", "Add", "Div", "Erf"}),
-         lambda b, n: _gelu_erf(b, _X(n)), domain=_CONTRIB),
-    Rule("BiasGelu", "BiasGelu(a, bias) -> Gelu(a + bias), erf form", frozenset({"Mul", "Add", "Div", "Erf"}),
-         lambda b, n: _gelu_erf(b, b.Add(n.inputs[0], n.inputs[1])), domain=_CONTRIB),
-    Rule("FastGelu", "FastGelu(x, bias?) -> Gelu(x + bias), tanh form", frozenset({"Mul", "Add", "Tanh"}),
-         lambda b, n: _gelu_tanh(b, _plus_optional(b, _X(n), _input(n, 1))), domain=_CONTRIB),
-    Rule("QuickGelu", "QuickGelu(x) -> x * Sigmoid(alpha*x)", frozenset({"Mul", "Sigmoid"}),
-         lambda b, n: b.Mul(_X(n), b.Sigmoid(b.Mul(_X(n), b.c(_attr(n, "alpha", 1.702))))), domain=_CONTRIB),
-    Rule("SkipLayerNormalization", "SkipLayerNormalization -> LayerNormalization(input + skip + bias)",
-         frozenset({"Add", "LayerNormalization"}), _skip_layer_norm, domain=_CONTRIB, min_opset=17),
-    Rule("FusedConv", "FusedConv -> Conv (+ Z) + its activation", frozenset({"Conv", "Add"}), _fused_conv,
-         domain=_CONTRIB),
-]}
-
-
-def applicable_rule(op: str, target: "Target | None", domain: str = "") -> Rule | None:
-    """The rule for ``op`` (of ``domain``) if the target has every operator the composition uses."""
-    rule = RULES.get(f"{domain}::{op}" if domain not in ("", "ai.onnx") else op)
-    if rule is None or target is None:
-        return rule
-    supported = target.supported_ops()
-    if supported is None or all(("", u) in supported for u in rule.uses):
-        return rule
-    return None
-
-
-def rule_fits(node: "ir.Node", rule: Rule, opset: int) -> bool:
-    """The composition replaces the node's first output: its other outputs must be unused (SkipLayerNormalization's
-    mean and variance); and the model's opset must have the ops it uses."""
-    extra = node.outputs[1:]
-    return opset >= rule.min_opset and not any(o.uses() or o.is_graph_output() for o in extra)
-
-
-def apply_rule(graph: "ir.Graph", node: "ir.Node", rule: Rule) -> None:
-    """Replace ``node`` in ``graph`` by the rule's composition (in place)."""
-    import onnx_ir as ir
-
-    b = _B(node.inputs[0].dtype if node.inputs and node.inputs[0] is not None else None)
-    out = rule.build(b, node)
-    base = node.name or node.op_type
-    taken = {n.name for n in graph}
-    for i, new in enumerate(b.tape.nodes):
-        name, k = f"{base}/legalized/{new.op_type}_{i}", 1
-        while name in taken:  # unnamed nodes of one op type share a base
-            name, k = f"{base}/legalized/{new.op_type}_{i}_{k}", k + 1
-        new.name = name
-        taken.add(name)
-    ir.convenience.replace_nodes_and_values(graph, node, [node], list(b.tape.nodes), [node.outputs[0]], [out])
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -303,7 +96,7 @@ def _apply_rules(model: "ir.Model", target: "Target") -> Counter:
     for graph in model.graphs():
         for node in list(graph):
             domain = "" if node.domain == "ai.onnx" else node.domain
-            if domain not in ("", _CONTRIB):
+            if domain not in ("", CONTRIB_DOMAIN):
                 continue
             lacks = ((domain, node.op_type) not in supported) if supported is not None else (
                 missing is not None and node.op_type in missing)
@@ -332,7 +125,7 @@ def _convert_opset(model: "ir.Model", to: int) -> "ir.Model":
 def _narrow_int64(model: "ir.Model") -> list[str]:
     import onnx_ir as ir
 
-    from onnxdeploy.check import _slot_allows_int32, default_opset, node_label
+    from onnxdeploy.check import default_opset, node_label, own_type_var, slot_allows_int32
 
     changes: list[str] = []
     graph = model.graph
@@ -368,9 +161,9 @@ def _narrow_int64(model: "ir.Model") -> list[str]:
     narrowed: dict[str, ir.Value] = {}
     for i, node in enumerate(list(graph)):
         for j, v in enumerate(node.inputs):
-            if v is None or v.dtype != i64 or v.is_graph_input() or not _slot_allows_int32(node, j, opset):
+            if v is None or v.dtype != i64 or v.is_graph_input() or not slot_allows_int32(node, j, opset):
                 continue
-            if not _own_type_var(node, j, opset):
+            if not own_type_var(node, j, opset):
                 continue
             tensor = ir.convenience.get_const_tensor(v)
             if tensor is None:
@@ -391,18 +184,6 @@ def _narrow_int64(model: "ir.Model") -> list[str]:
         RemoveUnusedNodesPass()(model)
     graph.sort()
     return changes
-
-
-def _own_type_var(node: "ir.Node", index: int, opset: int) -> bool:
-    """True when input ``index`` has a type variable no other input or output of the node shares."""
-    from onnx import defs
-
-    schema = defs.get_schema(node.op_type, opset, "")
-    formals = list(schema.inputs)
-    mine = formals[min(index, len(formals) - 1)].type_str
-    others = [f.type_str for k, f in enumerate(formals) if k != min(index, len(formals) - 1)]
-    others += [f.type_str for f in schema.outputs]
-    return mine not in others
 
 
 # ------------------------------------------------------------------------------------------------ API
@@ -429,7 +210,7 @@ def legalize(
     """
     from onnxdeploy import io
     from onnxdeploy.check import check, default_opset, typed_model
-    from onnxdeploy.targets import get_target
+    from onnxdeploy.targets.base import get_target
 
     start = time.perf_counter()
     t = get_target(target)

@@ -328,7 +328,7 @@ def diff_tensor(name: str, ref: np.ndarray, got: np.ndarray, *, atol: float | No
 
 _CHUNK = 1 << 16  # elements per step: r, g and 3 scratch chunks of float32 stay in a 2 MB L2 cache
 _MAX_ROW = 1 << 20  # rows up to this long are kept whole in a chunk, for top-1 agreement in the same pass
-_CHEAP_ROW = 64  # numpy's argmax costs about one pass from rows this long; shorter rows cost it 10-50x more
+_CHEAP_ROW = 256  # numpy's row-wise argmax costs about one pass from rows this long; short rows cost 10-50x more
 
 
 def _row_argmax(x: np.ndarray) -> np.ndarray:
@@ -354,7 +354,7 @@ class _Stream:
         self.n = ref.size
         last = ref.shape[-1] if ref.ndim >= 2 else 0
         # Top-1 agreement applies to logits-like outputs (float, rank >= 2, last dim > 1); it is measured when the
-        # tolerance asks for it, or when rows are long enough (>= 64) for numpy's row-wise argmax to be cheap.
+        # tolerance asks for it, or when rows are long enough (>= 256) for numpy's row-wise argmax to be cheap.
         self.logits = (not exact and _kind(ref.dtype) == "f" and ref.ndim >= 2 and last > 1
                        and (tol.min_top1 is not None or last >= _CHEAP_ROW))
         self.last = last

@@ -1,19 +1,21 @@
-"""The deploy report: one self-contained HTML page (inline CSS and SVG, no script, no network)."""
+"""The deploy report: one self-contained HTML page (inline CSS and SVG, no script, no network).
+
+It renders the data of ``DeployReport.to_dict()`` (what ``deploy.json`` holds), so it depends on no pipeline module.
+"""
 
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from onnxdeploy.deploy import DeployReport
+from typing import Mapping
 
 CSS = """
 body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1200px}
 h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}
 table{border-collapse:collapse;margin:8px 0;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}
 th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.ok{color:#146c2e;font-weight:bold}.failed{color:#b02a37;font-weight:bold}.skipped,.unavailable{color:#8a6d00}
+.ok,.passed{color:#146c2e;font-weight:bold}.failed{color:#b02a37;font-weight:bold}.skipped,.unavailable{color:#8a6d00}
+.headline{font-size:16px;padding:8px 12px;border:2px solid #b02a37;background:#fdecee}
+.headline.passed{border-color:#146c2e;background:#eaf6ee}
 .box{overflow:auto;border:1px solid #ddd;padding:8px;max-height:900px}code{background:#f5f5f5;padding:1px 4px}
 """
 
@@ -47,64 +49,97 @@ def latency_svg(rows: list[dict], *, width: int = 640) -> str:
     return "".join(parts)
 
 
-def deploy_html(report: "DeployReport", graph_svg: str | None = None) -> str:
-    d = report.to_dict()
-    status = "passed" if report.passed else f"FAILED at step {d['failed_step']}"
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', '<link rel="icon" href="data:,">',
-           f"<title>onnxdeploy deploy report: {_e(report.target)}</title><style>{CSS}</style></head><body>",
-           f"<h1>Deploy report: {_e(report.source)} &rarr; {_e(report.target)}</h1>",
-           "<table>",
-           f"<tr><th>Status</th><td class=\"{'ok' if report.passed else 'failed'}\">{_e(status)}</td></tr>",
-           f"<tr><th>Target</th><td>{_e(report.target)}</td></tr>",
-           f"<tr><th>Final artefact</th><td><code>{_e(report.final_artifact)}</code></td></tr>",
-           f"<tr><th>Inputs</th><td>{_e(', '.join(f'{k}: {chr(120).join(map(str, v))}' for k, v in report.inputs.items()))}</td></tr>",
-           f"<tr><th>Total time</th><td>{report.seconds:.2f} s</td></tr></table>"]
+def _step_row(s: Mapping) -> str:
+    v = s.get("verification") or {}
+    tensors = [t for c in v.get("comparisons", []) for t in c.get("tensors", [])]
+    cos = min((t["cosine"] for t in tensors if t.get("cosine") is not None), default=None)
+    verdict = "" if not v else ("match" if v.get("passed") else
+                                ("INTERFACE CHANGED" if v.get("interface_changes") else "MISMATCH"))
+    shapes = len(v.get("comparisons", [])) if v else ""
+    message = "; ".join([s["message"], *s.get("notes", [])])
+    return (f'<tr><td>{_e(s["name"])}</td><td class="{_e(s["status"])}">{_e(s["status"])}</td>'
+            f'<td class="num">{s["seconds"]:.2f}</td><td>{verdict}</td><td class="num">{shapes}</td>'
+            f'<td class="num">{_fmt(v.get("max_abs")) if v else ""}</td>'
+            f'<td class="num">{_fmt(v.get("max_rel")) if v else ""}</td>'
+            f'<td class="num">{_fmt(cos, ".6f")}</td><td>{_e(message)}</td></tr>')
 
-    out.append("<h2>Steps and parity</h2><table><tr><th>Step</th><th>Status</th><th>Time (s)</th><th>Parity</th>"
-               "<th>Max abs err</th><th>Max rel err</th><th>Min cosine</th><th>Message</th></tr>")
-    for s in report.steps:
-        p = s.parity
-        cos = min((t.cosine for t in p.diffs), default=None) if p is not None else None
-        parity = "" if p is None else ("match" if p.passed else "MISMATCH")
-        out.append(f'<tr><td>{_e(s.name)}</td><td class="{_e(s.status)}">{_e(s.status)}</td>'
-                   f'<td class="num">{s.seconds:.2f}</td><td>{parity}</td>'
-                   f'<td class="num">{_fmt(p.max_abs) if p is not None else ""}</td>'
-                   f'<td class="num">{_fmt(p.max_rel) if p is not None else ""}</td>'
-                   f'<td class="num">{_fmt(cos, ".6f")}</td><td>{_e(s.message)}</td></tr>')
+
+def _latency_table(rows: list[dict], bench_inputs: Mapping) -> list[str]:
+    shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in bench_inputs.items())
+    out = [f"<h2>Latency</h2><p>Inputs: {_e(shapes)}</p><table><tr><th>Model</th><th>Engine</th><th>p50 (ms)</th>"
+           "<th>p90 (ms)</th><th>mean (ms)</th><th>min (ms)</th><th>iterations</th></tr>"]
+    for r in rows:
+        out.append(f"<tr><td>{_e(r['model'])}</td><td>{_e(r['engine'])}</td><td class=\"num\">{r['p50_ms']:.3f}"
+                   f"</td><td class=\"num\">{r['p90_ms']:.3f}</td><td class=\"num\">{r['mean_ms']:.3f}</td>"
+                   f"<td class=\"num\">{r['min_ms']:.3f}</td><td class=\"num\">{r['iterations']}</td></tr>")
+    out.append("</table>" + latency_svg(rows))
+    return out
+
+
+def _ops_table(before: Mapping[str, int], after: Mapping[str, int]) -> list[str]:
+    ops = sorted(set(before) | set(after))
+    if not ops:
+        return []
+    out = ["<h2>Operators before and after</h2><table><tr><th>Op type</th><th>Before</th><th>After</th></tr>"]
+    for op in ops:
+        a, b = before.get(op, 0), after.get(op, 0)
+        style = ' style="background:#fff3cd"' if a != b else ""
+        out.append(f"<tr{style}><td>{_e(op)}</td><td class=\"num\">{a}</td><td class=\"num\">{b}</td></tr>")
     out.append("</table>")
+    return out
 
-    check = next((s for s in report.steps if s.name == "check"), None)
-    if check is not None and check.details.get("problems"):
-        out.append("<h2>Check: problems found before legalization</h2><table><tr><th>Kind</th><th>What</th>"
-                   "<th>Nodes</th><th>Detail</th><th>Fix</th></tr>")
-        for p in check.details["problems"]:
-            out.append(f"<tr><td>{_e(p['kind'])}</td><td>{_e(p['what'])}</td><td>{_e(', '.join(p['nodes']))}</td>"
-                       f"<td>{_e(p['detail'])}</td><td>{_e(p['fix'] or 'none known')}</td></tr>")
-        out.append("</table>")
 
-    if report.latency:
-        out.append("<h2>Latency</h2><table><tr><th>Model</th><th>Engine</th><th>p50 (ms)</th><th>p90 (ms)</th>"
-                   "<th>mean (ms)</th><th>min (ms)</th><th>iterations</th></tr>")
-        for r in report.latency:
-            out.append(f"<tr><td>{_e(r['model'])}</td><td>{_e(r['engine'])}</td><td class=\"num\">{r['p50_ms']:.3f}"
-                       f"</td><td class=\"num\">{r['p90_ms']:.3f}</td><td class=\"num\">{r['mean_ms']:.3f}</td>"
-                       f"<td class=\"num\">{r['min_ms']:.3f}</td><td class=\"num\">{r['iterations']}</td></tr>")
-        out.append("</table>" + latency_svg(report.latency))
+def _check_table(steps: list[Mapping]) -> list[str]:
+    check = next((s for s in steps if s["name"] == "check"), None)
+    if check is None or not check["details"].get("problems"):
+        return []
+    out = ["<h2>Check: problems found before legalization</h2><table><tr><th>Kind</th><th>What</th>"
+           "<th>Nodes</th><th>Detail</th><th>Fix</th></tr>"]
+    for p in check["details"]["problems"]:
+        out.append(f"<tr><td>{_e(p['kind'])}</td><td>{_e(p['what'])}</td><td>{_e(', '.join(p['nodes']))}</td>"
+                   f"<td>{_e(p['detail'])}</td><td>{_e(p['fix'] or 'none known')}</td></tr>")
+    out.append("</table>")
+    return out
 
-    ops = sorted(set(report.ops_before) | set(report.ops_after))
-    if ops:
-        out.append("<h2>Operators before and after</h2><table><tr><th>Op type</th><th>Before</th><th>After</th></tr>")
-        for op in ops:
-            a, b = report.ops_before.get(op, 0), report.ops_after.get(op, 0)
-            style = ' style="background:#fff3cd"' if a != b else ""
-            out.append(f"<tr{style}><td>{_e(op)}</td><td class=\"num\">{a}</td><td class=\"num\">{b}</td></tr>")
-        out.append("</table>")
+
+def _dims_text(shape) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
+def deploy_html(d: Mapping, graph_svg: str | None = None) -> str:
+    """The report page of one deploy, from ``DeployReport.to_dict()``; the verdict line comes first."""
+    passed = d["passed"]
+    inputs = ", ".join(f"{k}: {_dims_text(v)}" for k, v in d["inputs"].items())
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', '<link rel="icon" href="data:,">',
+           f"<title>onnxdeploy deploy report: {_e(d['target'])}</title><style>{CSS}</style></head><body>",
+           f"<h1>Deploy report: {_e(d['source'])} &rarr; {_e(d['target'])}</h1>",
+           f'<p class="headline {"passed" if passed else "failed"}">{_e(d["headline"])}</p>']
+    if d.get("interface_changes"):
+        out.append("<ul>" + "".join(f"<li>interface changed: <code>{_e(c)}</code></li>"
+                                    for c in d["interface_changes"]) + "</ul>")
+    out += ["<table>",
+            f"<tr><th>Status</th><td class=\"{'ok' if passed else 'failed'}\">"
+            f"{'passed' if passed else 'FAILED at step ' + _e(d['failed_step'])}</td></tr>",
+            f"<tr><th>Target</th><td>{_e(d['target'])}</td></tr>",
+            f"<tr><th>Final artefact</th><td><code>{_e(d['final_artifact'])}</code></td></tr>",
+            f"<tr><th>Declared inputs</th><td>{_e(inputs)}</td></tr>",
+            f"<tr><th>Skipped on request</th><td>{_e(', '.join(d.get('skipped') or []) or 'none')}</td></tr>",
+            f"<tr><th>Total time</th><td>{d['seconds']:.2f} s</td></tr></table>"]
+    out.append("<h2>Steps and verification</h2><table><tr><th>Step</th><th>Status</th><th>Time (s)</th>"
+               "<th>Verdict</th><th>Shapes</th><th>Max abs err</th><th>Max rel err</th><th>Min cosine</th>"
+               "<th>Message</th></tr>")
+    out += [_step_row(s) for s in d["steps"]]
+    out.append("</table>")
+    out += _check_table(d["steps"])
+    if d["latency"]:
+        out += _latency_table(d["latency"], d.get("bench_inputs") or {})
+    out += _ops_table(d["ops_before"], d["ops_after"])
     out.append("<h2>What changed</h2>")
-    out.append("<ul>" + "".join(f"<li><code>{_e(c)}</code></li>" for c in report.changes) + "</ul>"
-               if report.changes else "<p>No operator changes.</p>")
-    for s in report.steps:
-        if s.name == "convert" and s.details.get("command"):
-            out.append(f"<h2>Command for the target toolchain</h2><pre>{_e(s.details['command'])}</pre>")
+    out.append("<ul>" + "".join(f"<li><code>{_e(c)}</code></li>" for c in d["changes"]) + "</ul>"
+               if d["changes"] else "<p>No operator changes.</p>")
+    for s in d["steps"]:
+        if s["name"] == "convert" and s["details"].get("command"):
+            out.append(f"<h2>Command for the target toolchain</h2><pre>{_e(s['details']['command'])}</pre>")
     if graph_svg:
         out.append(f"<h2>Graph of the final ONNX model</h2><div class=\"box\">{graph_svg}</div>")
     out.append("<p style=\"color:#888;font-size:12px\">Generated by onnxdeploy. Full data: deploy.json.</p>")

@@ -426,6 +426,7 @@ def prepare_inputs(
             raise UserInputError(f"--inputs {npz}: no input_K.pb files in this folder")
     elif npz is not None:
         feeds.update(read_npz(npz))
+    _check_names(input_files or {}, specs, "--input")  # a misspelt name is named before any file is read
     for name, path in (input_files or {}).items():
         feeds[name] = read_tensor_file(path)
     feeds.update(inputs or {})
@@ -508,7 +509,7 @@ def create_session(
     try:
         return ort.InferenceSession(source, sess_options=options, providers=provider_list)
     except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
-        raise _session_error(err) from err
+        raise session_error(err) from err
 
 
 def _serialize_for_session(model) -> tuple[bytes, str | None]:
@@ -533,7 +534,7 @@ class SessionError(OnnxDeployError, RuntimeError):
 _ORT_SOURCE_LOCATION = re.compile(r"/onnxruntime_src/\S+:\d+ (?:[\w:~<>]+\([^)]*\)(?: const)? )?")
 
 
-def _session_error(err: Exception) -> SessionError:
+def session_error(err: Exception) -> SessionError:
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     text = text.replace("[ONNXRuntimeError] : ", "")
     text = _ORT_SOURCE_LOCATION.sub("", text)  # "/onnxruntime_src/...h:91 onnxruntime::F(args) ": noise for users
@@ -551,17 +552,19 @@ class RunResult:
     inputs: dict[str, np.ndarray]
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    expected: object = None  # an onnxdeploy.verify.Verification against expected outputs (``run --expect``)
 
     def to_dict(self) -> dict:
         return {
             "seconds": self.seconds,
             "warnings": self.warnings,
-            "inputs": {k: _array_summary(v) for k, v in self.inputs.items()},
-            "outputs": {k: _array_summary(v) for k, v in self.outputs.items()},
+            "inputs": {k: array_summary(v) for k, v in self.inputs.items()},
+            "outputs": {k: array_summary(v) for k, v in self.outputs.items()},
+            "expected": self.expected.to_dict() if self.expected is not None else None,
         }
 
 
-def _array_summary(arr: np.ndarray) -> dict:
+def array_summary(arr: np.ndarray) -> dict:
     summary: dict = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
     if arr.size and arr.dtype.kind in "biuf":
         a = arr.astype(np.float64)
@@ -577,7 +580,7 @@ def run_session(
     try:
         values = session.run(names, dict(feeds))
     except Exception as err:
-        error = _session_error(err)
+        error = session_error(err)
         if error.hint is None:
             shapes = ", ".join(f"{k}={_fmt_shape(getattr(v, 'shape', ()))}" for k, v in feeds.items())
             error.hint = (f"the inputs were {shapes}; synthesized inputs give symbolic dims default sizes (batch 1, "
@@ -622,10 +625,12 @@ def run_model(
     seed: int = 0,
     providers: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
+    dtypes: Mapping[str, np.dtype] | None = None,
 ) -> RunResult:
     """Prepare inputs, run once on onnxruntime, and report outputs, timing and declared-shape warnings."""
     proto = model_structure(model)
-    feeds = prepare_inputs(proto, inputs=inputs, input_files=input_files, npz=npz, dims=dims, shapes=shapes, seed=seed)
+    feeds = prepare_inputs(proto, inputs=inputs, input_files=input_files, npz=npz, dims=dims, shapes=shapes, seed=seed,
+                           dtypes=dtypes)
     session = create_session(model if isinstance(model, (str, os.PathLike)) else proto, providers=providers)
     start = time.perf_counter()
     outputs = run_session(session, feeds, output_names)

@@ -563,6 +563,62 @@ def _is_runner_only(candidate: Any, runner: Runner | None) -> bool:
     return callable(candidate) and not isinstance(candidate, (str, os.PathLike))
 
 
+def read_expected(path: str | os.PathLike, structure: Any) -> dict[str, np.ndarray]:
+    """Expected outputs from an ``.npz`` or a ``test_data_set_N`` folder (``output_K.pb``, named by position of the
+    outputs ``structure`` declares)."""
+    from onnxdeploy.run import output_specs, read_npz, read_test_data_dir
+
+    p = Path(path)
+    if p.is_dir():
+        expected = read_test_data_dir(p, output_specs(_structure(structure)), "output")
+        if not expected:
+            raise UserInputError(f"--expect {p}: no output_K.pb files in this folder")
+        return expected
+    if p.suffix == ".npz" or not p.exists():
+        return read_npz(p)
+    raise UserInputError(f"--expect {p}: give an .npz file or a test_data_set folder")
+
+
+def check_expected(outputs: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray], *,
+                   feeds: Mapping[str, np.ndarray], structure: Any, tolerance: Any = None,
+                   atol: float | None = None, rtol: float | None = None, label: str = "expected vs run"
+                   ) -> Verification:
+    """Judge outputs a model produced on ``feeds`` against expected ones (``run --expect``), with the verifier's
+    metric and flags. An expected name the model does not declare is a :class:`UserInputError`."""
+    from onnxdeploy.run import output_specs
+    from onnxdeploy.suggest import did_you_mean
+
+    declared = [s.name for s in output_specs(_structure(structure))] or list(outputs)
+    for name in expected:
+        if name not in declared and name not in outputs:
+            raise UserInputError(f"--expect: the model has no output named {name!r}", hint=did_you_mean(name, declared))
+    return verify(lambda _feeds: dict(expected), None, Inputs(arrays=dict(feeds)), tolerance=tolerance, atol=atol,
+                  rtol=rtol, specs_from=structure, candidate_runner=lambda _feeds: dict(outputs), interface="ignore",
+                  label=label)
+
+
+def run_checked(model: Any, inputs: "Inputs | Mapping[str, np.ndarray] | None" = None, *,
+                expect: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
+                providers: Sequence[str] | None = None, output_names: Sequence[str] | None = None,
+                tolerance: Any = None, atol: float | None = None, rtol: float | None = None):
+    """Run ``model`` once on onnxruntime (:func:`onnxdeploy.run.run_model`) and, with ``expect`` (an ``.npz``, a
+    ``test_data_set_N`` folder or arrays), judge its outputs against the expected ones: ``result.expected``."""
+    from onnxdeploy.run import model_structure, run_model
+
+    given = Inputs.coerce(inputs)
+    structure = model_structure(model)
+    expected = None
+    if expect is not None:
+        expected = dict(expect) if isinstance(expect, Mapping) else read_expected(expect, structure)
+    result = run_model(model, dict(given.arrays), input_files=dict(given.files), npz=given.npz, dims=dict(given.dims),
+                       shapes=given.shape_dims(), seed=given.seed, providers=providers, output_names=output_names,
+                       dtypes=given.dtypes())
+    if expected is not None:
+        result.expected = check_expected(result.outputs, expected, feeds=result.inputs, structure=structure,
+                                         tolerance=tolerance, atol=atol, rtol=rtol)
+    return result
+
+
 def verify(reference: Any, candidate: Any, inputs: Inputs | Mapping[str, np.ndarray] | None = None, *,
            tolerance: Any = None, atol: float | None = None, rtol: float | None = None,
            reference_runner: Runner | None = None, candidate_runner: Runner | None = None,
@@ -577,10 +633,10 @@ def verify(reference: Any, candidate: Any, inputs: Inputs | Mapping[str, np.ndar
     ref = reference_runner if reference_runner is not None else reference
     verifier = Verifier(ref, inputs, tolerance=tolerance, atol=atol, rtol=rtol,
                         specs_from=specs_from if specs_from is not None else
-                        (reference if reference_runner is not None and not callable(reference) else None),
+                        (reference if reference_runner is not None and not _is_runner_only(reference, None) else None),
                         providers=providers, interface=interface)
     return verifier.check(candidate, label=label, runner=candidate_runner)
 
 
-__all__ = ["Inputs", "Runner", "SharedWeightSession", "Verification", "Verifier", "dims_label", "interface_changes",
+__all__ = ["Inputs", "Runner", "check_expected", "read_expected", "run_checked", "SharedWeightSession", "Verification", "Verifier", "dims_label", "interface_changes",
            "onnxruntime_runner", "symbolic_input_dims", "verification_plans", "verify", "OnnxDeployError"]

@@ -48,6 +48,12 @@ OptLevelOpt = Annotated[
     typer.Option("--opt-level", help="onnxruntime graph optimizations: disable, basic, extended, all."),
 ]
 OptLevelBOpt = Annotated[Optional[str], typer.Option("--opt-level-b", help="onnxruntime graph optimizations for B.")]
+TARGET_HELP = "onnxruntime, openvino, ort-mobile, tensorrt or ascend."
+DEFAULT_TARGET = "onnxruntime"  # the one default of every verb that takes --target
+TargetOpt = Annotated[str, typer.Option("--target", "-t", help=f"Deployment target: {TARGET_HELP}")]
+TargetFromSuffixOpt = Annotated[Optional[str], typer.Option(
+    "--target", "-t", help=f"Deployment target: {TARGET_HELP} Default: the one the output's suffix names "
+                           "(.xml openvino, .ort ort-mobile, .onnx onnxruntime, .engine tensorrt, .om ascend).")]
 AtolOpt = Annotated[float, typer.Option("--atol", help="Absolute tolerance.")]
 RtolOpt = Annotated[float, typer.Option("--rtol", help="Relative tolerance.")]
 
@@ -138,6 +144,29 @@ def parse_dims(items: list[str] | None) -> dict[str, int]:
     return dims
 
 
+DynamicOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--dynamic", "-d", help="NAME:0=batch,2=height: name dims of an input or output dynamic. Repeatable."),
+]
+
+
+def parse_dynamic(items: list[str] | None) -> dict[str, dict[int, str]]:
+    """Parse repeated ``NAME:INDEX=DIM[,INDEX=DIM]`` (``--dynamic``) into ``{name: {index: dim name}}``."""
+    result: dict[str, dict[int, str]] = {}
+    for item in items or []:
+        name, sep, spec = item.partition(":")
+        if not sep or not name or not spec:
+            raise UserInputError(f"--dynamic expects NAME:INDEX=DIM[,INDEX=DIM], got {item!r}",
+                                 hint="e.g. --dynamic input:0=batch,2=height,3=width")
+        axes = result.setdefault(name, {})
+        for part in spec.split(","):
+            index, eq, dim = part.partition("=")
+            if not eq or not index.strip().lstrip("-").isdigit() or not dim.strip():
+                raise UserInputError(f"--dynamic {item}: {part!r} is not INDEX=NAME", hint="e.g. 0=batch")
+            axes[int(index)] = dim.strip()
+    return result
+
+
 def providers_from(items: list[str] | None) -> list[str] | None:
     return list(items) if items else None
 
@@ -171,3 +200,12 @@ def check_opt_level(value: str | None, option: str = "--opt-level") -> str | Non
     if value is not None and value not in levels:
         raise UserInputError(f"{option} {value!r} is not a level", hint=f"use one of {', '.join(levels)}")
     return value
+
+
+def node_names_text(nodes: list[str], n: int = 3) -> str:
+    """The first ``n`` node names (the JSON output has more), so one problem stays a few lines tall."""
+    if len(nodes) <= n:
+        return ", ".join(nodes)
+    listed = [x for x in nodes if not x.startswith("... ")]
+    more = sum(int(x.split()[1]) for x in nodes if x.startswith("... ")) + len(listed) - n
+    return ", ".join(nodes[:n]) + f", ... {more} more"

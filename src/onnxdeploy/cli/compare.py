@@ -1,4 +1,5 @@
-"""`onnxdeploy compare`: two models (or PyTorch vs ONNX) tensor by tensor; names the first divergence."""
+"""`onnxdeploy compare`: two models (or PyTorch vs ONNX); the verdict from the real outputs, the first diverging
+intermediate tensor to say where."""
 
 from __future__ import annotations
 
@@ -37,12 +38,12 @@ EXAMPLES = """[b]Examples[/b]
   onnxdeploy compare a.onnx b.onnx --tensor conv_output --json"""
 
 AArg = Annotated[
-    str, typer.Argument(metavar="A", help="Reference: an .onnx model, or a PyTorch target pkg.mod:factory / file.py:factory.",
-                        show_default=False)
+    str, typer.Argument(metavar="A", show_default=False,
+                        help="Reference: an .onnx model, or a PyTorch target pkg.mod:factory / file.py:factory.")
 ]
 BArg = Annotated[
-    Optional[str], typer.Argument(metavar="[B]", help="The .onnx model to check (default: A again, with --provider-b/--opt-level-b).",
-                                  show_default=False)
+    Optional[str], typer.Argument(metavar="[B]", show_default=False,
+                                  help="The .onnx model to check (default: A again, with --provider-b/--opt-level-b).")
 ]
 
 
@@ -50,10 +51,14 @@ def compare(
     a: AArg,
     b: BArg = None,
     tensor: Annotated[
-        Optional[list[str]], typer.Option("--tensor", "-t", help="Compare only this tensor of A. Repeatable.")
+        Optional[list[str]],
+        typer.Option("--tensor", "-t", help="Show only this intermediate tensor of A (the verdict still comes from "
+                     "the outputs). Repeatable."),
     ] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Compare every matched tensor (the default).")] = False,
-    outputs_only: Annotated[bool, typer.Option("--outputs-only", help="Compare graph outputs only.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Show every matched intermediate tensor (the default).")] = False,
+    outputs_only: Annotated[
+        bool, typer.Option("--outputs-only", help="Compare the graph outputs only (no intermediate runs).")
+    ] = False,
     failures_only: Annotated[bool, typer.Option("--failures", help="List only tensors beyond tolerance.")] = False,
     input_: InputOpt = None,
     inputs: InputsOpt = None,
@@ -68,11 +73,10 @@ def compare(
     rtol: RtolOpt = 1e-3,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compare two models layer by layer on the same inputs; exit 3 when a tensor differs beyond tolerance."""
+    """Compare two models on the same inputs: the verdict from their real outputs (exit 3 when they differ), the
+    first diverging intermediate tensor (or module call) to say where."""
     from onnxdeploy.cli import output as out
-    from onnxdeploy.cli.probe import fmt_num
     from onnxdeploy.debug import compare as compare_api
-    from onnxdeploy.debug._compare import raise_disagreement
     from onnxdeploy.errors import UserInputError
 
     if sum(bool(x) for x in (tensor, all_, outputs_only)) > 1:
@@ -85,28 +89,56 @@ def compare(
     if as_json:
         out.print_json(result)
     else:
-        torch_mode = result.kind == "torch"
-        renamed = any(m.name != m.other for m in result.matches)
-        columns = ["#", "module" if torch_mode else "tensor"]
-        columns += ["ONNX tensor"] if torch_mode else (["B tensor"] if renamed else [])
-        columns += ["node", "op", "match", "max abs", "max rel", "cosine", ""]
-        rows = []
-        first = result.first_divergence
-        for k, m in enumerate(result.matches):
-            if failures_only and m.passed:
-                continue
-            status = "ok" if m.passed else out.styled("FIRST" if m is first else "differs", "red")
-            row = [str(k), m.name] + ([m.other] if torch_mode or renamed else [])
-            rows.append(row + [m.node or "", m.op or "", m.how, fmt_num(m.diff.max_abs), fmt_num(m.diff.max_rel),
-                               f"{m.diff.cosine:.6f}", status])
-        out.show(out.table(f"{result.label_a} vs {result.label_b}", columns, rows))
-        if result.unmatched:
-            shown = ", ".join(result.unmatched[:5]) + (" ..." if len(result.unmatched) > 5 else "")
-            out.info(f"{len(result.unmatched)} tensors of A have no counterpart in B: {shown}")
-        if result.passed:
-            out.info(result.summary())
-    if not result.passed:
-        raise_disagreement(result)
+        _show(result, failures_only)
+    result.check()
+
+
+def _show(result, failures_only: bool) -> None:
+    from onnxdeploy.cli import output as out
+
+    torch_mode = result.kind == "torch"
+    renamed = any(m.name != m.other for m in result.matches)
+    columns = ["#", "module" if torch_mode else "tensor"]
+    columns += ["ONNX tensor"] if torch_mode else (["B tensor"] if renamed else [])
+    columns += ["node", "op", "match", "max abs", "max rel", "cosine", ""]
+    rows = []
+    first = result.first_divergence
+    for k, m in enumerate(result.matches):
+        if failures_only and m.passed:
+            continue
+        if m.passed:
+            status = "ok"
+        elif result.passed:
+            status = out.styled("note", "yellow")  # outputs agree: an intermediate difference only informs
+        else:
+            status = out.styled("FIRST" if m is first else "differs", "red")
+        row = [str(k), m.name] + ([m.other] if torch_mode or renamed else [])
+        rows.append(row + [m.node or "", m.op or "", m.how + ("*" if m.note else ""), out.fmt_num(m.diff.max_abs),
+                           out.fmt_num(m.diff.max_rel), f"{m.diff.cosine:.6f}", status])
+    if rows or not failures_only:
+        what = "module calls" if torch_mode else "tensors"
+        out.show(out.table(f"{result.label_a} vs {result.label_b}: intermediate {what}", columns, rows))
+    if result.verdict is not None:
+        names = {d.name: d for d in result.verdict.diffs}
+        out_rows = [[d.name, d.dtype, "x".join(map(str, d.shape)), out.fmt_num(d.max_abs), out.fmt_num(d.max_rel),
+                     f"{d.cosine:.6f}", "ok" if d.passed else out.styled("differs", "red")] for d in names.values()]
+        out_rows += [[n, "", "", "", "", "", out.styled("missing in B", "red")] for n in result.verdict.missing]
+        out.show(out.table("outputs, models run as they are (the verdict)",
+                           ["output", "dtype", "shape", "max abs", "max rel", "cosine", ""], out_rows))
+    for u in result.unmatched[:5]:
+        out.info(f"unmatched: {u.name}: {u.reason}")
+    if len(result.unmatched) > 5:
+        out.info(f"... and {len(result.unmatched) - 5} more tensors of A without a trusted counterpart in B")
+    rewritten = [m for m in result.matches if m.note]
+    for m in rewritten[:5]:
+        out.info(f"{m.name}*: {m.note}")
+    if len(rewritten) > 5:
+        out.info(f"... and {len(rewritten) - 5} more tensors computed differently in B")
+    if result.passed:  # when the verdict fails, the error says it
+        for note in result.notes:
+            out.warn(note)
+    if result.passed:
+        out.info(result.summary())
 
 
 def register(app: typer.Typer) -> None:

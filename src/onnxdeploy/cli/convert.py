@@ -6,9 +6,8 @@ from typing import Annotated
 
 import typer
 
-from onnxdeploy.cli.check import TargetOpt
-from onnxdeploy.cli.common import (PANEL_DEPLOY, AtolOpt, DimOpt, InputOpt, InputsOpt, JsonOpt, ModelArg, OutputOpt,
-                                   RtolOpt, SeedOpt, ShapeOpt)
+from onnxdeploy.cli.common import (PANEL_DEPLOY, AtolOpt, DimOpt, InputOpt, InputsOpt, JsonOpt, ModelArg,
+                                   OutputOpt, RtolOpt, SeedOpt, ShapeOpt, TargetFromSuffixOpt)
 
 EXAMPLES = """[b]Examples[/b]
 
@@ -22,7 +21,7 @@ EXAMPLES = """[b]Examples[/b]
 def convert(
     model: ModelArg,
     output: OutputOpt,
-    target: TargetOpt = "openvino",
+    target: TargetFromSuffixOpt = None,
     input: InputOpt = None,
     inputs: InputsOpt = None,
     dim: DimOpt = None,
@@ -39,7 +38,10 @@ def convert(
     """Write the target's artefact (.xml/.bin, .ort, .engine, or the atc command) and report parity."""
     from onnxdeploy.cli import output as out
     from onnxdeploy.cli.common import inputs_from
-    from onnxdeploy.targets import convert as convert_api
+    from onnxdeploy.targets import convert as convert_api, target_for_artifact
+
+    if target is None:
+        target = target_for_artifact(output)
 
     rep = convert_api(model, target, output, verify=not no_verify, inputs=inputs_from(input, inputs, dim, shape, seed),
                       atol=atol, rtol=rtol, keep_on_mismatch=keep_on_mismatch)

@@ -1,4 +1,7 @@
-"""`onnxdeploy deploy`: PyTorch or ONNX -> checked, optimized, legalized, converted, verified, benchmarked."""
+"""`onnxdeploy deploy`: PyTorch or ONNX -> checked, optimized, legalized, converted, verified, benchmarked.
+
+`onnxdeploy demo` (the seed article's steps in brief, then deploy of the built-in example) lives here too: it renders
+a deploy report, and CLI modules do not import each other."""
 
 from __future__ import annotations
 
@@ -7,48 +10,73 @@ from typing import Annotated, Optional
 
 import typer
 
-from onnxdeploy.cli.check import TargetOpt
-from onnxdeploy.cli.common import PANEL_DEPLOY, DimOpt, JsonOpt
+from onnxdeploy.cli.common import DEFAULT_TARGET, PANEL_DEPLOY, DimOpt, DynamicOpt, JsonOpt, TargetOpt
 
 EXAMPLES = """[b]Examples[/b]
 
-  onnxdeploy deploy --target openvino -o out        (built-in example)
+  onnxdeploy deploy --target openvino -o out        [dim](built-in example, dims batch x 3 x height x width kept)[/dim]
 
-  onnxdeploy deploy model.onnx --target ort-mobile -o out --quantize dynamic
+  onnxdeploy deploy mypkg.models:make_model --dynamic input:0=batch,2=height,3=width --target openvino -o out
 
-  onnxdeploy deploy mypkg.models:make_model --target ascend -o out --json"""
+  onnxdeploy deploy model.onnx --target ort-mobile -o out --quantize dynamic --skip optimize
+
+  onnxdeploy deploy model.onnx -o out --dim batch=1 --fix-dims        [dim](batch becomes static: 1)[/dim]"""
+
+SkipOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--skip", help="Skip a step by name: check, optimize, legalize, quantize, convert, benchmark. "
+                 "Repeatable."),
+]
+FixDimsOpt = Annotated[
+    bool, typer.Option("--fix-dims", help="Make the --dim sizes static in the artefacts. Without it, --dim only gives "
+                       "the sizes to verify and benchmark at, and a step that fixes a dim fails."),
+]
 
 
 def deploy(
     source: Annotated[Optional[str], typer.Argument(metavar="[SOURCE]", help="An .onnx file or a PyTorch target pkg.mod:factory; "
                                                          "none: the built-in example.", show_default=False)] = None,
-    target: TargetOpt = "onnxruntime",
+    target: TargetOpt = DEFAULT_TARGET,
     output_dir: Annotated[Path, typer.Option("--output", "-o", help="Folder for artefacts and the report.")]
     = Path("deploy-out"),
     quantize: Annotated[Optional[str], typer.Option("--quantize", help="static or dynamic int8.")] = None,
+    dynamic: DynamicOpt = None,
     dim: DimOpt = None,
-    no_optimize: Annotated[bool, typer.Option("--no-optimize", help="Skip the optimize step.")] = False,
-    no_bench: Annotated[bool, typer.Option("--no-bench", help="Skip the benchmark step.")] = False,
+    fix_dims: FixDimsOpt = False,
+    skip: SkipOpt = None,
+    bench_seconds: Annotated[float, typer.Option("--bench-seconds", help="Seconds of timing per model.")] = 1.0,
+    no_optimize: Annotated[bool, typer.Option("--no-optimize", hidden=True, help="Old spelling of --skip optimize.")]
+    = False,
+    no_bench: Annotated[bool, typer.Option("--no-bench", hidden=True, help="Old spelling of --skip benchmark.")]
+    = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run export -> check -> optimize -> legalize -> quantize -> convert -> benchmark, verifying every step."""
     from onnxdeploy.cli import output as out
-    from onnxdeploy.cli.common import parse_dims
+    from onnxdeploy.cli.common import parse_dims, parse_dynamic
 
+    steps = list(skip or [])
+    for flag, step in ((no_optimize, "optimize"), (no_bench, "benchmark")):
+        if flag:
+            out.warn(f"--no-{'bench' if step == 'benchmark' else step} is now --skip {step}")
+            steps.append(step)
     report = run_deploy(source, target=target, output_dir=output_dir, quantize=quantize, dims=parse_dims(dim),
-                        optimize=not no_optimize, benchmark=not no_bench, quiet=as_json)
+                        fix_dims=fix_dims, dynamic=parse_dynamic(dynamic), skip=steps, bench_seconds=bench_seconds,
+                        quiet=as_json, as_json=as_json)
     if as_json:
         out.print_json(report)
     else:
         show_report(report)
 
 
-def run_deploy(source, *, quiet: bool = False, **options):
-    """Call :func:`onnxdeploy.deploy.deploy` with a live line per step on stderr."""
+def run_deploy(source, *, quiet: bool = False, as_json: bool = False, **options):
+    """Call :func:`onnxdeploy.deploy.deploy` with a live line per step on stderr; on a failed step, show the report
+    (verdict first) before the error."""
     from onnxdeploy.cli import output as out
+    from onnxdeploy.deploy import DeployStepFailed
     from onnxdeploy.deploy import deploy as deploy_api
 
-    marks = {"ok": "[green]ok[/green]", "failed": "[red]FAILED[/red]", "skipped": "[yellow]skipped[/yellow]",
+    marks = {"passed": "[green]passed[/green]", "failed": "[red]FAILED[/red]", "skipped": "[yellow]skipped[/yellow]",
              "unavailable": "[yellow]unavailable[/yellow]"}
     with out.progress() as progress:
         tasks: dict[str, int] = {}
@@ -61,26 +89,79 @@ def run_deploy(source, *, quiet: bool = False, **options):
             if not quiet:
                 progress.console.print(f"  {step:<10} {marks.get(status, status)}")
 
-        return deploy_api(source, on_step=on_step, **options)
+        try:
+            return deploy_api(source, on_step=on_step, **options)
+        except DeployStepFailed as err:
+            progress.stop()
+            if err.report is not None:
+                out.print_json(err.report) if as_json else show_report(err.report)
+            raise
 
 
 def show_report(report) -> None:
     from onnxdeploy.cli import output as out
 
+    out.show(("" if report.passed else "[red]") + report.headline.replace("[", "\\[") +
+             ("" if report.passed else "[/red]"), markup=True)
     rows = []
     for s in report.steps:
-        p = s.parity
-        rows.append([s.name, s.status, f"{s.seconds:.2f}", "" if p is None else ("match" if p.passed else "MISMATCH"),
-                     "" if p is None else f"{p.max_abs:.3g}", s.message])
-    out.show(out.table(f"deploy {report.source} -> {report.target}", ["step", "status", "s", "parity", "max abs",
-                                                                       "message"], rows))
+        v = s.verification
+        verdict = "" if v is None else ("match" if v.passed else
+                                        ("INTERFACE CHANGED" if s.interface_changes else "MISMATCH"))
+        shapes = len(getattr(v, "comparisons", [])) if v is not None else ""
+        rows.append([s.name, s.status, f"{s.seconds:.2f}", verdict, shapes,
+                     "" if v is None else f"{v.max_abs:.3g}", "; ".join([s.message, *s.notes])])
+    out.show(out.table(f"deploy {report.source} -> {report.target}",
+                       ["step", "status", "s", "verified", "shapes", "max abs", "message"], rows))
     if report.latency:
-        out.show(out.table("latency (1 thread)", ["model", "engine", "p50 ms", "p90 ms", "runs"],
+        shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in report.bench_inputs.items())
+        out.show(out.table(f"latency (1 thread, {shapes})", ["model", "engine", "p50 ms", "p90 ms", "runs"],
                            [[r["model"], r["engine"], f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", r["iterations"]]
                             for r in report.latency]))
+    inputs = ", ".join(f"{k}: {'x'.join(map(str, v))}" for k, v in report.inputs.items())
+    out.show(f"inputs:   {inputs}")
     out.show(f"artefact: {report.final_artifact}")
     out.show(f"report:   {report.report_html}  ({report.seconds:.1f} s)")
 
 
+DEMO_EXAMPLES = """[b]Examples[/b]
+
+  onnxdeploy demo
+
+  onnxdeploy demo -o /tmp/demo --target onnxruntime"""
+
+
+def demo(
+    output_dir: Annotated[Path, typer.Option("--output", "-o", help="Folder for the demo's outputs.")]
+    = Path("demo-out"),
+    target: TargetOpt = "openvino",
+) -> None:
+    """Build, run and print the article's graph, then deploy the built-in Conv-BN-SiLU and write a report."""
+    from onnxdeploy import examples, io
+    from onnxdeploy.cli import output as out
+    from onnxdeploy.run import run_model
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    out.show("[b]1. Build the article's graph[/b] (Resize -> Conv -> Add, weights as inputs) with onnx.helper", markup=True)
+    seed_path = io.save(examples.resize_conv_add(), output_dir / "resize_conv_add.onnx")
+    out.show(f"   saved {seed_path} (checked with onnx.checker)")
+    out.show("[b]2. Run it with onnxruntime[/b] (scales \\[1, 1, 2, 2])", markup=True)
+    result = run_model(seed_path, examples.resize_conv_add_inputs())
+    for name, arr in result.outputs.items():
+        out.show(f"   {name}: shape {'x'.join(map(str, arr.shape))}, mean {float(arr.mean()):.4f}")
+    for w in result.warnings:
+        out.warn(w)
+    out.show("[b]3. Its nodes[/b]", markup=True)
+    proto = io.load_proto(seed_path)
+    out.show(out.table(None, ["node", "op", "inputs", "outputs"],
+                       [[n.name, n.op_type, ", ".join(n.input), ", ".join(n.output)] for n in proto.graph.node]))
+    out.show(f"[b]4. Deploy the article's Conv-BN-SiLU to {target}[/b] (export with dynamic batch, height and width, "
+             "check, optimize, legalize, convert, verify at two shapes, benchmark)", markup=True)
+    report = run_deploy(None, target=target, output_dir=output_dir / "deploy")
+    show_report(report)
+    out.show(f"\nOpen the report: {Path(report.report_html).resolve()}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("deploy", epilog=EXAMPLES, rich_help_panel=PANEL_DEPLOY)(deploy)
+    app.command("demo", epilog=DEMO_EXAMPLES, rich_help_panel=PANEL_DEPLOY)(demo)

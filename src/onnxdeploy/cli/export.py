@@ -191,7 +191,7 @@ def _show(out, report) -> None:
          ["inputs", ", ".join(report.input_names)], ["outputs", ", ".join(report.output_names)],
          ["dynamic dims", dims or "none"],
          ["output dims", "; ".join(f"{k}: [{', '.join(map(str, v))}]" for k, v in report.output_dims.items())],
-         ["seconds", ", ".join(f"{k} {v:.2f}" for k, v in report.seconds.items())]]
+         ["seconds", ", ".join(f"{k} {v:.2f}" for k, v in report.seconds.items() if "." not in k)]]
         + ([["custom ops", "; ".join(report.custom_ops)]] if report.custom_ops else []),
     ))
     if report.parity:

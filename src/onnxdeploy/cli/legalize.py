@@ -6,9 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from onnxdeploy.cli.check import TargetOpt
-from onnxdeploy.cli.common import (PANEL_DEPLOY, AtolOpt, DimOpt, InputOpt, InputsOpt, JsonOpt, ModelArg, OutputOpt,
-                                   RtolOpt, SeedOpt, ShapeOpt)
+from onnxdeploy.cli.common import (DEFAULT_TARGET, PANEL_DEPLOY, AtolOpt, DimOpt, InputOpt, InputsOpt, JsonOpt, ModelArg,
+                                   OutputOpt, RtolOpt, SeedOpt, ShapeOpt, TargetOpt)
 
 EXAMPLES = """[b]Examples[/b]
 
@@ -20,7 +19,7 @@ EXAMPLES = """[b]Examples[/b]
 def legalize(
     model: ModelArg,
     output: OutputOpt,
-    target: TargetOpt = "onnxruntime",
+    target: TargetOpt = DEFAULT_TARGET,
     opset: Annotated[Optional[int], typer.Option("--opset", help="Convert to this opset.")] = None,
     input: InputOpt = None,
     inputs: InputsOpt = None,
@@ -53,14 +52,14 @@ def legalize(
     out.show(out.table(f"legalize for {rep.target}", ["change", "detail"], rows or [["none", "already legal"]]))
     if rep.verification is not None:
         out.show(rep.verification.summary())
-    from onnxdeploy.cli.check import _names
+    from onnxdeploy.cli.common import node_names_text
 
     errors = [p for p in rep.remaining if p.severity == "error"]
     for p in rep.remaining:
         if p.severity == "error":
-            out.warn(f"cannot fix {p.kind} {p.what} ({_names(p.nodes)}): {p.detail}")
+            out.warn(f"cannot fix {p.kind} {p.what} ({node_names_text(p.nodes)}): {p.detail}")
         else:
-            out.info(f"note: {p.what} ({_names(p.nodes)}): {p.detail}")
+            out.info(f"note: {p.what} ({node_names_text(p.nodes)}): {p.detail}")
     if rep.output:
         out.show(f"wrote {rep.output}")
     if not rep.legal:
@@ -73,7 +72,7 @@ def legalize(
             hint += f"; nothing written (--keep-partial writes the partly legalized model to {output})"
         what = rep.output or "the legalized model"
         raise UnsupportedError(f"{rep.target} still cannot take {what}: "
-                               + "; ".join(f"{p.kind} {p.what} ({_names(p.nodes)})" for p in errors), hint=hint)
+                               + "; ".join(f"{p.kind} {p.what} ({node_names_text(p.nodes)})" for p in errors), hint=hint)
 
 
 def register(app: typer.Typer) -> None:

@@ -154,6 +154,11 @@ def fmt_count(n: int | float | None) -> str:
     return str(int(n))
 
 
+def fmt_num(value: float | None) -> str:
+    """A measured number in 4 significant digits ("" for None): errors, stats."""
+    return "" if value is None else f"{value:.4g}"
+
+
 
 def fmt_ratio(speedup: float | None) -> str:
     """A speed ratio in words, never a bare factor: 2.9 -> "2.90x faster", 0.77 -> "1.30x slower"."""

@@ -36,10 +36,6 @@ TensorOpt = Annotated[
     Optional[list[str]], typer.Option("--tensor", "-t", help="A tensor to capture, by name. Repeatable.")
 ]
 AllOpt = Annotated[bool, typer.Option("--all", help="Capture every node output (the default without --tensor).")]
-def fmt_num(value: float | None) -> str:
-    return "" if value is None else f"{value:.4g}"
-
-
 def fmt_shape(shape) -> str:
     return "x".join(str(d) for d in shape) or "scalar"
 
@@ -89,8 +85,8 @@ def probe(
         columns.append("run")
     rows = []
     for i in result.infos:
-        row = [i.name, i.node or "", i.op or "", fmt_shape(i.shape), i.dtype, fmt_num(i.min), fmt_num(i.max),
-               fmt_num(i.mean) + (f" ({i.nonfinite} non-finite)" if i.nonfinite else "")]
+        row = [i.name, i.node or "", i.op or "", fmt_shape(i.shape), i.dtype, out.fmt_num(i.min), out.fmt_num(i.max),
+               out.fmt_num(i.mean) + (f" ({i.nonfinite} non-finite)" if i.nonfinite else "")]
         rows.append(row + ([str(i.run)] if result.runs > 1 else []))
     count = len(result.infos)
     out.show(out.table(f"{model}: {count} tensor{'' if count == 1 else 's'}", columns, rows))

@@ -54,7 +54,6 @@ def reduce(
 ) -> None:
     """Save the smallest subgraph whose output still disagrees (A as -o, B as <name>.b.onnx, inputs as .npz)."""
     from onnxdeploy.cli import output as out
-    from onnxdeploy.cli.probe import fmt_num
     from onnxdeploy.debug import reduce as reduce_api
 
     result = reduce_api(
@@ -70,7 +69,7 @@ def reduce(
         ["repro", f"{result.path}" + (f", {result.path_b}" if result.path_b else "")],
         ["inputs", f"{result.inputs_path} ({', '.join(result.inputs)})"],
         ["nodes", f"{result.nodes} of {result.original_nodes}: {', '.join(result.ops)}"],
-        ["repro max abs / rel", f"{fmt_num(result.diff.max_abs)} / {fmt_num(result.diff.max_rel)}"],
+        ["repro max abs / rel", f"{out.fmt_num(result.diff.max_abs)} / {out.fmt_num(result.diff.max_rel)}"],
         ["bisection trials", str(result.trials)],
     ]
     out.show(out.table("reduced", ["", ""], rows))

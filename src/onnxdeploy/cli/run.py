@@ -73,70 +73,38 @@ def run(
         return _run_on_backend(model, backend, reference, input, inputs, dim, shape, seed, atol, rtol, as_json)
 
     from onnxdeploy.cli import output
-    from onnxdeploy.cli.common import parse_dims, parse_key_values, parse_shapes, providers_from
+    from onnxdeploy.cli.common import inputs_from, providers_from
     from onnxdeploy.errors import OutputsDisagree, UserInputError
-    from onnxdeploy.inspect import load_structure
     from onnxdeploy.io import atomic_write_bytes
-    from onnxdeploy.numerics import compare_outputs
-    from onnxdeploy.run import _check_names, input_specs, output_specs, run_model
+    from onnxdeploy.verify import run_checked
 
     if output_path is not None and output_path.suffix != ".npz":
         raise UserInputError(f"-o {output_path}: outputs are saved as .npz", hint=f"use -o {output_path.stem}.npz")
-    if output_path is not None and not output_path.absolute().parent.is_dir():
-        raise UserInputError(f"-o {output_path}: the folder {output_path.parent} does not exist",
-                             hint=f"mkdir -p {output_path.parent}")
-    files = parse_key_values(input, option="--input")
-    proto = load_structure(model)[0]  # names, dtypes and shapes only: weights are left to onnxruntime
-    _check_names(files, input_specs(proto), "--input")
-    expected = _read_expected(expect, output_specs(proto)) if expect is not None else None
-
-    result = run_model(
-        model,
-        input_files=files,
-        npz=inputs,
-        dims=parse_dims(dim),
-        shapes=parse_shapes(shape),
-        seed=seed,
-        providers=providers_from(provider),
-    )
-    comparison = None
-    if expected is not None:
-        unknown = sorted(set(expected) - set(result.outputs))
-        if unknown:
-            import difflib
-
-            close = difflib.get_close_matches(unknown[0], list(result.outputs), n=3)
-            raise UserInputError(
-                f"--expect {expect}: the model has no output named {unknown[0]!r}",
-                hint=f"did you mean {', '.join(close)}?" if close else f"outputs are: {', '.join(result.outputs)}",
-            )
-        comparison = compare_outputs(expected, result.outputs, atol=atol, rtol=rtol, label="expected vs run")
-    failed = comparison is not None and not comparison.passed
+    result = run_checked(model, inputs_from(input, inputs, dim, shape, seed), expect=expect,
+                         providers=providers_from(provider), atol=atol, rtol=rtol)
+    verdict = result.expected
+    failed = verdict is not None and not verdict.passed
     if output_path is not None and not failed:  # a failed command leaves no output behind
         import io as _stdio
 
         buffer = _stdio.BytesIO()
-        np.savez(buffer, allow_pickle=False, **{k: _npz_safe(v) for k, v in result.outputs.items()})  # built whole
-        atomic_write_bytes(output_path, buffer.getvalue())  # before a byte reaches the destination
+        np.savez(buffer, **{k: _npz_safe(v) for k, v in result.outputs.items()})
+        atomic_write_bytes(output_path, buffer.getvalue())
 
     if as_json:
-        data = result.to_dict()
-        data["comparison"] = comparison.to_dict() if comparison is not None else None
-        output.print_json(data)
+        output.print_json(result)
     else:
         for message in result.warnings:
             output.warn(message)
         _render(result, output)
-        if comparison is not None:
-            _render_comparison(comparison, output)
+        if verdict is not None:
+            _render_comparison(verdict, output)
         if output_path is not None:
             output.info(f"{'not saved' if failed else 'saved'} {len(result.outputs)} outputs to {output_path}")
     if failed:
-        worst = comparison.failures()[0] if comparison.failures() else None
-        detail = f"{worst.name}: {worst.note}" if worst is not None and worst.note else comparison.summary()
-        shapes_differ = worst is not None and worst.note.startswith("shape")
+        shapes_differ = any(d.note.startswith("shape") for c in verdict.comparisons for d in c.failures())
         raise OutputsDisagree(
-            f"outputs differ from {expect} beyond tolerance ({detail})",
+            f"outputs differ from {expect} beyond tolerance ({verdict.failures()[0]})",
             hint="check that the inputs are the ones the expected outputs came from" if shapes_differ
             else "loosen --atol/--rtol if the difference is expected",
         )
@@ -145,12 +113,12 @@ def run(
 def _run_on_backend(model, backend, reference, input, inputs, dim, shape, seed, atol, rtol, as_json) -> None:
     from onnxdeploy import targets
     from onnxdeploy.cli import output
-    from onnxdeploy.cli.common import parse_dims, parse_key_values, parse_shapes
+    from onnxdeploy.cli.common import inputs_from
 
+    given = inputs_from(input, inputs, dim, shape, seed)
     result = targets.run_on_backend(
-        model, backend, reference=reference, atol=atol, rtol=rtol,
-        input_files=parse_key_values(input, option="--input"), npz=inputs,
-        dims=parse_dims(dim), shapes=parse_shapes(shape), seed=seed,
+        model, backend, reference=reference, atol=atol, rtol=rtol, input_files=dict(given.files), npz=given.npz,
+        dims=dict(given.dims), shapes=given.shape_dims(), seed=given.seed,
     )
     if as_json:
         output.print_json(result)
@@ -158,20 +126,6 @@ def _run_on_backend(model, backend, reference, input, inputs, dim, shape, seed, 
     _render(result, output, caption=f"{result.target} run")
     if result.parity is not None:
         _render_comparison(result.parity, output, title="Parity with onnxruntime")
-
-
-def _read_expected(expect: Path, specs) -> dict:
-    from onnxdeploy.errors import UserInputError
-    from onnxdeploy.run import read_npz, read_test_data_dir
-
-    if expect.is_dir():
-        expected = read_test_data_dir(expect, specs, "output")
-        if not expected:
-            raise UserInputError(f"--expect {expect}: no output_K.pb files in this folder")
-        return expected
-    if expect.suffix == ".npz" or not expect.exists():
-        return read_npz(expect)
-    raise UserInputError(f"--expect {expect}: give an .npz file or a test_data_set folder")
 
 
 def _npz_safe(arr):
@@ -199,15 +153,15 @@ def _render(result, output, caption: str | None = None) -> None:
     )
 
 
-def _render_comparison(comparison, output, title: str = "Expected outputs") -> None:
-    rows = [
-        [d.name, f"{d.max_abs:.3g}", f"{d.max_rel:.3g}", f"{d.cosine:.6f}", "yes" if d.passed else "NO",
-         d.note]
-        for d in comparison.diffs
-    ]
-    rows += [[name, "", "", "", "NO", "not produced by the model"] for name in comparison.missing]
+def _render_comparison(verdict, output, title: str = "Expected outputs") -> None:
+    rows = []
+    for comparison in verdict.comparisons:
+        rows += [[d.name, f"{d.max_abs:.3g}", f"{d.max_rel:.3g}", "n/a" if d.cosine is None else f"{d.cosine:.6f}",
+                  "yes" if d.passed else "NO", "; ".join(x for x in [d.note, *getattr(d, "flags", [])] if x)]
+                 for d in comparison.diffs]
+        rows += [[name, "", "", "", "NO", "not produced by the model"] for name in comparison.missing]
     output.show(output.table(title, ["name", "max abs", "max rel", "cosine", "within tol", "note"], rows,
-                             caption=comparison.summary()))
+                             caption=verdict.summary()))
 
 
 def _stats(arr) -> list[str]:

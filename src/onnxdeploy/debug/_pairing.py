@@ -6,7 +6,8 @@ compared (op, attributes, inputs through the pairing, weight values): a name can
 meaning (after a Conv+BatchNormalization fusion the fused Conv's output may carry the pre-BN name, with other
 weights). Such a pair is settled by value once both sides are captured: kept when the values agree; moved to the
 tensor of A whose values B's tensor holds (same shape, within tolerance); kept as a divergence only when the values
-are still plausibly the same quantity (cosine >= 0.99); otherwise shown as unmatched, never as a divergence.
+are still plausibly the same quantity (cosine >= 0.99, or a relative L2 error under 0.1 where the reference is
+constant); otherwise shown as unmatched, never as a divergence.
 """
 
 from __future__ import annotations
@@ -210,7 +211,7 @@ def settle(candidates: list[Candidate], unmatched: Mapping[str, str], values_a: 
                                           f"({cand.changed}) and holds the values of {name!r}")
             continue
         diff = diff_tensor(cand.a, values_a[cand.a], got, atol=atol, rtol=rtol)
-        if np.shape(values_a[cand.a]) == np.shape(got) and diff.cosine >= SAME_QUANTITY_COSINE:
+        if _same_quantity(values_a[cand.a], got, diff):
             settled[cand.a] = Settled(cand.a, cand.b, cand.how, diff, f"producer changed ({cand.changed})")
         else:
             settled[cand.a] = Settled(cand.a, None, "", reason=f"{cand.b!r} in B is computed differently "
@@ -219,6 +220,21 @@ def settle(candidates: list[Candidate], unmatched: Mapping[str, str], values_a: 
         if name not in settled and name in position:
             settled[name] = Settled(name, None, "", reason=reason)
     return sorted(settled.values(), key=lambda s: position.get(s.a, len(position)))
+
+
+def _same_quantity(ref: np.ndarray, got: np.ndarray, diff: TensorDiff) -> bool:
+    """Whether two differing tensors are plausibly the same quantity computed with an error: cosine >= 0.99, or (a
+    constant reference, where cosine says nothing) a relative L2 error under 0.1."""
+    if np.shape(ref) != np.shape(got) or np.asarray(ref).dtype.kind not in "biuf" or np.asarray(got).dtype.kind \
+            not in "biuf":
+        return False
+    if np.isfinite(diff.cosine):
+        return diff.cosine >= SAME_QUANTITY_COSINE
+    r = np.asarray(ref, np.float64)
+    g = np.asarray(got, np.float64)
+    scale = float(np.linalg.norm(r))
+    err = float(np.linalg.norm(g - r))
+    return bool(np.isfinite(err)) and err <= 0.1 * scale if scale > 0 else err == 0.0
 
 
 def _value_twin(got: np.ndarray, values_a: Mapping[str, np.ndarray], position: Mapping[str, int], near: int,

@@ -360,7 +360,7 @@ def _read_once(path: Path) -> "onnx.ModelProto":
 def _ort_session(data: bytes, base_dir: str | None, providers, optimization_level, initializers=None):
     import onnxruntime as ort
 
-    from onnxdeploy.run import _session_error, resolve_providers
+    from onnxdeploy.run import resolve_providers, session_error
 
     ort.set_default_logger_severity(3)
     options = ort.SessionOptions()
@@ -380,14 +380,14 @@ def _ort_session(data: bytes, base_dir: str | None, providers, optimization_leve
     try:
         return ort.InferenceSession(data, sess_options=options, providers=provider_list)
     except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
-        raise _session_error(err) from err
+        raise session_error(err) from err
 
 
 def _run(session, feeds: Mapping[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
     """Run and return numpy views of onnxruntime's own output buffers (``run`` would copy every output)."""
     import onnxruntime as ort
 
-    from onnxdeploy.run import _session_error, run_session
+    from onnxdeploy.run import run_session, session_error
 
     try:
         ort_feeds = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}
@@ -396,7 +396,7 @@ def _run(session, feeds: Mapping[str, np.ndarray], names: list[str]) -> dict[str
     try:
         values = session.run_with_ort_values(names, ort_feeds)
     except Exception as err:
-        raise _session_error(err) from err
+        raise session_error(err) from err
     return {name: value.numpy() for name, value in zip(names, values)}
 
 

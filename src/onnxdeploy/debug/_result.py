@@ -95,7 +95,7 @@ class CompareResult:
                 "localize a divergence, they do not decide the verdict")
         if not self.passed and not differing:
             notes.append(
-                f"no matched intermediate {self._what()} differs although the outputs do: the difference appears "
+                f"no matched intermediate {self._what()[:-1]} differs although the outputs do: the difference appears "
                 "only when the models run as they are (e.g. onnxruntime fuses differently when every tensor is an "
                 "output); try --opt-level disable on both sides")
         return notes
@@ -128,7 +128,7 @@ class CompareResult:
             head = f"{len(self.failures())} of {len(self.matches)} matched {self._what()} differ ({tol})"
         first = self.first_divergence
         if first is None:
-            return f"{head}; no matched intermediate {self._what()} differs"
+            return f"{head}; no matched intermediate {self._what()[:-1]} differs"
         return (f"{head}; first divergence: {self._where(first)}: max abs {first.diff.max_abs:.3g}, "
                 f"max rel {first.diff.max_rel:.3g}, cosine {first.diff.cosine:.6f}")
 
@@ -136,9 +136,16 @@ class CompareResult:
         """Raise :class:`OutputsDisagree` (exit code 3) unless the verdict passed."""
         from onnxdeploy.errors import OutputsDisagree
 
-        if not self.passed:
-            raise OutputsDisagree(self.summary(), hint="`onnxdeploy reduce A B -o repro.onnx` extracts the smallest "
-                                  "subgraph that still disagrees" if self.kind == "onnx" else None)
+        if self.passed:
+            return
+        if self.first_divergence is None:
+            hint = ("no intermediate says where: the runtime computes the models differently when every tensor is "
+                    "exposed as an output (e.g. int8 fusions); --opt-level disable on both sides tells whether an "
+                    "optimization causes it")
+        else:
+            hint = ("`onnxdeploy reduce A B -o repro.onnx` extracts the smallest subgraph that still disagrees"
+                    if self.kind == "onnx" else None)
+        raise OutputsDisagree(self.summary(), hint=hint)
 
     def to_dict(self) -> dict:
         first = self.first_divergence

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import time
 from pathlib import Path
@@ -16,7 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
 
 from onnxdeploy.errors import OnnxDeployError, OutputsDisagree, UnsupportedError, UserInputError
-from onnxdeploy.targets.base import CheckReport, ConvertReport, Problem, Target
+from onnxdeploy.targets.base import (SUFFIXES, TARGET_NAMES, TARGETS, CheckReport, ConvertReport, Problem, Target,  # noqa: F401
+                                     get_target, target_for_artifact)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -25,49 +25,11 @@ if TYPE_CHECKING:
     from onnxdeploy.numerics import Comparison
     from onnxdeploy.verify import Inputs
 
-TARGET_NAMES = ("onnxruntime", "openvino", "ort-mobile", "tensorrt", "ascend")
-_CLASSES = {
-    "onnxruntime": ("onnxdeploy.targets.onnxruntime", "OnnxRuntimeTarget"),
-    "openvino": ("onnxdeploy.targets.openvino", "OpenVINOTarget"),
-    "ort-mobile": ("onnxdeploy.targets.ort_mobile", "OrtMobileTarget"),
-    "tensorrt": ("onnxdeploy.targets.tensorrt", "TensorRTTarget"),
-    "ascend": ("onnxdeploy.targets.ascend", "AscendTarget"),
-}
-TARGETS = TARGET_NAMES  # the names `--target` accepts
-SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino", ".ort": "ort-mobile", ".engine": "tensorrt",
-            ".plan": "tensorrt", ".om": "ascend"}
-
-
-def get_target(name: str | Target) -> Target:
-    """The :class:`Target` called ``name``; an unknown name is an error naming the closest ones."""
-    import importlib
-
-    if isinstance(name, Target):
-        return name
-    key = str(name).lower().replace("_", "-")
-    key = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "cann": "ascend", "mobile": "ort-mobile"}.get(
-        key, key)
-    if key not in _CLASSES:
-        close = difflib.get_close_matches(str(name), TARGET_NAMES, n=3, cutoff=0.4)
-        hint = f"did you mean {', '.join(close)}?" if close else f"targets are: {', '.join(TARGET_NAMES)}"
-        raise UserInputError(f"unknown target {name!r}", hint=hint)
-    module, cls = _CLASSES[key]
-    return getattr(importlib.import_module(module), cls)()
-
-
 def check(model: "ModelLike", target: str | Target = "onnxruntime", **options) -> CheckReport:
     """Every op, dtype and opset problem of ``model`` on ``target`` (see :func:`onnxdeploy.check.check`)."""
     from onnxdeploy.check import check as _check
 
     return _check(model, target, **options)
-
-
-def target_for_artifact(path: str | os.PathLike) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in SUFFIXES:
-        raise UserInputError(f"{path}: cannot tell the target from the suffix {suffix or '(none)'}",
-                             hint=f"pass the target explicitly; known suffixes: {', '.join(SUFFIXES)}")
-    return SUFFIXES[suffix]
 
 
 def run_artifact(path: str | os.PathLike, feeds: Mapping[str, "np.ndarray"], target: str | None = None
@@ -93,12 +55,12 @@ class BackendRun:
     parity: "Comparison | None"
 
     def to_dict(self) -> dict:
-        from onnxdeploy.run import _array_summary
+        from onnxdeploy.run import array_summary
 
         return {
             "target": self.target,
-            "inputs": {k: _array_summary(v) for k, v in self.inputs.items()},
-            "outputs": {k: _array_summary(v) for k, v in self.outputs.items()},
+            "inputs": {k: array_summary(v) for k, v in self.inputs.items()},
+            "outputs": {k: array_summary(v) for k, v in self.outputs.items()},
             "parity": self.parity.to_dict() if self.parity is not None else None,
         }
 

@@ -14,7 +14,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from onnxdeploy.errors import UnsupportedError
+from onnxdeploy.errors import UnsupportedError, UserInputError
+from onnxdeploy.suggest import did_you_mean
 
 # ONNX element types by their lower-case names, as in onnx_ir.DataType names
 ALL_DTYPES = (
@@ -189,3 +190,43 @@ def has_function_body(op: str, opset: int, domain: str = "") -> bool:
 
 def first_names(names: Sequence[str], n: int = 8) -> list[str]:
     return list(names[:n]) + ([f"... {len(names) - n} more"] if len(names) > n else [])
+
+
+# ---------------------------------------------------------------- the one table of target names
+
+TARGET_NAMES = ("onnxruntime", "openvino", "ort-mobile", "tensorrt", "ascend")
+_CLASSES = {
+    "onnxruntime": ("onnxdeploy.targets.onnxruntime", "OnnxRuntimeTarget"),
+    "openvino": ("onnxdeploy.targets.openvino", "OpenVINOTarget"),
+    "ort-mobile": ("onnxdeploy.targets.ort_mobile", "OrtMobileTarget"),
+    "tensorrt": ("onnxdeploy.targets.tensorrt", "TensorRTTarget"),
+    "ascend": ("onnxdeploy.targets.ascend", "AscendTarget"),
+}
+TARGETS = TARGET_NAMES  # the names `--target` accepts
+SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino", ".ort": "ort-mobile", ".engine": "tensorrt",
+            ".plan": "tensorrt", ".om": "ascend"}
+
+
+def get_target(name: str | Target) -> Target:
+    """The :class:`Target` called ``name``; an unknown name is an error naming the closest ones."""
+    import importlib
+
+    if isinstance(name, Target):
+        return name
+    key = str(name).lower().replace("_", "-")
+    key = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "cann": "ascend", "mobile": "ort-mobile"}.get(
+        key, key)
+    if key not in _CLASSES:
+        raise UserInputError(f"unknown target {name!r}", hint=did_you_mean(str(name), TARGET_NAMES, what="targets"))
+    module, cls = _CLASSES[key]
+    return getattr(importlib.import_module(module), cls)()
+
+
+def target_for_artifact(path: str | os.PathLike) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise UserInputError(f"{path}: cannot tell the target from the suffix {suffix or '(none)'}",
+                             hint=f"pass the target explicitly; known suffixes: {', '.join(SUFFIXES)}")
+    return SUFFIXES[suffix]
+
+

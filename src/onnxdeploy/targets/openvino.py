@@ -16,6 +16,9 @@ from onnxdeploy.errors import UnsupportedError, require
 from onnxdeploy.targets.base import Target
 
 
+QUERY_TIMEOUT_S = 300.0
+
+
 class OpenVINOTarget(Target):
     name = "openvino"
     description = "OpenVINO IR (.xml/.bin), CPU plugin"
@@ -38,15 +41,21 @@ class OpenVINOTarget(Target):
         Runs in a subprocess: OpenVINO's frontend can crash the process on some unsupported graphs.
         """
         import json
-        import subprocess
         import sys
 
-        proc = subprocess.run([sys.executable, "-m", "onnxdeploy.targets.openvino", str(model_path)],
-                              capture_output=True, text=True, timeout=300)
+        from onnxdeploy._proc import run_child
+
+        # own process group, killed on timeout, on exit, on SIGTERM/SIGINT and (Linux) when this process is killed
+        proc = run_child([sys.executable, "-m", "onnxdeploy.targets.openvino", str(model_path)],
+                         timeout=QUERY_TIMEOUT_S, what="the OpenVINO support check")
         if proc.returncode != 0:
             why = f"signal {-proc.returncode}" if proc.returncode < 0 else _engine_reason(proc.stderr)
-            raise RuntimeError(f"OpenVINO failed on the model: {why}")
-        data = json.loads(proc.stdout)
+            raise UnsupportedError(f"OpenVINO failed on the model: {why}",
+                                   hint="run `onnxdeploy check MODEL --target openvino --debug` for details")
+        try:
+            data = json.loads(proc.stdout)
+        except ValueError as err:
+            raise UnsupportedError("OpenVINO failed on the model: its support check gave no result") from err
         self.query_warning = data.get("warning")
         return data["missing"], data["refused"]
 

@@ -31,11 +31,11 @@ UNSUPPORTED = frozenset({
 def gpu_present() -> bool:
     if shutil.which("nvidia-smi") is None:
         return False
-    import subprocess
+    from onnxdeploy._proc import ChildTimeout, run_child
 
     try:
-        return subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
+        return run_child(["nvidia-smi", "-L"], timeout=10).returncode == 0
+    except (OSError, ChildTimeout):
         return False
 
 
