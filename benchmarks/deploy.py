@@ -88,7 +88,7 @@ def main() -> None:
                   "| command | wall s | peak RSS MB | result | seconds per step (in-process) |", "|---|---|---|---|---|",
                   *example_rows(tmp), "",
                   "Wall time includes Python start-up and the imports of torch, onnxruntime and OpenVINO; the steps' "
-                  "seconds do not. Benchmark step: 1 s of timing per model (4 models), 1 thread.", ""]
+                  "seconds do not. Benchmark step: 0.5 s of timing per model (at most 2000 runs), 1 thread.", ""]
         if "--resnet" in sys.argv:
             lines += resnet_lines(tmp, "--tiny" in sys.argv)
     lines += ["MMDeploy and Olive (the peers for this pipeline) are not installable here (they pull CUDA/mmcv stacks), "

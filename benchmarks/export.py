@@ -149,7 +149,7 @@ def main() -> None:
              "(one fresh subprocess per cell, modes interleaved round by round; dynamo exporter; the model is built "
              "before the clock starts, the export call alone is timed; bare = `torch.onnx.export(..., dynamo=True, "
              "dynamic_shapes=...)` + `ONNXProgram.save`). conv_bn_silu is the README's command (Conv-BN-SiLU at "
-             "5x3x640x640, dynamic batch/height/width, verified at 5x3x640x640 and 2x3x320x320, atol 1e-4, rtol "
+             "5x3x640x640, dynamic batch/height/width, verified at 5x3x640x640 and 2x3x128x128, atol 1e-4, rtol "
              "1e-3); resnet50 and bert are built from transformers configs with random weights (dynamic batch "
              "(+sequence), atol 1e-3, rtol 1e-2). Medians over the rounds, [min-max] in brackets; the overhead is the "
              "median of the per-round ratios. The cores are shared with other jobs, so single runs vary.", "",

@@ -205,7 +205,7 @@ class _Session:
     def get_outputs(self):
         return []
 
-    def run(self, names, feeds):
+    def run(self, names, feeds, *options):
         self.clock.t += next(self.costs)
         return []
 
@@ -256,3 +256,15 @@ def test_ratios_are_words_never_bare_factors():
 
     assert fmt_ratio(2.9) == "2.90x faster" and fmt_ratio(1 / 1.3) == "1.30x slower"
     assert fmt_ratio(1.0) == "1.00x faster" and fmt_ratio(None) == ""
+
+
+def test_a_ratio_that_drifts_during_the_run_is_noisy_even_with_a_narrow_interval():
+    """Load comes in spells: a ratio creeping from 2.0x to 2.6x over the run has a narrow median interval (blocks
+    are not independent), but its two halves disagree."""
+    from onnxdeploy.bench import Timings, ratio_of
+
+    blocks = [[[0.010] * 3, [0.010 / r] * 3] for r in np.linspace(2.0, 2.6, 100)]
+    m = ratio_of(Timings(blocks, seconds=1.0))
+    assert m.spread < 0.10 and m.drift > 0.10 and m.noisy
+    steady = ratio_of(Timings([[[0.010] * 3, [0.004] * 3]] * 100, seconds=1.0))
+    assert steady.drift == 0.0 and not steady.noisy

@@ -91,6 +91,14 @@ def test_article_module_at_640(tmp_path):
     report = export(ConvBnSiLU().eval(), (torch.randn(5, 3, 640, 640),), tmp_path / "m.onnx", input_names=["input"],
                     output_names=["values"], dynamic=DYN, exporter="dynamo")
     assert "5x3x640x640" in report.parity[0].label and report.passed
+    assert "2x3x128x128" in report.parity[1].label  # the second shape is small: it costs little next to the first
+
+
+def test_second_shape_sizes():
+    from onnxdeploy.export import _other_value
+
+    assert [_other_value(v) for v in (1, 3, 5, 64, 128, 224, 256, 300, 448, 512, 640)] == [
+        2, 4, 2, 32, 64, 112, 64, 72, 64, 128, 128]
 
 
 def test_wrong_dynamic_key_is_an_error_naming_real_names(tmp_path):

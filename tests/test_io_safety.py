@@ -141,7 +141,8 @@ def test_new_output_never_replaces_a_data_file_another_model_reads(tmp_path):
     assert _sum(tmp_path / "out.onnx.data") == before
     np.testing.assert_array_equal(io.load(other).graph.initializers["w"].const_value.numpy(), W)
     np.testing.assert_array_equal(io.load(tmp_path / "out.onnx").graph.initializers["w"].const_value.numpy(), W * 2)
-    # replacing out.onnx again removes its previous data file, never the one other.onnx reads
+    # replacing out.onnx again (a new operation) removes its previous data file, never the one other.onnx reads
+    io.forget_reads()
     io.save(_graph_model([numpy_helper.from_array(W * 3, "w")]), tmp_path / "out.onnx", external_data=True,
             size_threshold_bytes=0)
     assert _sum(tmp_path / "out.onnx.data") == before
@@ -340,7 +341,8 @@ def test_external_data_model_from_another_cwd(tmp_path, monkeypatch, capsys, ver
     from onnxdeploy.run import run
 
     x = np.arange(4, dtype=np.float32).reshape(1, 4)
-    np.testing.assert_allclose(run(out, {"x": x})[verb == "edit" and "t" or "y"], x @ W)
+    [y] = run(out, {"x": x}).values()
+    np.testing.assert_allclose(y, x @ W)
 
 
 def test_checker_helpers_read_the_model_folder(tmp_path, monkeypatch):

@@ -315,3 +315,11 @@ def test_float32_overflow_of_the_difference_is_exact():
     got = np.array([-3e38, 1.0], np.float32)
     d = diff_tensor("x", ref, got, atol=1e-4, rtol=1e-3)
     assert not d.passed and d.max_abs == pytest.approx(6e38, rel=1e-6) and d.nonfinite_got == 0 and not d.flags
+
+
+def test_top1_of_rows_longer_than_a_chunk():
+    ref = np.random.default_rng(6).standard_normal((3, 300_000)).astype(np.float32)
+    got = ref.copy()
+    got[1, ref[1].argmax()] = -10  # row 1's winner changes
+    d = diff_tensor("y", ref, got, tolerance=Tolerance(precision="int8"))
+    assert d.top1 == pytest.approx(2 / 3) and not d.passed and "top-1 agreement 0.667 < 0.9" in d.flags

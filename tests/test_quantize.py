@@ -362,9 +362,9 @@ def test_quantize_speedup_agrees_with_bench_on_the_same_files(cnn_path, tmp_path
         def __getattr__(self, name):
             return getattr(self._session, name)
 
-        def run(self, names, feeds):
+        def run(self, names, feeds, *options):
             clock.t += self._cost * rng.uniform(0.8, 1.2)
-            return self._session.run(names, feeds)
+            return self._session.run(names, feeds, *options)
 
     def create_session(model, **kwargs):
         quantized = bool(quantized_nodes(onnx.load(str(model), load_external_data=False)))

@@ -128,7 +128,7 @@ def test_legalize_and_convert_verify_at_two_shapes_with_the_shared_inputs(tmp_pa
     rep = legalize(path, "onnxruntime").report
     assert rep.verification.passed and rep.verification.shapes == ["batch=1", "batch=2"]
     conv = convert(path, "ort-mobile", tmp_path / "m.ort", inputs=Inputs(dims={"batch": 3}))
-    assert conv.parity.passed and conv.parity.shapes == ["batch=3"]
+    assert conv.parity.passed and conv.parity.shapes == ["batch=3", "batch=2"]
 
 
 def test_convert_cli_takes_the_shared_input_options(tmp_path: Path, capsys):
@@ -157,3 +157,10 @@ def test_edit_verifies_at_two_shapes_when_dims_are_symbolic(conv_bn_silu_path: P
     checks = [v for v in report.verifications if v.comparison is not None]
     assert checks and all(v.passed for v in checks)
     assert len(checks[0].comparison.shapes) == 2
+
+
+def test_sizes_the_user_gives_are_verified_and_varied_unless_the_dims_are_fixed():
+    given = verify(_scale_model(2.0), _scale_model(2.0), Inputs(dims={"batch": 4}))
+    assert given.passed and given.shapes == ["batch=4", "batch=3"]
+    fixed = verify(_scale_model(2.0), _scale_model(2.0, batch=4), Inputs(dims={"batch": 4}), interface={"dims"})
+    assert fixed.passed and fixed.shapes == ["batch=4"]

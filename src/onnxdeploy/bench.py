@@ -158,6 +158,7 @@ class RatioMeasurement:
     blocks: int
     runs: int  # timed runs of each model
     seconds: float
+    drift: float = 0.0  # |median of the first half of the blocks - of the second half| / median: the machine changed
     target_spread: float = TARGET_SPREAD
 
     @property
@@ -167,7 +168,9 @@ class RatioMeasurement:
 
     @property
     def noisy(self) -> bool:
-        return self.spread > self.target_spread
+        """The interval is wider than ``target_spread``, or the two halves of the run disagree by more (blocks are
+        not independent on a loaded machine: its load comes in spells, which a narrow interval can hide)."""
+        return self.spread > self.target_spread or self.drift > self.target_spread
 
     @property
     def slower(self) -> bool:
@@ -195,8 +198,10 @@ def ratio_of(timings: Timings, a: int = 0, b: int = 1, *, target_spread: float =
     if not per_block:
         raise UserInputError("no timed runs", hint="give --iterations of at least 1 or a longer --duration")
     mid, low, high = median_interval(per_block)
+    half = len(per_block) // 2
+    drift = abs(float(np.median(per_block[:half])) - float(np.median(per_block[half:]))) / mid if half >= 2 else 0.0
     return RatioMeasurement(
-        speedup=mid, low=low, high=high,
+        speedup=mid, low=low, high=high, drift=drift,
         a_ms=float(np.median(timings.runs(a))) * 1000.0, b_ms=float(np.median(timings.runs(b))) * 1000.0,
         blocks=len(per_block), runs=len(timings.runs(b)), seconds=timings.seconds, target_spread=target_spread,
     )
@@ -226,7 +231,7 @@ class StopRule:
         if self.seconds is not None:
             done.append(timings.seconds / self.seconds)
         if self.target_spread is not None and len(timings) > 1:
-            if all(ratio_of(timings, 0, i).spread <= self.target_spread for i in range(1, len(timings))):
+            if not any(ratio_of(timings, 0, i, target_spread=self.target_spread).noisy for i in range(1, len(timings))):
                 return 1.0
         return min(1.0, max(done, default=1.0))
 
@@ -287,6 +292,16 @@ def _time_turn(run: Callable[[], object], count: int, *, settle: bool) -> list[f
     return times
 
 
+def timed_runner(session, feeds: Mapping[str, np.ndarray]) -> Callable[[], object]:
+    """One checked run (an onnxruntime failure becomes :class:`~onnxdeploy.run.SessionError`), then a bare
+    ``session.run``: what is timed is onnxruntime, not our error handling or run watchdog."""
+    from onnxdeploy.run import run_session
+
+    feeds = dict(feeds)
+    run_session(session, feeds)
+    return lambda: session.run(None, feeds)
+
+
 def measure_ratio(
     session_a,
     session_b,
@@ -296,13 +311,11 @@ def measure_ratio(
     max_blocks: int | None = 1000,
     max_seconds: float = 10.0,
     target_spread: float = TARGET_SPREAD,
-    warmup: int = 2,
+    warmup: int = DEFAULT_WARMUP,
 ) -> RatioMeasurement:
     """How many times faster ``session_b`` runs ``feeds`` than ``session_a``, timed in interleaved blocks until the
     ratio is known within ``target_spread`` (at least ``min_blocks``) or ``max_seconds`` run out (then ``noisy``)."""
-    from onnxdeploy.run import run_session
-
-    runners = [lambda s=s: run_session(s, feeds) for s in (session_a, session_b)]
+    runners = [timed_runner(s, feeds) for s in (session_a, session_b)]
     stop = StopRule(seconds=max_seconds, target_spread=target_spread, min_blocks=min_blocks, max_blocks=max_blocks)
     return ratio_of(time_interleaved(runners, warmup=warmup, stop=stop), target_spread=target_spread)
 
@@ -480,7 +493,7 @@ def bench(
     kernel times; ``svg`` writes them as a bar chart (atomically).
     """
     from onnxdeploy.io import atomic_write_text
-    from onnxdeploy.run import create_session, run_session
+    from onnxdeploy.run import create_session
 
     if isinstance(models, (str, os.PathLike)) or not isinstance(models, Sequence):
         models = [models]
@@ -505,7 +518,7 @@ def bench(
     stop = default_stop_rule(iterations, duration, len(models))
     for b_index, batch in enumerate(batches):
         feeds_by_batch[batch] = _batch_feeds(names, protos, batch, inputs=inputs, dims=dims, shapes=shapes, seed=seed)
-        runners = [(lambda s=s, f=f: run_session(s, f)) for s, f in zip(sessions, feeds_by_batch[batch])]
+        runners = [timed_runner(s, f) for s, f in zip(sessions, feeds_by_batch[batch])]
 
         def step(fraction: float, b_index=b_index, batch=batch) -> None:
             if on_progress:
@@ -596,7 +609,8 @@ def ratio_words(speedup: float | None) -> str:
 
 def noisy_note(m: RatioMeasurement) -> str:
     """Why a speed ratio is called noisy, in words."""
-    return (f"its ~95% interval is {ratio_words(m.low)} to {ratio_words(m.high)} ({m.spread:.0%} wide, over "
+    drift = f", the halves of the run differ by {m.drift:.0%}" if m.drift > m.target_spread else ""
+    return (f"its ~95% interval is {ratio_words(m.low)} to {ratio_words(m.high)} ({m.spread:.0%} wide{drift}, over "
             f"{m.blocks} blocks of interleaved runs; stable means within {m.target_spread:.0%})")
 
 

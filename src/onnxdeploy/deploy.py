@@ -15,7 +15,6 @@ message and leaves the earlier artefacts, ``deploy.json`` and ``report.html`` be
 
 from __future__ import annotations
 
-import difflib
 import os
 import time
 from collections import Counter
@@ -26,6 +25,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from onnxdeploy.errors import OnnxDeployError, UserInputError
+from onnxdeploy.suggest import close_names
 
 EXAMPLE_NAME = "built-in example (conv_bn_silu)"
 EXAMPLE_DYNAMIC = {"input": {0: "batch", 2: "height", 3: "width"}}
@@ -191,10 +191,12 @@ class DeployContext:
         verifier = self.verifier_for()
         return verifier.check(str(path), label=label, runner=casting_runner(onnx_runner(path), path))
 
-    def advance(self, path: Path, label: str) -> None:
+    def advance(self, path: Path, label: str, *, bench: bool = True) -> None:
+        """``path`` is the current model now; ``bench``: time it too (False when it is the previous model unchanged)."""
         self.current = path
         self.report.final_artifact = str(path)
-        self.candidates.append((label, str(path), "onnxruntime"))
+        if bench:
+            self.candidates.append((label, str(path), "onnxruntime"))
 
 
 # ---------------------------------------------------------------- runners and interfaces
@@ -463,7 +465,7 @@ class Legalize(Step):
             res.notes.append(f"{ctx.target.name} has no int64: int64 inputs/outputs narrowed to int32 (asked for by "
                              "the target)")
         res.verification = ctx.verify_onnx(path, "legalized vs reference")
-        ctx.advance(path, "legalized")
+        ctx.advance(path, "legalized", bench=rep.changed)
         if not rep.legal:
             left = [f"{p.what} ({', '.join(p.nodes)})" for p in rep.remaining if p.severity == "error"]
             raise DeployStepFailed(f"{ctx.target.name} cannot take the model, and legalize cannot fix: "
@@ -581,7 +583,7 @@ def check_skip(skip: Iterable[str], steps: Iterable[Step] = PIPELINE) -> set[str
     chosen = set()
     for name in skip:
         if name not in names:
-            close = difflib.get_close_matches(name, names, n=1)
+            close = close_names(name, names, n=1)
             raise UserInputError(f"--skip {name}: no such step" + (f"; did you mean {close[0]}?" if close else ""),
                                  hint=f"steps: {', '.join(names)}")
         if name in required:
@@ -667,7 +669,7 @@ def deploy(
     skip: Iterable[str] = (),
     optimize: bool = True,
     benchmark: bool = True,
-    bench_seconds: float = 1.0,
+    bench_seconds: float = 0.5,
     atol: float = 1e-4,
     rtol: float = 1e-3,
     seed: int = 0,

@@ -288,12 +288,13 @@ def _shape_text(t) -> str:
     return "x".join(str(int(d)) for d in t.shape)
 
 
-def _example_error(err: BaseException, names: Sequence[str], tensors: Sequence) -> UserInputError:
+def _example_error(err: BaseException, names: Sequence[str], tensors: Sequence, model=None) -> UserInputError:
     """One line for a model that cannot run on its example inputs; float inputs where integers are needed get a hint
     naming the typed shape (``--shape tokens=4x32:int64``)."""
     floats = [(n, t) for n, t in zip(names, tensors) if t.dtype.is_floating_point]
     given = ", ".join(f"{n}={_shape_text(t)}:{str(t.dtype).replace('torch.', '')}" for n, t in zip(names, tensors))
     if floats and _DTYPE_WORDS.search(str(err)):
+        floats = _integer_candidates(model, names, tensors, floats) or floats
         which = ", ".join(n for n, _ in floats)
         shapes = " ".join(f"--shape {n}={_shape_text(t)}:int64" for n, t in floats)
         return UserInputError(
@@ -307,6 +308,25 @@ def _example_error(err: BaseException, names: Sequence[str], tensors: Sequence) 
         hint="give one example input per forward() argument, with the shapes and dtypes the model expects "
              "(--shape NAME=1x3x224x224[:dtype] on the command line)",
     )
+
+
+def _integer_candidates(model, names, tensors, floats) -> list:
+    """The float inputs that, made integer one at a time, make the dtype error go away (error path only)."""
+    import torch
+
+    if model is None or len(floats) < 2 or len(floats) > 8:
+        return []
+    found = []
+    for name, tensor in floats:
+        trial = [torch.zeros(t.shape, dtype=torch.int64) if n == name else t for n, t in zip(names, tensors)]
+        try:
+            with torch.inference_mode():
+                model(*trial)
+        except Exception as err:  # noqa: BLE001 - only whether the dtype complaint is gone matters
+            if _DTYPE_WORDS.search(str(err)) and "indices" in str(err):
+                continue
+        found.append((name, tensor))
+    return found if len(found) < len(floats) else []
 
 
 _TORCH_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "float64": "float64",
@@ -367,6 +387,9 @@ def needs_integer_inputs(module) -> bool:
     return False
 
 
+_TOKEN_NAMES = re.compile(r"ids?$|token|idx|index|indices", re.IGNORECASE)
+
+
 def example_hint(module) -> str:
     """What to pass for a module that came without example inputs: ``--shape NAME=...`` per forward() argument."""
     try:
@@ -375,11 +398,12 @@ def example_hint(module) -> str:
     except (TypeError, ValueError):
         params = []
     names = [p.name for p in params] or ["input"]
+    args = f"one per forward() argument ({', '.join(names)})"
     if needs_integer_inputs(module):
-        return (" ".join(f"--shape {n}=1x16:int64" for n in names[:1]) + " (its first layer is an nn.Embedding: "
-                "token ids are integers)" + (f"; one --shape per forward() argument: {', '.join(names)}"
-                                            if len(names) > 1 else ""))
-    return f"--shape {names[0]}=1x3x224x224[:dtype], one per forward() argument ({', '.join(names)})"
+        tokens = next((n for n in names if _TOKEN_NAMES.search(n)), names[0])
+        return (f"--shape {tokens}=1x16:int64, {args}: its first layer is an nn.Embedding, whose token ids are "
+                "integers")
+    return f"--shape {names[0]}=1x3x224x224[:dtype], {args}"
 
 
 # --------------------------------------------------------------------------------------------- dynamo
@@ -572,7 +596,9 @@ def _export_dynamo(model, args, kwargs, names, output_names, dynamic, opset, map
     except Exception as err:
         missing = []
         try:
-            missing = _dynamo_missing_ops(program, opset or 18, table or {})
+            with warnings.catch_warnings():  # torch's own deprecation warnings are no news to the user
+                warnings.simplefilter("ignore")
+                missing = _dynamo_missing_ops(program, opset or 18, table or {})
         except Exception:  # noqa: BLE001 - analysis is best effort
             missing = []
         raise _ExportFailed("torch.onnx.export(dynamo=True)", err, missing) from err
@@ -817,7 +843,8 @@ def export(
     try:
         reference = _run_torch(model, args, kwargs)
     except Exception as err:  # the model rejects its own example inputs: say which and how to fix, in one line
-        raise _example_error(err, names, list(args) + list(kwargs.values())) from err
+        raise _example_error(err, names, list(args) + list(kwargs.values()),
+                             model if not kwargs else None) from err
     timings["torch_run"] = time.perf_counter() - t0
     if output_names:
         out_names = list(output_names)

@@ -296,8 +296,10 @@ def _new_tmp_file(folder: Path, name: str) -> tuple[int, Path]:
 # ---------------------------------------------------------------- reading
 
 
-def _check_model_path(path: str | os.PathLike) -> Path:
-    """A readable, non-empty regular file (checked with ``os.stat`` before anything opens it)."""
+def check_model_path(path: str | os.PathLike) -> Path:
+    """A readable, non-empty regular file (checked with ``os.stat`` before anything opens it: a FIFO, a device such
+    as /dev/zero, a folder or a symbolic link loop is a one-line :class:`ModelFileError`). The file is noted as read
+    by this operation (:func:`check_output_path` then refuses to write over it)."""
     p = Path(path)
     if "\0" in str(p):
         raise ModelFileError(f"{str(p)!r}: invalid file name (NUL byte)")
@@ -319,7 +321,11 @@ def _check_model_path(path: str | os.PathLike) -> Path:
         raise ModelFileError(f"{p}: permission denied")
     if st.st_size == 0:
         raise ModelFileError(f"{p}: the file is empty, not an ONNX model")
+    note_read(p)
     return p
+
+
+_check_model_path = check_model_path  # the former private name, still used by inspect.py
 
 
 def load_proto(path: str | os.PathLike, *, load_weights: bool = False) -> "onnx.ModelProto":
@@ -630,8 +636,8 @@ def check_external_data(proto: "onnx.ModelProto", base_dir: str | os.PathLike) -
         if not loc:
             raise UnsafeModelError(f"{name}: external data without a location")
         if tensor.data_type in (onnx.TensorProto.UNDEFINED, onnx.TensorProto.STRING):
-            kind = "string" if tensor.data_type == onnx.TensorProto.STRING else "undefined"
-            raise UnsafeModelError(f"{name}: a {kind} tensor cannot be stored as external data")
+            kind = "a string" if tensor.data_type == onnx.TensorProto.STRING else "an undefined"
+            raise UnsafeModelError(f"{name}: {kind} tensor cannot be stored as external data")
         if any(d < 0 for d in tensor.dims):
             raise UnsafeModelError(f"{name}: negative dimension in {list(tensor.dims)}")
         if "\0" in loc:

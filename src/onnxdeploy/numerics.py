@@ -327,7 +327,7 @@ def diff_tensor(name: str, ref: np.ndarray, got: np.ndarray, *, atol: float | No
 
 
 _CHUNK = 1 << 16  # elements per step: r, g and 3 scratch chunks of float32 stay in a 2 MB L2 cache
-_MAX_ROW = 1 << 20  # rows up to this long are kept whole in a chunk, for top-1 agreement in the same pass
+_MAX_ROW = 1 << 18  # rows up to this long are kept whole in a chunk, for top-1 agreement in the same pass
 _CHEAP_ROW = 256  # numpy's row-wise argmax costs about one pass from rows this long; short rows cost 10-50x more
 
 
@@ -394,8 +394,9 @@ class _Stream:
         gbuf = np.empty(step, wdt) if got.dtype != wdt and not self.exact else None
         d, t, u = np.empty(step, wdt), np.empty(step, wdt), np.empty(step, wdt)
         b = np.empty(step, bool)
-        self.first_r = float(ref.flat[0])
-        self.first_g = float(got.flat[0])
+        # The first elements, in the dtype the chunks are compared in (raw integers: no float rounding).
+        self.first_r = ref.flat[0] if self.exact else np.asarray(ref.flat[0]).astype(wdt)[()]
+        self.first_g = got.flat[0] if self.exact else np.asarray(got.flat[0]).astype(wdt)[()]
         for start in range(0, self.n, step):
             stop = min(self.n, start + step)
             k = stop - start
@@ -523,9 +524,9 @@ class _Stream:
         mismatched_nonfinite = self.new_nan + self.new_inf + self.lost
         flags: list[str] = []
         if constant:
-            flags.append(f"reference output is constant (all {self.first_r:g}): agreement says nothing")
+            flags.append(f"reference output is constant (all {float(self.first_r):g}): agreement says nothing")
         elif n > 1 and self.const_g and not self.exact:
-            flags.append(f"candidate output is constant (all {self.first_g:g}) where the reference varies")
+            flags.append(f"candidate output is constant (all {float(self.first_g):g}) where the reference varies")
         if self.new_nan:
             flags.append(f"candidate has {self.new_nan} NaN where the reference has none")
         if self.new_inf:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from onnxdeploy.errors import UserInputError
+
 if TYPE_CHECKING:
     import onnx_ir as ir
 

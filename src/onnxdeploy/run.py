@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from onnxdeploy.errors import ModelFileError, OnnxDeployError, UserInputError
+from onnxdeploy.errors import ModelFileError, OnnxDeployError, UnsupportedError, UserInputError
 from onnxdeploy.io import ModelLike, as_proto
 
 if TYPE_CHECKING:
@@ -497,12 +497,15 @@ def create_session(
     if profile:
         options.enable_profiling = True
     provider_list = resolve_providers(providers)
+    from onnxdeploy.bounds import check_loops
+
     if isinstance(model, (str, os.PathLike)):
-        model_structure(model)  # validates the file and its external data first (without reading weights)
+        check_loops(model_structure(model), what=str(model))  # validates the file and its external data first
         source: object = str(model)
     elif isinstance(model, (bytes, bytearray)):  # an already serialized ModelProto (embedded weights)
         source = bytes(model)
     else:
+        check_loops(model)  # a Loop that would run for ever is refused before onnxruntime starts it
         source, base_dir = _serialize_for_session(model)
         if base_dir:
             options.add_session_config_entry("session.model_external_initializers_file_folder_path", base_dir)
@@ -577,9 +580,28 @@ def run_session(
 ) -> dict[str, np.ndarray]:
     """Run a session and return outputs by name; onnxruntime failures become :class:`SessionError`."""
     names = list(output_names) if output_names else [o.name for o in session.get_outputs()]
+    import threading
+
+    import onnxruntime as ort
+
+    limit = run_timeout_s()
+    run_options = ort.RunOptions()
+    stopped = threading.Event()
+
+    def _stop() -> None:  # onnxruntime checks the flag between kernels and Loop iterations
+        stopped.set()
+        run_options.terminate = True
+
+    watchdog = threading.Timer(limit, _stop)
+    watchdog.daemon = True
+    watchdog.start()
     try:
-        values = session.run(names, dict(feeds))
+        values = session.run(names, dict(feeds), run_options)
     except Exception as err:
+        if stopped.is_set():
+            raise UnsupportedError(f"the onnxruntime run did not finish within {limit:g} s and was stopped",
+                                   hint=f"set {RUN_TIMEOUT_ENV}=SECONDS for a longer limit, or pass --no-verify "
+                                        "to skip running the model") from err
         error = session_error(err)
         if error.hint is None:
             shapes = ", ".join(f"{k}={_fmt_shape(getattr(v, 'shape', ()))}" for k, v in feeds.items())
@@ -587,7 +609,22 @@ def run_session(
                           "tokens 128, image sides 224, else 1) unless told: pass real sizes with --dim NAME=N or "
                           "--shape INPUT=AxB..., or real inputs")
         raise error from err
+    finally:
+        watchdog.cancel()
     return dict(zip(names, values))
+
+
+RUN_TIMEOUT_ENV = "ONNXDEPLOY_RUN_TIMEOUT"
+DEFAULT_RUN_TIMEOUT_S = 600.0
+
+
+def run_timeout_s() -> float:
+    """The longest one onnxruntime run may take (``ONNXDEPLOY_RUN_TIMEOUT`` seconds, default 600)."""
+    try:
+        value = float(os.environ.get(RUN_TIMEOUT_ENV, DEFAULT_RUN_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_RUN_TIMEOUT_S
+    return value if value > 0 else DEFAULT_RUN_TIMEOUT_S
 
 
 def shape_warnings(model: ModelLike, outputs: Mapping[str, np.ndarray]) -> list[str]:

@@ -89,14 +89,21 @@ class Inputs:
                               dims={**self.dims, **(dims or {})}, shapes=self.shape_dims(), seed=self.seed,
                               specs=specs, dtypes=self.dtypes())
 
-    def plans(self, specs: "Sequence[InputSpec]") -> list[list[dict[str, int]]]:
+    def plans(self, specs: "Sequence[InputSpec]", *, vary: bool = True) -> list[list[dict[str, int]]]:
         """Dims assignments to verify at, cheapest plan first (see :func:`verification_plans`); one assignment when
-        tensors are given or every dim is fixed."""
+        tensors are given. Sizes the user gave (``dims``) are verified as given, and, with ``vary`` (the candidate
+        keeps those dims symbolic), also at a second size, so a model that only works at one size is caught."""
         if self.given:
             return [[dict(self.dims)]]
         shaped = set(self.shapes)
         names = symbolic_input_dims(s for s in specs if s.name not in shaped)
-        return verification_plans(specs, names, self.dims)
+        plans = verification_plans(specs, names, self.dims)
+        given = [n for n in names if n in self.dims]
+        if vary and given and plans == [[dict(self.dims)]]:
+            other = {**self.dims, **{n: 2 if self.dims[n] == 1 else max(1, self.dims[n] * 3 // 4) for n in given}}
+            if other != dict(self.dims):
+                plans = [[dict(self.dims), other]]
+        return plans
 
     def with_dims(self, dims: Mapping[str, int]) -> "Inputs":
         return Inputs(self.files, self.npz, self.arrays, {**self.dims, **dims}, self.shapes, self.seed)
@@ -502,7 +509,8 @@ class Verifier:
     def _reference_sets(self) -> list[tuple[str, dict, dict]]:
         runner = _runner(self.reference, None, self.providers)
         failures: list[tuple[str, str]] = []
-        for plan in self.inputs.plans(self.specs):
+        vary = self.interface == "same" or self.interface == "ignore" or "dims" not in tuple(self.interface)
+        for plan in self.inputs.plans(self.specs, vary=vary):
             sets = []
             for dims in plan:
                 label = "the given inputs" if self.inputs.given else dims_label(dims)

@@ -34,7 +34,8 @@ from onnx import numpy_helper as nh
 CANARY_VALUE = 31337.25
 CANARY_BYTES = np.full(4096, CANARY_VALUE, dtype=np.float32).tobytes()  # 16 KiB: any offset/length within reads it
 CANARY_NEEDLE = np.full(4, CANARY_VALUE, dtype=np.float32).tobytes()  # what we look for in outputs
-CANARY_TEXT = "31337.2"  # what we look for in printed output (probe/run statistics)
+# what we look for in printed output (run/probe values and statistics): 31337.25 as printed by numpy/rich
+CANARY_TEXT = r"31337\.|3\.1337\d*e\+0?4|3\.134e\+0?4"
 CWD_CANARY_NAMES = ("w.data", "model.onnx.data", "secret.bin", "data.bin", "c.data")
 PWNED = "PWNED"  # a file a pickle / YAML payload creates in the cwd if it is ever executed
 
@@ -159,10 +160,12 @@ def _weights(n: int = 16, shape=(4, 4), name: str = "w") -> onnx.TensorProto:
 
 
 def tiny(w: onnx.TensorProto | None = None, dims=("batch", 4)) -> onnx.ModelProto:
-    """x[batch, 4] @ w[4, 4] -> Relu -> z."""
+    """x[batch, 4] @ w[4, 4] -> Relu -> z, and w itself as a second output (so w's bytes reach every output)."""
     w = w if w is not None else _weights()
-    nodes = [h.make_node("MatMul", ["x", "w"], ["y"], name="matmul"), h.make_node("Relu", ["y"], ["z"], name="relu")]
-    return _model(h.make_graph(nodes, "fuzz", [_vi("x", dims)], [_vi("z", dims)], [w]))
+    nodes = [h.make_node("MatMul", ["x", "w"], ["y"], name="matmul"), h.make_node("Relu", ["y"], ["z"], name="relu"),
+             h.make_node("Identity", ["w"], ["w_copy"], name="copy")]  # fmt: skip
+    outputs = [_vi("z", dims), _vi("w_copy", [4, 4])]
+    return _model(h.make_graph(nodes, "fuzz", [_vi("x", dims)], outputs, [w]))
 
 
 def _externalize(t: onnx.TensorProto, location, offset=None, length=None) -> onnx.TensorProto:
@@ -278,7 +281,7 @@ def _c_ext(location: str) -> onnx.TensorProto:
 
 
 def _sparse(location: str) -> onnx.SparseTensorProto:
-    values = ext_tensor("c_values", location, shape=(2,))
+    values = ext_tensor("c", location, shape=(2,))
     indices = nh.from_array(np.array([0, 2], dtype=np.int64), "c_indices")
     return h.make_sparse_tensor(values, indices, [4])
 
@@ -289,32 +292,32 @@ def _const(out: str, location: str, name="const") -> onnx.NodeProto:
 
 def _place_graph(place: str, loc: str) -> onnx.ModelProto:
     x, z = _vi("x", [4]), _vi("z", [4])
-    add = h.make_node("Add", ["x", "c"], ["z"], name="add")
+    add = _plus_c("x", "c", "z")
     if place == "sparse-initializer":
-        g = h.make_graph([add], "g", [x], [z], sparse_initializer=[_sparse(loc)])
+        g = h.make_graph(add, "g", [x], [z], sparse_initializer=[_sparse(loc)])
         return _model(g)
     if place == "constant-value":
-        return _model(h.make_graph([_const("c", loc), add], "g", [x], [z]))
+        return _model(h.make_graph([_const("c", loc), *add], "g", [x], [z]))
     if place == "constant-sparse-value":
         node = h.make_node("Constant", [], ["c"], name="const", sparse_value=_sparse(loc))
-        return _model(h.make_graph([node, add], "g", [x], [z]))
+        return _model(h.make_graph([node, *add], "g", [x], [z]))
     if place == "tensor-attribute":  # ConstantOfShape's value attribute
         shape = h.make_node("Constant", [], ["s"], name="shape", value=nh.from_array(np.array([4], np.int64)))
         node = h.make_node("ConstantOfShape", ["s"], ["c"], name="cos", value=ext_tensor("v", loc, shape=(1,)))
-        return _model(h.make_graph([shape, node, add], "g", [x], [z]))
+        return _model(h.make_graph([shape, node, *add], "g", [x], [z]))
     if place == "if-branch":
-        return _model(h.make_graph([_if("flag", loc, "c"), add], "g", [x, _vi("flag", [], T.BOOL)], [z]))
+        return _model(h.make_graph([_true("flag"), _if("flag", loc, "c"), *add], "g", [x], [z]))
     if place == "if-branch-initializer":
         then = h.make_graph([h.make_node("Identity", ["c_init"], ["t"])], "then", [], [_vi("t", [4])],
                             [_rename(_c_ext(loc), "c_init")])  # fmt: skip
         other = h.make_graph([h.make_node("Identity", ["x"], ["e"])], "else", [], [_vi("e", [4])])
         node = h.make_node("If", ["flag"], ["c"], name="if", then_branch=then, else_branch=other)
-        return _model(h.make_graph([node, add], "g", [x, _vi("flag", [], T.BOOL)], [z]))
+        return _model(h.make_graph([_true("flag"), node, *add], "g", [x], [z]))
     if place == "loop-body":
         return _model(h.make_graph(_loop_nodes(loc, "x", "z"), "g", [x], [z]))
     if place == "scan-body":
         body = h.make_graph(
-            [_const("c", loc), h.make_node("Add", ["s_in", "c"], ["s_out"]), h.make_node("Add", ["x_in", "c"], ["y"])],
+            [_const("c", loc), *_plus_c("s_in", "c", "s_out", "s"), *_plus_c("x_in", "c", "y", "y")],
             "body", [_vi("s_in", [4]), _vi("x_in", [4])], [_vi("s_out", [4]), _vi("y", [4])],
         )  # fmt: skip
         xs = _vi("xs", [2, 4])
@@ -322,10 +325,10 @@ def _place_graph(place: str, loc: str) -> onnx.ModelProto:
         return _model(h.make_graph([node], "g", [x, xs], [z, _vi("ys", [2, 4])]))
     if place in ("function", "function-if", "function-loop-if"):
         if place == "function":
-            body = [_const("c", loc), h.make_node("Add", ["X", "c"], ["Y"])]
+            body = [_const("c", loc), *_plus_c("X", "c", "Y")]
             fn_inputs = ["X"]
         elif place == "function-if":
-            body = [_if("F", loc, "c"), h.make_node("Add", ["X", "c"], ["Y"])]
+            body = [_if("F", loc, "c"), *_plus_c("X", "c", "Y")]
             fn_inputs = ["X", "F"]
         else:
             body = _loop_nodes(loc, "X", "Y", inner_if=True)
@@ -333,9 +336,20 @@ def _place_graph(place: str, loc: str) -> onnx.ModelProto:
         fn = h.make_function("local", "AddC", fn_inputs, ["Y"], body, [h.make_opsetid("", 17)])
         inputs = ["x"] + (["flag"] if len(fn_inputs) == 2 else [])
         node = h.make_node("AddC", inputs, ["z"], name="addc", domain="local")
-        graph_inputs = [x] + ([_vi("flag", [], T.BOOL)] if len(fn_inputs) == 2 else [])
-        return _model(h.make_graph([node], "g", graph_inputs, [z]), functions=[fn])
+        nodes = ([_true("flag")] if len(fn_inputs) == 2 else []) + [node]
+        return _model(h.make_graph(nodes, "g", [x], [z]), functions=[fn])
     raise ValueError(place)
+
+
+def _true(name: str) -> onnx.NodeProto:
+    return h.make_node("Constant", [], [name], name=f"{name}_const", value=nh.from_array(np.array(True)))
+
+
+def _plus_c(x: str, c: str, out: str, tag: str = "") -> list[onnx.NodeProto]:
+    """out = x * 0 + c: exactly c (the canary's bytes, if c came from outside), whatever x is."""
+    zero = nh.from_array(np.zeros(1, np.float32), f"zero{tag}")
+    return [h.make_node("Constant", [], [f"zero{tag}"], value=zero),
+            h.make_node("Mul", [x, f"zero{tag}"], [f"x0{tag}"]), h.make_node("Add", [f"x0{tag}", c], [out])]  # fmt: skip
 
 
 def _rename(t: onnx.TensorProto, name: str) -> onnx.TensorProto:
@@ -356,11 +370,11 @@ def _loop_nodes(loc: str, x: str, out: str, inner_if: bool = False) -> list[onnx
     else:
         inner = [_const("c", loc)]
     body = h.make_graph(
-        inner + [h.make_node("Add", ["v_in", "c"], ["v_out"]), h.make_node("Identity", ["cond_in"], ["cond_out"])],
+        inner + [*_plus_c("v_in", "c", "v_out"), h.make_node("Identity", ["cond_in"], ["cond_out"])],
         "body", [_vi("i", [], T.INT64), _vi("cond_in", [], T.BOOL), _vi("v_in", [4])],
         [_vi("cond_out", [], T.BOOL), _vi("v_out", [4])],
     )  # fmt: skip
-    m = h.make_node("Constant", [], ["M"], value=nh.from_array(np.array(2, np.int64)))
+    m = h.make_node("Constant", [], ["M"], value=nh.from_array(np.array(1, np.int64)))
     cond = h.make_node("Constant", [], ["cond"], value=nh.from_array(np.array(True)))
     return [m, cond, h.make_node("Loop", ["M", "cond", x], [out], name="loop", body=body)]
 
@@ -1017,26 +1031,23 @@ def full_runs(mutations: int = 500, seed: int = 0, slow: bool = True) -> list[Ru
 SAMPLE = (
     ("baseline-external", "optimize"), ("baseline-inline", "run"),
     ("ext-absolute", "inspect"), ("ext-dotdot", "run"), ("ext-symlink-file", "run"), ("ext-missing", "run"),
-    ("ext-fifo", "check"), ("ext-dev-zero", "diff"), ("ext-huge-length", "inspect"), ("ext-empty-length", "check"),
+    ("ext-fifo", "check"), ("ext-dev-zero", "diff"), ("ext-empty-length", "check"),
     ("ext-long-name", "inspect"), ("ext-string-dtype", "diff"), ("ext-undefined-dtype", "run"),
-    ("ext-symlink-loop", "inspect"), ("ext-socket", "run"),
     ("place-sparse-initializer-escape", "run"), ("place-constant-value-cwd-only", "run"),
-    ("place-constant-sparse-value-valid", "inspect"), ("place-if-branch-escape", "run"),
-    ("place-loop-body-cwd-only", "run"), ("place-scan-body-escape", "check"), ("place-function-if-cwd-only", "run"),
+    ("place-if-branch-escape", "run"), ("place-loop-body-cwd-only", "run"), ("place-function-if-cwd-only", "run"),
     ("place-function-loop-if-escape", "diff"), ("place-tensor-attribute-escape", "run"),
-    ("proto-truncated-half", "inspect"), ("proto-random-bytes", "check"), ("proto-empty-file", "diff"),
+    ("proto-truncated-half", "inspect"), ("proto-random-bytes", "check"),
     ("name-invalid-utf8-node", "inspect"), ("name-invalid-utf8-output", "render"), ("name-markup-node", "render"),
-    ("name-markup-input", "inspect"),
-    ("work-loop-1e12", "check"), ("work-if-nested-30", "inspect"), ("work-dims-1e12", "run"),
+    ("work-loop-1e12", "check"), ("work-dims-1e12", "run"),
     ("path-fifo", "inspect"), ("path-dev-urandom", "inspect"), ("path-directory", "check"),
-    ("path-symlink-loop", "inspect"), ("path-long-name", "inspect"),
-    ("input-npz-random", "run"), ("input-npz-pickle", "run"), ("input-pb-random", "run"),
+    ("path-symlink-loop", "inspect"),
+    ("input-npz-random", "run"), ("input-npz-pickle", "run"),
     ("recipe-alias-bomb", "edit"), ("recipe-python-tag", "edit"),
     ("out-is-input", "render"), ("out-alias", "run"), ("out-is-data-file", "probe"), ("out-markup", "render"),
-    ("out-too-long", "render"), ("out-proc", "run"), ("out-save-recipe-is-input", "edit"),
-    ("arg-dim-superscript", "inspect"), ("arg-dim-huge", "run"),
+    ("out-proc", "run"), ("out-save-recipe-is-input", "edit"),
+    ("arg-dim-superscript", "inspect"),
 )  # fmt: skip
-SAMPLE_MUTATIONS = 8
+SAMPLE_MUTATIONS = 5
 
 
 def sample_runs(seed: int = 0) -> list[Run]:

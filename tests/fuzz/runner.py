@@ -275,13 +275,13 @@ def _check_outcome(o: Outcome, run: corpus.Run, outputs: list[Path], layout: cor
         if run.verb in corpus.VERIFYING_VERBS and "--no-verify" not in o.argv and not VERIFIED.search(text):
             o.failures["unverified"] = "exit 0 without a verification line"
     elif rc in (1, 3):
-        if not any(ln.lstrip().startswith("error:") for ln in o.stderr.splitlines()):
+        if "traceback" not in o.failures and not any(ln.lstrip().startswith("error:") for ln in o.stderr.splitlines()):
             o.failures["no-error-line"] = f"exit {rc} without an 'error:' line on stderr"
     elif rc == 2 and "Usage:" in o.stderr:
         pass  # click's usage error
     elif "traceback" not in o.failures:
         o.failures["bad-exit"] = f"exit {rc}"
-    if corpus.CANARY_TEXT in o.stdout:
+    if re.search(corpus.CANARY_TEXT, o.stdout):
         o.failures["read-outside"] = "canary value printed"
 
 

@@ -33,7 +33,8 @@ DimOpt = Annotated[
 ]
 ShapeOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--shape", help="INPUT=1x3x224x224: the shape of one synthesized input. Repeatable."),
+    typer.Option("--shape", "--shapes", help="INPUT=1x3x224x224[:DTYPE] (e.g. tokens=4x32:int64): the shape, and "
+                 "optionally the dtype, of one synthesized input. Repeatable; --shapes as trtexec spells it."),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for synthesized inputs.")]
 ProviderOpt = Annotated[
@@ -189,8 +190,7 @@ def inputs_from(input_: list[str] | None, inputs: Path | None, dim: list[str] | 
     --dim, --shape and --seed: every verb that runs a model builds its inputs here."""
     from onnxdeploy.verify import Inputs
 
-    typed = globals().get("parse_typed_shapes")
-    shapes = typed(shape, option="--shape") if typed is not None else parse_shapes(shape)
+    shapes = parse_typed_shapes(shape, option="--shape")
     return Inputs(files=parse_key_values(input_, option="--input"), npz=inputs, dims=parse_dims(dim),
                   shapes=shapes, seed=seed)
 

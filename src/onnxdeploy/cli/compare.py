@@ -89,11 +89,11 @@ def compare(
     if as_json:
         out.print_json(result)
     else:
-        _show(result, failures_only)
+        _show(result, failures_only, outputs_only)
     result.check()
 
 
-def _show(result, failures_only: bool) -> None:
+def _show(result, failures_only: bool, outputs_only: bool) -> None:
     from onnxdeploy.cli import output as out
 
     torch_mode = result.kind == "torch"
@@ -115,7 +115,7 @@ def _show(result, failures_only: bool) -> None:
         row = [str(k), m.name] + ([m.other] if torch_mode or renamed else [])
         rows.append(row + [m.node or "", m.op or "", m.how + ("*" if m.note else ""), out.fmt_num(m.diff.max_abs),
                            out.fmt_num(m.diff.max_rel), f"{m.diff.cosine:.6f}", status])
-    if rows or not failures_only:
+    if not outputs_only and (rows or not failures_only):
         what = "module calls" if torch_mode else "tensors"
         out.show(out.table(f"{result.label_a} vs {result.label_b}: intermediate {what}", columns, rows))
     if result.verdict is not None:

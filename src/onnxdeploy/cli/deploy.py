@@ -44,7 +44,7 @@ def deploy(
     dim: DimOpt = None,
     fix_dims: FixDimsOpt = False,
     skip: SkipOpt = None,
-    bench_seconds: Annotated[float, typer.Option("--bench-seconds", help="Seconds of timing per model.")] = 1.0,
+    bench_seconds: Annotated[float, typer.Option("--bench-seconds", help="Seconds of timing per model.")] = 0.5,
     no_optimize: Annotated[bool, typer.Option("--no-optimize", hidden=True, help="Old spelling of --skip optimize.")]
     = False,
     no_bench: Annotated[bool, typer.Option("--no-bench", hidden=True, help="Old spelling of --skip benchmark.")]

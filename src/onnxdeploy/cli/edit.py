@@ -197,8 +197,12 @@ def _run(model, output, steps, recipe, save_recipe, input_items, npz, seed, atol
     from onnxdeploy.recipes import apply_recipe, dump_recipe
     from onnxdeploy.run import read_npz, read_tensor_file
 
-    if output.resolve() == model.resolve():
-        raise UserInputError(f"{output}: the output would overwrite the input", hint="choose another -o path")
+    from onnxdeploy import io
+
+    io.check_model_path(model)  # before any work: no output is the input, however spelled
+    io.check_output_path(output)
+    if save_recipe is not None:
+        io.check_output_path(save_recipe)
     feeds = read_npz(npz) if npz else {}
     feeds.update({k: read_tensor_file(v) for k, v in parse_key_values(input_items, option="--input").items()})
     editor = Editor(model, verify=not no_verify, atol=atol, rtol=rtol, seed=seed, inputs=feeds)

@@ -85,8 +85,10 @@ def optimize(
     from onnxdeploy.errors import UserInputError
     from onnxdeploy.optimize import optimize as optimize_api
 
-    if output.resolve() == model.resolve():
-        raise UserInputError(f"{output}: the output would overwrite the input", hint="choose another -o path")
+    from onnxdeploy import io
+
+    io.check_model_path(model)  # before the slow work: the output is never the input, however spelled
+    io.check_output_path(output)
     dims = parse_dims(dim)
     feeds = None
     if input_ or inputs:

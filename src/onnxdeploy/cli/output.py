@@ -75,17 +75,30 @@ def styled(text: Any, style: str):
     return Text(plain(text), style=style)
 
 
-def table(title: Any, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, caption: Any = None):
+MAX_TABLE_ROWS = 500  # rich lays out ~300 rows a second: a 100k-node model's table would take minutes
+
+
+def table(title: Any, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, caption: Any = None,
+          max_rows: int | None = MAX_TABLE_ROWS):
     """Build a rich Table. Cells are text taken literally (no markup: names and paths print as they are); None shows
-    as an empty cell; use :func:`styled` for a coloured cell."""
+    as an empty cell; use :func:`styled` for a coloured cell. Past ``max_rows`` rows the table ends with a row
+    saying how many more there are (``--json`` lists them all)."""
     from rich.table import Table
 
     t = Table(title=None if title is None else _text(title), caption=None if caption is None else _text(caption),
               title_justify="left", show_lines=False)
     for col in columns:
         t.add_column(_text(col), overflow="fold")
+    shown = 0
+    more = 0
     for row in rows:
+        if max_rows is not None and shown >= max_rows:
+            more += 1
+            continue
         t.add_row(*(_text("" if cell is None else cell) for cell in row))
+        shown += 1
+    if more:
+        t.add_row(*([styled(f"... {more} more rows (--json lists all)", "dim")] + [""] * (len(columns) - 1)))
     return t
 
 

@@ -17,7 +17,7 @@ from onnxdeploy.debug._probe import ALL, ProbeResult, Selection, probe
 from onnxdeploy.debug._result import CompareResult, TensorMatch, Unmatched, map_inputs, model_label
 from onnxdeploy.debug._torch import compare_torch
 from onnxdeploy.errors import UserInputError
-from onnxdeploy.numerics import Comparison, compare_outputs
+from onnxdeploy.numerics import Comparison
 from onnxdeploy.torch_target import looks_like_target
 
 
@@ -78,14 +78,33 @@ def _final_verdict(a, b, feeds_a, feeds_b, *, providers, providers_b, optimizati
     Outputs are paired by name, else by position when both have as many. Returns the comparison and A's outputs.
     (The single place to swap in the shared ``verify`` once it exists.)"""
     from onnxdeploy.run import create_session, run_session
+    from onnxdeploy.verify import Inputs, verify
 
-    out_a = run_session(create_session(a, providers=providers, optimization_level=optimization_level), feeds_a)
-    out_b = run_session(create_session(b, providers=providers_b or providers,
-                                       optimization_level=optimization_level_b or optimization_level), feeds_b)
-    names = {n: n for n in out_a if n in out_b}
-    if len(names) < len(out_a) and len(out_a) == len(out_b):
-        names = dict(zip(out_a, out_b))
-    return compare_outputs(out_a, out_b, atol=atol, rtol=rtol, label=label, names=names), out_a
+    session_a = create_session(a, providers=providers, optimization_level=optimization_level)
+    session_b = create_session(b, providers=providers_b or providers,
+                               optimization_level=optimization_level_b or optimization_level)
+    outputs_a = [o.name for o in session_a.get_outputs()]
+    outputs_b = [o.name for o in session_b.get_outputs()]
+    names = {n: n for n in outputs_a if n in outputs_b}
+    if len(names) < len(outputs_a) and len(outputs_a) == len(outputs_b):
+        names = dict(zip(outputs_a, outputs_b))
+    out_a: dict[str, np.ndarray] = {}
+
+    def run_a(_feeds):
+        out_a.update(run_session(session_a, feeds_a))
+        return out_a
+
+    def run_b(_feeds):
+        out_b = run_session(session_b, feeds_b)
+        return {name_a: out_b[name_b] for name_a, name_b in names.items()}
+
+    verdict = verify(run_a, None, Inputs(arrays=feeds_a), atol=atol, rtol=rtol, specs_from=a,
+                     candidate_runner=run_b, interface="ignore", label=label)
+    if verdict.errors:
+        raise UserInputError(f"{label}: {verdict.errors[0]}")
+    comparison = verdict.comparisons[0]
+    comparison.missing += [n for n in outputs_a if n not in names]
+    return comparison, out_a
 
 
 def compare_onnx(a, b, *, tensors=None, outputs_only=False, inputs=None, input_files=None, npz=None, dims=None,

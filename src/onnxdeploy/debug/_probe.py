@@ -344,6 +344,7 @@ def _read_once(path: Path) -> "onnx.ModelProto":
     """The file parsed from one read; any problem is reported by :func:`io.load_proto`."""
     import onnx
 
+    io.check_model_path(path)  # a FIFO, /dev/zero, a folder: refused before any byte is read
     try:
         data = path.read_bytes()
         proto = onnx.load_model_from_string(data)

@@ -116,8 +116,9 @@ class CompareResult:
         if self.passed:
             worst = verdict.max_abs if verdict is not None else max((m.diff.max_abs for m in self.matches),
                                                                     default=0.0)
-            outs = f"{len(verdict.diffs)} output{'' if len(verdict.diffs) == 1 else 's'}" if verdict else "outputs"
-            return f"{outs} agree (max abs {worst:.3g}; {tol}); {len(self.matches)} matched {self._what()} compared"
+            count = len(verdict.diffs) if verdict is not None else 0
+            outs = ("1 output agrees" if count == 1 else f"{count} outputs agree") if verdict else "outputs agree"
+            return f"{outs} (max abs {worst:.3g}; {tol}); {len(self.matches)} matched {self._what()} compared"
         if verdict is not None:
             bad = verdict.failures()
             text = ", ".join(f"{d.name!r} (max abs {d.max_abs:.3g}, cosine {d.cosine:.6f})" for d in bad[:3])

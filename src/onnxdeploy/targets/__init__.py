@@ -14,7 +14,7 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
 
-from onnxdeploy.errors import OnnxDeployError, OutputsDisagree, UnsupportedError, UserInputError
+from onnxdeploy.errors import OutputsDisagree, UnsupportedError, UserInputError
 from onnxdeploy.targets.base import (SUFFIXES, TARGET_NAMES, TARGETS, CheckReport, ConvertReport, Problem, Target,  # noqa: F401
                                      get_target, target_for_artifact)
 
@@ -173,11 +173,7 @@ def _publish(files: list[Path], staging: Path, folder: Path) -> list[Path]:
 
 def _convert_and_verify(model, t: Target, out: Path, tmp: Path, staging: Path, start: float, *, verify, inputs,
                         dims, atol, rtol, seed, keep_on_mismatch) -> ConvertReport:
-    import numpy as np
-
     from onnxdeploy import io
-    from onnxdeploy.numerics import compare_outputs
-    from onnxdeploy.run import create_session, prepare_inputs, run_session
 
     folder = out.parent if str(out.parent) else Path(".")
     if isinstance(model, (str, os.PathLike)):
