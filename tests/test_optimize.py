@@ -197,14 +197,13 @@ def test_cli_json(conv_bn_silu_path, tmp_path, capsys):
 
 
 def test_cli_outputs_disagree_writes_nothing(conv_bn_silu_path, tmp_path, capsys, monkeypatch):
-    import onnxdeploy.optimize as mod
     from onnxdeploy.cli.main import main
     from onnxdeploy.numerics import compare_outputs
 
     def always_off(ref, got, **kw):  # every comparison fails: no pass can be skipped to fix it
         return compare_outputs(ref, {k: v + 1 for k, v in got.items()}, **kw)
 
-    monkeypatch.setattr(mod, "compare_outputs", always_off)
+    monkeypatch.setattr("onnxdeploy.verify.compare_outputs", always_off)
     out = tmp_path / "opt.onnx"
     rc = main(["optimize", str(conv_bn_silu_path), "-o", str(out)])
     err = capsys.readouterr().err
@@ -262,13 +261,13 @@ def test_optimize_from_a_path_keeps_weights_memory_mapped(tmp_path):
 def test_verification_session_reads_the_models_own_weight_buffers():
     import onnxruntime as ort
 
-    from onnxdeploy.optimize import _VerifySession
+    from onnxdeploy.verify import SharedWeightSession
 
     model = ir.serde.deserialize_model(_mlp_proto())
     weights = {name: np.ascontiguousarray(v.const_value.numpy()) for name, v in model.graph.initializers.items()}
     for name, array in weights.items():  # in-memory tensors: the session must use these very buffers
         model.graph.initializers[name].const_value = ir.Tensor(array, name=name)
-    session = _VerifySession(model, None)
+    session = SharedWeightSession(model, None)
     assert all(any(np.shares_memory(k, w) for k in session.keep if isinstance(k, np.ndarray))
                for w in weights.values())
     assert all(isinstance(v.const_value, ir.Tensor) for v in model.graph.initializers.values())  # restored
@@ -320,7 +319,7 @@ def test_cli_output_is_an_ordinary_file(conv_bn_silu_path, tmp_path):
 def test_verification_falls_back_to_a_self_contained_session(monkeypatch):
     import onnxruntime as ort
 
-    from onnxdeploy.optimize import _VerifySession
+    from onnxdeploy.verify import SharedWeightSession
 
     real = ort.InferenceSession
 
@@ -334,7 +333,7 @@ def test_verification_falls_back_to_a_self_contained_session(monkeypatch):
         return real(data, sess_options=sess_options, **kw)
 
     monkeypatch.setattr(ort, "InferenceSession", refuse_shared)
-    session = _VerifySession(ir.serde.deserialize_model(_mlp_proto()), None)
+    session = SharedWeightSession(ir.serde.deserialize_model(_mlp_proto()), None)
     assert session.keep == []
     x = np.ones((2, 32), np.float32)
     assert session.run({"x": x})["y"].shape == (2, 16)

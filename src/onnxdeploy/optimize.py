@@ -22,10 +22,12 @@ import numpy as np
 
 from onnxdeploy.errors import OutputsDisagree, UserInputError
 from onnxdeploy.io import ModelLike, as_model, load_mapped
-from onnxdeploy.numerics import Comparison, compare_outputs
+from onnxdeploy.numerics import Comparison
 
 if TYPE_CHECKING:
     import onnx_ir as ir
+
+    from onnxdeploy.verify import Verification
 
 logger = logging.getLogger(__name__)
 
@@ -393,208 +395,63 @@ def fix_dims(model: "ir.Model", dims: Mapping[str, int]) -> None:
                 value.shape = fixed(value.shape)
 
 
-def _input_specs(model: "ir.Model"):
-    from onnxdeploy.run import InputSpec
-
-    specs = []
-    initializers = set(model.graph.initializers)
-    for value in model.graph.inputs:
-        if value.name in initializers or value.dtype is None:
-            continue
-        shape = None if value.shape is None else tuple(
-            int(d) if isinstance(d, int) else getattr(d, "value", None) for d in value.shape
-        )
-        specs.append(InputSpec(value.name, np.dtype(value.dtype.numpy()), shape))
-    return specs
-
-
-def _verification_plans(specs, names: Sequence[str], dims: Mapping[str, int]) -> list[list[dict[str, int]]]:
-    """Input sizes to verify at, cheapest plan first: each plan is two different assignments of the free symbolic
-    dims (one assignment when all are fixed). Small sizes first (batch-like dims 1 and 2, others 16 and 24); then
-    the sizes every command synthesizes by default (``run.default_dims``: tokens 128, image sides 224) and a
-    second set at 3/4 of them, for models that need their real sizes (position tables, fixed windows)."""
-    from onnxdeploy.run import default_dims
-
-    free = [n for n in names if n not in dims]
-    if not free:
-        return [[dict(dims)]]
-    full = default_dims(specs, dims)
-    small = [{**dims, **{n: 1 if full[n] == 1 else 16 for n in free}},
-             {**dims, **{n: 2 if full[n] == 1 else 24 for n in free}}]
-    real = [{**dims, **{n: full[n] for n in free}},
-            {**dims, **{n: 2 if full[n] == 1 else max(8, full[n] * 3 // 4) for n in free}}]
-    return [small, real] if real[0] != small[0] else [small]
-
-
-def _dims_label(assignment: Mapping[str, int]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in assignment.items()) or "static shapes"
-
-
-# Verification sessions run the graph as written (no onnxruntime graph rewrites of their own) and read the weights
-# in place: every large initializer is handed to onnxruntime as an OrtValue over the model's own numpy buffer
-# (`SessionOptions.add_initializer`), so a session costs the graph's serialization, not a copy of the weights, and
-# the reference and every candidate share the weights they have in common. Prepacking is off for the same reason.
-_VERIFY_LEVEL = "disable"
-_SHARE_MIN_BYTES = 1024
-_SHARED_FILE = "onnxdeploy-shared-weights.bin"  # placeholder location of shared initializers (never read)
-_SHARE_DTYPES = frozenset(np.dtype(t) for t in ("float16", "float32", "float64", "int8", "int16", "int32", "int64",
-                                                "uint8", "uint16", "uint32", "uint64", "bool"))
-
-
-class _VerifySession:
-    """An onnxruntime session over ``model`` whose large weights are the model's own buffers (no copy)."""
-
-    def __init__(self, model: "ir.Model", providers: Sequence[str] | None) -> None:
-        import onnx_ir as ir
-        import onnxruntime as ort
-
-        from onnxdeploy.run import create_session, resolve_providers
-
-        self.keep: list = []  # the arrays and OrtValues the session reads; alive as long as the session
-        swapped: list = []
-        names: list[str] = []
-        graph_inputs = {v.name for v in model.graph.inputs}
-        try:
-            for value in model.graph.initializers.values():
-                tensor = value.const_value
-                if tensor is None or value.name in graph_inputs or tensor.nbytes < _SHARE_MIN_BYTES:
-                    continue
-                try:
-                    if np.dtype(tensor.dtype.numpy()) not in _SHARE_DTYPES:
-                        continue
-                    array = np.ascontiguousarray(tensor.numpy())
-                    ortvalue = ort.OrtValue.ortvalue_from_numpy(array)
-                except Exception:  # noqa: BLE001 - a tensor that cannot be shared stays in the graph
-                    continue
-                self.keep += [array, ortvalue]
-                names.append(value.name)
-                swapped.append((value, tensor))
-                value.const_value = ir.ExternalTensor(_SHARED_FILE, 0, tensor.nbytes, tensor.dtype,
-                                                      shape=tensor.shape, name=value.name)
-            from onnxdeploy.io import external_base_dir, inline_external_data
-
-            # the remaining external tensors (small ones, subgraphs, functions) read from the model's folder, never
-            # from the current directory
-            data = inline_external_data(ir.serde.serialize_model(model), external_base_dir(model),
-                                        keep={_SHARED_FILE}).SerializeToString()
-        finally:
-            for value, tensor in swapped:
-                value.const_value = tensor
-        if not names:  # nothing to share: the ordinary session
-            self.session = create_session(data, providers=providers, optimization_level=_VERIFY_LEVEL)
-            return
-        options = ort.SessionOptions()
-        options.log_severity_level = 4
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        options.add_session_config_entry("session.disable_prepacking", "1")
-        options.enable_cpu_mem_arena = False  # exact allocations, freed as soon as a tensor is dead
-        for name, ortvalue in zip(names, self.keep[1::2]):
-            options.add_initializer(name, ortvalue)
-        with tempfile.TemporaryDirectory(prefix="onnxdeploy-verify-") as tmp:
-            # onnxruntime checks that the placeholder file exists, then uses the initializers given above
-            Path(tmp, _SHARED_FILE).touch()
-            options.add_session_config_entry("session.model_external_initializers_file_folder_path", tmp)
-            try:
-                self.session = ort.InferenceSession(data, sess_options=options,
-                                                    providers=resolve_providers(providers))
-                return
-            except Exception as err:  # noqa: BLE001 - e.g. a kernel that wants a weight's bytes at load time
-                logger.debug("shared-weight session failed (%s); using a self-contained one", err)
-        self.keep = []
-        self.session = create_session(model, providers=providers, optimization_level=_VERIFY_LEVEL)
-
-    def run(self, feeds: Mapping[str, np.ndarray], names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        from onnxdeploy.run import run_session
-
-        return run_session(self.session, feeds, names)
-
-    def output_names(self) -> list[str]:
-        return [o.name for o in self.session.get_outputs()]
-
-
 class _Verifier:
-    """Runs the original once per input set (outputs cached) and compares candidates with it.
+    """The optimize pipeline's checks: :class:`onnxdeploy.verify.Verifier` over the original (at two shapes when dims
+    stay symbolic, the interface kept unless dims are fixed on request). The original's runs happen on a background
+    thread while the passes run (onnxruntime releases the GIL); the first check waits for them."""
 
-    The original's runs happen on a background thread while the pipeline's passes run (onnxruntime releases
-    the GIL); the first check waits for them. Only one onnxruntime session is alive at a time at a check, and
-    sessions share the model's weight buffers."""
-
-    def __init__(self, original: "ir.Model", model: "ir.Model", dims: Mapping[str, int], *, atol: float,
-                 rtol: float, seed: int, providers: Sequence[str] | None,
-                 inputs: Mapping[str, np.ndarray] | None = None) -> None:
+    def __init__(self, original: "ir.Model", dims: Mapping[str, int], *, atol: float, rtol: float, seed: int,
+                 providers: Sequence[str] | None, inputs: Mapping[str, np.ndarray] | None = None,
+                 fixed: bool = False) -> None:
         import threading
 
-        from onnxdeploy.run import SessionError, synthesize_inputs
+        from onnxdeploy.run import SessionError
+        from onnxdeploy.verify import Inputs, Verifier, onnxruntime_runner
 
-        start = time.perf_counter()
-        self.atol, self.rtol, self.providers = atol, rtol, providers
-        specs = _input_specs(model)
         try:
-            session = _VerifySession(original, providers)
+            onnxruntime_runner(original, providers=providers)  # fails early, with the reason, if ort cannot load it
         except SessionError as err:
             raise UserInputError(f"cannot verify: onnxruntime cannot load the original model ({err.message})",
                                  hint="pass --no-verify to optimize without the check") from err
-        names = session.output_names()
-        if inputs is not None:
-            given = dict(inputs)
-            plans = [[("the given inputs", lambda: given)]]
-        else:
-            plans = [[(_dims_label(a), lambda a=a: synthesize_inputs(model, specs=specs, dims=a, seed=seed))
-                      for a in plan] for plan in _verification_plans(specs, symbolic_dims(model), dims)]
-        self._sets: list[tuple[str, dict, dict]] = []
-        self._failures: list[tuple[str, str]] = []
-        self.notes: list[str] = []
-        self.seconds = time.perf_counter() - start
-
-        def reference_runs() -> None:
-            nonlocal session
-            started = time.perf_counter()
-            for plan in plans:
-                failures = []
-                for label, make_feeds in plan:
-                    try:
-                        feeds = make_feeds()
-                        self._sets.append((label, feeds, session.run(feeds, names)))
-                    except Exception as err:  # noqa: BLE001 - the original itself cannot run at these dims
-                        failures.append((label, _first_line(err)))
-                self._failures += failures
-                if self._sets:
-                    self.notes += [f"not verified at {label}: the original model fails there ({error})"
-                                   for label, error in failures]
-                    break
-            session = None  # the reference session is gone before any candidate's exists
-            self._ref_seconds = time.perf_counter() - started
-
-        self._ref_seconds = 0.0
-        self._thread = threading.Thread(target=reference_runs, name="onnxdeploy-reference", daemon=True)
+        given = Inputs(arrays=dict(inputs or {}), dims=dict(dims), seed=seed)
+        self.verifier = Verifier(original, given, atol=atol, rtol=rtol, providers=providers,
+                                 interface={"dims"} if fixed else "same")
+        self.check_seconds = 0.0
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = threading.Thread(target=self._reference_runs, daemon=True,
+                                                                 name="onnxdeploy-reference")
         self._thread.start()
 
+    def _reference_runs(self) -> None:
+        try:
+            self.verifier.sets  # noqa: B018 - computes and caches the original's outputs
+        except BaseException as err:  # noqa: BLE001 - re-raised on the caller's thread
+            self._error = err
+
     @property
-    def sets(self) -> list[tuple[str, dict, dict]]:
+    def sets(self) -> list:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-            self.seconds += self._ref_seconds
-            if not self._sets:
-                tried = "; ".join(f"at {label}: {error}" for label, error in self._failures)
-                raise UserInputError(f"cannot verify: the original model does not run on synthesized inputs ({tried})",
-                                     hint="give the sizes it needs with --dim NAME=VALUE, or pass --no-verify")
-        return self._sets
+        if self._error is not None:
+            raise self._error
+        return self.verifier.sets
 
-    def check(self, model: "ir.Model", label: str) -> list[Comparison]:
-        sets = self.sets
+    @property
+    def notes(self) -> list[str]:
+        return self.verifier.notes
+
+    @property
+    def seconds(self) -> float:
+        return self.verifier.seconds + self.check_seconds
+
+    def check(self, model: "ir.Model", label: str) -> "Verification":
+        self.sets  # noqa: B018
         start = time.perf_counter()
         try:
-            session = _VerifySession(model, self.providers)
-            results = []
-            for shape_label, feeds, ref in sets:
-                got = session.run(feeds, list(ref))
-                results.append(compare_outputs(ref, got, atol=self.atol, rtol=self.rtol,
-                                               label=f"{label} @ {shape_label}"))
-            del session
+            return self.verifier.check(model, label=label)
         finally:
-            self.seconds += time.perf_counter() - start
-        return results
+            self.check_seconds += time.perf_counter() - start
 
 
 def _first_line(err: BaseException) -> str:
@@ -641,12 +498,9 @@ def _run_steps(model: "ir.Model", steps: Sequence[Step], verifier: _Verifier | N
         record.seconds = time.perf_counter() - start
         record.modified, record.details = bool(modified), details
         if verifier is not None and modified:
-            try:
-                record.comparisons = verifier.check(new, step.name)
-                failed = [c for c in record.comparisons if not c.passed]
-                error = failed[0].summary() if failed else None
-            except Exception as err:  # noqa: BLE001 - onnxruntime refuses the step's output
-                error = f"the result does not run: {_first_line(err)}"
+            verdict = verifier.check(new, step.name)
+            record.comparisons = verdict.comparisons
+            error = None if verdict.passed else verdict.failures()[0]
             if error:
                 record.skipped, record.error = True, f"broke numerics: {error}"
                 model = snapshot
@@ -776,8 +630,8 @@ def optimize(
         notes.append("the onnxscript onnxruntime fusions are off for the CPU (measured no faster than onnxruntime's "
                      "own fusions); --ort-fusions turns them on")
     if verify or verify_each:
-        verifier = _Verifier(original, work, dims, atol=atol, rtol=rtol, seed=seed, providers=providers,
-                             inputs=inputs)
+        verifier = _Verifier(original, dims, atol=atol, rtol=rtol, seed=seed, providers=providers,
+                             inputs=inputs, fixed=bool(fixed))
         if verify_each:
             verifier.sets  # noqa: B018 - the first step's check needs the original's outputs now
 
@@ -826,13 +680,9 @@ def _load(model: ModelLike) -> "ir.Model":
 
 
 def _final_check(verifier: _Verifier, model: "ir.Model") -> tuple[list[Comparison], str | None]:
-    """Compare the final model; a model onnxruntime refuses to load counts as a failed check."""
-    try:
-        comparisons = verifier.check(model, "optimized")
-    except Exception as err:  # noqa: BLE001 - e.g. onnxruntime rejects a rewritten node
-        return [], f"the result does not run: {_first_line(err)}"
-    failed = [c for c in comparisons if not c.passed]
-    return comparisons, (failed[0].summary() if failed else None)
+    """Judge the final model; a model onnxruntime refuses to load, or a changed interface, fails the check."""
+    verdict = verifier.check(model, "optimized")
+    return verdict.comparisons, (None if verdict.passed else verdict.failures()[0])
 
 
 def _merge_crashes(records: list[PassRecord], crashes: list[PassRecord]) -> None:

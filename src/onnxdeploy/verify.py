@@ -246,8 +246,10 @@ class SharedWeightSession:
 
     def __init__(self, model: "ir.Model", providers: Sequence[str] | None = None, *,
                  optimization_level: str = VERIFY_LEVEL) -> None:
+        from onnxdeploy.bounds import check_loops
         from onnxdeploy.run import create_session
 
+        check_loops(model)  # a Loop that would run for ever is refused before onnxruntime starts it
         self.keep: list = []  # the arrays and OrtValues the session reads; alive as long as the session
         data, names = self._serialize_sharing(model)
         if names and optimization_level == VERIFY_LEVEL:
@@ -282,7 +284,12 @@ class SharedWeightSession:
                 swapped.append((value, tensor))
                 value.const_value = ir.ExternalTensor(_SHARED_FILE, 0, tensor.nbytes, tensor.dtype,
                                                       shape=tensor.shape, name=value.name)
-            data = ir.serde.serialize_model(model).SerializeToString()
+            from onnxdeploy.io import external_base_dir, inline_external_data
+
+            # the remaining external tensors (small ones, subgraphs, functions) are read from the model's folder,
+            # never from the current directory
+            data = inline_external_data(ir.serde.serialize_model(model), external_base_dir(model),
+                                        keep={_SHARED_FILE}).SerializeToString()
         finally:
             for value, tensor in swapped:
                 value.const_value = tensor
@@ -480,8 +487,10 @@ class Verifier:
     def __init__(self, reference: Any, inputs: Inputs | Mapping[str, np.ndarray] | None = None, *,
                  tolerance: Any = None, atol: float | None = None, rtol: float | None = None,
                  specs_from: Any = None, providers: Sequence[str] | None = None,
-                 interface: str | Iterable[str] = "same", output_names: Sequence[str] | None = None) -> None:
+                 interface: str | Iterable[str] = "same", output_names: Sequence[str] | None = None,
+                 reference_name: str = "original") -> None:
         start = time.perf_counter()
+        self.reference_name = reference_name
         self.reference = reference
         self.inputs = Inputs.coerce(inputs)
         self.tolerance = _tolerance(tolerance, atol, rtol)
@@ -530,7 +539,8 @@ class Verifier:
                                for label, error in failures]
                 return sets
         tried = "; ".join(f"at {label}: {error}" for label, error in failures)
-        raise UserInputError(f"cannot verify: the reference model does not run on these inputs ({tried})",
+        which = "the given" if self.inputs.given else "synthesized"
+        raise UserInputError(f"cannot verify: the {self.reference_name} model does not run on {which} inputs ({tried})",
                              hint="give the sizes it needs with --dim NAME=VALUE or real inputs with --inputs, "
                                   "or pass --no-verify")
 

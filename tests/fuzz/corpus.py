@@ -60,8 +60,9 @@ VERB_ARGS: dict[str, tuple[str, ...]] = {
 }
 # options whose value is a path the command writes
 OUTPUT_FLAGS = ("-o", "--output", "--svg", "--save-recipe")
-# verbs that verify their result numerically by default (exit 0 must come with a verification line)
-VERIFYING_VERBS = ("edit", "optimize", "quantize", "legalize", "convert")
+# verbs that verify their result numerically by default (exit 0 must come with a verification line); `convert
+# --target onnxruntime` is not one: its artefact is the ONNX model itself
+VERIFYING_VERBS = ("edit", "optimize", "quantize", "legalize")
 DIM_VERBS = ("inspect", "run", "probe", "optimize", "legalize", "convert", "bench", "compare", "quantize")
 INPUT_VERBS = ("run", "probe", "compare", "optimize", "edit", "quantize")
 OUTPUT_VERBS = ("run", "probe", "edit", "optimize", "quantize", "legalize", "convert", "render", "bench")
@@ -973,7 +974,7 @@ def _all_nodes(g: onnx.GraphProto):
                 yield from _all_nodes(sub)
 
 
-def mutation_cases(n: int, seed: int, verbs_per_case: int = 2) -> list[Case]:
+def mutation_cases(n: int, seed: int, verbs_per_case: int = 1) -> list[Case]:
     models = backend_models()
     if not models:
         return []
@@ -1021,7 +1022,8 @@ def hand_cases(seed: int = 0, slow: bool = True) -> list[Case]:
 
 
 def full_runs(mutations: int = 500, seed: int = 0, slow: bool = True) -> list[Run]:
-    """The whole corpus: every hand-written case with each verb it applies to, plus seeded backend mutations."""
+    """The whole corpus: every hand-written case with each verb it applies to, plus seeded backend mutations (one
+    verb each, the verbs in turn)."""
     cases = hand_cases(seed, slow) + mutation_cases(mutations, seed)
     return [Run(case, verb) for case in cases for verb in case.verbs]
 

@@ -43,7 +43,7 @@ if not CLI.exists():
 MARKER = "ONNXDEPLOY_FUZZ_RUN"
 MEMORY_LIMIT = 8 << 30  # RLIMIT_AS of each run: a 7 TiB allocation fails instead of swapping the machine
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-VERIFIED = re.compile(r"verif|match|agree|parity|cosine|identical|skipp", re.I)
+VERIFIED = re.compile(r"verif|match|agree|parity|cosine|passed|identical|skipp", re.I)
 
 KINDS = (
     "traceback", "hang", "crash", "bad-exit", "no-error-line", "missing-output", "unverified", "changed-input",
@@ -312,7 +312,9 @@ def _check_files(o: Outcome, before: dict, after: dict, outputs: list[Path], lay
     if inputs_changed:
         o.failures["changed-input"] = ", ".join(_short(p, layout) for p in inputs_changed[:4])
     stray = [p for p in new if failed or not _allowed(p, outputs)]
-    if stray:
+    if stray and "hang" in o.failures:  # killed by us: its leftovers belong to the hang, not to a failed run
+        o.failures["hang"] += "; left behind: " + ", ".join(_short(p, layout) for p in stray[:2])
+    elif stray:
         kind = "partial-output" if failed else "written-outside"
         o.failures[kind] = "new: " + ", ".join(_short(p, layout) for p in stray[:4])
     if (layout.cwd / corpus.PWNED).exists():
