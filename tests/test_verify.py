@@ -164,3 +164,25 @@ def test_sizes_the_user_gives_are_verified_and_varied_unless_the_dims_are_fixed(
     assert given.passed and given.shapes == ["batch=4", "batch=3"]
     fixed = verify(_scale_model(2.0), _scale_model(2.0, batch=4), Inputs(dims={"batch": 4}), interface={"dims"})
     assert fixed.passed and fixed.shapes == ["batch=4"]
+
+
+def test_an_openvino_artefact_keeps_its_dynamic_dims_and_is_verified_at_two_shapes(conv_bn_silu_path: Path, tmp_path):
+    pytest.importorskip("openvino")
+    from onnxdeploy.targets import convert
+
+    rep = convert(conv_bn_silu_path, "openvino", tmp_path / "m.xml")
+    assert rep.parity.passed and len(rep.parity.shapes) == 2 and rep.parity.interface_changes == []
+
+
+def test_an_ir3_model_converts_without_feeding_its_weights(tmp_path: Path):
+    """IR 3: initializers also listed as graph inputs keep their stored values on every engine."""
+    pytest.importorskip("openvino")
+    from onnxdeploy.targets import convert
+
+    model = _scale_model(2.0, ir_version=3)
+    model.opset_import[0].version = 8
+    model.graph.input.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [4]))
+    path = tmp_path / "ir3.onnx"
+    onnx.save(model, path)
+    rep = convert(path, "openvino", tmp_path / "ir3.xml")
+    assert rep.parity.passed and rep.parity.max_abs < 1e-6

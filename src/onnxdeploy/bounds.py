@@ -53,9 +53,10 @@ def _graphs_with_depth(model) -> Iterator[tuple[object, int, bool]]:
         nodes = graph.node if is_proto else graph
         for node in nodes:
             for sub in (_proto_subgraphs(node) if is_proto else _ir_subgraphs(node)):
-                stack.append((sub, depth + 1))
                 if depth + 1 > MAX_SUBGRAPH_DEPTH:
+                    yield sub, depth + 1, is_proto
                     return
+                stack.append((sub, depth + 1))
 
 
 def subgraph_depth(model) -> int:
@@ -158,6 +159,9 @@ def _long_loops_ir(model) -> list[tuple[str, int]]:
         if node.op_type != "Loop" or node.domain not in ("", "ai.onnx") or not node.inputs or node.inputs[0] is None:
             continue
         const = node.inputs[0].const_value
+        producer = node.inputs[0].producer()
+        if const is None and producer is not None and producer.op_type == "Constant" and "value" in producer.attributes:
+            const = producer.attributes["value"].value
         if const is None or const.size != 1:
             continue
         try:

@@ -245,55 +245,6 @@ def engine_runner(path: str, engine: str) -> Callable[[Mapping[str, np.ndarray]]
     return lambda feeds: run_artifact(path, feeds, engine)
 
 
-def artifact_header(path: str, engine: str, reference):
-    """A header-only ModelProto (declared inputs and outputs, no nodes) of a non-ONNX artefact, for
-    :func:`onnxdeploy.verify.interface_changes`; None when the engine's artefact cannot be read here."""
-    import onnx
-    from onnx import helper
-
-    from onnxdeploy.run import model_structure
-
-    ref = model_structure(reference).graph
-    out_names = [o.name for o in ref.output]
-    if engine == "openvino":
-        import openvino as ov
-
-        model = ov.Core().read_model(path)
-        ports = [("input", p) for p in model.inputs] + [("output", p) for p in model.outputs]
-
-        def describe(kind, port):
-            names = port.get_names()
-            wanted = [n for n in (out_names if kind == "output" else [i.name for i in ref.input]) if n in names]
-            dims = [d.get_length() if d.is_static else "dynamic" for d in port.get_partial_shape()]
-            dtype = helper.np_dtype_to_tensor_dtype(np.dtype(port.get_element_type().to_dtype()))
-            return kind, helper.make_tensor_value_info(wanted[0] if wanted else port.get_any_name(), dtype, dims)
-
-        values = [describe(k, p) for k, p in ports]
-    elif engine == "ort-mobile":
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        sess = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
-        kinds = {"tensor(float)": 1, "tensor(uint8)": 2, "tensor(int8)": 3, "tensor(int32)": 6, "tensor(int64)": 7,
-                 "tensor(bool)": 9, "tensor(float16)": 10, "tensor(double)": 11}
-        values = [(kind, helper.make_tensor_value_info(
-            a.name, kinds.get(a.type, 0), [d if isinstance(d, int) else "dynamic" for d in (a.shape or [])]))
-                  for kind, args in (("input", sess.get_inputs()), ("output", sess.get_outputs())) for a in args]
-    else:
-        return None
-    graph = onnx.GraphProto(name="artefact")
-    graph.input.extend(v for k, v in values if k == "input")
-    graph.output.extend(v for k, v in values if k == "output")
-    return onnx.ModelProto(ir_version=ref_ir_version(reference), graph=graph)
-
-
-def ref_ir_version(reference) -> int:
-    from onnxdeploy.run import model_structure
-
-    return model_structure(reference).ir_version or 8
-
-
 def declared_inputs(path) -> dict[str, list]:
     from onnxdeploy.run import input_specs
 
@@ -500,7 +451,7 @@ class Convert(Step):
     name, description = "convert", "write the target engine's artefact and run it"
 
     def run(self, ctx: DeployContext) -> StepResult:
-        from onnxdeploy.targets import convert
+        from onnxdeploy.targets import artifact_interface, convert
 
         t = ctx.target
         base = ctx.out / f"05-model-{t.name}"
@@ -516,7 +467,7 @@ class Convert(Step):
         ctx.report.final_artifact = rep.files[0]
         if t.name == "onnxruntime":
             return res
-        header = artifact_header(rep.files[0], t.name, ctx.reference)
+        header = artifact_interface(rep.files[0], t.name, ctx.reference)
         verifier = ctx.verifier_for()
         runner = engine_runner(rep.files[0], t.name)
         res.verification = verifier.check(header, label=f"{t.name} vs reference", runner=runner)

@@ -202,9 +202,12 @@ _TMP_RE = re.compile(re.escape(TMP_PREFIX) + r"(\d+)-")
 _DATA_RE = re.compile(r"\.(\d+)-[0-9a-f]{8}\.data$")
 
 
-def _alive(pid: int) -> bool:
+_inflight: set[str] = set()  # names of the data files this process is writing right now
+
+
+def _alive(pid: int, name: str = "") -> bool:
     if pid == os.getpid():
-        return True
+        return name in _inflight or name.startswith(TMP_PREFIX)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -264,7 +267,7 @@ def clean_stale(folder: str | os.PathLike) -> list[str]:
         m = _TMP_RE.match(entry.name)
         if m is None:
             m2 = _DATA_RE.search(entry.name)
-            if m2 is None or _alive(int(m2.group(1))):
+            if m2 is None or _alive(int(m2.group(1)), entry.name):
                 continue
             try:
                 if not entry.is_file(follow_symlinks=False) or _referenced_elsewhere(Path(folder), entry.name):
@@ -274,7 +277,7 @@ def clean_stale(folder: str | os.PathLike) -> list[str]:
             except OSError:
                 pass
             continue
-        if _alive(int(m.group(1))):
+        if _alive(int(m.group(1)), entry.name):
             continue
         try:
             if entry.is_dir(follow_symlinks=False):
@@ -805,6 +808,7 @@ def save(
     except OSError as err:
         raise _os_error(out, err) from err
     committed = False
+    _inflight.add(data_name)
     try:
         tmp_model = tmp_dir / out.name
         try:
@@ -830,6 +834,7 @@ def save(
         committed = True
         pause_point("committed")
     finally:
+        _inflight.discard(data_name)
         shutil.rmtree(tmp_dir, ignore_errors=True)
     if committed:
         _remove_replaced_data(folder, out, old, data_name)

@@ -215,6 +215,9 @@ def legalize(
     start = time.perf_counter()
     t = get_target(target)
     original = io.as_proto(model, load_weights=True)
+    from onnxdeploy.bounds import check_subgraph_depth
+
+    check_subgraph_depth(original)  # before any tool recurses into the bodies
     m = typed_model(original)
     before = default_opset(m)
     applied = _apply_rules(m, t)

@@ -10,7 +10,7 @@ Defaults are chosen by model type, from what measured fastest on x86 CPUs with A
 
 Every run pre-processes with ``quant_pre_process``, evaluates the result against fp32 on held-out inputs (never the
 calibration ones: max abs error, cosine similarity, top-1 agreement for logits) and times both models with bench's
-timer (:func:`onnxdeploy.bench.measure_ratio`: interleaved blocks, same session options, until the speedup's ~95%
+timer (:func:`onnxdeploy.bench.measure_ratio`: interleaved blocks, same session options, until the speedup's ~99%
 interval is within 10% or the time budget runs out, then reported as noisy), so that ``bench fp32.onnx int8.onnx``
 measures the same figure. In ``auto`` mode a quantized model slower than fp32 (by the median) makes us try the other
 mode and keep the faster; when the best is slower beyond the noise (the interval's upper bound below 1) nothing is
@@ -1162,6 +1162,9 @@ def quantize_with(model: ModelLike, output: str | os.PathLike | None, opts: Quan
     opts.validate()
     _check_output(model, output)
     proto = as_proto(model)  # the graph; a file's weights stay on disk
+    from onnxdeploy.bounds import check_subgraph_depth
+
+    check_subgraph_depth(proto)  # onnxruntime's quantizer recurses into every body
     _refuse_unquantizable(proto)
     _refuse_nothing_to_quantize(proto, opts)
     warnings: list[str] = []

@@ -222,12 +222,16 @@ def _socket_at(path: Path) -> None:
         s.close()
 
 
+def _padded_data(L: Layout) -> None:
+    (L.mdir / "w.data").write_bytes(b"\0" * 64 + np.linspace(-1, 1, 16, dtype=np.float32).tobytes())
+
+
 def external_data_cases() -> list[Case]:
     c = "external-data"
     good = lambda L: _good_data(L.mdir / "w.data")  # noqa: E731
     specs = {
         "valid": ("w.data", good, {}),
-        "valid-offset": ("w.data", lambda L: (L.mdir / "w.data").write_bytes(b"\0" * 64 + np.linspace(-1, 1, 16, dtype=np.float32).tobytes()), {"offset": 64, "length": 64}),  # noqa: E501
+        "valid-offset": ("w.data", _padded_data, {"offset": 64, "length": 64}),
         "absolute": (lambda L: str(L.outside / "secret.bin"), None, {}),
         "dotdot": ("../outside/secret.bin", None, {}),
         "dotdot-inner": ("sub/../../outside/secret.bin", lambda L: (L.mdir / "sub").mkdir(), {}),
@@ -350,7 +354,8 @@ def _plus_c(x: str, c: str, out: str, tag: str = "") -> list[onnx.NodeProto]:
     """out = x * 0 + c: exactly c (the canary's bytes, if c came from outside), whatever x is."""
     zero = nh.from_array(np.zeros(1, np.float32), f"zero{tag}")
     return [h.make_node("Constant", [], [f"zero{tag}"], value=zero),
-            h.make_node("Mul", [x, f"zero{tag}"], [f"x0{tag}"]), h.make_node("Add", [f"x0{tag}", c], [out])]  # fmt: skip
+            h.make_node("Mul", [x, f"zero{tag}"], [f"x0{tag}"]),
+            h.make_node("Add", [f"x0{tag}", c], [out])]  # fmt: skip
 
 
 def _rename(t: onnx.TensorProto, name: str) -> onnx.TensorProto:
@@ -367,7 +372,7 @@ def _if(cond: str, loc: str, out: str) -> onnx.NodeProto:
 
 def _loop_nodes(loc: str, x: str, out: str, inner_if: bool = False) -> list[onnx.NodeProto]:
     if inner_if:
-        inner = [h.make_node("Constant", [], ["flag_in"], value=nh.from_array(np.array(True))), _if("flag_in", loc, "c")]
+        inner = [_true("flag_in"), _if("flag_in", loc, "c")]
     else:
         inner = [_const("c", loc)]
     body = h.make_graph(
@@ -411,10 +416,11 @@ def _valid_bytes() -> bytes:
 def _nested_if(depth: int, cond: str = "flag") -> onnx.ModelProto:
     """If nested `depth` deep, each then-branch holding the next If; the innermost adds 1 to x."""
     one = nh.from_array(np.ones(4, np.float32), "one")
-    inner_then = h.make_graph([h.make_node("Add", ["x", "one_c"], ["r0"]),
-                               h.make_node("Constant", [], ["one_c"], value=one)], "then0", [], [_vi("r0", [4])])  # fmt: skip
+    inner_then = h.make_graph([h.make_node("Constant", [], ["one_c"], value=one),
+                               h.make_node("Add", ["x", "one_c"], ["r0"])], "then0", [], [_vi("r0", [4])])  # fmt: skip
     for level in range(1, depth + 1):
-        other = h.make_graph([h.make_node("Identity", ["x"], [f"e{level}"])], f"else{level}", [], [_vi(f"e{level}", [4])])  # noqa: E501
+        identity = h.make_node("Identity", ["x"], [f"e{level}"])
+        other = h.make_graph([identity], f"else{level}", [], [_vi(f"e{level}", [4])])
         node = h.make_node("If", [cond], [f"r{level}"], name=f"if{level}", then_branch=inner_then, else_branch=other)
         inner_then = h.make_graph([node], f"then{level}", [], [_vi(f"r{level}", [4])])
     outer = inner_then.node[0]
@@ -507,6 +513,7 @@ def _named(name: str, where: str) -> onnx.ModelProto:
     elif where == "initializer":
         m.graph.initializer[0].name = name
         m.graph.node[0].input[1] = name
+        m.graph.node[2].input[0] = name
     return m
 
 
@@ -536,8 +543,8 @@ def name_cases() -> list[Case]:
 
 def _loop_bomb(trip: int) -> onnx.ModelProto:
     body = h.make_graph(
-        [h.make_node("Add", ["v_in", "one"], ["v_out"]), h.make_node("Identity", ["cond_in"], ["cond_out"]),
-         h.make_node("Constant", [], ["one"], value=nh.from_array(np.ones(4, np.float32)))],
+        [h.make_node("Constant", [], ["one"], value=nh.from_array(np.ones(4, np.float32))),
+         h.make_node("Add", ["v_in", "one"], ["v_out"]), h.make_node("Identity", ["cond_in"], ["cond_out"])],
         "body", [_vi("i", [], T.INT64), _vi("cond_in", [], T.BOOL), _vi("v_in", [4])],
         [_vi("cond_out", [], T.BOOL), _vi("v_out", [4])],
     )  # fmt: skip
@@ -569,7 +576,7 @@ def bounded_work_cases() -> list[Case]:
         Case("work-if-nested-30", c, lambda L: save(_nested_if(30), L.model)),
         Case("work-fold-4tb", c, lambda L: save(_fold_huge(), L.model)),
         Case("work-dims-1e12", c, lambda L: save(tiny(dims=(10**12, 4)), L.model)),
-        Case("work-dims-2e31", c, lambda L: save(tiny(dims=(2**31, 2**31)), L.model)),
+        Case("work-dims-2e31", c, lambda L: save(tiny(dims=(2**31, 4)), L.model)),
         Case("work-chain-100k", c, lambda L: save(_chain(100_000), L.model), slow=True),
     ]
 
@@ -602,7 +609,8 @@ def model_path_cases() -> list[Case]:
         Case("path-socket", c, at(lambda L: L.model, lambda L: _socket_at(L.model))),
         Case("path-missing", c, at(lambda L: L.mdir / "missing.onnx")),
         Case("path-long-name", c, at(lambda L: L.mdir / ("m" * 300 + ".onnx"))),
-        Case("path-markup", c, at(lambda L: L.mdir / "[red]m[bold].onnx", lambda L: save(tiny(), L.mdir / "[red]m[bold].onnx"))),
+        Case("path-markup", c, at(lambda L: L.mdir / "[red]m[bold].onnx",
+                                  lambda L: save(tiny(), L.mdir / "[red]m[bold].onnx"))),  # fmt: skip
         Case("path-proc-self-environ", c, at(lambda L: "/proc/self/environ")),
     ]
 
@@ -704,8 +712,8 @@ def recipe_cases() -> list[Case]:
             save(tiny(), L.model)
             (L.mdir / "recipe.yaml").write_text(text)
 
-        cases.append(Case(f"recipe-{name}", c, build, verbs=("edit",),
-                          args={"edit": ("{model}", "-o", "{out}/edited.onnx", "--recipe", "{mdir}/recipe.yaml")}))  # fmt: skip
+        args = {"edit": ("{model}", "-o", "{out}/edited.onnx", "--recipe", "{mdir}/recipe.yaml")}
+        cases.append(Case(f"recipe-{name}", c, build, verbs=("edit",), args=args))
     for name, path, setup in (("fifo", "{mdir}/recipe.yaml", lambda L: os.mkfifo(L.mdir / "recipe.yaml")),
                               ("dev-zero", "/dev/zero", None)):  # fmt: skip
 

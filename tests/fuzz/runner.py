@@ -41,7 +41,7 @@ CLI = Path(sys.executable).with_name("onnxdeploy")
 if not CLI.exists():
     CLI = REPO / ".venv" / "bin" / "onnxdeploy"
 MARKER = "ONNXDEPLOY_FUZZ_RUN"
-MEMORY_LIMIT = 8 << 30  # RLIMIT_AS of each run: a 7 TiB allocation fails instead of swapping the machine
+MEMORY_LIMIT = 4 << 30  # RLIMIT_AS of each run: a 7 TiB allocation fails instead of swapping the machine
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 VERIFIED = re.compile(r"verif|match|agree|parity|cosine|passed|identical|skipp", re.I)
 
@@ -86,11 +86,13 @@ class Outcome:
 
         return " ".join(shlex.quote(a) for a in ["onnxdeploy", *self.argv])
 
-    def message(self, lines: int = 8) -> str:
-        err = "\n    ".join((self.stderr or self.stdout).strip().splitlines()[-lines:])
+    def message(self, first: int = 3, last: int = 6) -> str:
+        text = (self.stderr or self.stdout).strip().splitlines()
+        shown = text if len(text) <= first + last else [*text[:first], "...", *text[-last:]]
+        err = "\n    ".join(shown)
         kinds = "; ".join(f"{k}: {v}" for k, v in self.failures.items())
         return (f"[{self.case} :: {self.verb}] {kinds}\n  rc={self.rc} in {self.seconds:.1f}s\n"
-                f"  $ {self.command_line()}\n  stderr (last lines):\n    {err}")  # fmt: skip
+                f"  $ {self.command_line()}\n  stderr (first and last lines):\n    {err}")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------- snapshots

@@ -209,3 +209,64 @@ def node_names_text(nodes: list[str], n: int = 3) -> str:
     listed = [x for x in nodes if not x.startswith("... ")]
     more = sum(int(x.split()[1]) for x in nodes if x.startswith("... ")) + len(listed) - n
     return ", ".join(nodes[:n]) + f", ... {more} more"
+
+
+# ---------------------------------------------------------------- deprecated spellings
+# One meaning per flag across verbs (docs/cli.md): `-t` is --target and `-b` is --backend everywhere. The spellings
+# that meant something else keep working for a while: main() rewrites them before dispatch and prints a note naming
+# the new flag. (verb, old spelling) -> new spelling; an old short flag may carry its value glued on (`-t5`).
+DEPRECATED_SPELLINGS: dict[tuple[str, str], str] = {
+    ("probe", "-t"): "--tensor",
+    ("compare", "-t"): "--tensor",
+    ("bench", "-t"): "--duration",
+    ("bench", "-b"): "--batch",
+    ("bench", "--optimization-level"): "--opt-level",
+}
+DEPRECATED_SHORT = {key: new for key, new in DEPRECATED_SPELLINGS.items() if not key[1].startswith("--")}
+
+
+def rewrite_deprecated(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``argv`` with the verb's deprecated spellings (:data:`DEPRECATED_SPELLINGS`) replaced by the current ones, and
+    one note per replaced spelling naming the new flag. The verb is the first argument not starting with ``-`` (the
+    root options take no value); only what follows it is touched, up to ``--``. Other verbs pass through unchanged.
+
+    >>> rewrite_deprecated(["bench", "m.onnx", "-t", "5", "-b8"])[0]
+    ['bench', 'm.onnx', '--duration', '5', '--batch=8']"""
+    args = list(argv)
+    verb_at = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
+    if verb_at is None:
+        return args, []
+    verb = args[verb_at]
+    table = {old: new for (v, old), new in DEPRECATED_SPELLINGS.items() if v == verb}
+    if not table:
+        return args, []
+    out, notes, seen = args[: verb_at + 1], [], set()
+    i = verb_at + 1
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            out.extend(args[i:])
+            break
+        old, new, glued = _match_deprecated(arg, table)
+        if old is None:
+            out.append(arg)
+        else:
+            out.append(new if glued is None else f"{new}={glued}")
+            if old not in seen:
+                seen.add(old)
+                notes.append(f"`{verb} {old}` is now `{verb} {new}`; the old spelling will be removed")
+        i += 1
+    return out, notes
+
+
+def _match_deprecated(arg: str, table: dict[str, str]) -> tuple[str | None, str | None, str | None]:
+    """(old spelling, new spelling, value glued to the old spelling or None) when ``arg`` is a deprecated spelling."""
+    if arg in table:
+        return arg, table[arg], None
+    for old, new in table.items():
+        if old.startswith("--") and arg.startswith(old + "="):
+            return old, new, arg[len(old) + 1:]
+        if not old.startswith("--") and len(old) == 2 and arg.startswith(old) and len(arg) > 2 and arg[2] != "-":
+            value = arg[2:]
+            return old, new, value[1:] if value.startswith("=") else value
+    return None, None, None

@@ -193,10 +193,8 @@ def _run(model, output, steps, recipe, save_recipe, input_items, npz, seed, atol
     from onnxdeploy.cli import output as out
     from onnxdeploy.cli.common import parse_key_values
     from onnxdeploy.edit import Editor
-    from onnxdeploy.errors import UserInputError
     from onnxdeploy.recipes import apply_recipe, dump_recipe
     from onnxdeploy.run import read_npz, read_tensor_file
-
     from onnxdeploy import io
 
     io.check_model_path(model)  # before any work: no output is the input, however spelled

@@ -82,10 +82,7 @@ def optimize(
     from onnxdeploy import io
     from onnxdeploy.cli import output as out
     from onnxdeploy.cli.common import parse_dims, providers_from
-    from onnxdeploy.errors import UserInputError
     from onnxdeploy.optimize import optimize as optimize_api
-
-    from onnxdeploy import io
 
     io.check_model_path(model)  # before the slow work: the output is never the input, however spelled
     io.check_output_path(output)

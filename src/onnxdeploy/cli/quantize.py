@@ -123,7 +123,7 @@ def _rows(report, out) -> list[list]:
         ["fp32 latency (median)", num(report.fp32_ms, ".2f", " ms")],
         ["int8 latency (median)", num(report.quantized_ms, ".2f", " ms")],
         ["speed vs fp32", speed and (f"{out.fmt_ratio(speed.speedup)} ({'NOISY, ' if speed.noisy else ''}"
-                                     f"~95% interval {out.fmt_ratio(speed.low)} to "
+                                     f"~99% interval {out.fmt_ratio(speed.low)} to "
                                      f"{out.fmt_ratio(speed.high)}, {speed.blocks} blocks)")],
         ["decision", report.decision],
         ["size", f"{out.fmt_bytes(report.input_bytes)} -> {out.fmt_bytes(report.output_bytes)}"],

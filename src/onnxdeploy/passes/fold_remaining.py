@@ -17,6 +17,123 @@ _KEEP = {"Constant", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinea
          "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
 
 
+MAX_FOLD_LOOP_TRIPS = 1000  # a Loop is never evaluated by folding; this is the bound should that change
+_GENERATORS = {"ConstantOfShape", "Expand", "Tile", "Range", "Resize", "Upsample", "Pad", "OneHot", "EyeLike",
+               "Col2Im", "ConvTranspose", "DepthToSpace", "NonZero", "Compress", "Einsum", "MatMul", "Gemm"}
+
+
+def _array(value) -> np.ndarray | None:
+    if value is None:
+        return None
+    const = value.const_value
+    if const is None:
+        producer = value.producer()
+        if producer is not None and producer.op_type == "Constant" and "value" in producer.attributes:
+            const = producer.attributes["value"].value
+    if const is None:
+        return None
+    try:
+        return np.asarray(const.numpy())
+    except Exception:  # noqa: BLE001 - an unreadable constant is simply not known
+        return None
+
+
+def _static_shape(value) -> list[int] | None:
+    if value is None:
+        return None
+    if value.shape is None or not value.shape.is_static():
+        const = value.const_value
+        return None if const is None or const.shape is None else [int(d) for d in const.shape]
+    return [int(d) for d in value.shape]
+
+
+def _prod(dims) -> int:
+    total = 1
+    for d in dims:
+        total *= max(int(d), 0)
+    return total
+
+
+def predicted_elements(node: ir.Node) -> int | None:
+    """The element count of the largest output ``node`` would produce, from its declared output shapes or, for ops
+    that make large tensors from small inputs (ConstantOfShape, Expand, Tile, Range, ...), from its constant inputs;
+    None when unknown. Computed with Python ints: never overflows, never allocates."""
+    sizes = [_prod(shape) for shape in (_static_shape(o) for o in node.outputs) if shape is not None]
+    if sizes and len(sizes) == len(node.outputs):
+        return max(sizes)
+    op, ins = node.op_type, list(node.inputs)
+    try:
+        if op == "ConstantOfShape" and ins:
+            shape = _array(ins[0])
+            return None if shape is None else _prod(shape.reshape(-1).tolist())
+        if op == "Expand" and len(ins) == 2:
+            data, shape = _static_shape(ins[0]), _array(ins[1])
+            if data is None or shape is None:
+                return None
+            target = [int(d) for d in shape.reshape(-1).tolist()]
+            rank = max(len(data), len(target))
+            data = [1] * (rank - len(data)) + data
+            target = [1] * (rank - len(target)) + target
+            return _prod(max(a, b) for a, b in zip(data, target))
+        if op == "Tile" and len(ins) == 2:
+            data, repeats = _static_shape(ins[0]), _array(ins[1])
+            if data is None or repeats is None:
+                return None
+            return _prod(data) * _prod(repeats.reshape(-1).tolist())
+        if op == "MatMul" and len(ins) == 2:
+            a, b = _static_shape(ins[0]), _static_shape(ins[1])
+            if a is None or b is None or not a or not b:
+                return None
+            a2, b2 = (a if len(a) > 1 else [1] + a), (b if len(b) > 1 else b + [1])
+            batch_a, batch_b = a2[:-2], b2[:-2]
+            rank = max(len(batch_a), len(batch_b))
+            batch_a = [1] * (rank - len(batch_a)) + batch_a
+            batch_b = [1] * (rank - len(batch_b)) + batch_b
+            return _prod(max(x, y) for x, y in zip(batch_a, batch_b)) * a2[-2] * b2[-1]
+        if op == "Gemm" and len(ins) >= 2:
+            a, b = _static_shape(ins[0]), _static_shape(ins[1])
+            if a is None or b is None or len(a) != 2 or len(b) != 2:
+                return None
+            ta = node.attributes.get("transA")
+            tb = node.attributes.get("transB")
+            m = a[1] if ta is not None and ta.value else a[0]
+            n = b[0] if tb is not None and tb.value else b[1]
+            return m * n
+        if op == "Range" and len(ins) == 3:
+            start, limit, delta = (_array(v) for v in ins)
+            if start is None or limit is None or delta is None:
+                return None
+            start, limit, delta = (float(np.asarray(a).reshape(-1)[0]) for a in (start, limit, delta))
+            if delta == 0 or not all(np.isfinite([start, limit, delta])):
+                return None
+            return max(int(np.ceil((limit - start) / delta)), 0)
+    except (ValueError, TypeError, OverflowError, IndexError):
+        return None
+    return None
+
+
+def _is_control_flow(node: ir.Node) -> bool:
+    return any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values())
+
+
+def fold_guard(limit_elements: int):
+    """A ``should_fold`` for onnxscript's ``FoldConstantsPass``: never evaluate control flow (Loop, If, Scan: a Loop
+    with a huge or unknown trip count would run for ever), never produce a tensor of more than ``limit_elements``
+    elements, and never evaluate a tensor-generating op whose output size is unknown. None: the folder's own rules."""
+
+    def should_fold(node: ir.Node) -> bool | None:
+        if _is_control_flow(node):
+            return False
+        size = predicted_elements(node)
+        if size is not None and size > limit_elements:
+            return False
+        if size is None and node.op_type in _GENERATORS and node.domain in ("", "ai.onnx"):
+            return False
+        return None
+
+    return should_fold
+
+
 class FoldRemainingConstantsPass(ir.passes.InPlacePass):
     """Replace a default-domain node whose inputs are all constants by initializers holding its outputs.
 
@@ -49,7 +166,7 @@ class FoldRemainingConstantsPass(ir.passes.InPlacePass):
     def _fold(self, graph: ir.Graph, node: ir.Node, opset: int) -> bool:
         if node.domain not in ("", "ai.onnx") or node.op_type in _KEEP or not node.inputs:
             return False
-        if any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()):
+        if _is_control_flow(node):  # never evaluate a Loop (its trip count may be huge or unknown), If or Scan
             return False
         if any(o.is_graph_output() for o in node.outputs):
             return False
@@ -57,6 +174,9 @@ class FoldRemainingConstantsPass(ir.passes.InPlacePass):
             self.limit_elements, SMALL_CONSTANT_OF_SHAPE)
         if any(_known_size(o) > limit for o in node.outputs):  # would be discarded: don't evaluate (or copy) it
             return False
+        predicted = predicted_elements(node)
+        if (predicted is not None and predicted > limit) or (predicted is None and node.op_type in _GENERATORS):
+            return False  # never allocate a tensor above the limit to throw it away
         arrays = [None if v is None else const_array(v) for v in node.inputs]
         if any(a is None and v is not None for a, v in zip(arrays, node.inputs)):
             return False

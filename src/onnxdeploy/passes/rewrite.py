@@ -77,10 +77,13 @@ def optimize_ir(model: ir.Model, *, input_size_limit: int, output_size_limit: in
     from onnxscript import rewriter
     from onnxscript.optimizer import _constant_folding
 
+    from onnxdeploy.passes.fold_remaining import fold_guard
+
     loop = ir.passes.PassManager(
         [
             _constant_folding.FoldConstantsPass(shape_inference=True, input_size_limit=input_size_limit,
-                                                output_size_limit=output_size_limit),
+                                                output_size_limit=output_size_limit,
+                                                should_fold=fold_guard(output_size_limit)),
             IndexedRewritePass(rewriter._DEFAULT_REWRITE_RULES),  # noqa: SLF001 - the optimizer's own rule list
             common.RemoveUnusedNodesPass(),
             common.RemoveUnusedFunctionsPass(),

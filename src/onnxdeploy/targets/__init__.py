@@ -140,6 +140,50 @@ def convert(
     return report
 
 
+def artifact_interface(path: str | os.PathLike, engine: str, reference):
+    """A header-only ModelProto (declared inputs and outputs, no nodes) of a non-ONNX artefact, for
+    :func:`onnxdeploy.verify.interface_changes`; None when the engine's artefact cannot be read here."""
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    from onnxdeploy.run import model_structure
+
+    ref = model_structure(reference).graph
+    out_names = [o.name for o in ref.output]
+    if engine == "openvino":
+        import openvino as ov
+
+        model = ov.Core().read_model(str(path))
+        ports = [("input", p) for p in model.inputs] + [("output", p) for p in model.outputs]
+
+        def describe(kind, port):
+            names = port.get_names()
+            wanted = [n for n in (out_names if kind == "output" else [i.name for i in ref.input]) if n in names]
+            dims = [d.get_length() if d.is_static else "dynamic" for d in port.get_partial_shape()]
+            dtype = helper.np_dtype_to_tensor_dtype(np.dtype(port.get_element_type().to_dtype()))
+            return kind, helper.make_tensor_value_info(wanted[0] if wanted else port.get_any_name(), dtype, dims)
+
+        values = [describe(k, p) for k, p in ports]
+    elif engine == "ort-mobile":
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+        kinds = {"tensor(float)": 1, "tensor(uint8)": 2, "tensor(int8)": 3, "tensor(int32)": 6, "tensor(int64)": 7,
+                 "tensor(bool)": 9, "tensor(float16)": 10, "tensor(double)": 11}
+        values = [(kind, helper.make_tensor_value_info(
+            a.name, kinds.get(a.type, 0), [d if isinstance(d, int) else "dynamic" for d in (a.shape or [])]))
+                  for kind, args in (("input", sess.get_inputs()), ("output", sess.get_outputs())) for a in args]
+    else:
+        return None
+    graph = onnx.GraphProto(name="artefact")
+    graph.input.extend(v for k, v in values if k == "input")
+    graph.output.extend(v for k, v in values if k == "output")
+    return onnx.ModelProto(ir_version=model_structure(reference).ir_version or 8, graph=graph)
+
+
 def _verify_artifact(src: Path, artifact: Path, t: Target, *, inputs, dims, atol, rtol, seed, notes: list[str]):
     """The artefact on its engine against the ONNX source on onnxruntime (:func:`onnxdeploy.verify.verify`), at two
     shapes when dims are symbolic."""
@@ -152,7 +196,10 @@ def _verify_artifact(src: Path, artifact: Path, t: Target, *, inputs, dims, atol
         atol, rtol = max(atol, 1e-2), max(rtol, 1e-2)  # two engines' fp16 roundings differ by ~1e-3
         notes.append(f"float16 outputs: compared with atol {atol:g}, rtol {rtol:g}")
     given = Inputs.merge(inputs, dims=dims, seed=seed)
-    return verify(src, src, given, atol=atol, rtol=rtol, interface="ignore", label=f"{t.name} vs onnxruntime",
+    header = artifact_interface(artifact, t.name, src)
+    if header is None:
+        notes.append(f"the {t.name} artefact's declared interface cannot be read here: only its outputs are checked")
+    return verify(src, header, given, atol=atol, rtol=rtol, label=f"{t.name} vs onnxruntime",
                   candidate_runner=lambda feeds: run_artifact(artifact, feeds, t.name))
 
 
@@ -210,5 +257,5 @@ def _convert_and_verify(model, t: Target, out: Path, tmp: Path, staging: Path, s
     return report
 
 
-__all__ = ["TARGETS", "CheckReport", "ConvertReport", "Problem", "Target", "check", "convert", "get_target",
+__all__ = ["SUFFIXES", "TARGET_NAMES", "artifact_interface", "TARGETS", "CheckReport", "ConvertReport", "Problem", "Target", "check", "convert", "get_target",
            "run_artifact", "run_on_backend", "target_for_artifact", "BackendRun"]

@@ -44,7 +44,10 @@ class OpenVINOTarget(Target):
         import sys
 
         from onnxdeploy._proc import run_child
+        from onnxdeploy.bounds import check_subgraph_depth
+        from onnxdeploy.io import load_proto
 
+        check_subgraph_depth(load_proto(model_path))  # OpenVINO's frontend takes exponential time on deep nests
         # own process group, killed on timeout, on exit, on SIGTERM/SIGINT and (Linux) when this process is killed
         proc = run_child([sys.executable, "-m", "onnxdeploy.targets.openvino", str(model_path)],
                          timeout=QUERY_TIMEOUT_S, what="the OpenVINO support check")
