@@ -20,7 +20,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/onnxdeploy demo
+	$(BIN)/onnxdeploy demo --target openvino
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

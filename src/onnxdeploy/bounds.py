@@ -183,3 +183,32 @@ def _long_loops_ir(model) -> list[tuple[str, int]]:
         if value is body.inputs[1]:
             found.append((node.name or (node.outputs[0].name if node.outputs else "Loop"), trips))
     return found
+
+
+def all_graphs(model) -> list:
+    """The main graph, function bodies and every nested subgraph of an ``onnx_ir.Model``: ``model.graphs()`` in one
+    pass that looks only at attributes (``model.graphs()`` builds a generator per node: ~50x slower on 100k nodes)."""
+    import onnx_ir as ir
+
+    graph_types = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+    out = []
+    stack = [model.graph, *model.functions.values()]
+    while stack:
+        graph = stack.pop()
+        out.append(graph)
+        for node in graph:
+            attributes = node.attributes
+            if not attributes:
+                continue
+            for attr in attributes.values():
+                if attr.type in graph_types:
+                    if attr.type == ir.AttributeType.GRAPH:
+                        stack.append(attr.value)
+                    else:
+                        stack.extend(attr.value)
+    return out
+
+
+def node_count(model) -> int:
+    """Nodes of an ``onnx_ir.Model``, subgraphs and functions included (linear, no per-node generators)."""
+    return sum(len(graph) for graph in all_graphs(model))

@@ -30,7 +30,6 @@ from onnxdeploy.suggest import close_names
 EXAMPLE_NAME = "built-in example (conv_bn_silu)"
 EXAMPLE_DYNAMIC = {"input": {0: "batch", 2: "height", 3: "width"}}
 EXAMPLE_BENCH_DIMS = {"batch": 1, "height": 64, "width": 64}
-QUANTIZED_TOLERANCE = 0.1  # atol and rtol floor for int8 candidates
 
 
 class DeployStepFailed(OnnxDeployError):
@@ -178,10 +177,12 @@ class DeployContext:
         key = "loose" if loose else "strict"
         cache = self.__dict__.setdefault("_verifiers", {})
         if key not in cache:
-            atol, rtol = (max(self.atol, QUANTIZED_TOLERANCE), max(self.rtol, QUANTIZED_TOLERANCE)) if loose \
-                else (self.atol, self.rtol)
-            cache[key] = Verifier(str(self.reference), Inputs(dims=dict(self.dims), seed=self.seed), atol=atol,
-                                  rtol=rtol)
+            from onnxdeploy.numerics import Tolerance
+
+            # int8 candidates are judged by the int8 metric (cosine, relative L2, top-1), not an fp32 atol
+            tolerance = Tolerance(precision="int8" if loose else "fp32", atol=self.atol, rtol=self.rtol)
+            cache[key] = Verifier(str(self.reference), Inputs(dims=dict(self.dims), seed=self.seed),
+                                  tolerance=tolerance)
         verifier = cache[key]
         verifier.interface = set(self.allowed) or "same"
         return verifier
@@ -436,7 +437,8 @@ class Quantize(Step):
             return StepResult(self.name, "skipped", message="not asked (--quantize static|dynamic)")
         q = _import("quantize", "onnxdeploy.quantize", "quantize")
         path = ctx.out / "04-quantized.onnx"
-        rep = q(str(ctx.current), path, mode=ctx.quantize, dims=ctx.bench_dims or None, seed=ctx.seed)
+        rep = q(str(ctx.current), path, mode=ctx.quantize, dims=ctx.bench_dims or None, seed=ctx.seed,
+                measure=False)  # the benchmark step times every candidate anyway
         cos = rep.cosine
         res = StepResult(self.name, artifact=str(path), details=rep.to_dict(),
                          message=f"{ctx.quantize} int8, cosine {cos:.4f}" if cos is not None else f"{ctx.quantize} int8")
@@ -503,18 +505,18 @@ STEPS = tuple(s.name for s in PIPELINE)
 
 def time_runner(run: Callable[[Mapping[str, np.ndarray]], Any], feeds: Mapping[str, np.ndarray], *,
                 seconds: float = 1.0, warmup: int = 3, max_runs: int = 2000) -> dict:
-    """Latency (ms) of ``run(feeds)``: p50, p90, mean, min, iterations (at least 5 runs, then up to ``seconds``)."""
-    for _ in range(warmup):
-        run(feeds)
-    times = []
-    deadline = time.perf_counter() + seconds
-    while len(times) < 5 or (time.perf_counter() < deadline and len(times) < max_runs):
-        t0 = time.perf_counter()
-        run(feeds)
-        times.append((time.perf_counter() - t0) * 1000)
-    arr = np.array(times)
-    return {"iterations": len(times), "p50_ms": float(np.percentile(arr, 50)), "p90_ms": float(np.percentile(arr, 90)),
-            "mean_ms": float(arr.mean()), "min_ms": float(arr.min()), "threads": 1}
+    """Latency (ms) of ``run(feeds)`` with bench's one timer (:func:`onnxdeploy.bench.time_interleaved`): p50, p90,
+    mean, min, iterations (at least 5 runs, then up to ``seconds``)."""
+    from onnxdeploy.bench import latency_stats, time_interleaved
+
+    feeds = dict(feeds)
+    timings = time_interleaved([lambda: run(feeds)], warmup=warmup, duration=seconds)
+    times = list(timings[0])[:max_runs]
+    while len(times) < 5:
+        times += list(time_interleaved([lambda: run(feeds)], warmup=0, iterations=5 - len(times))[0])
+    stats = latency_stats("model", None, times)
+    return {"iterations": stats.iterations, "p50_ms": stats.p50, "p90_ms": stats.p90, "mean_ms": stats.mean,
+            "min_ms": stats.min, "threads": 1}
 
 
 def time_model(path: str, engine: str, feeds: Mapping[str, np.ndarray], *, seconds: float = 1.0,

@@ -465,9 +465,9 @@ def _split_samples(arrays: Mapping[str, np.ndarray], specs: Sequence["InputSpec"
     An array with one more dim than the input holds samples along axis 0; one with the input's rank is a batch,
     split into items of the model's batch size (1 when the batch dim is symbolic).
     """
-    from onnxdeploy.run import _check_names
+    from onnxdeploy.run import check_input_names
 
-    _check_names(arrays, specs, f"calibration {where}")
+    check_input_names(arrays, specs, f"calibration {where}")
     missing = [s.name for s in specs if s.name not in arrays]
     if missing:
         raise UserInputError(

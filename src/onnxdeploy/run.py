@@ -252,7 +252,7 @@ def synthesize_inputs(
     specs = list(specs)
     dims = default_dims(specs, dims)
     shapes = dict(shapes or {})
-    _check_names(shapes, specs, "--shape")
+    check_input_names(shapes, specs, "--shape")
     roles = input_roles(model)
     rng = np.random.default_rng(seed)
     result: dict[str, np.ndarray] = {}
@@ -355,7 +355,7 @@ def _role_value(role, spec, shape, value, done, dims, shapes, specs) -> np.ndarr
     return value
 
 
-def _check_names(given: Mapping[str, object], specs: Sequence[InputSpec], option: str) -> None:
+def check_input_names(given: Mapping[str, object], specs: Sequence[InputSpec], option: str) -> None:
     known = [s.name for s in specs]
     for name in given:
         if name not in known:
@@ -368,7 +368,7 @@ def _check_names(given: Mapping[str, object], specs: Sequence[InputSpec], option
 
 def validate_inputs(specs: Sequence[InputSpec], feeds: Mapping[str, np.ndarray]) -> None:
     """Refuse unknown or missing inputs, wrong dtypes, wrong ranks, and shapes that contradict fixed dims."""
-    _check_names(feeds, specs, "input")
+    check_input_names(feeds, specs, "input")
     for spec in specs:
         if spec.name not in feeds:
             raise UserInputError(
@@ -426,11 +426,11 @@ def prepare_inputs(
             raise UserInputError(f"--inputs {npz}: no input_K.pb files in this folder")
     elif npz is not None:
         feeds.update(read_npz(npz))
-    _check_names(input_files or {}, specs, "--input")  # a misspelt name is named before any file is read
+    check_input_names(input_files or {}, specs, "--input")  # a misspelt name is named before any file is read
     for name, path in (input_files or {}).items():
         feeds[name] = read_tensor_file(path)
     feeds.update(inputs or {})
-    _check_names(feeds, specs, "input")
+    check_input_names(feeds, specs, "input")
     missing = [s for s in specs if s.name not in feeds]
     if missing:
         feeds.update(synthesize_inputs(model, dims=dims, shapes=shapes, seed=seed, specs=missing, dtypes=dtypes))

@@ -42,13 +42,13 @@ ProviderOpt = Annotated[
     typer.Option("--provider", "-p", help="onnxruntime execution provider, e.g. cpu, cuda. Repeatable."),
 ]
 ProviderBOpt = Annotated[
-    Optional[list[str]], typer.Option("--provider-b", help="Execution provider(s) for B. Repeatable.")
+    Optional[list[str]], typer.Option("--provider-b", help="onnxruntime execution provider for CANDIDATE (the second model). Repeatable.")
 ]
 OptLevelOpt = Annotated[
     Optional[str],
     typer.Option("--opt-level", help="onnxruntime graph optimizations: disable, basic, extended, all."),
 ]
-OptLevelBOpt = Annotated[Optional[str], typer.Option("--opt-level-b", help="onnxruntime graph optimizations for B.")]
+OptLevelBOpt = Annotated[Optional[str], typer.Option("--opt-level-b", help="onnxruntime graph optimizations for CANDIDATE (the second model).")]
 TARGET_HELP = "onnxruntime, openvino, ort-mobile, tensorrt or ascend."
 DEFAULT_TARGET = "onnxruntime"  # the one default of every verb that takes --target
 TargetOpt = Annotated[str, typer.Option("--target", "-t", help=f"Deployment target: {TARGET_HELP}")]

@@ -38,12 +38,13 @@ EXAMPLES = """[b]Examples[/b]
   onnxdeploy compare a.onnx b.onnx --tensor conv_output --json"""
 
 AArg = Annotated[
-    str, typer.Argument(metavar="A", show_default=False,
+    str, typer.Argument(metavar="REFERENCE", show_default=False,
                         help="Reference: an .onnx model, or a PyTorch target pkg.mod:factory / file.py:factory.")
 ]
 BArg = Annotated[
-    Optional[str], typer.Argument(metavar="[B]", show_default=False,
-                                  help="The .onnx model to check (default: A again, with --provider-b/--opt-level-b).")
+    Optional[str], typer.Argument(metavar="[CANDIDATE]", show_default=False,
+                                  help="The .onnx model to check (default: REFERENCE again, with "
+                                  "--provider-b/--opt-level-b).")
 ]
 
 
@@ -52,7 +53,7 @@ def compare(
     b: BArg = None,
     tensor: Annotated[
         Optional[list[str]],
-        typer.Option("--tensor", "-t", help="Show only this intermediate tensor of A (the verdict still comes from "
+        typer.Option("--tensor", help="Show only this intermediate tensor of REFERENCE (the verdict still comes from "
                      "the outputs). Repeatable."),
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Show every matched intermediate tensor (the default).")] = False,
@@ -122,18 +123,18 @@ def _show(result, failures_only: bool, outputs_only: bool) -> None:
         names = {d.name: d for d in result.verdict.diffs}
         out_rows = [[d.name, d.dtype, "x".join(map(str, d.shape)), out.fmt_num(d.max_abs), out.fmt_num(d.max_rel),
                      f"{d.cosine:.6f}", "ok" if d.passed else out.styled("differs", "red")] for d in names.values()]
-        out_rows += [[n, "", "", "", "", "", out.styled("missing in B", "red")] for n in result.verdict.missing]
+        out_rows += [[n, "", "", "", "", "", out.styled("missing in candidate", "red")] for n in result.verdict.missing]
         out.show(out.table("outputs, models run as they are (the verdict)",
                            ["output", "dtype", "shape", "max abs", "max rel", "cosine", ""], out_rows))
     for u in result.unmatched[:5]:
         out.info(f"unmatched: {u.name}: {u.reason}")
     if len(result.unmatched) > 5:
-        out.info(f"... and {len(result.unmatched) - 5} more tensors of A without a trusted counterpart in B")
+        out.info(f"... and {len(result.unmatched) - 5} more tensors of the reference without a trusted counterpart in the candidate")
     rewritten = [m for m in result.matches if m.note]
     for m in rewritten[:5]:
         out.info(f"{m.name}*: {m.note}")
     if len(rewritten) > 5:
-        out.info(f"... and {len(rewritten) - 5} more tensors computed differently in B")
+        out.info(f"... and {len(rewritten) - 5} more tensors computed differently in the candidate")
     if result.passed:  # when the verdict fails, the error says it
         for note in result.notes:
             out.warn(note)

@@ -10,7 +10,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from onnxdeploy.cli.common import DEFAULT_TARGET, PANEL_DEPLOY, DimOpt, DynamicOpt, JsonOpt, TargetOpt
+from onnxdeploy.cli.common import (
+    DEFAULT_TARGET,
+    PANEL_DEPLOY,
+    AtolOpt,
+    DimOpt,
+    DynamicOpt,
+    JsonOpt,
+    RtolOpt,
+    SeedOpt,
+    TargetOpt,
+)
 
 EXAMPLES = """[b]Examples[/b]
 
@@ -43,6 +53,9 @@ def deploy(
     dynamic: DynamicOpt = None,
     dim: DimOpt = None,
     fix_dims: FixDimsOpt = False,
+    seed: SeedOpt = 0,
+    atol: AtolOpt = 1e-4,
+    rtol: RtolOpt = 1e-3,
     skip: SkipOpt = None,
     bench_seconds: Annotated[float, typer.Option("--bench-seconds", help="Seconds of timing per model.")] = 0.5,
     no_optimize: Annotated[bool, typer.Option("--no-optimize", hidden=True, help="Old spelling of --skip optimize.")]
@@ -62,7 +75,7 @@ def deploy(
             steps.append(step)
     report = run_deploy(source, target=target, output_dir=output_dir, quantize=quantize, dims=parse_dims(dim),
                         fix_dims=fix_dims, dynamic=parse_dynamic(dynamic), skip=steps, bench_seconds=bench_seconds,
-                        quiet=as_json, as_json=as_json)
+                        seed=seed, atol=atol, rtol=rtol, quiet=as_json, as_json=as_json)
     if as_json:
         out.print_json(report)
     else:
@@ -128,13 +141,13 @@ DEMO_EXAMPLES = """[b]Examples[/b]
 
   onnxdeploy demo
 
-  onnxdeploy demo -o /tmp/demo --target onnxruntime"""
+  onnxdeploy demo -o /tmp/demo --target openvino"""
 
 
 def demo(
     output_dir: Annotated[Path, typer.Option("--output", "-o", help="Folder for the demo's outputs.")]
     = Path("demo-out"),
-    target: TargetOpt = "openvino",
+    target: TargetOpt = DEFAULT_TARGET,
 ) -> None:
     """Build, run and print the article's graph, then deploy the built-in Conv-BN-SiLU and write a report."""
     from onnxdeploy import examples, io

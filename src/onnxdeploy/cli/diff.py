@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from onnxdeploy.cli.common import PANEL_EDIT, JsonOpt, ModelArg
+from onnxdeploy.cli.common import PANEL_EDIT, JsonOpt
 
 EXAMPLES = """[b]Examples[/b]
 
@@ -15,12 +15,13 @@ EXAMPLES = """[b]Examples[/b]
 
   onnxdeploy diff model.onnx edited.onnx --json"""
 
-OtherArg = Annotated[Path, typer.Argument(metavar="B", help="The model to compare against the first.", show_default=False)]
+ModelAArg = Annotated[Path, typer.Argument(metavar="MODEL_A", help="The first .onnx model (before).", show_default=False)]
+ModelBArg = Annotated[Path, typer.Argument(metavar="MODEL_B", help="The .onnx model to compare against MODEL_A (after).", show_default=False)]
 NoValuesOpt = Annotated[bool, typer.Option("--no-values", help="Compare initializer names, dtypes and shapes "
                                            "only, not their values.")]
 
 
-def diff(model: ModelArg, other: OtherArg, no_values: NoValuesOpt = False, as_json: JsonOpt = False) -> None:
+def diff(model: ModelAArg, other: ModelBArg, no_values: NoValuesOpt = False, as_json: JsonOpt = False) -> None:
     """Nodes added/removed/changed, inputs and outputs, initializers (values compared), opsets."""
     from onnxdeploy.cli import output as out
     from onnxdeploy.diff import diff as diff_api

@@ -10,12 +10,14 @@ import typer
 from onnxdeploy.cli.common import (
     PANEL_EDIT,
     AtolOpt,
+    DimOpt,
     InputOpt,
     InputsOpt,
     JsonOpt,
     ModelArg,
     RtolOpt,
     SeedOpt,
+    ShapeOpt,
 )
 
 EXAMPLES = """[b]Examples[/b]
@@ -102,6 +104,8 @@ def edit(
     save_recipe: SaveRecipeOpt = None,
     input: InputOpt = None,  # noqa: A002
     inputs: InputsOpt = None,
+    dim: DimOpt = None,
+    shape: ShapeOpt = None,
     seed: SeedOpt = 0,
     atol: AtolOpt = 1e-4,
     rtol: RtolOpt = 1e-3,
@@ -173,7 +177,7 @@ def edit(
         steps.append({"convert_opset": {"opset": opset}})
     if not steps and recipe is None:
         raise UserInputError("no edit given", hint="see `onnxdeploy edit --help`, or pass --recipe FILE")
-    _run(model, output, steps, recipe, save_recipe, input, inputs, seed, atol, rtol, no_verify, as_json)
+    _run(model, output, steps, recipe, save_recipe, (input, inputs, dim, shape, seed), atol, rtol, no_verify, as_json)
 
 
 def _pair(item: str, option: str) -> tuple[str, str]:
@@ -189,21 +193,20 @@ def _split(items: list[str] | None) -> list[str]:
     return [part for item in items or [] for part in item.split(",") if part]
 
 
-def _run(model, output, steps, recipe, save_recipe, input_items, npz, seed, atol, rtol, no_verify, as_json) -> None:
+def _run(model, output, steps, recipe, save_recipe, input_options, atol, rtol, no_verify, as_json) -> None:
     from onnxdeploy.cli import output as out
-    from onnxdeploy.cli.common import parse_key_values
+    from onnxdeploy.cli.common import inputs_from
     from onnxdeploy.edit import Editor
     from onnxdeploy.recipes import apply_recipe, dump_recipe
-    from onnxdeploy.run import read_npz, read_tensor_file
     from onnxdeploy import io
 
     io.check_model_path(model)  # before any work: no output is the input, however spelled
     io.check_output_path(output)
     if save_recipe is not None:
         io.check_output_path(save_recipe)
-    feeds = read_npz(npz) if npz else {}
-    feeds.update({k: read_tensor_file(v) for k, v in parse_key_values(input_items, option="--input").items()})
-    editor = Editor(model, verify=not no_verify, atol=atol, rtol=rtol, seed=seed, inputs=feeds)
+    spec = inputs_from(*input_options)  # --input/--inputs/--dim/--shape given: verify on exactly those feeds
+    feeds = spec.feeds(model) if spec.given or spec.dims or spec.shapes else {}
+    editor = Editor(model, verify=not no_verify, atol=atol, rtol=rtol, seed=spec.seed, inputs=feeds)
     if recipe is not None:
         apply_recipe(editor, recipe)
     apply_recipe(editor, steps, source="command line")

@@ -17,6 +17,8 @@ from onnxdeploy.cli.common import (
     OutputOpt,
     ProviderOpt,
     RtolOpt,
+    SeedOpt,
+    ShapeOpt,
 )
 
 EXAMPLES = """[b]Examples[/b]
@@ -76,6 +78,8 @@ def optimize(
     ort_fusions: OrtFusionsOpt = None,
     input_: InputOpt = None,
     inputs: InputsOpt = None,
+    shape: ShapeOpt = None,
+    seed: SeedOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Fold constants and shapes, fuse, remove redundant nodes; verify outputs; print a before/after table."""
@@ -88,11 +92,10 @@ def optimize(
     io.check_output_path(output)
     dims = parse_dims(dim)
     feeds = None
-    if input_ or inputs:
-        from onnxdeploy.cli.common import parse_key_values
-        from onnxdeploy.run import prepare_inputs
+    if input_ or inputs or shape:  # tensors or shapes given: verify on exactly those (else at two synthesized sizes)
+        from onnxdeploy.cli.common import inputs_from
 
-        feeds = prepare_inputs(model, input_files=parse_key_values(input_, option="--input"), npz=inputs, dims=dims)
+        feeds = inputs_from(input_, inputs, dim, shape, seed).feeds(model)
     result = optimize_api(
         model,
         dims=dims,
@@ -107,6 +110,7 @@ def optimize(
         fold_limit_bytes=fold_limit,
         providers=providers_from(provider),
         ort_fusions=ort_fusions,
+        seed=seed,
     )
     io.save(result.model, output)
     if as_json:

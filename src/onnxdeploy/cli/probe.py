@@ -33,7 +33,7 @@ EXAMPLES = """[b]Examples[/b]
   onnxdeploy probe model.onnx --tensor conv_input --inputs inputs.npz --json"""
 
 TensorOpt = Annotated[
-    Optional[list[str]], typer.Option("--tensor", "-t", help="A tensor to capture, by name. Repeatable.")
+    Optional[list[str]], typer.Option("--tensor", help="A tensor to capture, by name. Repeatable.")
 ]
 AllOpt = Annotated[bool, typer.Option("--all", help="Capture every node output (the default without --tensor).")]
 def fmt_shape(shape) -> str:

@@ -35,9 +35,9 @@ EXAMPLES = """[b]Examples[/b]
 
 
 def reduce(
-    a: Annotated[str, typer.Argument(metavar="A", help="Reference .onnx model.", show_default=False)],
+    a: Annotated[str, typer.Argument(metavar="REFERENCE", help="Reference .onnx model.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the repro model.", show_default=False)],
-    b: Annotated[Optional[str], typer.Argument(metavar="[B]", help="The disagreeing .onnx model (default: A again).",
+    b: Annotated[Optional[str], typer.Argument(metavar="[CANDIDATE]", help="The disagreeing .onnx model (default: REFERENCE again).",
                                               show_default=False)] = None,
     input_: InputOpt = None,
     inputs: InputsOpt = None,
@@ -52,7 +52,7 @@ def reduce(
     rtol: RtolOpt = 1e-3,
     as_json: JsonOpt = False,
 ) -> None:
-    """Save the smallest subgraph whose output still disagrees (A as -o, B as <name>.b.onnx, inputs as .npz)."""
+    """Save the smallest subgraph whose output still disagrees (REFERENCE's as -o, CANDIDATE's as <name>.b.onnx, inputs as .npz)."""
     from onnxdeploy.cli import output as out
     from onnxdeploy.debug import reduce as reduce_api
 

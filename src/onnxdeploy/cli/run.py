@@ -12,6 +12,7 @@ from onnxdeploy.cli.common import (
     AtolOpt,
     DimOpt,
     InputOpt,
+    InputsOpt,
     JsonOpt,
     ModelArg,
     ProviderOpt,
@@ -38,10 +39,7 @@ EXAMPLES = """[b]Examples[/b]
 def run(
     model: ModelArg,
     input: InputOpt = None,
-    inputs: Annotated[
-        Optional[Path],
-        typer.Option("--inputs", help="An .npz file with all inputs by name, or a test_data_set folder (input_K.pb)."),
-    ] = None,
+    inputs: InputsOpt = None,
     dim: DimOpt = None,
     shape: ShapeOpt = None,
     seed: SeedOpt = 0,

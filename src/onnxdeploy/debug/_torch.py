@@ -23,7 +23,7 @@ from onnxdeploy.debug._graph import op_name, outer_refs
 from onnxdeploy.debug._probe import probe
 from onnxdeploy.debug._result import CompareResult, TensorMatch, Unmatched, model_label
 from onnxdeploy.errors import UserInputError, require
-from onnxdeploy.numerics import Comparison, compare_outputs, diff_tensor
+from onnxdeploy.numerics import Comparison, diff_tensor
 
 if TYPE_CHECKING:
     import onnx
@@ -291,4 +291,8 @@ def _torch_verdict(returned: list[np.ndarray], onnx_model, feeds, providers, *, 
         raise UserInputError(f"{label}: the module's {len(returned)} returned tensors do not line up with the ONNX "
                              f"model's outputs ({', '.join(outputs)})",
                              hint="compare the export of this very module, with the same example inputs")
-    return compare_outputs(reference, outputs, atol=atol, rtol=rtol, label=label)
+    from onnxdeploy.verify import Inputs, verify
+
+    verdict = verify(lambda _feeds: reference, onnx_model, Inputs(arrays=dict(feeds)), atol=atol, rtol=rtol,
+                     specs_from=onnx_model, candidate_runner=lambda _feeds: outputs, interface="ignore", label=label)
+    return verdict.comparisons[0]
