@@ -58,6 +58,7 @@ MEANINGS = {
     "--tensor": r"^(a tensor to capture, by name|show only this intermediate tensor)",
     "--all": r"^(capture|show) every",
     "--json": r"^print the result as json instead of tables",
+    "--skip": r"^skip a step by name",
 }
 
 INPUT_GROUP = {"--input", "--inputs", "--dim", "--shape", "--seed"}

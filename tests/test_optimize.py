@@ -413,3 +413,78 @@ def test_original_that_onnxruntime_cannot_load_names_no_verify():
     with pytest.raises(UserInputError, match="onnxruntime cannot load the original model") as err:
         optimize(proto)
     assert "--no-verify" in str(err.value.hint)
+
+
+# ---------------------------------------------------------------- steps as data, skipped by name
+
+
+def test_steps_return_results_with_their_counts():
+    from onnxdeploy.optimize import StepResult, pipeline
+
+    step = next(s for s in pipeline(level="extended") if s.name == "conv-bn")
+    model = ir.serde.deserialize_model(examples.conv_bn_silu())
+    result = step.run(model)
+    assert isinstance(result, StepResult) and result.modified and result.details == {"rewrites": 1}
+    report = optimize(examples.conv_bn_silu(), verify=False, skip=["fold"]).report  # (fold's rules fuse it first)
+    assert next(p for p in report.passes if p.name == "conv-bn").details == {"rewrites": 1}
+
+
+def test_pipeline_is_selected_from_the_step_table():
+    from onnxdeploy.optimize import STEP_NAMES, pipeline
+
+    basic = [s.name for s in pipeline(level="basic")]
+    assert basic == ["fold", "fold-rest", "chains", "identity", "dedup-initializers", "dead-code", "toposort"]
+    ort = [s.name for s in pipeline(for_runtime="onnxruntime", ort_fusions=True)]
+    assert ort[-5:] == ["ort-fusions", "merge-matmul", "conv-activation", "toposort", "onnxruntime"]
+    assert set(basic) | set(ort) == set(STEP_NAMES)
+
+
+def test_skip_by_name_leaves_the_step_out_and_reports_it():
+    result = optimize(examples.conv_bn_silu(), skip=("fold", "conv-bn"), dims={"batch": 1})  # both fuse BN
+    record = next(p for p in result.report.passes if p.name == "conv-bn")
+    assert record.skipped and record.reason == "as asked" and record.error is None and not record.details
+    assert "BatchNormalization" in _ops(result.model) and result.report.verified is True
+    assert {"name": "conv-bn", "error": None, "reason": "as asked"} in result.to_dict()["skipped"]
+    basic = optimize(_relu_model(), level="basic", skip=["conv-bn"], verify=False)  # not a basic step
+    assert not basic.report.skipped and "--skip conv-bn: not a step at these options" in basic.report.notes[0]
+
+
+def test_skip_takes_an_extra_pass_by_its_name():
+    result = optimize(_relu_model(), extra_passes=[BrokenPass()], skip=["broken"])
+    assert [(p.name, p.reason) for p in result.report.skipped] == [("broken", "as asked")]
+    assert _ops(result.model) == ["Relu"] and "re-ran" not in " ".join(result.report.notes)
+
+
+def test_unknown_step_name_is_a_user_error_with_a_suggestion():
+    with pytest.raises(UserInputError, match=r"^--skip fold-reset: no such optimize step; did you mean fold-rest"):
+        optimize(_relu_model(), skip=["fold-reset"])
+
+
+def test_cli_skip(conv_bn_silu_path, tmp_path, capsys):
+    from onnxdeploy.cli.main import main
+
+    out = tmp_path / "opt.onnx"
+    rc = main(["optimize", str(conv_bn_silu_path), "-o", str(out), "--skip", "conv-bn", "--skip", "fold", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert rc == 0 and data["after"]["ops"]["BatchNormalization"] == 1
+    assert [(s["name"], s["reason"]) for s in data["skipped"]] == [("fold", "as asked"), ("conv-bn", "as asked")]
+    rc = main(["optimize", str(conv_bn_silu_path), "-o", str(tmp_path / "t.onnx"), "--skip", "conv-bn"])
+    captured = capsys.readouterr()
+    assert rc == 0 and "as asked" in captured.out and "skipped pass" not in captured.err
+
+
+def test_cli_unknown_step_exits_1_naming_the_closest(conv_bn_silu_path, tmp_path, capsys):
+    from onnxdeploy.cli.main import main
+
+    out = tmp_path / "opt.onnx"
+    rc = main(["optimize", str(conv_bn_silu_path), "-o", str(out), "--skip", "merge-matmuls"])
+    err = capsys.readouterr().err
+    assert rc == 1 and not out.exists() and "Traceback" not in err
+    assert "error: --skip merge-matmuls: no such optimize step; did you mean merge-matmul?" in err
+
+
+def test_cli_help_lists_the_step_names_of_the_step_table():
+    from onnxdeploy.cli.optimize import STEPS
+    from onnxdeploy.optimize import STEP_NAMES
+
+    assert tuple(STEPS.split(", ")) == STEP_NAMES

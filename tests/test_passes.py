@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdeploy.passes import (
+    CountedResult,
     FuseConvActivationPass,
     FuseConvBatchNormPass,
     MatMulAddToGemmPass,
@@ -41,11 +42,15 @@ def run(model: ir.Model, feeds: dict) -> list[np.ndarray]:
 
 
 def apply(pass_, model: ir.Model, feeds: dict, *, expect_modified: bool, check: bool = True):
-    """Run ``pass_`` + dead-code removal on a copy; assert numerics equal and the model is valid."""
+    """Run ``pass_`` + dead-code removal on a copy; assert numerics equal, the model is valid, and the result carries
+    the pass's count (an onnx-ir PassResult: rewrites > 0 exactly when it modified the model)."""
     before = run(model, feeds)
     work = model.clone()
     result = pass_(work)
+    assert isinstance(result, CountedResult) and isinstance(result, ir.passes.PassResult)
     assert result.modified is expect_modified
+    assert (result.rewrites > 0) is expect_modified and result.details["rewrites"] == result.rewrites
+    assert not hasattr(pass_, "count")  # counts travel in the result, never in the pass object
     ir.passes.common.RemoveUnusedNodesPass()(work)
     after = run(work, feeds)
     for a, b in zip(before, after):
@@ -425,3 +430,41 @@ def test_indexed_rewrite_never_tries_a_rule_whose_ops_are_absent(monkeypatch):
     no_slice = make([helper.make_node("Relu", ["x"], ["y"])], [("x", F, [2, 8])], [("y", F, [2, 8])])
     IndexedRewritePass(_DEFAULT_REWRITE_RULES)(no_slice)
     assert tried == []
+
+
+# ---------------------------------------------------------------- results carry the counts
+
+
+def _two_conv_bns() -> ir.Model:
+    return make(
+        [helper.make_node("Conv", ["x", "w"], ["c"]),
+         helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"]),
+         helper.make_node("Conv", ["x", "w2"], ["c2"]),
+         helper.make_node("BatchNormalization", ["c2", "s", "b", "m", "v"], ["y2"])],
+        [("x", F, [1, 3, 4, 4])], [("y", F, None), ("y2", F, None)],
+        {"w": randn(4, 3, 1, 1), "w2": randn(4, 3, 1, 1), **bn_inits()},
+    )
+
+
+def test_each_run_returns_its_own_count_and_the_pass_manager_takes_the_result():
+    pass_ = FuseConvBatchNormPass()
+    first = pass_(_two_conv_bns())
+    assert first.details == {"rewrites": 2} and first.modified
+    again = pass_(first.model)  # nothing left to fold: the count is this run's, not a running total
+    assert again.details == {"rewrites": 0} and not again.modified
+    managed = ir.passes.PassManager([FuseConvBatchNormPass(), RemoveRedundantChainsPass()])(_two_conv_bns())
+    assert managed.modified and ops(managed.model) == ["Conv", "Conv"]
+
+
+def test_indexed_rewrite_result_counts_the_rules_that_fired():
+    from onnxscript.rewriter import _DEFAULT_REWRITE_RULES
+
+    from onnxdeploy.passes.rewrite import IndexedRewritePass
+
+    model = make([helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]),
+                  helper.make_node("Transpose", ["t"], ["y"], perm=[1, 0])], [("x", F, [2, 3])], [("y", F, [2, 3])])
+    result = IndexedRewritePass(_DEFAULT_REWRITE_RULES)(model)
+    assert isinstance(result, CountedResult) and result.rewrites >= 1 and result.modified
+    nothing = IndexedRewritePass(_DEFAULT_REWRITE_RULES)(
+        make([helper.make_node("Relu", ["x"], ["y"])], [("x", F, [2])], [("y", F, [2])]))
+    assert nothing.details == {"rewrites": 0} and not nothing.modified

@@ -18,6 +18,7 @@ from onnxdeploy.errors import UnsupportedError
 
 MAX_SUBGRAPH_DEPTH = 16
 MAX_LOOP_ITERATIONS = 10_000_000
+NODE_SHAPE_INFERENCE_LIMIT = 20_000  # above it, constant folding skips its per-node ONNX shape inference
 
 
 def _proto_subgraphs(node) -> Iterator:

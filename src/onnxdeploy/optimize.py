@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -68,6 +68,7 @@ class PassRecord:
     error: str | None = None
     details: dict = field(default_factory=dict)
     comparisons: list[Comparison] = field(default_factory=list)
+    reason: str | None = None  # why a step that did not fail was skipped ("as asked": ``skip=``, ``--skip``)
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "comparisons"}
@@ -110,7 +111,7 @@ class OptimizeReport:
             "before": self.before.to_dict(),
             "after": self.after.to_dict(),
             "passes": [p.to_dict() for p in self.passes],
-            "skipped": [{"name": p.name, "error": p.error} for p in self.skipped],
+            "skipped": [{"name": p.name, "error": p.error, "reason": p.reason} for p in self.skipped],
             "verified": self.verified,
             "verification": [c.to_dict() for c in self.verification],
             "notes": self.notes,
@@ -157,20 +158,34 @@ def model_stats(model: "ir.Model") -> ModelStats:
 
 
 @dataclass
+class StepResult:
+    """What one step did: the (possibly new) model, whether it changed it, and its counts (``{"rewrites": 3}``,
+    ``{"fusions": {"SkipLayerNormalization": 12}}``, ...), which the report shows per step."""
+
+    model: "ir.Model"
+    modified: bool
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
 class Step:
-    """A named pipeline step: ``run(model)`` returns the (possibly new) model and optional details."""
+    """A named pipeline step: ``run(model)`` returns a :class:`StepResult`. ``name`` is what ``skip=`` takes."""
 
     name: str
     description: str
-    run: Callable[["ir.Model"], Any]
+    run: Callable[["ir.Model"], StepResult]
 
 
 def _pass_step(name: str, description: str, make: Callable[[], Any]) -> Step:
+    """A step running the onnx-ir pass ``make()`` builds; a :class:`onnxdeploy.passes.CountedResult`'s details (how
+    often the pass's rules fired) become the step's."""
+
     def run(model):
-        pass_ = make()
-        result = pass_(model)
-        details = {"rewrites": pass_.count} if hasattr(pass_, "count") else {}
-        return result.model, result.modified, details
+        from onnxdeploy.passes import CountedResult
+
+        result = make()(model)
+        details = dict(result.details) if isinstance(result, CountedResult) else {}
+        return StepResult(result.model, result.modified, details)
 
     return Step(name, description, run)
 
@@ -192,7 +207,8 @@ def _onnxscript_optimizer(fold_limit_bytes: int) -> Step:
             )
         finally:
             fold_logger.setLevel(level)
-        return model, _node_count(model) != before, {}
+        after = _node_count(model)
+        return StepResult(model, after != before, {"nodes_removed": before - after} if after != before else {})
 
     return Step("fold", "onnxscript optimizer: constant and shape folding (size-limited), default rewrite rules", run)
 
@@ -201,11 +217,10 @@ def _fold_rest(fold_limit_bytes: int) -> Step:
     def run(model):
         from onnxdeploy.passes import FoldRemainingConstantsPass
 
-        pass_ = FoldRemainingConstantsPass(max(1, fold_limit_bytes // 4))
-        modified = pass_(model).modified
-        if modified:  # what became constant can unlock the optimizer's rules (e.g. Pad into Conv)
+        result = FoldRemainingConstantsPass(max(1, fold_limit_bytes // 4))(model)
+        if result.modified:  # what became constant can unlock the optimizer's rules (e.g. Pad into Conv)
             _onnxscript_optimizer(fold_limit_bytes).run(model)
-        return model, modified, {"rewrites": pass_.count}
+        return StepResult(model, result.modified, dict(result.details))
 
     return Step("fold-rest", "evaluate the remaining all-constant nodes (size-limited), then fold again", run)
 
@@ -216,7 +231,7 @@ def _ort_fusions() -> Step:
 
         model, counts = optimize_for_ort(model)
         counts = {k: v for k, v in counts.items() if v}
-        return model, bool(counts), {"fusions": counts}
+        return StepResult(model, bool(counts), {"fusions": counts})
 
     return Step("ort-fusions", "onnxscript rewriter's onnxruntime fusions (attention, LayerNorm, GELU, bias)", run)
 
@@ -248,7 +263,7 @@ def _ort_offline(level: str, providers: Sequence[str] | None) -> Step:
                     tensor = value.const_value
                     if isinstance(tensor, ir.ExternalTensor):
                         value.const_value = ir.Tensor(tensor.numpy(), dtype=tensor.dtype, name=value.name)
-        return new, True, {"level": level}
+        return StepResult(new, True, {"level": level})
 
     return Step("onnxruntime", f"onnxruntime offline optimizer (level {level})", run)
 
@@ -289,6 +304,110 @@ def _node_count(model: "ir.Model") -> int:
     return node_count(model)  # twice per step: model.graphs() costs ~0.5 s a call on 100k nodes
 
 
+@dataclass(frozen=True)
+class PipelineOptions:
+    """What selects the steps of :data:`PIPELINE` and configures them (:func:`optimize`'s options)."""
+
+    level: str = "all"
+    for_runtime: str | None = None
+    fold_limit_bytes: int = DEFAULT_FOLD_LIMIT_BYTES
+    providers: tuple[str, ...] | None = None
+    ort_fusions: bool = False
+
+    @property
+    def fuses(self) -> bool:
+        return self.level in ("extended", "all")
+
+    @property
+    def for_ort(self) -> bool:
+        return self.for_runtime == "onnxruntime"
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One entry of :data:`PIPELINE`: a step's name, when it runs (``when(options)``) and how it is built."""
+
+    name: str
+    when: Callable[[PipelineOptions], bool]
+    make: Callable[[PipelineOptions], Step]
+
+
+def _ours(name: str, description: str, cls: str, when: Callable[[PipelineOptions], bool]) -> StepSpec:
+    """A step running one of our passes (:mod:`onnxdeploy.passes`, imported when the step is built)."""
+
+    def make(_options: PipelineOptions) -> Step:
+        from onnxdeploy import passes
+
+        return _pass_step(name, description, getattr(passes, cls))
+
+    return StepSpec(name, when, make)
+
+
+def _common(name: str, description: str, *classes: str,
+            when: Callable[[PipelineOptions], bool] | None = None) -> StepSpec:
+    """A step running onnx-ir's common passes ``classes`` in order."""
+
+    def make(_options: PipelineOptions) -> Step:
+        import onnx_ir.passes.common as common
+
+        if len(classes) == 1:
+            return _pass_step(name, description, getattr(common, classes[0]))
+        return _pass_step(name, description, lambda: _Sequential(*(getattr(common, c)() for c in classes)))
+
+    return StepSpec(name, when or _always, make)
+
+
+def _always(_options: PipelineOptions) -> bool:
+    return True
+
+
+def _fuses_without_runtime(o: PipelineOptions) -> bool:
+    return o.fuses and o.for_runtime is None
+
+
+def _fuses_for_ort(o: PipelineOptions) -> bool:
+    return o.fuses and o.for_ort
+
+
+EXTRA_PASSES = "<extra passes>"  # where :func:`optimize`'s ``extra_passes`` run, each as a step named after the pass
+
+_MERGE = ("merge-matmul", "MatMuls of one input -> one MatMul + Split", "MergeParallelMatMulPass")
+
+# The pipeline, in order: the steps a level, runtime and options select (like onnxscript's _DEFAULT_REWRITE_RULES,
+# a list, not branches). merge-matmul runs before the cleanup, or for onnxruntime after its fusions (which look for
+# separate Q/K/V MatMuls).
+PIPELINE: tuple[StepSpec | str, ...] = (
+    StepSpec("fold", _always, lambda o: _onnxscript_optimizer(o.fold_limit_bytes)),
+    StepSpec("fold-rest", _always, lambda o: _fold_rest(o.fold_limit_bytes)),
+    _ours("conv-bn", "fold BatchNormalization into Conv (any constant bias)", "FuseConvBatchNormPass",
+          lambda o: o.fuses),
+    _ours("chains", "remove redundant Reshape/Transpose/Cast/Squeeze chains", "RemoveRedundantChainsPass", _always),
+    _ours("reshape-gemm", "Reshape -> Gemm -> Reshape on 3-D input -> MatMul + Add", "ReshapeGemmToMatMulPass",
+          lambda o: o.fuses),
+    _ours("matmul-add-gemm", "2-D MatMul + bias Add, or of a transposed weight -> Gemm", "MatMulAddToGemmPass",
+          lambda o: o.fuses),
+    _common("cse", "merge duplicate subexpressions", "CommonSubexpressionEliminationPass", when=lambda o: o.fuses),
+    _ours(*_MERGE, _fuses_without_runtime),
+    EXTRA_PASSES,
+    _common("identity", "remove Identity nodes", "IdentityEliminationPass"),
+    _common("dedup-initializers", "merge identical initializers", "DeduplicateInitializersPass"),
+    _common("dead-code", "remove unused nodes, initializers, functions, opsets",
+            "RemoveUnusedNodesPass", "RemoveUnusedFunctionsPass", "RemoveUnusedOpsetsPass"),
+    StepSpec("ort-fusions", lambda o: _fuses_for_ort(o) and o.ort_fusions, lambda o: _ort_fusions()),
+    _ours(*_MERGE, _fuses_for_ort),
+    _ours("conv-activation", "Conv/Gemm + activation -> FusedConv/FusedGemm", "FuseConvActivationPass",
+          _fuses_for_ort),
+    _common("toposort", "topological sort", "TopologicalSortPass"),
+    StepSpec("onnxruntime", lambda o: o.for_ort, lambda o: _ort_offline(o.level, o.providers)),
+)
+STEP_NAMES: tuple[str, ...] = tuple(dict.fromkeys(s.name for s in PIPELINE if isinstance(s, StepSpec)))
+
+
+def extra_pass_name(extra: Any) -> str:
+    """The step name of an extra pass: its ``name`` attribute, else its class name."""
+    return getattr(extra, "name", None) or type(extra).__name__
+
+
 def pipeline(
     *,
     level: str = "all",
@@ -298,50 +417,42 @@ def pipeline(
     extra_passes: Sequence[Any] = (),
     ort_fusions: bool = False,
 ) -> list[Step]:
-    """The steps :func:`optimize` runs, in order (``extra_passes`` are onnx-ir passes run after the fusions)."""
-    import onnx_ir.passes.common as common
-
-    from onnxdeploy import passes as ours
-
-    steps = [
-        _onnxscript_optimizer(fold_limit_bytes),
-        _fold_rest(fold_limit_bytes),
-    ]
-    if level in ("extended", "all"):
-        steps.append(_pass_step("conv-bn", "fold BatchNormalization into Conv (any constant bias)",
-                                ours.FuseConvBatchNormPass))
-    steps.append(_pass_step("chains", "remove redundant Reshape/Transpose/Cast/Squeeze chains",
-                            ours.RemoveRedundantChainsPass))
-    if level in ("extended", "all"):
-        steps.append(_pass_step("reshape-gemm", "Reshape -> Gemm -> Reshape on 3-D input -> MatMul + Add",
-                                ours.ReshapeGemmToMatMulPass))
-        steps.append(_pass_step("matmul-add-gemm", "2-D MatMul + bias Add, or of a transposed weight -> Gemm", ours.MatMulAddToGemmPass))
-        steps.append(_pass_step("cse", "merge duplicate subexpressions", common.CommonSubexpressionEliminationPass))
-    merge = _pass_step("merge-matmul", "MatMuls of one input -> one MatMul + Split", ours.MergeParallelMatMulPass)
-    if level in ("extended", "all") and for_runtime is None:
-        steps.append(merge)
-    for i, extra in enumerate(extra_passes):
-        name = getattr(extra, "name", None) or type(extra).__name__
-        steps.append(_pass_step(name, f"extra pass {i + 1}", lambda extra=extra: extra))
-    steps += [
-        _pass_step("identity", "remove Identity nodes", common.IdentityEliminationPass),
-        _pass_step("dedup-initializers", "merge identical initializers", common.DeduplicateInitializersPass),
-        _pass_step("dead-code", "remove unused nodes, initializers, functions, opsets",
-                   lambda: _Sequential(common.RemoveUnusedNodesPass(), common.RemoveUnusedFunctionsPass(),
-                                       common.RemoveUnusedOpsetsPass())),
-    ]
-    if for_runtime == "onnxruntime":
-        if level in ("extended", "all"):
-            if ort_fusions:
-                steps.append(_ort_fusions())
-            steps.append(merge)
-            steps.append(_pass_step("conv-activation", "Conv/Gemm + activation -> FusedConv/FusedGemm",
-                                    ours.FuseConvActivationPass))
-        steps.append(_pass_step("toposort", "topological sort", common.TopologicalSortPass))
-        steps.append(_ort_offline(level, providers))
-    else:
-        steps.append(_pass_step("toposort", "topological sort", common.TopologicalSortPass))
+    """The steps :func:`optimize` runs, in order: those of :data:`PIPELINE` that these options select
+    (``extra_passes`` are onnx-ir passes run after the fusions, each a step named by :func:`extra_pass_name`)."""
+    options = PipelineOptions(level, for_runtime, fold_limit_bytes, tuple(providers) if providers else None,
+                              ort_fusions)
+    steps: list[Step] = []
+    for spec in PIPELINE:
+        if spec == EXTRA_PASSES:
+            steps += [_pass_step(extra_pass_name(extra), f"extra pass {i + 1}", lambda extra=extra: extra)
+                      for i, extra in enumerate(extra_passes)]
+        elif spec.when(options):
+            steps.append(spec.make(options))
     return steps
+
+
+def check_skip(skip: Iterable[str], extra_passes: Sequence[Any] = ()) -> set[str]:
+    """The step names in ``skip`` (:data:`STEP_NAMES` and the extra passes' names), validated: a name that matches
+    none is a one-line :class:`UserInputError` naming the closest steps."""
+    from onnxdeploy.suggest import did_you_mean
+
+    known = [*STEP_NAMES, *(extra_pass_name(e) for e in extra_passes)]
+    chosen = set()
+    for name in skip:
+        if name not in known:
+            raise UserInputError(f"--skip {name}: no such optimize step; {did_you_mean(name, known, what='steps')}",
+                                 hint="steps: " + ", ".join(known))
+        chosen.add(name)
+    return chosen
+
+
+def _skip_notes(skip: set[str], steps: Sequence[Step], level: str, for_runtime: str | None) -> list[str]:
+    """A note naming the asked-for skips that are steps, but not of the pipeline these options select."""
+    absent = sorted(skip - {s.name for s in steps})
+    if not absent:
+        return []
+    return [f"--skip {', '.join(absent)}: not a step at these options (level {level}"
+            f"{', for ' + for_runtime if for_runtime else ''}): nothing to skip"]
 
 
 def _Sequential(*passes):  # noqa: N802 - reads like the class it builds
@@ -473,20 +584,24 @@ def _save_external(model: "ir.Model", folder: str) -> str:
 # ---------------------------------------------------------------- driver
 
 
-def _run_steps(model: "ir.Model", steps: Sequence[Step], verifier: _Verifier | None,
-               exclude: set[str]) -> tuple["ir.Model", list[PassRecord], str | None]:
-    """Run the steps; with a verifier, check after each and skip failing ones. Returns a crashed step's name."""
+def _run_steps(model: "ir.Model", steps: Sequence[Step], verifier: _Verifier | None, exclude: set[str],
+               skip: set[str] = frozenset()) -> tuple["ir.Model", list[PassRecord], str | None]:
+    """Run the steps but those in ``skip`` (recorded as skipped as asked) and ``exclude`` (crashed before); with a
+    verifier, check after each and skip failing ones. Returns a crashed step's name."""
     records = []
     for step in steps:
         record = PassRecord(step.name, step.description)
         records.append(record)
+        if step.name in skip:
+            record.skipped, record.reason = True, "as asked"
+            continue
         if step.name in exclude:
             record.skipped = True
             continue
         snapshot = model.clone() if verifier is not None else None
         start = time.perf_counter()
         try:
-            new, modified, details = step.run(model)
+            result = step.run(model)
         except Exception as err:  # noqa: BLE001 - a crashing step is reported and skipped, never shipped
             logger.debug("step %s failed", step.name, exc_info=True)
             record.seconds = time.perf_counter() - start
@@ -495,11 +610,12 @@ def _run_steps(model: "ir.Model", steps: Sequence[Step], verifier: _Verifier | N
                 return model, records, step.name
             model = snapshot
             continue
-        if modified:
+        new = result.model
+        if result.modified:
             _make_weights_contiguous(new)
         record.seconds = time.perf_counter() - start
-        record.modified, record.details = bool(modified), details
-        if verifier is not None and modified:
+        record.modified, record.details = bool(result.modified), dict(result.details)
+        if verifier is not None and result.modified:
             verdict = verifier.check(new, step.name)
             record.comparisons = verdict.comparisons
             error = None if verdict.passed else verdict.failures()[0]
@@ -579,6 +695,7 @@ def optimize(
     ort_fusions: bool | None = None,
     inputs: Mapping[str, np.ndarray] | None = None,
     fix_dims: bool = False,
+    skip: Iterable[str] = (),
 ) -> OptimizeResult:
     """Optimize ``model`` (a path, ModelProto or ``ir.Model``, never modified) and verify the result.
 
@@ -598,11 +715,15 @@ def optimize(
     (MultiHeadAttention, SkipLayerNormalization, ...). ``None`` turns them on only for providers other than the
     CPU: on the CPU they measured 3-5% slower than onnxruntime's own load-time fusions on ViT-base and no faster
     on BERT-base and GPT-2 (``benchmarks/optimize.py``), while fused attention is what GPU providers are fast at.
+
+    ``skip`` names steps not to run (:data:`STEP_NAMES`, or an extra pass's name), e.g. ``skip=("fold-rest",)``;
+    the report lists each as skipped "as asked". A name that matches no step raises :class:`UserInputError`.
     """
     if level not in LEVELS:
         raise UserInputError(f"unknown level {level!r}", hint=f"choose one of {', '.join(LEVELS)}")
     if for_runtime is not None and for_runtime not in RUNTIMES:
         raise UserInputError(f"unknown runtime {for_runtime!r}", hint=f"choose one of {', '.join(RUNTIMES)}")
+    skip = check_skip([skip] if isinstance(skip, str) else skip, extra_passes)
     if fold_limit_bytes < 0:
         raise UserInputError("fold_limit_bytes must be >= 0")
     start = time.perf_counter()
@@ -617,7 +738,7 @@ def optimize(
                      providers=providers, extra_passes=extra_passes, ort_fusions=ort_fusions)
     work = _prepare(original, fixed)
     verifier = None
-    notes: list[str] = []
+    notes = _skip_notes(skip, steps, level, for_runtime)
     if original.ir_version < _MIN_IR_VERSION:
         dropped = sum(1 for v in original.graph.inputs if v.name in original.graph.initializers)
         notes.append(f"IR version {original.ir_version} -> {_MIN_IR_VERSION}: the {dropped} initializers that were also "
@@ -640,7 +761,7 @@ def optimize(
     exclude: set[str] = set()
     crash_records: list[PassRecord] = []
     while True:
-        work, records, crashed = _run_steps(work, steps, verifier if verify_each else None, exclude)
+        work, records, crashed = _run_steps(work, steps, verifier if verify_each else None, exclude, skip)
         if crashed is None:
             break
         crash_records.append(next(r for r in records if r.name == crashed))
@@ -659,7 +780,7 @@ def optimize(
                          "re-ran with a check after every step to find the step that broke it")
             # with a check after every step a crash is skipped on the spot: give crashed steps another chance
             # (a step often crashes only on what an earlier, faulty step produced)
-            work, records, _ = _run_steps(_prepare(original, fixed), steps, verifier, set())
+            work, records, _ = _run_steps(_prepare(original, fixed), steps, verifier, set(), skip)
             comparisons, error = _final_check(verifier, work)
         if error:
             raise OutputsDisagree(
@@ -667,7 +788,7 @@ def optimize(
                 hint="loosen --atol/--rtol if this error is acceptable, or try --level basic",
             )
     for record in records:
-        if record.skipped:
+        if record.skipped and record.error:
             logger.warning("skipped step %s: %s", record.name, record.error)
     report = OptimizeReport(before, model_stats(work), records, comparisons, level, for_runtime, dims,
                             time.perf_counter() - start, notes, verifier.seconds if verifier else 0.0, dict(fixed))

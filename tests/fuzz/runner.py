@@ -43,7 +43,8 @@ if not CLI.exists():
 MARKER = "ONNXDEPLOY_FUZZ_RUN"
 MEMORY_LIMIT = 4 << 30  # RLIMIT_AS of each run: a 7 TiB allocation fails instead of swapping the machine
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-VERIFIED = re.compile(r"verif|match|agree|parity|cosine|passed|identical|skipp", re.I)
+# a verification line, or a no-op that needs none (legalize of an already legal model)
+VERIFIED = re.compile(r"verif|match|agree|parity|cosine|passed|identical|skipp|already legal|nothing to", re.I)
 
 KINDS = (
     "traceback", "hang", "crash", "bad-exit", "no-error-line", "missing-output", "unverified", "changed-input",

@@ -31,7 +31,14 @@ EXAMPLES = """[b]Examples[/b]
 
   onnxdeploy optimize model.onnx -o out.onnx --dim batch=1 --fix-dims   [dim](batch becomes static: 1)[/dim]
 
-  onnxdeploy optimize model.onnx -o out.onnx --inputs test_data_set_0   [dim](verify on real inputs)[/dim]"""
+  onnxdeploy optimize model.onnx -o out.onnx --inputs test_data_set_0   [dim](verify on real inputs)[/dim]
+
+  onnxdeploy optimize model.onnx -o out.onnx --skip merge-matmul   [dim](run every step but that one)[/dim]"""
+
+# The step names of onnxdeploy.optimize.STEP_NAMES (this module may not import it: `onnxdeploy --help` stays fast);
+# tests/test_optimize.py checks that the two lists agree.
+STEPS = ("fold, fold-rest, conv-bn, chains, reshape-gemm, matmul-add-gemm, cse, merge-matmul, identity, "
+         "dedup-initializers, dead-code, ort-fusions, conv-activation, toposort, onnxruntime")
 
 RuntimeOpt = Annotated[
     Optional[str],
@@ -57,6 +64,10 @@ FixDimsOpt = Annotated[
     bool, typer.Option("--fix-dims", help="Make the --dim sizes static in the written model (shape computations then "
                        "fold). Without it, --dim only gives the sizes to verify at and the dims stay symbolic."),
 ]
+SkipOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--skip", help=f"Skip a step by name; repeatable. Steps: {STEPS}.", show_default=False),
+]
 FoldLimitOpt = Annotated[
     int, typer.Option("--fold-limit", help="Largest constant (bytes) that folding may create.", show_default=True)
 ]
@@ -76,6 +87,7 @@ def optimize(
     fold_limit: FoldLimitOpt = 1 << 20,
     provider: ProviderOpt = None,
     ort_fusions: OrtFusionsOpt = None,
+    skip: SkipOpt = None,
     input_: InputOpt = None,
     inputs: InputsOpt = None,
     shape: ShapeOpt = None,
@@ -86,10 +98,12 @@ def optimize(
     from onnxdeploy import io
     from onnxdeploy.cli import output as out
     from onnxdeploy.cli.common import parse_dims, providers_from
+    from onnxdeploy.optimize import check_skip
     from onnxdeploy.optimize import optimize as optimize_api
 
     io.check_model_path(model)  # before the slow work: the output is never the input, however spelled
     io.check_output_path(output)
+    check_skip(skip or ())  # a misspelt step name fails before the inputs are read
     dims = parse_dims(dim)
     feeds = None
     if input_ or inputs or shape:  # tensors or shapes given: verify on exactly those (else at two synthesized sizes)
@@ -110,6 +124,7 @@ def optimize(
         fold_limit_bytes=fold_limit,
         providers=providers_from(provider),
         ort_fusions=ort_fusions,
+        skip=tuple(skip or ()),
         seed=seed,
     )
     io.save(result.model, output)
@@ -137,9 +152,9 @@ def _show(report, size_before: int, size_after: int, path: str) -> None:
                        ["", "before", "after", "change"], rows))
     steps = [[p.name, "skipped" if p.skipped else ("changed" if p.modified else "-"),
               p.nodes_after if p.nodes_after is not None else "", f"{p.seconds:.2f}",
-              p.error or _details(p.details)] for p in report.passes]
+              p.error or p.reason or _details(p.details)] for p in report.passes]
     out.show(out.table("passes", ["pass", "result", "nodes after", "seconds", "notes"], steps))
-    for record in report.skipped:
+    for record in (r for r in report.skipped if r.error):
         out.warn(f"skipped pass {record.name}: {record.error}")
     for note in report.notes:
         out.info(note)
@@ -155,6 +170,8 @@ def _details(details: dict) -> str:
         return ", ".join(f"{k} {v}" for k, v in details["fusions"].items())
     if details.get("rewrites"):
         return f"{details['rewrites']} rewrites"
+    if details.get("nodes_removed"):
+        return f"{details['nodes_removed']} nodes removed"
     return ""
 
 

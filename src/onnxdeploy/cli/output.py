@@ -75,7 +75,7 @@ def styled(text: Any, style: str):
     return Text(plain(text), style=style)
 
 
-MAX_TABLE_ROWS = 500  # rich lays out ~300 rows a second: a 100k-node model's table would take minutes
+MAX_TABLE_ROWS = 200  # rich lays out ~300 rows a second: a 100k-node model's table would take minutes
 
 
 def table(title: Any, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, caption: Any = None,

@@ -1,10 +1,12 @@
 """onnxdeploy's own graph passes, for rewrites that onnx-ir's passes and the onnxscript rewriter lack.
 
-One small ``onnx_ir`` pass class per module; each docstring lists its rules. :mod:`onnxdeploy.optimize` runs them.
+One small ``onnx_ir`` pass class per module; each docstring lists its rules. Each returns a :class:`CountedResult`
+(an ``onnx_ir`` PassResult whose ``details`` say how often its rules fired). :mod:`onnxdeploy.optimize` runs them.
 """
 
 from __future__ import annotations
 
+from onnxdeploy.passes._util import CountedResult, counted
 from onnxdeploy.passes.conv_activation import FuseConvActivationPass
 from onnxdeploy.passes.conv_bn import FuseConvBatchNormPass
 from onnxdeploy.passes.fold_remaining import FoldRemainingConstantsPass
@@ -14,6 +16,7 @@ from onnxdeploy.passes.merge_matmul import MergeParallelMatMulPass
 from onnxdeploy.passes.redundant_chains import RemoveRedundantChainsPass
 
 __all__ = [
+    "CountedResult",
     "FoldRemainingConstantsPass",
     "FuseConvActivationPass",
     "FuseConvBatchNormPass",
@@ -21,4 +24,5 @@ __all__ = [
     "MergeParallelMatMulPass",
     "RemoveRedundantChainsPass",
     "ReshapeGemmToMatMulPass",
+    "counted",
 ]

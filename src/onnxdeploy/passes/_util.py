@@ -2,8 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx_ir as ir
+
+
+@dataclasses.dataclass
+class CountedResult(ir.passes.PassResult):
+    """An ``onnx_ir`` :class:`~onnx_ir.passes.PassResult` that also says what the pass did (onnx-ir's PassManager
+    takes it like any other): ``details`` holds the counts, e.g. ``{"rewrites": 3}``. Counts travel in the result,
+    never in attributes of the pass, so one pass object can run on many models."""
+
+    details: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def rewrites(self) -> int:
+        """How many times the pass's rules fired (0 when it did nothing)."""
+        return int(self.details.get("rewrites", 0))
+
+
+def counted(model: ir.Model, rewrites: int, **details) -> CountedResult:
+    """The result of a pass whose rules fired ``rewrites`` times (``modified`` when they fired at all)."""
+    return CountedResult(model, modified=rewrites > 0, details={"rewrites": rewrites, **details})
 
 
 def const_array(value: ir.Value | None) -> np.ndarray | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from onnxdeploy.passes._util import const_array, float_attr, single_consumer
+from onnxdeploy.passes._util import CountedResult, const_array, counted, float_attr, single_consumer
 
 MS_DOMAIN = "com.microsoft"
 
@@ -41,7 +41,7 @@ class FuseConvActivationPass(ir.passes.InPlacePass):
     - Does not fire on other activations (e.g. Gelu, Silu as Sigmoid*x), other dtypes, or shared outputs.
     """
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> CountedResult:
         count = 0
         for graph in model.graphs():
             for node in list(graph):
@@ -49,8 +49,7 @@ class FuseConvActivationPass(ir.passes.InPlacePass):
                     count += 1
         if count:
             model.opset_imports.setdefault(MS_DOMAIN, 1)
-        self.count = count
-        return ir.passes.PassResult(model, modified=count > 0)
+        return counted(model, count)
 
     def _fuse(self, graph: ir.Graph, node: ir.Node) -> bool:
         out = node.outputs[0]

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxdeploy.passes._util import add_initializer, const_array, float_attr, int_attr, single_consumer
+from onnxdeploy.passes._util import (
+    CountedResult,
+    add_initializer,
+    const_array,
+    counted,
+    float_attr,
+    int_attr,
+    single_consumer,
+)
 
 
 class FuseConvBatchNormPass(ir.passes.InPlacePass):
@@ -26,14 +34,13 @@ class FuseConvBatchNormPass(ir.passes.InPlacePass):
     elsewhere, BatchNormalization in training mode).
     """
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> CountedResult:
         count = 0
         for graph in model.graphs():
             for bn in list(graph):
                 if bn.op_type == "BatchNormalization" and bn.domain in ("", "ai.onnx") and self._fold(graph, bn):
                     count += 1
-        self.count = count
-        return ir.passes.PassResult(model, modified=count > 0)
+        return counted(model, count)
 
     def _fold(self, graph: ir.Graph, bn: ir.Node) -> bool:
         if int_attr(bn, "training_mode", 0) != 0 or any(o.uses() or o.is_graph_output() for o in bn.outputs[1:]):

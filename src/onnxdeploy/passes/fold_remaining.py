@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from onnxdeploy.passes._util import add_initializer, const_array
+from onnxdeploy.passes._util import CountedResult, add_initializer, const_array, counted
 
 logger = logging.getLogger(__name__)
 
@@ -153,15 +153,14 @@ class FoldRemainingConstantsPass(ir.passes.InPlacePass):
         super().__init__()
         self.limit_elements = limit_elements
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> CountedResult:
         count = 0
         opset = model.opset_imports.get("", 17)
         for graph in model.graphs():
             for node in list(graph):
                 if self._fold(graph, node, opset):
                     count += 1
-        self.count = count
-        return ir.passes.PassResult(model, modified=count > 0)
+        return counted(model, count)
 
     def _fold(self, graph: ir.Graph, node: ir.Node, opset: int) -> bool:
         if node.domain not in ("", "ai.onnx") or node.op_type in _KEEP or not node.inputs:

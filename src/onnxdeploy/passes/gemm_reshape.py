@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxdeploy.passes._util import const_array, float_attr, int_attr, single_consumer
+from onnxdeploy.passes._util import (
+    CountedResult,
+    add_initializer,
+    const_array,
+    counted,
+    float_attr,
+    int_attr,
+    single_consumer,
+)
 
 
 def _dims(value: ir.Value) -> list | None:
@@ -32,14 +40,13 @@ class ReshapeGemmToMatMulPass(ir.passes.InPlacePass):
     - Does not fire otherwise (e.g. a Reshape that changes the leading dims, a non-constant weight).
     """
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> CountedResult:
         count = 0
         for graph in model.graphs():
             for node in list(graph):
                 if node.op_type == "Gemm" and node.domain in ("", "ai.onnx") and self._rewrite(graph, node):
                     count += 1
-        self.count = count
-        return ir.passes.PassResult(model, modified=count > 0)
+        return counted(model, count)
 
     def _rewrite(self, graph: ir.Graph, gemm: ir.Node) -> bool:
         if int_attr(gemm, "transA", 0) != 0 or float_attr(gemm, "alpha", 1.0) != 1.0:
@@ -79,13 +86,9 @@ class ReshapeGemmToMatMulPass(ir.passes.InPlacePass):
             return False
         w_value = gemm.inputs[1]
         if int_attr(gemm, "transB", 0):
-            from onnxdeploy.passes._util import add_initializer
-
             w_value = add_initializer(graph, f"{w_value.name or 'w'}_t", np.ascontiguousarray(weight))
         new_nodes = []
         if len(trail) > 1:  # (B, S, H, D) -> (B, S, H*D): keep the leading dims, merge the trailing ones
-            from onnxdeploy.passes._util import add_initializer
-
             shape = add_initializer(graph, f"{first.name or 'reshape'}_shape3d",
                                     np.array([0] * len(lead) + [k], np.int64))
             flat = ir.Node("", "Reshape", [x, shape], name=first.name)
@@ -95,8 +98,6 @@ class ReshapeGemmToMatMulPass(ir.passes.InPlacePass):
         new_nodes.append(matmul)
         result = matmul.outputs[0]
         if bias is not None:
-            from onnxdeploy.passes._util import add_initializer
-
             b_value = add_initializer(graph, f"{gemm.inputs[2].name or 'bias'}_1d", bias)
             add = ir.Node("", "Add", [result, b_value], name=f"{gemm.name}_bias")
             new_nodes.append(add)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from onnxdeploy.passes._util import const_array, single_consumer
+from onnxdeploy.passes._util import CountedResult, const_array, counted, single_consumer
 
 _FLOATS = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16}
 
@@ -39,14 +39,13 @@ class MatMulAddToGemmPass(ir.passes.InPlacePass):
        which would change the output rank), or when the MatMul result is used elsewhere; floating-point only.
     """
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> CountedResult:
         count = 0
         for graph in model.graphs():
             for node in list(graph):
                 if node.op_type == "MatMul" and node.domain in ("", "ai.onnx") and self._fuse(graph, node):
                     count += 1
-        self.count = count
-        return ir.passes.PassResult(model, modified=count > 0)
+        return counted(model, count)
 
     def _fuse(self, graph: ir.Graph, matmul: ir.Node) -> bool:
         a, b = matmul.inputs[0], matmul.inputs[1]

@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 import onnx_ir as ir
 
-from onnxdeploy.passes._util import add_initializer, const_array
+from onnxdeploy.passes._util import CountedResult, add_initializer, const_array, counted
 
 
 class MergeParallelMatMulPass(ir.passes.InPlacePass):
@@ -24,11 +24,10 @@ class MergeParallelMatMulPass(ir.passes.InPlacePass):
     - Does not fire on a single MatMul, on weights that are graph inputs, or on batched (rank-3) weights.
     """
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> CountedResult:
         count = 0
         if model.opset_imports.get("", 0) < 13:
-            self.count = 0
-            return ir.passes.PassResult(model, modified=False)
+            return counted(model, 0)
         for graph in model.graphs():
             groups: dict[int, list[tuple[ir.Node, np.ndarray]]] = defaultdict(list)
             for node in graph:
@@ -49,8 +48,7 @@ class MergeParallelMatMulPass(ir.passes.InPlacePass):
                     if len(same) >= 2:
                         self._merge(graph, same)
                         count += 1
-        self.count = count
-        return ir.passes.PassResult(model, modified=count > 0)
+        return counted(model, count)
 
     def _merge(self, graph: ir.Graph, members: list[tuple[ir.Node, np.ndarray]]) -> None:
         nodes = [n for n, _ in members]

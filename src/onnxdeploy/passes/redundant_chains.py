@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxdeploy.passes._util import const_array, int_attr, static_shape
+from onnxdeploy.passes._util import CountedResult, const_array, counted, int_attr, static_shape
 
 # (from, via): casting from -> via -> from is exact, so the pair is the identity
 _LOSSLESS = {
@@ -86,7 +86,7 @@ class RemoveRedundantChainsPass(ir.passes.InPlacePass):
       when the axes, types, permutations or shapes are not known.
     """
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> CountedResult:
         count = 0
         for graph in model.graphs():
             for node in list(graph):
@@ -98,8 +98,7 @@ class RemoveRedundantChainsPass(ir.passes.InPlacePass):
                     continue
                 ir.convenience.replace_all_uses_with(out, source)
                 count += 1
-        self.count = count
-        return ir.passes.PassResult(model, modified=count > 0)
+        return counted(model, count)
 
     def _source(self, node: ir.Node) -> ir.Value | None:
         """The value this node's output equals, or None."""

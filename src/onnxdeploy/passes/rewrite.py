@@ -6,6 +6,8 @@ from typing import Sequence
 
 import onnx_ir as ir
 
+from onnxdeploy.passes._util import CountedResult, counted
+
 
 def _op_types(model: ir.Model) -> set[str]:
     types = {node.op_type for graph in model.graphs() for node in graph}
@@ -54,9 +56,8 @@ class IndexedRewritePass(ir.passes.InPlacePass):
         super().__init__()
         self.rules = tuple(rules)
         self._op_types = [_output_op_types(rule) for rule in self.rules]
-        self.count = 0
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> CountedResult:
         from onnxscript.rewriter import pattern
 
         present = _op_types(model)
@@ -66,8 +67,7 @@ class IndexedRewritePass(ir.passes.InPlacePass):
                 continue
             rules.append(rule if op_types[0] is None else _FirstOpGuard(rule, op_types[0]))
         count = pattern.RewriteRuleSet(rules).apply_to_model(model) if rules else 0
-        self.count += count
-        return ir.passes.PassResult(model, bool(count))
+        return counted(model, count)
 
 
 def optimize_ir(model: ir.Model, *, input_size_limit: int, output_size_limit: int,
@@ -77,11 +77,14 @@ def optimize_ir(model: ir.Model, *, input_size_limit: int, output_size_limit: in
     from onnxscript import rewriter
     from onnxscript.optimizer import _constant_folding
 
+    from onnxdeploy.bounds import NODE_SHAPE_INFERENCE_LIMIT, node_count
     from onnxdeploy.passes.fold_remaining import fold_guard
 
+    # per-node ONNX shape inference is ~70% of folding time: above the limit (100k-node graphs) it is skipped
+    node_shapes = node_count(model) <= NODE_SHAPE_INFERENCE_LIMIT
     loop = ir.passes.PassManager(
         [
-            _constant_folding.FoldConstantsPass(shape_inference=True, input_size_limit=input_size_limit,
+            _constant_folding.FoldConstantsPass(shape_inference=node_shapes, input_size_limit=input_size_limit,
                                                 output_size_limit=output_size_limit,
                                                 should_fold=fold_guard(output_size_limit)),
             IndexedRewritePass(rewriter._DEFAULT_REWRITE_RULES),  # noqa: SLF001 - the optimizer's own rule list
