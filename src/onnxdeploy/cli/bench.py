@@ -7,7 +7,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from onnxdeploy.cli.common import PANEL_OPTIMIZE, DimOpt, JsonOpt, ProviderOpt, SeedOpt, ShapeOpt
+from onnxdeploy.cli.common import (
+    PANEL_OPTIMIZE,
+    DimOpt,
+    InputOpt,
+    InputsOpt,
+    JsonOpt,
+    OptLevelOpt,
+    ProviderOpt,
+    SeedOpt,
+    ShapeOpt,
+)
 
 EXAMPLES = """[b]Examples[/b]
 
@@ -29,16 +39,16 @@ def bench(
         Optional[int], typer.Option("--iterations", "-n", help="Timed runs of each model (default 50).")
     ] = None,
     duration: Annotated[
-        Optional[float], typer.Option("--duration", "-t", help="Seconds of timed runs per batch size.")
+        Optional[float], typer.Option("--duration", help="Seconds of timed runs per batch size.")
     ] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="onnxruntime intra-op threads.")] = None,
     batch: Annotated[
-        Optional[list[int]], typer.Option("--batch", "-b", help="Batch size for symbolic batch dims. Repeatable.")
+        Optional[list[int]], typer.Option("--batch", help="Batch size for symbolic batch dims. Repeatable.")
     ] = None,
     provider: ProviderOpt = None,
-    optimization_level: Annotated[
-        Optional[str], typer.Option("--optimization-level", help="disable, basic, extended or all (default).")
-    ] = None,
+    opt_level: OptLevelOpt = None,
+    input_: InputOpt = None,
+    inputs: InputsOpt = None,
     dim: DimOpt = None,
     shape: ShapeOpt = None,
     seed: SeedOpt = 0,
@@ -49,11 +59,11 @@ def bench(
     """Time models on onnxruntime: p50/p90/p99, mean and throughput; several models side by side."""
     from onnxdeploy.bench import bench as bench_api
     from onnxdeploy.cli import output as out
-    from onnxdeploy.cli.common import parse_dims, parse_shapes, providers_from
-    from onnxdeploy.errors import UserInputError
+    from onnxdeploy.cli.common import check_opt_level, inputs_from, parse_dims, parse_shapes, providers_from
 
-    if optimization_level is not None and optimization_level not in ("disable", "basic", "extended", "all"):
-        raise UserInputError(f"--optimization-level must be disable, basic, extended or all, got {optimization_level!r}")
+    optimization_level = check_opt_level(opt_level)
+    given = inputs_from(input_, inputs, dim, shape, seed)
+    feeds = given.feeds(str(models[0])) if given.given else None  # tensors given: every model runs on them
     if svg is not None and not profile:
         profile = True
     with out.progress() as bar:
@@ -73,6 +83,7 @@ def bench(
             optimization_level=optimization_level,
             dims=parse_dims(dim),
             shapes=parse_shapes(shape),
+            inputs=feeds,
             seed=seed,
             profile=profile,
             svg=svg,

@@ -34,8 +34,8 @@ EXAMPLES = """[b]Examples[/b]
 
 SkipOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--skip", help="Skip a step by name: check, optimize, legalize, quantize, convert, benchmark. "
-                 "Repeatable."),
+    typer.Option("--skip", help="Skip a step by name; repeatable. Steps: check, optimize, legalize, quantize, "
+                 "convert, benchmark."),
 ]
 FixDimsOpt = Annotated[
     bool, typer.Option("--fix-dims", help="Make the --dim sizes static in the artefacts. Without it, --dim only gives "

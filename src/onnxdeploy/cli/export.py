@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from onnxdeploy.cli.common import PANEL_EXPORT, AtolOpt, JsonOpt, OutputOpt, RtolOpt, SeedOpt
+from onnxdeploy.cli.common import PANEL_EXPORT, AtolOpt, InputsOpt, JsonOpt, OutputOpt, RtolOpt, SeedOpt
 
 EXAMPLES = """[b]Examples[/b]
 
@@ -64,6 +64,7 @@ def export(
     target: TargetArg,
     output: OutputOpt,
     inputs: InputFilesOpt = None,
+    npz: InputsOpt = None,
     shape: ShapesOpt = None,
     dynamic: DynamicOpt = None,
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default: the exporter's).")] = None,
@@ -87,20 +88,21 @@ def export(
     from onnxdeploy.torch_target import load_torch_target
 
     files, shapes = _example_options(out, inputs, shape)
+    given = _read_inputs(npz)
     names = _names(input_names)
     with out.progress() as bar:
         task = bar.add_task("load target", total=None)
         loaded = load_torch_target(target)
         if loaded.example_inputs is not None or loaded.example_kwargs is not None:
             example = loaded.example_inputs if loaded.example_kwargs is None else loaded.example_kwargs
-            if shapes or files:
-                out.warn("the factory returned example inputs; --shape/--input are ignored")
+            if shapes or files or given:
+                out.warn("the factory returned example inputs; --shape/--input/--inputs are ignored")
         else:
-            if not shapes and not files:
+            if not shapes and not files and not given:
                 raise UserInputError(f"{target} returned only a module, so export needs example inputs",
                                      hint=f"add {example_hint(loaded.module)}")
-            made = {**_read_files(files), **random_inputs(shapes, module=loaded.module, seed=seed)}
-            order = _forward_order(loaded.module, list(files) + list(shapes))
+            made = {**given, **_read_files(files), **random_inputs(shapes, module=loaded.module, seed=seed)}
+            order = _forward_order(loaded.module, list(dict.fromkeys([*given, *files, *shapes])))
             example = tuple(made[n] for n in order)
             names = names or order
 
@@ -167,6 +169,18 @@ def _read_files(files: dict[str, str]) -> dict:
     from onnxdeploy.run import read_tensor_file
 
     return {name: torch.from_numpy(read_tensor_file(path).copy()) for name, path in files.items()}
+
+
+def _read_inputs(path) -> dict:
+    """--inputs: example inputs by name from an .npz, or the input_K.pb files of an ONNX test_data_set folder."""
+    if path is None:
+        return {}
+    import torch
+
+    from onnxdeploy.run import read_npz, read_test_data_dir
+
+    arrays = read_test_data_dir(path, [], "input") if path.is_dir() else read_npz(path)
+    return {name: torch.from_numpy(array.copy()) for name, array in arrays.items()}
 
 
 def _forward_order(module, names: list[str]) -> list[str]:

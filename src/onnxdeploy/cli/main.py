@@ -127,9 +127,12 @@ def _app_for(argv: list[str] | None) -> typer.Typer:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and a non-zero exit code."""
     from onnxdeploy.cli import output
-
+    from onnxdeploy.cli.common import rewrite_deprecated
     from onnxdeploy.io import operation
 
+    argv, notes = rewrite_deprecated(sys.argv[1:] if argv is None else argv)  # old spellings work, with a note
+    for note in notes:
+        output.warn(note)
     try:
         with operation():  # the files this command reads are protected from its writers (io.check_output_path)
             _app_for(argv)(args=argv, prog_name="onnxdeploy", standalone_mode=False)

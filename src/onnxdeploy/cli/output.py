@@ -10,13 +10,24 @@ _console = None
 _err_console = None
 
 
+PLAIN_WIDTH = 1 << 20  # not a terminal: wide enough that no line and no cell is ever wrapped
+
+
 def console():
+    """stdout's console. When stdout is not a terminal (CI logs, pipes, files) nothing wraps: lines stay greppable."""
     global _console
     if _console is None:
         from rich.console import Console
 
         _console = Console(highlight=False, soft_wrap=False)
+        if not _console.is_terminal:
+            _console = Console(highlight=False, soft_wrap=False, width=PLAIN_WIDTH)
     return _console
+
+
+def plain_output() -> bool:
+    """Whether stdout is not a terminal: tables print as plain aligned columns (see :func:`show`)."""
+    return not console().is_terminal
 
 
 def err_console():
@@ -111,8 +122,34 @@ def show(*renderables: Any, markup: bool = False) -> None:
                 console().print(plain(item))
             else:
                 console().print(_text(item))
+        elif plain_output() and _is_table(item):
+            _show_plain(item)
         else:
             console().print(item)
+
+
+def _is_table(item: Any) -> bool:
+    from rich.table import Table
+
+    return isinstance(item, Table)
+
+
+def _show_plain(t) -> None:
+    """A table as plain aligned columns, for logs and pipes: no box, no trailing spaces, title and caption on lines of
+    their own (rich would wrap them to the table's width), cells never wrapped (the console is :data:`PLAIN_WIDTH`
+    wide)."""
+    title, caption, box, show_edge, pad_edge = t.title, t.caption, t.box, t.show_edge, t.pad_edge
+    t.title = t.caption = t.box = None
+    t.show_edge = t.pad_edge = False
+    try:
+        with console().capture() as captured:
+            for item in (title, t, caption):
+                if item is not None:
+                    console().print(item if item is t else _text(item))
+    finally:
+        t.title, t.caption, t.box, t.show_edge, t.pad_edge = title, caption, box, show_edge, pad_edge
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+    sys.stdout.flush()
 
 
 def info(message: Any) -> None:

@@ -148,6 +148,48 @@ def _submodel(index: _Index, nodes, boundary, inits, output: str, values: Mappin
     return model
 
 
+def _smallest(trial, n: int, name: str):
+    """Bisect the number of agreeing tensors cut off before the divergence: the smallest subgraph that still
+    disagrees. Returns (the trial's result, trials run)."""
+    trials = 1
+    best = trial(0)
+    if best is not None:
+        return best, trials
+    lo, hi = 0, n
+    best = trial(hi)
+    trials += 1
+    if best is None:
+        raise UnsupportedError(
+            f"the mismatch of {name!r} does not reproduce in an extracted subgraph",
+            hint="the difference may depend on graph-level optimizations; try --opt-level disable on both sides")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        found = trial(mid)
+        trials += 1
+        if found is None:
+            lo = mid
+        else:
+            hi, best = mid, found
+    return best, trials
+
+
+def _write_repro(sub_a, sub_b, values, out: Path, path_b: Path | None, inputs_path: Path) -> None:
+    """Write the repro models and their inputs; on a failure, nothing is left behind."""
+    written: list[Path] = []
+    try:
+        written.append(io.save(sub_a, out))
+        if path_b is not None:
+            written.append(io.save(sub_b, path_b))
+        with NpzWriter(inputs_path) as writer:
+            for name, value in values.items():
+                writer.write(name, value)
+        written.append(inputs_path)
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+
+
 def reduce(
     a: io.ModelLike,
     b: io.ModelLike | None = None,
@@ -226,24 +268,7 @@ def reduce(
         diff = diff_tensor(first.name, got_a, got_b, atol=atol, rtol=rtol)
         return (sub_a, sub_b, values, diff, len(nodes_a)) if not diff.passed else None
 
-    trials = 1
-    best = trial(0)
-    if best is None:
-        lo, hi = 0, len(candidates)
-        best = trial(hi)
-        trials += 1
-        if best is None:
-            raise UnsupportedError(
-                f"the mismatch of {first.name!r} does not reproduce in an extracted subgraph",
-                hint="the difference may depend on graph-level optimizations; try --opt-level disable on both sides")
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            found = trial(mid)
-            trials += 1
-            if found is None:
-                lo = mid
-            else:
-                hi, best = mid, found
+    best, trials = _smallest(trial, len(candidates), first.name)
     sub_a, sub_b, values, diff, n_nodes = best
     import onnx
 
@@ -252,21 +277,9 @@ def reduce(
             onnx.checker.check_model(sub)
         except onnx.checker.ValidationError as err:  # the repro still runs; say why a checker may complain
             raise UnsupportedError(f"the extracted subgraph does not pass the ONNX checker: {err}") from err
-    written: list[Path] = []
     path_b = None if same else out.with_name(out.stem + ".b.onnx")
     inputs_path = out.with_suffix(".npz")
-    try:
-        written.append(io.save(sub_a, out))
-        if path_b is not None:
-            written.append(io.save(sub_b, path_b))
-        with NpzWriter(inputs_path) as writer:
-            for name, value in values.items():
-                writer.write(name, value)
-        written.append(inputs_path)
-    except BaseException:
-        for p in written:
-            p.unlink(missing_ok=True)
-        raise
+    _write_repro(sub_a, sub_b, values, out, path_b, inputs_path)
     ops = list(dict.fromkeys(n.op_type for n in sub_a.graph.node))
     return ReduceResult(out, path_b, inputs_path, first.name, first, diff, n_nodes, len(index_a.proto.graph.node),
                         ops, list(values), trials)
