@@ -76,8 +76,6 @@ WITHOUT_INPUT_GROUP = {
                           "--input or --inputs give the example's sizes"),
     "quantize": ({"--input", "--inputs"}, "its data is --calibration (many samples, some held out for the check): "
                                           "one --input sample would neither calibrate nor verify"),
-    "deploy": ({"--input", "--inputs", "--shape"}, "NOT YET: deploy's API takes --dim sizes and --seed only; "
-                                                  "feeding given tensors through every step is still to do"),
 }
 
 # The only spelling of the onnxruntime graph optimization level; these others must not be visible options.

@@ -325,3 +325,26 @@ def test_cli_optimize_fix_dims_makes_the_dim_static_and_says_so(conv_bn_silu_pat
     data = json.loads(capsys.readouterr().out)
     assert _input_dims(out) == [1, 3, "height", "width"]
     assert data["fixed_dims"] == {"batch": 1} and any("dims fixed as asked" in n for n in data["notes"])
+
+
+def test_deploy_verifies_on_the_inputs_the_user_gives(tmp_path: Path):
+    """--input files go through every step's verification and the benchmark (the shared input group)."""
+    import numpy as np
+    import onnx
+
+    from onnxdeploy import examples
+    from onnxdeploy.cli.main import main
+
+    model = tmp_path / "m.onnx"
+    onnx.save(examples.conv_bn_silu(), model)
+    x = np.random.default_rng(3).standard_normal((2, 3, 20, 20)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    spec = examples.conv_bn_silu().graph.input[0].name
+    out = tmp_path / "out"
+    assert main(["deploy", str(model), "-o", str(out), "--input", f"{spec}={tmp_path / 'x.npy'}", "--skip",
+                 "benchmark", "--json"]) == 0
+    import json
+
+    data = json.loads((out / "deploy.json").read_text())
+    shapes = [c for s in data["steps"] if s.get("verification") for c in s["verification"].get("shapes", [])]
+    assert shapes and set(shapes) == {"the given inputs"}

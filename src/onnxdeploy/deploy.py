@@ -162,6 +162,7 @@ class DeployContext:
     rtol: float = 1e-3
     seed: int = 0
     bench_seconds: float = 1.0
+    given: Any = None  # onnxdeploy.verify.Inputs: tensors the user gave (files, .npz, test_data_set), shapes
     reference: Path | None = None  # 01-model.onnx
     current: Path | None = None  # the latest ONNX model
     artifact: str | None = None  # the target engine's artefact, once converted
@@ -169,9 +170,16 @@ class DeployContext:
     allowed: set[str] = field(default_factory=set)  # interface change kinds asked for ("dims", "dtypes")
     candidates: list[tuple[str, str, str]] = field(default_factory=list)  # (label, path, engine) to benchmark
 
+    def inputs(self, dims: Mapping[str, int]):
+        """The one input description of this deploy: what the user gave, at ``dims``, with this seed."""
+        from onnxdeploy.verify import Inputs
+
+        given = self.given if self.given is not None else Inputs()
+        return Inputs(given.files, given.npz, given.arrays, {**given.dims, **dims}, given.shapes, self.seed)
+
     def verifier_for(self, *, quantized: bool = False):
         """The verifier over the reference; int8 candidates get a looser one (reference runs cached per verifier)."""
-        from onnxdeploy.verify import Inputs, Verifier
+        from onnxdeploy.verify import Verifier
 
         loose = quantized or self.quantize is not None and any(n == "quantized" for n, _, _ in self.candidates)
         key = "loose" if loose else "strict"
@@ -181,8 +189,7 @@ class DeployContext:
 
             # int8 candidates are judged by the int8 metric (cosine, relative L2, top-1), not an fp32 atol
             tolerance = Tolerance(precision="int8" if loose else "fp32", atol=self.atol, rtol=self.rtol)
-            cache[key] = Verifier(str(self.reference), Inputs(dims=dict(self.dims), seed=self.seed),
-                                  tolerance=tolerance)
+            cache[key] = Verifier(str(self.reference), self.inputs(self.dims), tolerance=tolerance)
         verifier = cache[key]
         verifier.interface = set(self.allowed) or "same"
         return verifier
@@ -391,8 +398,9 @@ class Optimize(Step):
 
         opt = _import("optimize", "onnxdeploy.optimize", "optimize")
         path = ctx.out / "02-optimized.onnx"
+        given = ctx.inputs(ctx.dims)
         result = opt(str(ctx.current), dims=ctx.dims or None, fix_dims=ctx.fix_dims, verify=True, atol=ctx.atol,
-                     rtol=ctx.rtol, seed=ctx.seed)
+                     rtol=ctx.rtol, seed=ctx.seed, inputs=given.feeds(str(ctx.current)) if given.given else None)
         io.save(result.model, path)
         before, after = result.report.before, result.report.after
         res = StepResult(self.name, artifact=str(path), message=f"{before.nodes} -> {after.nodes} nodes",
@@ -483,9 +491,7 @@ class Benchmark(Step):
     name, description = "benchmark", "latency of every model on its engine, one thread"
 
     def run(self, ctx: DeployContext) -> StepResult:
-        from onnxdeploy.verify import Inputs
-
-        feeds = Inputs(dims=dict(ctx.bench_dims), seed=ctx.seed).feeds(str(ctx.reference))
+        feeds = ctx.inputs(ctx.bench_dims).feeds(str(ctx.reference))
         ctx.report.bench_inputs = {k: list(v.shape) for k, v in feeds.items()}
         rows = []
         for label, path, engine in ctx.candidates:
@@ -626,13 +632,16 @@ def deploy(
     atol: float = 1e-4,
     rtol: float = 1e-3,
     seed: int = 0,
+    inputs: Any = None,
     on_step: Callable[[str, str], None] | None = None,
 ) -> DeployReport:
     """Run :data:`PIPELINE` on ``source`` (``.onnx`` path, ModelProto/ir.Model, ``pkg.mod:factory`` or None for the
     built-in example, exported with its dynamic dims batch x 3 x height x width).
 
     ``dynamic`` names dims of a PyTorch source dynamic, as in :func:`onnxdeploy.export.export`. ``dims`` are the
-    sizes to verify and benchmark at; they stay symbolic unless ``fix_dims``. ``skip`` names steps to skip
+    sizes to verify and benchmark at; they stay symbolic unless ``fix_dims``. ``inputs`` (an
+    :class:`onnxdeploy.verify.Inputs` or arrays by name) gives real inputs for every step's verification and the
+    benchmark. ``skip`` names steps to skip
     (``optimize=False``/``benchmark=False`` are the old spellings of ``skip={"optimize"}``/``{"benchmark"}``).
     Writes ``output_dir`` with one artefact per step, ``deploy.json`` and ``report.html``; returns the report.
     Raises :class:`DeployStepFailed` (after writing the report; ``err.report``) when a step fails.
@@ -660,7 +669,8 @@ def deploy(
         dims=dims, bench_dims={**(EXAMPLE_BENCH_DIMS if example else {}), **dims}, fix_dims=fix_dims,
         dynamic={k: dict(v) for k, v in (dynamic or (EXAMPLE_DYNAMIC if example else {})).items()},
         input_names=["input"] if example else None, output_names=["values"] if example else None,
-        atol=atol, rtol=rtol, seed=seed, bench_seconds=bench_seconds, allowed={"dims"} if fix_dims else set())
+        atol=atol, rtol=rtol, seed=seed, bench_seconds=bench_seconds, allowed={"dims"} if fix_dims else set(),
+        given=_given_inputs(inputs))
     started = time.perf_counter()
     failed = run_pipeline(ctx, skip=skipped, on_step=on_step)
     report = ctx.report
@@ -676,6 +686,12 @@ def deploy(
         err.report = report
         raise err
     return report
+
+
+def _given_inputs(inputs):
+    from onnxdeploy.verify import Inputs
+
+    return None if inputs is None else Inputs.coerce(inputs)
 
 
 def _write_outputs(report: DeployReport, out: Path, current) -> None:

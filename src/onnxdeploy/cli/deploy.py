@@ -16,9 +16,12 @@ from onnxdeploy.cli.common import (
     AtolOpt,
     DimOpt,
     DynamicOpt,
+    InputOpt,
+    InputsOpt,
     JsonOpt,
     RtolOpt,
     SeedOpt,
+    ShapeOpt,
     TargetOpt,
 )
 
@@ -51,7 +54,10 @@ def deploy(
     = Path("deploy-out"),
     quantize: Annotated[Optional[str], typer.Option("--quantize", help="static or dynamic int8.")] = None,
     dynamic: DynamicOpt = None,
+    input: InputOpt = None,
+    inputs: InputsOpt = None,
     dim: DimOpt = None,
+    shape: ShapeOpt = None,
     fix_dims: FixDimsOpt = False,
     seed: SeedOpt = 0,
     atol: AtolOpt = 1e-4,
@@ -66,16 +72,18 @@ def deploy(
 ) -> None:
     """Run export -> check -> optimize -> legalize -> quantize -> convert -> benchmark, verifying every step."""
     from onnxdeploy.cli import output as out
-    from onnxdeploy.cli.common import parse_dims, parse_dynamic
+    from onnxdeploy.cli.common import inputs_from, parse_dynamic
 
     steps = list(skip or [])
     for flag, step in ((no_optimize, "optimize"), (no_bench, "benchmark")):
         if flag:
             out.warn(f"--no-{'bench' if step == 'benchmark' else step} is now --skip {step}")
             steps.append(step)
-    report = run_deploy(source, target=target, output_dir=output_dir, quantize=quantize, dims=parse_dims(dim),
+    given = inputs_from(input, inputs, dim, shape, seed)
+    report = run_deploy(source, target=target, output_dir=output_dir, quantize=quantize, dims=dict(given.dims),
                         fix_dims=fix_dims, dynamic=parse_dynamic(dynamic), skip=steps, bench_seconds=bench_seconds,
-                        seed=seed, atol=atol, rtol=rtol, quiet=as_json, as_json=as_json)
+                        seed=seed, atol=atol, rtol=rtol, inputs=given if given.given or given.shapes else None,
+                        quiet=as_json, as_json=as_json)
     if as_json:
         out.print_json(report)
     else:
