@@ -463,6 +463,7 @@ def test_openvino_check_runs_through_run_child(monkeypatch, tmp_path):
         return subprocess.CompletedProcess(argv, 0, '{"missing": {}, "refused": [], "warning": null}', "")
 
     monkeypatch.setattr(proc, "run_child", fake)
+    onnx.save(_relu_model(), tmp_path / "m.onnx")
     assert OpenVINOTarget().query(tmp_path / "m.onnx") == ({}, [])
     assert seen["argv"][1:3] == ["-m", "onnxdeploy.targets.openvino"] and seen["timeout"] > 0
 
@@ -472,3 +473,34 @@ def test_no_direct_subprocess_in_src():
     offenders = [str(p.relative_to(src)) for p in src.rglob("*.py")
                  if p.name != "_proc.py" and ("subprocess.run(" in p.read_text() or "Popen(" in p.read_text())]
     assert offenders == []
+
+
+def test_sparse_constant_is_one_line_and_writes_nothing(tmp_path, capsys):
+    values = numpy_helper_from(np.array([1.0, 2.0], np.float32), "v")
+    indices = numpy_helper_from(np.array([0, 3], np.int64), "i")
+    constant = helper.make_node("Constant", [], ["s"], sparse_value=helper.make_sparse_tensor(values, indices, [4]))
+    graph = helper.make_graph([constant, helper.make_node("Add", ["x", "s"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    path = tmp_path / "sparse.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    out = tmp_path / "o.onnx"
+    text = _one_line_error(capsys, main(["optimize", str(path), "-o", str(out)]))
+    assert "sparse.onnx: unsupported: Sparse tensors are not supported" in text and "(onnx-ir" in text
+    assert not out.exists()
+
+
+def test_invalid_utf8_convert_is_one_line_and_writes_nothing(tmp_path, capsys):
+    data = _relu_model(node_name="n").SerializeToString()
+    path = tmp_path / "u8.onnx"
+    path.write_bytes(data.replace(b"\x1a\x01n", b"\x1a\x01\xff"))
+    out = tmp_path / "c.onnx"
+    text = _one_line_error(capsys, main(["convert", str(path), "--target", "onnxruntime", "-o", str(out)]))
+    assert "u8.onnx" in text and "utf-8" in text
+    assert not out.exists()
+
+
+def numpy_helper_from(array, name):
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(array, name)

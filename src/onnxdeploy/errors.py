@@ -226,9 +226,10 @@ def _library_message(exc: BaseException, subject: str | None) -> tuple[str, str 
     if package in ("builtins", "") or package not in _LIBRARIES:
         package = _innermost_package(exc) or "a library"
     package = {"onnx_ir": "onnx-ir", "google": "protobuf"}.get(package, package)
-    detail = first_line(exc) or type(exc).__name__
-    kind = "unsupported" if isinstance(exc, NotImplementedError) else "invalid model"
-    return (f"{_where(exc, subject)}{kind}: {detail} ({package}: {type(exc).__name__})",
+    cause = _root_cause(exc)
+    detail = first_line(cause) or type(cause).__name__
+    kind = "unsupported" if isinstance(cause, NotImplementedError) else "invalid model"
+    return (f"{_where(exc, subject)}{kind}: {detail} ({package}: {type(cause).__name__})",
             "the model uses something this tool cannot handle; `onnxdeploy check MODEL` lists the problems")
 
 
@@ -251,8 +252,19 @@ def _is_openvino_error(exc: BaseException) -> bool:
 def _is_library_error(exc: BaseException) -> bool:
     if isinstance(exc, (ValueError, NotImplementedError, TypeError, IndexError, EOFError)) and _from_library(exc):
         return True  # includes UnicodeDecodeError (a ValueError) on invalid UTF-8 names
-    # onnx's C++ checker / shape inference errors (onnx.onnx_cpp2py_export.checker.ValidationError, ...)
-    return _type_module(exc).startswith("onnx.") and isinstance(exc, Exception)
+    # an error type a library defines: onnx's checker/shape inference (onnx.onnx_cpp2py_export.checker.
+    # ValidationError), onnx-ir's SerdeError (wrapping the real cause), onnxscript's errors, ...
+    return isinstance(exc, Exception) and _type_module(exc).split(".")[0] in _LIBRARIES \
+        and _type_module(exc).split(".")[0] not in ("onnxruntime", "openvino")
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost explicitly chained cause (onnx-ir's SerdeError says only where it failed; its cause says why)."""
+    seen = set()
+    while exc.__cause__ is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.__cause__
+    return exc
 
 
 ERROR_RULES: list[ErrorRule] = [
