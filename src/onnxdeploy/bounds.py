@@ -145,8 +145,8 @@ def check_loops(model, *, what: str = "the model") -> None:
         name, trips = loops[0]
         raise UnsupportedError(
             f"{what}: Loop {name!r} runs {trips} iterations (its condition never changes): running it would not end",
-            hint=f"loops of {MAX_LOOP_ITERATIONS} or more fixed iterations are refused; pass --no-verify to skip "
-                 "running the model")
+            hint=f"loops of {MAX_LOOP_ITERATIONS} or more fixed iterations are not run; optimize, edit and legalize "
+                 "take --no-verify to skip running the model")
 
 
 def _long_loops_ir(model) -> list[tuple[str, int]]:

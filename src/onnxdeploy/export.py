@@ -813,9 +813,6 @@ def export(
     exporter cannot convert, and :class:`OutputsDisagree` (nothing written unless ``keep_on_mismatch``) on mismatch.
     """
     torch = require("torch", extra="torch", purpose="exporting a PyTorch model")
-    from onnxdeploy import io as odio
-    from onnxdeploy.numerics import compare_outputs
-
     if exporter not in EXPORTERS:
         raise UserInputError(f"unknown exporter {exporter!r}", hint=f"choose one of {', '.join(EXPORTERS)}")
     if not isinstance(model, torch.nn.Module):
@@ -829,32 +826,7 @@ def export(
     timings: dict[str, float] = {}
     model.eval()
     args, kwargs = _as_tuple(example_inputs)
-    for i, t in enumerate(list(args) + list(kwargs.values())):
-        if not isinstance(t, torch.Tensor):
-            raise UserInputError(f"example input {i} is a {type(t).__name__}; every example input must be a tensor")
-    n_inputs = len(args) + len(kwargs)
-    names = list(input_names) if input_names else _default_input_names(model, len(args), kwargs)
-    if len(names) != n_inputs:
-        raise UserInputError(f"{len(names)} input names for {n_inputs} example inputs",
-                             hint="give one name per example input, in order")
-
-    phase("run PyTorch")
-    t0 = time.perf_counter()
-    try:
-        reference = _run_torch(model, args, kwargs)
-    except Exception as err:  # the model rejects its own example inputs: say which and how to fix, in one line
-        raise _example_error(err, names, list(args) + list(kwargs.values()),
-                             model if not kwargs else None) from err
-    timings["torch_run"] = time.perf_counter() - t0
-    if output_names:
-        out_names = list(output_names)
-        if len(out_names) != len(reference):
-            raise UserInputError(f"{len(out_names)} output names for {len(reference)} outputs",
-                                 hint="give one name per output tensor, in order")
-    else:
-        out_names = ["output"] if len(reference) == 1 else [f"output_{i}" for i in range(len(reference))]
-    if len(set(names + out_names)) != len(names) + len(out_names):
-        raise UserInputError("input and output names must be unique", hint=f"got {names + out_names}")
+    names, out_names, reference = _names_and_reference(model, args, kwargs, input_names, output_names, timings, phase)
 
     dyn = _normalize_dynamic(dynamic)
     ranks = {n: t.dim() for n, t in zip(names, list(args) + list(kwargs.values()))}
@@ -863,33 +835,8 @@ def export(
     input_dyn = {k: v for k, v in dyn.items() if k in names}
     mappings = collect(custom_ops)
 
-    reason = "requested" if exporter != "auto" else "dynamo is the default"
-    used = "dynamo" if exporter in ("auto", "dynamo") else "torchscript"
-    try:
-        if used == "dynamo":
-            try:
-                model_ir = _export_dynamo(model, args, kwargs, names, out_names, input_dyn, opset, mappings, optimize,
-                                          timings, phase)
-            except _ExportFailed as failure:
-                if exporter == "dynamo":
-                    raise
-                reason = f"dynamo failed ({failure}); fell back to torchscript"
-                used = "torchscript"
-                try:
-                    model_ir = _export_torchscript(model, args, kwargs, names, out_names, dyn, opset, mappings,
-                                                   timings, phase)
-                except _ExportFailed as second:
-                    missing = failure.missing or second.missing
-                    if missing:
-                        raise UnsupportedOperators("dynamo", missing, detail=f"torchscript fallback: {second}") from second.err
-                    raise UnsupportedError(f"export failed with both exporters: dynamo: {failure}; torchscript: {second}",
-                                           hint="run with --exporter dynamo --debug for the full trace") from failure.err
-        else:
-            model_ir = _export_torchscript(model, args, kwargs, names, out_names, dyn, opset, mappings, timings, phase)
-    except _ExportFailed as failure:
-        if failure.missing:
-            raise UnsupportedOperators(used, failure.missing) from failure.err
-        raise UnsupportedError(f"{failure}", hint="run with --debug for the full trace") from failure.err
+    model_ir, used, reason = _run_exporters(exporter, model, args, kwargs, names, out_names, dyn, input_dyn, opset,
+                                            mappings, optimize, timings, phase)
 
     t0 = time.perf_counter()
     _declare_domains(model_ir, mappings)
@@ -920,9 +867,19 @@ def export(
         phase("verify with onnxruntime")
         t0 = time.perf_counter()
         _verify(model, data if data is not None else model_ir, args, kwargs, names, reference, input_dyn, report,
-                atol, rtol, compare_outputs)
+                atol, rtol)
         timings["verify"] = time.perf_counter() - t0
         report.verified = True
+
+    _publish(report, model_ir, data, path, keep_on_mismatch, phase)
+    timings["total"] = sum(v for k, v in timings.items() if k != "total" and "." not in k)
+    return report
+
+
+def _publish(report: ExportReport, model_ir, data: bytes | None, path, keep_on_mismatch: bool, phase) -> None:
+    """Write the model (the serialized ``data`` when there is one) unless it disagrees with PyTorch; a mismatch
+    raises :class:`OutputsDisagree` after writing only with ``keep_on_mismatch``."""
+    from onnxdeploy import io as odio
 
     def write() -> None:
         if data is not None:
@@ -936,16 +893,80 @@ def export(
             write()
         worst = next(c for c in report.parity if not c.passed)
         raise _disagree(report, worst, path)
-
-    if path is not None:
-        phase("save")
-        t0 = time.perf_counter()
-        write()
-        timings["save"] = time.perf_counter() - t0
-    else:
+    if path is None:
         report.kept = False
-    timings["total"] = sum(v for k, v in timings.items() if k != "total" and "." not in k)
-    return report
+        return
+    phase("save")
+    t0 = time.perf_counter()
+    write()
+    report.seconds["save"] = time.perf_counter() - t0
+
+
+def _names_and_reference(model, args, kwargs, input_names, output_names, timings, phase):
+    """Check the example inputs and names, run PyTorch once: (input names, output names, reference outputs)."""
+    import torch
+
+    for i, t in enumerate(list(args) + list(kwargs.values())):
+        if not isinstance(t, torch.Tensor):
+            raise UserInputError(f"example input {i} is a {type(t).__name__}; every example input must be a tensor")
+    n_inputs = len(args) + len(kwargs)
+    names = list(input_names) if input_names else _default_input_names(model, len(args), kwargs)
+    if len(names) != n_inputs:
+        raise UserInputError(f"{len(names)} input names for {n_inputs} example inputs",
+                             hint="give one name per example input, in order")
+
+    phase("run PyTorch")
+    t0 = time.perf_counter()
+    try:
+        reference = _run_torch(model, args, kwargs)
+    except Exception as err:  # the model rejects its own example inputs: say which and how to fix, in one line
+        raise _example_error(err, names, list(args) + list(kwargs.values()),
+                             model if not kwargs else None) from err
+    timings["torch_run"] = time.perf_counter() - t0
+    if output_names:
+        out_names = list(output_names)
+        if len(out_names) != len(reference):
+            raise UserInputError(f"{len(out_names)} output names for {len(reference)} outputs",
+                                 hint="give one name per output tensor, in order")
+    else:
+        out_names = ["output"] if len(reference) == 1 else [f"output_{i}" for i in range(len(reference))]
+    if len(set(names + out_names)) != len(names) + len(out_names):
+        raise UserInputError("input and output names must be unique", hint=f"got {names + out_names}")
+    return names, out_names, reference
+
+
+def _run_exporters(exporter, model, args, kwargs, names, out_names, dyn, input_dyn, opset, mappings, optimize,
+                   timings, phase):
+    """Export with the exporter asked for ("auto": dynamo, then TorchScript when dynamo cannot convert the model).
+    Returns (model_ir, exporter used, why); unconvertible operators raise :class:`UnsupportedOperators`."""
+    reason = "requested" if exporter != "auto" else "dynamo is the default"
+    used = "dynamo" if exporter in ("auto", "dynamo") else "torchscript"
+    try:
+        if used == "dynamo":
+            try:
+                model_ir = _export_dynamo(model, args, kwargs, names, out_names, input_dyn, opset, mappings, optimize,
+                                          timings, phase)
+            except _ExportFailed as failure:
+                if exporter == "dynamo":
+                    raise
+                reason = f"dynamo failed ({failure}); fell back to torchscript"
+                used = "torchscript"
+                try:
+                    model_ir = _export_torchscript(model, args, kwargs, names, out_names, dyn, opset, mappings,
+                                                   timings, phase)
+                except _ExportFailed as second:
+                    missing = failure.missing or second.missing
+                    if missing:
+                        raise UnsupportedOperators("dynamo", missing, detail=f"torchscript fallback: {second}") from second.err
+                    raise UnsupportedError(f"export failed with both exporters: dynamo: {failure}; torchscript: {second}",
+                                           hint="run with --exporter dynamo --debug for the full trace") from failure.err
+        else:
+            model_ir = _export_torchscript(model, args, kwargs, names, out_names, dyn, opset, mappings, timings, phase)
+    except _ExportFailed as failure:
+        if failure.missing:
+            raise UnsupportedOperators(used, failure.missing) from failure.err
+        raise UnsupportedError(f"{failure}", hint="run with --debug for the full trace") from failure.err
+    return model_ir, used, reason
 
 
 def _embeddable(model_ir) -> bool:
@@ -988,12 +1009,13 @@ def _disagree(report: ExportReport, worst, path) -> OutputsDisagree:
     return err
 
 
-def _verify(model, model_ir, args, kwargs, names, reference, dynamic, report, atol, rtol, compare_outputs) -> None:
+def _verify(model, model_ir, args, kwargs, names, reference, dynamic, report, atol, rtol) -> None:
     """Run onnxruntime on the example inputs and on a second shape; ``report.seconds`` gets the parts of the cost as
     ``verify.session``, ``verify.onnxruntime``, ``verify.pytorch`` and ``verify.compare`` (not added to the total)."""
     import numpy as np
 
     from onnxdeploy.run import create_session, run_session
+    from onnxdeploy.verify import check_expected
 
     timings = report.seconds
 
@@ -1017,7 +1039,8 @@ def _verify(model, model_ir, args, kwargs, names, reference, dynamic, report, at
         tick("onnxruntime", t0)
         t0 = time.perf_counter()
         ref_named = {n: np.asarray(r) for n, r in zip(onnx_outputs, ref)}
-        report.parity.append(compare_outputs(ref_named, got, atol=atol, rtol=rtol, label=label))
+        report.parity.append(check_expected(got, ref_named, feeds=feeds(a, kw), structure=model_ir, atol=atol,
+                                            rtol=rtol, label=label).comparisons[0])
         tick("compare", t0)
 
     shape_of = lambda a, kw: ", ".join(f"{n}={'x'.join(map(str, t.shape))}" for n, t in zip(names, list(a) + list(kw.values())))  # noqa: E731

@@ -8,13 +8,12 @@ structure-only proto. Only ``onnx`` and ``numpy`` are imported (no onnx_ir, onnx
 
 from __future__ import annotations
 
-import mmap
 import os
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Iterator, Mapping
 
 from onnxdeploy import io as _io
-from onnxdeploy._protowire import GRAPH_INITIALIZER_TAG, MODEL_GRAPH_TAG, fields, length_delimited
+from onnxdeploy.io import STRIP_BYTES, TENSOR_DATA_FIELDS, load_structure  # noqa: F401 - load_structure re-exported
 from onnxdeploy.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
 
 STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.training", "ai.onnx.preview.training"}
 # embedded tensors whose data is larger than this are parsed without their data (dims and dtype only)
-_STRIP_BYTES = 4096
 
 
 @dataclass
@@ -123,67 +121,6 @@ class ModelSummary:
 # ---------------------------------------------------------------- structure-only loading
 
 
-# field numbers: ModelProto.graph = 7; GraphProto.initializer = 5; TensorProto data fields
-_GRAPH, _INITIALIZER = 7, 5
-_TENSOR_DATA_FIELDS = {4, 5, 6, 7, 9, 10, 11}  # float_data int32_data string_data int64_data raw_data double uint64
-
-
-def _structure_bytes(buf) -> tuple[bytes, dict[str, int]]:
-    """Re-encode a serialized ModelProto without the data of large main-graph initializers.
-
-    Returns the new serialization and {initializer name: stripped data bytes}.
-    """
-    stripped: dict[str, int] = {}
-    parts: list = []
-    for number, wire, fstart, payload, fend in fields(buf, 0, len(buf)):
-        if number != _GRAPH or wire != 2:
-            parts.append(buf[fstart:fend])
-            continue
-        graph_parts: list = []
-        for gnum, gwire, gstart, gpay, gend in fields(buf, payload, fend):
-            if gnum != _INITIALIZER or gwire != 2 or gend - gpay <= _STRIP_BYTES:
-                graph_parts.append(buf[gstart:gend])
-                continue
-            kept: list = []
-            data_bytes = 0
-            name = b""
-            for tnum, twire, tstart, tpay, tend in fields(buf, gpay, gend):
-                if tnum in _TENSOR_DATA_FIELDS and twire == 2:
-                    data_bytes += tend - tpay
-                    continue
-                if tnum == 8 and twire == 2:
-                    name = bytes(buf[tpay:tend])
-                kept.append(buf[tstart:tend])
-            tensor = b"".join(kept)
-            graph_parts.append(length_delimited(GRAPH_INITIALIZER_TAG, len(tensor)) + tensor)
-            stripped[name.decode("utf-8", "replace")] = data_bytes
-        graph = b"".join(graph_parts)
-        parts.append(length_delimited(MODEL_GRAPH_TAG, len(graph)) + graph)
-    return b"".join(parts), stripped
-
-
-def load_structure(path: str | os.PathLike) -> tuple["onnx.ModelProto", dict[str, int]]:
-    """Parse a model file without reading the data of large embedded tensors or of external data.
-
-    The file and its external-data references are validated exactly as :func:`onnxdeploy.io.load_proto` does.
-    Returns the proto (large initializers keep name, dims and dtype but no data) and {name: data bytes skipped}.
-    """
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    p = _io._check_model_path(path)
-    try:
-        with open(p, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            data, stripped = _structure_bytes(mm)  # mmap slices are bytes copies: skipped data is never touched
-        proto = onnx.ModelProto.FromString(data)
-    except (ValueError, IndexError, DecodeError, OSError, RuntimeError):
-        # not a well-formed protobuf: let the regular loader produce its one-line error
-        return _io.load_proto(p), {}
-    _io._check_is_onnx(proto, p)
-    _io.check_external_data(proto, p.parent)
-    return proto, stripped
-
-
 def _copy_field(dst, fd, value) -> None:
     if hasattr(value, "extend"):  # repeated field
         getattr(dst, fd.name).extend(value)
@@ -207,12 +144,12 @@ def _structure_copy(proto: "onnx.ModelProto") -> tuple["onnx.ModelProto", dict[s
             _copy_field(light.graph, fd, value)
     for tensor in proto.graph.initializer:
         nbytes = tensor.ByteSize()
-        if nbytes <= _STRIP_BYTES:
+        if nbytes <= STRIP_BYTES:
             light.graph.initializer.append(tensor)
             continue
         t = light.graph.initializer.add()
         for fd, value in tensor.ListFields():
-            if fd.number not in _TENSOR_DATA_FIELDS:
+            if fd.number not in TENSOR_DATA_FIELDS:
                 _copy_field(t, fd, value)
         stripped[tensor.name] = nbytes
     return light, stripped

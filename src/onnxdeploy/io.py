@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 import re
 import secrets
@@ -1093,3 +1094,67 @@ def _write_embedded(model: "ir.Model", out: Path, folder: Path) -> Path:
             raise _os_error(out, err) from err
         raise
     return out
+
+
+# ---------------------------------------------------------------- structure-only loading
+
+STRIP_BYTES = 4096  # embedded tensors above this size are read for their header only
+# field numbers: ModelProto.graph = 7; GraphProto.initializer = 5; TensorProto data fields
+_GRAPH, _INITIALIZER = 7, 5
+TENSOR_DATA_FIELDS = {4, 5, 6, 7, 9, 10, 11}  # float_data int32_data string_data int64_data raw_data double uint64
+
+
+def structure_bytes(buf) -> tuple[bytes, dict[str, int]]:
+    """Re-encode a serialized ModelProto without the data of large main-graph initializers.
+
+    Returns the new serialization and {initializer name: stripped data bytes}.
+    """
+    stripped: dict[str, int] = {}
+    parts: list = []
+    for number, wire, fstart, payload, fend in fields(buf, 0, len(buf)):
+        if number != _GRAPH or wire != 2:
+            parts.append(buf[fstart:fend])
+            continue
+        graph_parts: list = []
+        for gnum, gwire, gstart, gpay, gend in fields(buf, payload, fend):
+            if gnum != _INITIALIZER or gwire != 2 or gend - gpay <= STRIP_BYTES:
+                graph_parts.append(buf[gstart:gend])
+                continue
+            kept: list = []
+            data_bytes = 0
+            name = b""
+            for tnum, twire, tstart, tpay, tend in fields(buf, gpay, gend):
+                if tnum in TENSOR_DATA_FIELDS and twire == 2:
+                    data_bytes += tend - tpay
+                    continue
+                if tnum == 8 and twire == 2:
+                    name = bytes(buf[tpay:tend])
+                kept.append(buf[tstart:tend])
+            tensor = b"".join(kept)
+            graph_parts.append(length_delimited(GRAPH_INITIALIZER_TAG, len(tensor)) + tensor)
+            stripped[name.decode("utf-8", "replace")] = data_bytes
+        graph = b"".join(graph_parts)
+        parts.append(length_delimited(MODEL_GRAPH_TAG, len(graph)) + graph)
+    return b"".join(parts), stripped
+
+
+def load_structure(path: str | os.PathLike) -> tuple["onnx.ModelProto", dict[str, int]]:
+    """Parse a model file without reading the data of large embedded tensors or of external data.
+
+    The file and its external-data references are validated exactly as :func:`onnxdeploy.io.load_proto` does.
+    Returns the proto (large initializers keep name, dims and dtype but no data) and {name: data bytes skipped}.
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    p = check_model_path(path)
+    try:
+        with open(p, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            data, stripped = structure_bytes(mm)  # mmap slices are bytes copies: skipped data is never touched
+        proto = onnx.ModelProto.FromString(data)
+    except (ValueError, IndexError, DecodeError, OSError, RuntimeError):
+        # not a well-formed protobuf: let the regular loader produce its one-line error
+        return load_proto(p), {}
+    _check_is_onnx(proto, p)
+    check_external_data(proto, p.parent)
+    return proto, stripped

@@ -217,7 +217,7 @@ def legalize(
     original = io.as_proto(model, load_weights=True)
     from onnxdeploy.bounds import check_subgraph_depth
 
-    check_subgraph_depth(original)  # before any tool recurses into the bodies
+    check_subgraph_depth(original, what=str(model) if isinstance(model, (str, os.PathLike)) else "the model")
     m = typed_model(original)
     before = default_opset(m)
     applied = _apply_rules(m, t)

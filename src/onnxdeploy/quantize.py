@@ -1164,7 +1164,7 @@ def quantize_with(model: ModelLike, output: str | os.PathLike | None, opts: Quan
     proto = as_proto(model)  # the graph; a file's weights stay on disk
     from onnxdeploy.bounds import check_subgraph_depth
 
-    check_subgraph_depth(proto)  # onnxruntime's quantizer recurses into every body
+    check_subgraph_depth(proto, what=str(model) if isinstance(model, (str, os.PathLike)) else "the model")
     _refuse_unquantizable(proto)
     _refuse_nothing_to_quantize(proto, opts)
     warnings: list[str] = []

@@ -645,7 +645,7 @@ def shape_warnings(model: ModelLike, outputs: Mapping[str, np.ndarray]) -> list[
 def model_structure(model: ModelLike) -> "onnx.ModelProto":
     """The model's proto; for a file, parsed and validated without reading large weights (enough for specs)."""
     if isinstance(model, (str, os.PathLike)):
-        from onnxdeploy.inspect import load_structure
+        from onnxdeploy.io import load_structure
 
         return load_structure(model)[0]
     return as_proto(model)

@@ -173,6 +173,12 @@ def _structure(model: Any):
 
     if isinstance(model, ir.Model):
         return _header_only(model)
+    if isinstance(model, (bytes, bytearray, memoryview)):  # a serialized model: its structure, weights skipped
+        import onnx
+
+        from onnxdeploy.io import structure_bytes
+
+        return onnx.ModelProto.FromString(structure_bytes(model)[0])
     return model_structure(model)
 
 
@@ -568,16 +574,25 @@ class Verifier:
                 result.errors.append(f"the candidate fails at {set_label}: {_first_line(err)}")
                 continue
             result.comparisons.append(_compare(ref, got, self.tolerance, self.atol, self.rtol,
-                                               f"{label + ' @ ' if label else ''}{set_label}", names))
+                                               _set_label(label, set_label, self.inputs.given), names))
         result.seconds = time.perf_counter() - start + (self.seconds if not getattr(self, "_charged", False) else 0)
         self._charged = True
         return result
+
+
+def _set_label(label: str, set_label: str, given: bool) -> str:
+    """A comparison's label: the verb's label and the input set ("batch=2"); given tensors need no set label."""
+    if label and given:
+        return label
+    return f"{label} @ {set_label}" if label else set_label
 
 
 def _is_runner_only(candidate: Any, runner: Runner | None) -> bool:
     """A candidate given only as a runner has no declared interface to compare."""
     if candidate is None:
         return True
+    if isinstance(candidate, (bytes, bytearray, memoryview)):
+        return False
     return callable(candidate) and not isinstance(candidate, (str, os.PathLike))
 
 
