@@ -140,7 +140,7 @@ def main() -> None:
             ("if-nested-30", ["legalize", str(paths["if-nested-30"]), "--target", "openvino", "-o",
                               str(folder / "leg.onnx")]),
             ("constant-of-shape-1e12", ["optimize", str(paths["constant-of-shape-1e12"]), "-o",
-                                        str(folder / "cos.onnx"), "--no-verify"]),
+                                        str(folder / "cos-opt.onnx"), "--no-verify"]),
         ]
         for name, args in runs:
             seconds, rc, peak, last = measure(args)
