@@ -216,6 +216,7 @@ def main() -> int:
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--elapsed-minutes", type=float, default=None, help="with --report-only: the sweep's wall time")
     ap.add_argument("--output", type=Path, default=RESULT)
+    ap.add_argument("--only-failed", type=Path, default=None, help="rerun only the runs that failed in this JSONL")
     args = ap.parse_args()
     command = " ".join([".venv/bin/python benchmarks/fuzz.py", *sys.argv[1:]])
     if args.sample:
@@ -223,6 +224,9 @@ def main() -> int:
     else:
         runs = corpus.full_runs(args.mutations, args.seed, slow=not args.no_slow)
         random.Random(args.seed).shuffle(runs)
+    if args.only_failed:
+        failed = {o.run_id for o in _load(args.only_failed) if not o.ok}
+        runs = [r for r in runs if r.id in failed]
     start = time.monotonic()
     if args.report_only:
         outcomes, skipped = _load(args.jsonl), 0

@@ -84,7 +84,7 @@ def render_svg(model: "ModelLike", *, title: str | None = None, max_nodes: int =
         if v.name in g.initializers:
             continue
         index_of_value[id(v)] = len(items)
-        items.append({"kind": "input", "top": v.name, "bottom": _shape_text(v)})
+        items.append({"kind": "input", "top": _text(v.name), "bottom": _shape_text(v)})
     for k, node in enumerate(g):
         weights = [v.name for v in node.inputs if v is not None and v.is_initializer()]
         bottom = node_label(node, k)
@@ -92,7 +92,7 @@ def render_svg(model: "ModelLike", *, title: str | None = None, max_nodes: int =
             bottom += f"  [{len(weights)} weight{'s' if len(weights) > 1 else ''}]"
         for v in node.outputs:
             index_of_value[id(v)] = len(items)
-        items.append({"kind": "node", "top": node.op_type, "bottom": bottom, "node": node})
+        items.append({"kind": "node", "top": _text(node.op_type), "bottom": bottom, "node": node})
     edges: list[tuple[int, int, str]] = []
     for i, item in enumerate(items):
         node = item.get("node")
@@ -103,7 +103,7 @@ def render_svg(model: "ModelLike", *, title: str | None = None, max_nodes: int =
                 edges.append((index_of_value[id(v)], i, _shape_text(v)))
     for v in g.outputs:
         src = index_of_value.get(id(v))
-        items.append({"kind": "output", "top": v.name, "bottom": _shape_text(v)})
+        items.append({"kind": "output", "top": _text(v.name), "bottom": _shape_text(v)})
         if src is not None:
             edges.append((src, len(items) - 1, ""))
     for item in items:
@@ -177,6 +177,13 @@ def serve_netron(model: str | os.PathLike, *, port: int | None = None, browse: b
     address = netron.serve(str(model), None, address=(host, port), browse=browse)
     host_, port_ = address if isinstance(address, tuple) else (host, port)
     return f"http://{host_}:{port_}"
+
+
+def _text(name) -> str:
+    """A name as text: bytes that are not UTF-8 (a hostile model's names) are shown as escapes."""
+    if isinstance(name, (bytes, bytearray)):
+        return bytes(name).decode("utf-8", "backslashreplace")
+    return str(name)
 
 
 def stop_netron(address=None) -> None:

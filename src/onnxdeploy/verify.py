@@ -581,9 +581,7 @@ class Verifier:
 
 
 def _set_label(label: str, set_label: str, given: bool) -> str:
-    """A comparison's label: the verb's label and the input set ("batch=2"); given tensors need no set label."""
-    if label and given:
-        return label
+    """A comparison's label: the verb's label and the input set ("batch=2", "the given inputs")."""
     return f"{label} @ {set_label}" if label else set_label
 
 
@@ -625,9 +623,12 @@ def check_expected(outputs: Mapping[str, np.ndarray], expected: Mapping[str, np.
     for name in expected:
         if name not in declared and name not in outputs:
             raise UserInputError(f"--expect: the model has no output named {name!r}", hint=did_you_mean(name, declared))
-    return verify(lambda _feeds: dict(expected), None, Inputs(arrays=dict(feeds)), tolerance=tolerance, atol=atol,
-                  rtol=rtol, specs_from=structure, candidate_runner=lambda _feeds: dict(outputs), interface="ignore",
-                  label=label)
+    result = verify(lambda _feeds: dict(expected), None, Inputs(arrays=dict(feeds)), tolerance=tolerance, atol=atol,
+                    rtol=rtol, specs_from=structure, candidate_runner=lambda _feeds: dict(outputs), interface="ignore",
+                    label=label)
+    for comparison in result.comparisons:  # one input set, named by the caller's label
+        comparison.label = label
+    return result
 
 
 def run_checked(model: Any, inputs: "Inputs | Mapping[str, np.ndarray] | None" = None, *,
