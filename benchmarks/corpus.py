@@ -134,7 +134,7 @@ def export_corpus_model(name: str, out_dir, *, exporter: str = "dynamo", optimiz
                         dynamic: bool = True) -> Path:
     """Export architecture ``name`` to ``out_dir`` (cached: returns the existing file when present).
 
-    Goes through :func:`onnxdeploy.export.export`, so the file is verified against PyTorch (example shape and a
+    Goes through :func:`onnxdeploy._export.export`, so the file is verified against PyTorch (example shape and a
     second shape). ``dynamic=True`` (the default) gives a symbolic ``batch`` dim, and ``sequence`` for the text models
     (BERT, GPT-2), see :data:`DYNAMIC`; ``dynamic=False`` gives the static example shapes (batch 1, 224x224 images or
     128 tokens; 64x64 / 16 tokens with ``tiny``). The file name says the size, exporter, whether the exporter's
@@ -146,7 +146,7 @@ def export_corpus_model(name: str, out_dir, *, exporter: str = "dynamo", optimiz
                       f"{'' if dynamic else '-static'}.onnx")
     if path.exists():
         return path
-    from onnxdeploy.export import export
+    from onnxdeploy._export import export
 
     module, inputs, names = build(name, tiny=tiny)
     dims = {n: DYNAMIC[n] for n in names} if dynamic else None

@@ -30,7 +30,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "edit.md"
 # Each tool: the code timed inside the child. MODEL, OUT, NODE are substituted.
 TOOLS = {
     "onnxdeploy (Editor: load, delete+bypass, check, save)": """
-from onnxdeploy.edit import Editor
+from onnxdeploy._edit import Editor
 t0 = time.perf_counter()
 Editor(MODEL).delete_node(NODE).save(OUT)
 """,

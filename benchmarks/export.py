@@ -1,4 +1,4 @@
-"""Export + verify time of `onnxdeploy.export` against bare `torch.onnx.export`, same models, same run.
+"""Export + verify time of `onnxdeploy._export` against bare `torch.onnx.export`, same models, same run.
 
 Each measurement runs in a fresh subprocess (the model is built first, then only the export call is timed with
 time.perf_counter); peak RSS is the child's own ru_maxrss. The modes run interleaved, round after round, so load from
@@ -57,7 +57,7 @@ if mode == "bare":
     prog.save(out)
     extra = {{}}
 else:
-    from onnxdeploy.export import export
+    from onnxdeploy._export import export
     rep = export(model, inputs, out, input_names=names, output_names=outputs, dynamic=dynamic,
                  exporter="dynamo", verify=(mode == "ours"), **tol)
     extra = {{"phases": rep.seconds, "max_abs": max(c.max_abs for c in rep.parity) if rep.parity else None}}
@@ -143,7 +143,7 @@ def main() -> None:
                 print(name, r, mode, json.dumps(res), flush=True)
         rows.append((name + (" (tiny)" if opts.tiny and name != "conv_bn_silu" else ""), runs))
     threads = os.environ.get("OMP_NUM_THREADS", "2")
-    lines = ["# Export benchmark: onnxdeploy.export vs bare torch.onnx.export", "",
+    lines = ["# Export benchmark: onnxdeploy._export vs bare torch.onnx.export", "",
              f"Machine: {machine('torch', 'onnxruntime', 'onnx', 'numpy', flags=True)}; OMP_NUM_THREADS={threads}", "",
              f"Command: `.venv/bin/python benchmarks/export.py --models {' '.join(opts.models)} --rounds {opts.rounds}` "
              "(one fresh subprocess per cell, modes interleaved round by round; dynamo exporter; the model is built "
@@ -153,7 +153,7 @@ def main() -> None:
              "1e-3); resnet50 and bert are built from transformers configs with random weights (dynamic batch "
              "(+sequence), atol 1e-3, rtol 1e-2). Medians over the rounds, [min-max] in brackets; the overhead is the "
              "median of the per-round ratios. The cores are shared with other jobs, so single runs vary.", "",
-             "| model | bare torch.onnx.export (s) | onnxdeploy.export, no verify (s) | onnxdeploy.export + verify (s) "
+             "| model | bare torch.onnx.export (s) | onnxdeploy._export, no verify (s) | onnxdeploy._export + verify (s) "
              "| overhead (ours+verify / bare) | our phases, median (s) | max abs err | peak RSS bare / ours (MB) |",
              "|---|---|---|---|---|---|---|---|"]
     for name, runs in rows:

@@ -140,7 +140,7 @@ def big_external_model(folder: Path, gigabytes: float) -> Path:
 _RUN_OVERHEAD = r"""
 import json, statistics, sys, time
 import numpy as np, onnxruntime as ort
-from onnxdeploy.run import create_session, prepare_inputs, run_session
+from onnxdeploy._run import create_session, prepare_inputs, run_session
 path, n = sys.argv[1], int(sys.argv[2])
 session = create_session(path, threads=1)
 feeds = prepare_inputs(path)
@@ -281,7 +281,7 @@ def write(r: dict) -> None:
         f"ResNet-50 model: `{r['resnet']['file']}` ({r['resnet']['mb']:.0f} MB): {r['resnet']['origin']}.",
         "",
         f"Steady state (same session, median of 30 inferences): bare `session.run` {rs['bare_s'] * 1000:.1f} ms, "
-        f"`onnxdeploy.run.run_session` {rs['ours_s'] * 1000:.1f} ms ({overhead * 100:+.2f}%). End to end, "
+        f"`onnxdeploy._run.run_session` {rs['ours_s'] * 1000:.1f} ms ({overhead * 100:+.2f}%). End to end, "
         f"`onnxdeploy run` (validation, input synthesis, table) vs a bare 5-line script: {cli_overhead * 100:+.0f}%.",
         "",
         "Where `onnxdeploy inspect` on ResNet-50 spends its time: `inspect()` itself takes about 10 ms (the weights "

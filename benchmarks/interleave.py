@@ -1,7 +1,7 @@
 """How interleaved timing distorts a latency ratio: strict alternation vs turns in blocks vs each model alone.
 
 Two models on onnxruntime with the same session options, timed three ways: strictly alternating one run each (the
-old `time_interleaved`), in turns of one settling run plus three timed runs (`onnxdeploy.bench.time_interleaved`
+old `time_interleaved`), in turns of one settling run plus three timed runs (`onnxdeploy._bench.time_interleaved`
 now), and each model timed alone. With more intra-op threads than free cores, the previous session's spinning
 threads slow the next model's first run. Writes ``benchmarks/results/interleave.md``.
 
@@ -42,9 +42,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "interleave.md"))
     args = parser.parse_args()
 
-    from onnxdeploy.bench import time_interleaved
-    from onnxdeploy.io import atomic_write_text
-    from onnxdeploy.run import create_session, prepare_inputs
+    from onnxdeploy._bench import time_interleaved
+    from onnxdeploy._io import atomic_write_text
+    from onnxdeploy._run import create_session, prepare_inputs
 
     sessions = [create_session(m, threads=args.threads) for m in args.models]
     feeds = prepare_inputs(args.models[0])

@@ -66,11 +66,11 @@ def _ops(which: str):
     if which == "allclose":
         return lambda a, b: np.allclose(b, a, rtol=1e-3, atol=1e-4)
     if which == "ours":
-        from onnxdeploy.numerics import diff_tensor
+        from onnxdeploy._numerics import diff_tensor
 
         return lambda a, b: diff_tensor("y", a, b, atol=1e-4, rtol=1e-3)
     if which == "ours-fp16":
-        from onnxdeploy.numerics import Tolerance, diff_tensor
+        from onnxdeploy._numerics import Tolerance, diff_tensor
 
         tol = Tolerance(precision="fp16")
         return lambda a, b: diff_tensor("y", a, b, tolerance=tol)

@@ -46,8 +46,8 @@ def worker(tool: str, src: str, dst: str) -> dict:
         import onnxscript.optimizer  # noqa: F401
         import onnxscript.rewriter.ort_fusions  # noqa: F401
 
-        from onnxdeploy import io
-        from onnxdeploy.optimize import optimize
+        from onnxdeploy import _io as io
+        from onnxdeploy._optimize import optimize
 
         info["rss_imports"] = _rss_now()
         start = time.perf_counter()
@@ -134,8 +134,8 @@ def measure(paths: dict[str, Path], rounds: int, threads: int, min_seconds: floa
     import numpy as np
     import onnxruntime as ort
 
-    from onnxdeploy.numerics import compare_outputs
-    from onnxdeploy.run import synthesize_inputs
+    from onnxdeploy._numerics import compare_outputs
+    from onnxdeploy._run import synthesize_inputs
 
     ort.set_default_logger_severity(3)
     feeds = synthesize_inputs(str(paths["original"]), dims=DIMS, seed=0)
@@ -277,7 +277,7 @@ def fallback_export(arch: str, out_dir: str, exporter: str, opt: bool, tiny: boo
     import corpus
     import torch
 
-    from onnxdeploy import io
+    from onnxdeploy import _io as io
 
     path = Path(out_dir) / f"{arch}{'-tiny' if tiny else ''}-{exporter}{'-opt' if opt else ''}.onnx"
     if path.exists():
@@ -369,7 +369,7 @@ def main(argv: list[str]) -> int:
             rows.append(row)
             for f in work.glob(f"{src.stem}.*"):
                 f.unlink()
-            from onnxdeploy.io import atomic_write_text
+            from onnxdeploy._io import atomic_write_text
 
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(args.out, render(rows, args, time.perf_counter() - start))

@@ -2,7 +2,7 @@
 
 Per model (transformers configs with random weights, dynamo export from ``benchmarks/corpus.py``), in one fresh
 subprocess: quantize with onnxruntime's defaults (``quantize_dynamic(in, out)`` and ``quantize_static(in, out,
-reader)``: QDQ, int8 activations and weights, per-tensor) and with onnxdeploy's default (``onnxdeploy.quantize``),
+reader)``: QDQ, int8 activations and weights, per-tensor) and with onnxdeploy's default (``onnxdeploy._quantize``),
 all calibrated on the same samples; then time fp32 and every quantized model interleaved in one onnxruntime run
 (median, same session options) and compare outputs with fp32 on held-out inputs drawn like the calibration data.
 Writes ``benchmarks/results/quantize.md``.
@@ -80,9 +80,9 @@ def worker(name: str, corpus: str, work: str, threads: int, iterations: int) -> 
     from onnxruntime.quantization import CalibrationDataReader, quantize_dynamic, quantize_static
 
     from corpus import export_corpus_model
-    from onnxdeploy.bench import bench
-    from onnxdeploy.quantize import output_errors, quantize
-    from onnxdeploy.run import create_session
+    from onnxdeploy._bench import bench
+    from onnxdeploy._quantize import output_errors, quantize
+    from onnxdeploy._run import create_session
 
     src = str(export_corpus_model(name, corpus))
     work_dir = Path(work)
@@ -283,7 +283,7 @@ def agreement(work: Path, threads: int, out: Path) -> str:
         AGREEMENT_NOTE,
     ]
     text = "\n".join(lines) + "\n"
-    from onnxdeploy.io import atomic_write_text
+    from onnxdeploy._io import atomic_write_text
 
     atomic_write_text(out, text)
     return text
@@ -323,7 +323,7 @@ def main() -> None:
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]["latency"]), file=sys.stderr)
     text = render(results, args.threads, args.iterations, time.perf_counter() - start)
-    from onnxdeploy.io import atomic_write_text
+    from onnxdeploy._io import atomic_write_text
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, text)

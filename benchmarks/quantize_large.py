@@ -115,7 +115,7 @@ def main() -> None:
         "",
         NOTES,
     ]
-    from onnxdeploy.io import atomic_write_text
+    from onnxdeploy._io import atomic_write_text
 
     atomic_write_text(args.out, "\n".join(lines))
     print("\n".join(lines))

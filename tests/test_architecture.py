@@ -151,16 +151,33 @@ def test_no_private_name_imported_across_modules():
     assert private_cross_imports(_modules()) == []
 
 
+PUBLIC_FOR_CLI = ("onnxdeploy", "onnxdeploy.cli.common", "onnxdeploy.cli.output", "onnxdeploy.targets",
+                  "onnxdeploy.debug", "onnxdeploy.errors", "onnxdeploy.examples")
+
+
 def test_cli_modules_import_only_cli_helpers_and_the_public_api():
+    """The CLI is a skin: its modules import the flat public API (``from onnxdeploy import optimize``), the public
+    subpackages and the two CLI helper modules, never an implementation module or another subcommand."""
     modules = _modules()
+    packages = {name for name in modules if (PACKAGE.parent / name.replace(".", "/") / "__init__.py").exists()}
     bad = []
-    for name, found in _imports(modules).items():
-        if not name.startswith("onnxdeploy.cli."):
+    for name, tree in modules.items():
+        if not name.startswith("onnxdeploy.cli.") or name == "onnxdeploy.cli.main":
             continue
-        for target, _ in found:
-            if target.startswith("onnxdeploy.cli.") and target not in ("onnxdeploy.cli.common", "onnxdeploy.cli.output"):
-                if not (name == "onnxdeploy.cli.main"):  # main discovers the subcommand modules
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                target = _resolve(name, node, name in packages)
+                if not target.startswith("onnxdeploy"):
+                    continue
+                if target == "onnxdeploy.cli" and all(a.name in ("common", "output") for a in node.names):
+                    continue
+                if target not in PUBLIC_FOR_CLI:
                     bad.append(f"{name} imports {target}")
+                elif target == "onnxdeploy":
+                    bad += [f"{name} imports onnxdeploy.{a.name}" for a in node.names if a.name.startswith("_")]
+            elif isinstance(node, ast.Import):
+                bad += [f"{name} imports {a.name}" for a in node.names
+                        if a.name.startswith("onnxdeploy") and a.name not in PUBLIC_FOR_CLI]
     assert bad == []
 
 

@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from onnxdeploy import io
+from onnxdeploy import _io as io
 
 DATA = Path(onnx.__file__).parent / "backend" / "test" / "data"
 FOLDERS = ("node", "real", "simple", "pytorch-converted", "pytorch-operator", "light")
@@ -84,8 +84,8 @@ def test_round_trip(path: Path, tmp_path: Path):
     for name in ref:
         np.testing.assert_array_equal(got[name], ref[name], err_msg=name)
 
-    from onnxdeploy.numerics import compare_outputs
-    from onnxdeploy.run import SessionError, create_session, input_specs, output_specs, read_test_data_dir, run_session
+    from onnxdeploy._numerics import compare_outputs
+    from onnxdeploy._run import SessionError, create_session, input_specs, output_specs, read_test_data_dir, run_session
 
     if path.name != "model.onnx":
         feeds, expected = _light_data(path, copy)
@@ -109,7 +109,7 @@ def test_round_trip(path: Path, tmp_path: Path):
 
 def _data(path: Path, model: onnx.ModelProto) -> tuple[dict, dict] | None:
     """The inputs and expected outputs that come with a corpus model (None when it has none)."""
-    from onnxdeploy.run import input_specs, output_specs, read_test_data_dir
+    from onnxdeploy._run import input_specs, output_specs, read_test_data_dir
 
     if path.name != "model.onnx":
         return _light_data(path, model)
@@ -125,9 +125,9 @@ def test_optimize(path: Path, for_runtime: str | None):
     """Models none of us wrote: optimize never crashes, verifies on the model's own test data, and the optimized
     model still computes the expected outputs stored beside it."""
     from onnxdeploy.errors import UserInputError
-    from onnxdeploy.numerics import compare_outputs
-    from onnxdeploy.optimize import optimize
-    from onnxdeploy.run import SessionError, create_session, run_session
+    from onnxdeploy._numerics import compare_outputs
+    from onnxdeploy._optimize import optimize
+    from onnxdeploy._run import SessionError, create_session, run_session
 
     original = io.load_proto(path, load_weights=True)
     data = _data(path, original)
@@ -158,8 +158,8 @@ def test_quantize(path: Path, mode: str, tmp_path: Path):
     """Models none of us wrote: quantize writes a verified model or stops with a one-line error, never a traceback
     (the sweep that added this found IR 3 models, opset-6 Slice, string outputs and NaN outputs crashing it)."""
     from onnxdeploy.errors import OnnxDeployError, OutputsDisagree
-    from onnxdeploy.quantize import quantize
-    from onnxdeploy.run import SessionError, create_session
+    from onnxdeploy._quantize import quantize
+    from onnxdeploy._run import SessionError, create_session
 
     try:
         create_session(io.load_proto(path, load_weights=True))

@@ -11,8 +11,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import onnxdeploy.bench as bench_mod
-from onnxdeploy.bench import (bench, latency_stats, measure_ratio, median_interval, parse_profile, profile_svg,
+import onnxdeploy._bench as bench_mod
+from onnxdeploy._bench import (bench, latency_stats, measure_ratio, median_interval, parse_profile, profile_svg,
                               time_interleaved)
 from onnxdeploy.errors import UserInputError
 
@@ -123,7 +123,7 @@ def test_parse_profile_skips_warmup_runs(tmp_path):
 
 
 def test_svg_escapes_names():
-    from onnxdeploy.bench import OpTime
+    from onnxdeploy._bench import OpTime
 
     text = profile_svg({"a<b>&c.onnx": [OpTime("Op<&>", 1.0, 1, 100.0)]})
     ET.fromstring(text)
@@ -261,7 +261,7 @@ def test_ratios_are_words_never_bare_factors():
 def test_a_ratio_that_drifts_during_the_run_is_noisy_even_with_a_narrow_interval():
     """Load comes in spells: a ratio creeping from 2.0x to 2.6x over the run has a narrow median interval (blocks
     are not independent), but its two halves disagree."""
-    from onnxdeploy.bench import Timings, ratio_of
+    from onnxdeploy._bench import Timings, ratio_of
 
     blocks = [[[0.010] * 3, [0.010 / r] * 3] for r in np.linspace(2.0, 2.6, 100)]
     m = ratio_of(Timings(blocks, seconds=1.0))

@@ -99,7 +99,7 @@ def test_fold_guard_refuses_control_flow_and_large_outputs():
 
 
 def test_optimize_never_materializes_a_huge_constant(tmp_path):
-    from onnxdeploy.optimize import optimize
+    from onnxdeploy._optimize import optimize
 
     proto = _model(
         [_const("s", np.array([10**6, 10**6], np.int64)),
@@ -138,7 +138,7 @@ def test_fold_remaining_pass_skips_large_and_control_flow():
 
 
 def test_long_loops_found_in_proto_and_ir():
-    from onnxdeploy.bounds import long_loops
+    from onnxdeploy._bounds import long_loops
 
     assert long_loops(loop_model(10**12)) == [("big_loop", 10**12)]
     assert long_loops(ir.from_proto(loop_model(10**12))) == [("big_loop", 10**12)]
@@ -173,7 +173,7 @@ def test_verbs_refuse_an_endless_loop(tmp_path, capsys, verb):
 
 
 def test_run_watchdog_stops_a_long_run(tmp_path, monkeypatch):
-    from onnxdeploy.run import RUN_TIMEOUT_ENV, create_session, run_session
+    from onnxdeploy._run import RUN_TIMEOUT_ENV, create_session, run_session
 
     monkeypatch.setenv(RUN_TIMEOUT_ENV, "1")
     proto = loop_model(10**12, cond_passes_through=False)
@@ -195,7 +195,7 @@ def test_run_watchdog_stops_a_long_run(tmp_path, monkeypatch):
 
 
 def test_subgraph_depth_limit():
-    from onnxdeploy.bounds import MAX_SUBGRAPH_DEPTH, check_subgraph_depth, subgraph_depth
+    from onnxdeploy._bounds import MAX_SUBGRAPH_DEPTH, check_subgraph_depth, subgraph_depth
 
     assert subgraph_depth(nested_if_model(3)) == 3
     assert subgraph_depth(ir.from_proto(nested_if_model(3))) == 3
@@ -221,7 +221,7 @@ def test_deep_nest_is_refused_quickly(tmp_path, capsys, verb):
 
 
 def test_all_graphs_matches_onnx_ir():
-    from onnxdeploy.bounds import all_graphs, node_count
+    from onnxdeploy._bounds import all_graphs, node_count
 
     model = ir.from_proto(nested_if_model(5))
     assert {id(g) for g in all_graphs(model)} == {id(g) for g in model.graphs()}

@@ -8,9 +8,9 @@ import onnx_ir as ir
 import pytest
 
 from onnxdeploy import examples
-from onnxdeploy.build import GraphBuilder, to_dtype
+from onnxdeploy._build import GraphBuilder, to_dtype
 from onnxdeploy.errors import InvalidModelError, UserInputError
-from onnxdeploy.run import run
+from onnxdeploy._run import run
 
 
 def resize_conv_add(scales_const: bool = True) -> ir.Model:

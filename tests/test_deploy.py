@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from onnxdeploy.deploy import DeployStepFailed, deploy
+from onnxdeploy._deploy import DeployStepFailed, deploy
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -42,7 +42,7 @@ def test_deploy_builtin_example_to_openvino(tmp_path):
 
 
 def _input_dims(path) -> list:
-    from onnxdeploy.run import input_specs
+    from onnxdeploy._run import input_specs
 
     return list(input_specs(str(path))[0].shape)
 
@@ -70,11 +70,11 @@ def _boom(*args, **kwargs):
 
 
 @pytest.mark.parametrize("step,patch", [
-    ("check", "onnxdeploy.check.check"),
-    ("optimize", "onnxdeploy.optimize.optimize"),
-    ("legalize", "onnxdeploy.legalize.legalize"),
+    ("check", "onnxdeploy._check.check"),
+    ("optimize", "onnxdeploy._optimize.optimize"),
+    ("legalize", "onnxdeploy._legalize.legalize"),
     ("convert", "onnxdeploy.targets.convert"),
-    ("benchmark", "onnxdeploy.deploy.time_runner"),
+    ("benchmark", "onnxdeploy._deploy.time_runner"),
 ])
 def test_a_failing_step_stops_and_keeps_earlier_artefacts(conv_bn_silu_path, tmp_path, monkeypatch, step, patch):
     module, _, name = patch.rpartition(".")
@@ -99,9 +99,9 @@ def test_a_failing_step_stops_and_keeps_earlier_artefacts(conv_bn_silu_path, tmp
 
 def test_export_failure_keeps_the_report(tmp_path, monkeypatch):
     pytest.importorskip("torch")
-    import onnxdeploy.export
+    import onnxdeploy._export
 
-    monkeypatch.setattr(onnxdeploy.export, "export", _boom)
+    monkeypatch.setattr(onnxdeploy._export, "export", _boom)
     with pytest.raises(DeployStepFailed, match="step 'export'"):
         deploy(None, output_dir=tmp_path / "o")
     assert json.loads((tmp_path / "o" / "deploy.json").read_text())["failed_step"] == "export"
@@ -228,7 +228,7 @@ def test_dynamic_is_refused_for_an_onnx_source(conv_bn_silu_path, tmp_path):
 
 
 def _optimize_that_fixes_dims(monkeypatch):
-    import onnxdeploy.optimize as mod
+    import onnxdeploy._optimize as mod
 
     real = mod.optimize
 
@@ -300,7 +300,7 @@ def test_cli_skip_refuses_a_bad_name_in_one_line(conv_bn_silu_path, tmp_path, na
 
 
 def test_pipeline_is_data():
-    from onnxdeploy.deploy import PIPELINE, STEPS, check_skip
+    from onnxdeploy._deploy import PIPELINE, STEPS, check_skip
 
     assert STEPS == ("export", "check", "optimize", "legalize", "quantize", "convert", "benchmark")
     assert all(callable(step.run) and step.description for step in PIPELINE)

@@ -9,11 +9,11 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from onnxdeploy import io
-from onnxdeploy.build import GraphBuilder
+from onnxdeploy import _io as io
+from onnxdeploy._build import GraphBuilder
 from onnxdeploy.cli.main import main
-from onnxdeploy.diff import diff, tensors_equal
-from onnxdeploy.edit import Editor
+from onnxdeploy._diff import diff, tensors_equal
+from onnxdeploy._edit import Editor
 
 
 def _model(scale: float = 2.0) -> ir.Model:

@@ -10,11 +10,11 @@ import onnx_ir as ir
 import pytest
 
 from onnxdeploy import examples
-from onnxdeploy.build import GraphBuilder
+from onnxdeploy._build import GraphBuilder
 from onnxdeploy.cli.main import main
-from onnxdeploy.edit import Editor
+from onnxdeploy._edit import Editor
 from onnxdeploy.errors import InvalidModelError, OutputsDisagree, UnsupportedError, UserInputError
-from onnxdeploy.run import run
+from onnxdeploy._run import run
 
 SEED_FEEDS = examples.resize_conv_add_inputs()
 
@@ -313,7 +313,7 @@ def test_external_data_model_stays_valid(tmp_path):
     g.output(y, "y")
     src = tmp_path / "src"
     src.mkdir()
-    from onnxdeploy import io
+    from onnxdeploy import _io as io
 
     io.save(g.build(), src / "big.onnx", external_data=True)
     [data] = io.data_files(src / "big.onnx")
@@ -376,7 +376,7 @@ def test_cli_errors_are_one_line(chain_path, tmp_path, capsys):
 
 
 def test_save_equals_standard_serialization(tmp_path):
-    from onnxdeploy import io
+    from onnxdeploy import _io as io
 
     model = _chain()
     big = np.arange(5000, dtype=np.float32).reshape(1250, 4)  # a second, larger tensor and a numpy-backed one

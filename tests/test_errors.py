@@ -200,13 +200,15 @@ def test_cli_debug_keeps_the_traceback(tmp_path):
 
 
 def test_cli_bug_keeps_its_traceback(monkeypatch, relu_path):
-    import onnxdeploy.inspect as inspect_mod
+    import onnxdeploy._inspect as inspect_mod
 
     def broken(*args, **kwargs):
         raise KeyError("a bug of ours")
 
+    import onnxdeploy
+
     monkeypatch.setattr(inspect_mod, "inspect", broken)
-    monkeypatch.setattr(inspect_mod, "summarize", broken, raising=False)
+    monkeypatch.setattr(onnxdeploy, "inspect", broken)  # the CLI calls the public API
     with pytest.raises(KeyError):
         main(["inspect", str(relu_path), "--json"])
 
@@ -266,7 +268,7 @@ def test_dim_with_unicode_digits_is_refused(relu_path, capsys):
 
 
 def test_synthesized_input_size_limit(tmp_path):
-    from onnxdeploy.run import synthesize_inputs
+    from onnxdeploy._run import synthesize_inputs
 
     model = _relu_model()
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
@@ -321,7 +323,7 @@ def test_run_string_outputs_saved_readable(tmp_path, capsys):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     out = tmp_path / "o.npz"
     assert main(["run", str(path), "-o", str(out)]) == 0
-    from onnxdeploy.run import read_npz
+    from onnxdeploy._run import read_npz
 
     assert read_npz(out)["t"].tolist() == ["a", "a"]  # no pickled object array
     assert [p.name for p in tmp_path.iterdir()] == sorted(["s.onnx", "o.npz"]) or \
@@ -336,7 +338,7 @@ BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
 
 
 def test_yaml_alias_bomb_is_refused_quickly(tmp_path, relu_path, capsys):
-    from onnxdeploy.recipes import load_recipe
+    from onnxdeploy._recipes import load_recipe
 
     recipe = tmp_path / "bomb.yaml"
     recipe.write_text(BOMB)
@@ -351,7 +353,7 @@ def test_yaml_alias_bomb_is_refused_quickly(tmp_path, relu_path, capsys):
 
 
 def test_yaml_recursive_alias_and_size(tmp_path):
-    from onnxdeploy.recipes import MAX_RECIPE_BYTES, load_recipe
+    from onnxdeploy._recipes import MAX_RECIPE_BYTES, load_recipe
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("a: &a [1, *a]\n")
@@ -365,7 +367,7 @@ def test_yaml_recursive_alias_and_size(tmp_path):
 
 
 def test_recipe_error_repr_is_bounded(tmp_path):
-    from onnxdeploy.recipes import load_recipe
+    from onnxdeploy._recipes import load_recipe
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("edits:\n  - [" + ", ".join(["x" * 50] * 500) + "]\n")

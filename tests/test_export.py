@@ -1,4 +1,4 @@
-"""Tests of onnxdeploy.export: named dynamic dims, parity, custom operator mappings, unsupported-op report, CLI."""
+"""Tests of onnxdeploy._export: named dynamic dims, parity, custom operator mappings, unsupported-op report, CLI."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from onnxdeploy.errors import OutputsDisagree, UserInputError  # noqa: E402
-from onnxdeploy.export import OpMapping, UnsupportedOperators, export  # noqa: E402
-from onnxdeploy.run import run  # noqa: E402
+from onnxdeploy._export import OpMapping, UnsupportedOperators, export  # noqa: E402
+from onnxdeploy._run import run  # noqa: E402
 
 BOTH = ["dynamo", "torchscript"]
 DYN = {"input": {0: "batch", 2: "height", 3: "width"}}
@@ -95,7 +95,7 @@ def test_article_module_at_640(tmp_path):
 
 
 def test_second_shape_sizes():
-    from onnxdeploy.export import _other_value
+    from onnxdeploy._export import _other_value
 
     assert [_other_value(v) for v in (1, 3, 5, 64, 128, 224, 256, 300, 448, 512, 640)] == [
         2, 4, 2, 32, 64, 112, 64, 72, 64, 128, 128]
@@ -173,8 +173,8 @@ def test_mapping_to_custom_domain(tmp_path, exporter):
 
 
 def test_register_op_decorator_global_registry(tmp_path):
-    from onnxdeploy.export import custom_op, registered_ops
-    from onnxdeploy.export_ops import unregister_op
+    from onnxdeploy._export import custom_op, registered_ops
+    from onnxdeploy._export_ops import unregister_op
 
     @custom_op(torch.ops.onnxdeploy_test.my_asinh)
     def asinh(g, x):
@@ -205,7 +205,7 @@ def test_unsupported_op_report(tmp_path, exporter):
 
 
 def test_auto_falls_back_and_says_why(tmp_path, monkeypatch):
-    import onnxdeploy.export as mod
+    import onnxdeploy._export as mod
 
     def broken(*a, **k):
         raise mod._ExportFailed("torch.export", RuntimeError("graph break"))
@@ -345,7 +345,7 @@ def test_typed_shape_parser():
 
 
 def test_random_inputs_dtypes_and_safe_integer_range():
-    from onnxdeploy.export import random_inputs
+    from onnxdeploy._export import random_inputs
 
     emb = torch.nn.Sequential(torch.nn.Embedding(10, 4))
     made = random_inputs({"tokens": ([64, 32], "int64"), "x": [2, 3], "mask": ([2, 5], "bool")}, module=emb)
@@ -433,7 +433,7 @@ def test_output_dims_get_consistent_names_from_input_dims(tmp_path):
 
 
 def test_dim_namer_canonical_order_and_unnamed_symbols():
-    from onnxdeploy.export import _DimNamer
+    from onnxdeploy._export import _DimNamer
 
     namer = _DimNamer({"s15": "past_sequence", "s95": "past_sequence", "s70": "sequence"})
     assert namer("s15 + s70") == namer("s70 + s95") == "past_sequence + sequence"
@@ -446,7 +446,7 @@ def test_import_without_torch(tmp_path):
     import subprocess
 
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import onnxdeploy.export as e\n"
+            "import onnxdeploy._export as e\n"
             "try:\n    e.export(object(), (), None)\nexcept Exception as err:\n"
             "    print(type(err).__name__, err.hint)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

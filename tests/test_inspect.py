@@ -1,4 +1,4 @@
-"""`onnxdeploy.inspect`: metadata, I/O, histogram, parameters, FLOPs and nodes, without reading weights."""
+"""`onnxdeploy._inspect`: metadata, I/O, histogram, parameters, FLOPs and nodes, without reading weights."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxdeploy import examples
 from onnxdeploy.cli.main import main
-from onnxdeploy.inspect import inspect, load_structure
+from onnxdeploy._inspect import inspect, load_structure
 
 
 @pytest.fixture(autouse=True)
@@ -214,7 +214,7 @@ def test_cli_escapes_markup_in_names(tmp_path, capsys):
 
 _PEAK = """
 import re, sys
-from onnxdeploy.inspect import inspect
+from onnxdeploy._inspect import inspect
 s = inspect(sys.argv[1])
 # VmHWM: this process's peak RSS (ru_maxrss would carry over the forking pytest process's peak)
 hwm_kb = int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxdeploy import io
+from onnxdeploy import _io as io
 from onnxdeploy.cli.main import main
 from onnxdeploy.errors import ModelFileError, UnsafeModelError, UserInputError
 
@@ -271,7 +271,7 @@ def test_save_switches_to_external_data_above_threshold(tmp_path, monkeypatch):
     proto = io.load_proto(tmp_path / "big.onnx")
     assert proto.graph.initializer[0].data_location == TensorProto.EXTERNAL
     assert {e.key: e.value for e in proto.graph.initializer[0].external_data}["location"] == data.name
-    from onnxdeploy.run import run
+    from onnxdeploy._run import run
 
     x = np.ones((1, 8), np.float32)
     np.testing.assert_allclose(run(tmp_path / "big.onnx", {"x": x})["y"], x @ WEIGHT)
@@ -300,7 +300,7 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     read (0666 minus the umask), like the model, its data file, an .npz or a report."""
     import stat
 
-    from onnxdeploy.build import GraphBuilder
+    from onnxdeploy._build import GraphBuilder
 
     umask = os.umask(0)
     os.umask(umask)

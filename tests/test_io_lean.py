@@ -12,7 +12,7 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxdeploy import io
+from onnxdeploy import _io as io
 from onnxdeploy.errors import ModelFileError, UserInputError
 
 

@@ -15,7 +15,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxdeploy import io
+from onnxdeploy import _io as io
 from onnxdeploy.cli.main import main
 from onnxdeploy.errors import ModelFileError, UnsafeModelError, UserInputError
 
@@ -229,7 +229,7 @@ def test_if_branch_in_function_resolves_against_model_folder_not_cwd(tmp_path, m
     _refused(capsys, ["optimize", str(d / "model.onnx"), "-o", str(tmp_path / "o.onnx")], "file not found")
     (d / "c.bin").write_bytes(W.tobytes())
     assert main(["optimize", str(d / "model.onnx"), "-o", str(tmp_path / "o.onnx")]) == 0
-    from onnxdeploy.run import run
+    from onnxdeploy._run import run
 
     x = np.ones((1, 4), np.float32)
     np.testing.assert_allclose(run(tmp_path / "o.onnx", {"x": x})["y"], x @ W)
@@ -338,7 +338,7 @@ def test_external_data_model_from_another_cwd(tmp_path, monkeypatch, capsys, ver
     out = tmp_path / "out.onnx"
     extra = ["--delete-node", "id"] if verb == "edit" else []
     assert main([verb, str(m), "-o", str(out), *extra]) == 0, capsys.readouterr().err
-    from onnxdeploy.run import run
+    from onnxdeploy._run import run
 
     x = np.arange(4, dtype=np.float32).reshape(1, 4)
     [y] = run(out, {"x": x}).values()
@@ -351,7 +351,7 @@ def test_checker_helpers_read_the_model_folder(tmp_path, monkeypatch):
     (tmp_path / "w.data").write_bytes(b"decoy")
     model = io.load(m)
     assert io.external_base_dir(model) == str(tmp_path / "m")
-    from onnxdeploy.edit import run_checker
+    from onnxdeploy._edit import run_checker
 
     run_checker(model)  # the checker sees no external reference
     proto = io.inline_external_data(onnx.load(str(m), load_external_data=False), m.parent)

@@ -19,7 +19,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from onnxdeploy import io
+from onnxdeploy import _io as io
 
 CLI = str(Path(sys.executable).with_name("onnxdeploy"))
 STAGES = ["tmp-written", "data-renamed", "committed"]
@@ -94,7 +94,7 @@ def _kill_and_recover(tmp_path: Path, verb: str, stage: str, n: int) -> None:
     out.parent.mkdir()
     before = _digest(src.parent)
     # a previous result at the destination, written by another (finished) process
-    subprocess.run([sys.executable, "-c", "import sys; from onnxdeploy import io; "
+    subprocess.run([sys.executable, "-c", "import sys; from onnxdeploy import _io as io; "
                     "io.save(io.load(sys.argv[1]), sys.argv[2], external_data=True)", str(src), str(out)],
                    check=True, env=_env())
     assert _kill_at(_command(verb, src, out), stage), f"{verb} never reached {stage}"

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from onnxdeploy.legalize import RULES, legalize, verify_rule
+from onnxdeploy._legalize import RULES, legalize, verify_rule
 from tests.test_targets import ascend_path  # noqa: F401 - fixture
 
 
@@ -167,7 +167,7 @@ def test_onnxruntime_contrib_ops_are_legalized_for_other_targets(tmp_path):
 def test_skip_layer_norm_with_its_mean_output_in_use_is_left_alone():
     import onnx_ir as ir
 
-    from onnxdeploy.legalize import RULES, rule_fits
+    from onnxdeploy._legalize import RULES, rule_fits
 
     node = helper.make_node("SkipLayerNormalization", ["x", "s", "g"], ["y", "mean"], domain="com.microsoft")
     graph = helper.make_graph([node, helper.make_node("Relu", ["mean"], ["r"])], "g",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxdeploy.numerics import compare_outputs, diff_tensor
+from onnxdeploy._numerics import compare_outputs, diff_tensor
 
 
 def test_equal_arrays_pass_with_zero_error():
@@ -79,7 +79,7 @@ import math
 import pytest
 
 from onnxdeploy.errors import UserInputError
-from onnxdeploy.numerics import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
+from onnxdeploy._numerics import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
 
 
 def _logits(rows=64, classes=10, seed=0):

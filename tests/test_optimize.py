@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxdeploy import examples
 from onnxdeploy.errors import OutputsDisagree, UserInputError
-from onnxdeploy.optimize import optimize
+from onnxdeploy._optimize import optimize
 
 F = TensorProto.FLOAT
 
@@ -198,12 +198,12 @@ def test_cli_json(conv_bn_silu_path, tmp_path, capsys):
 
 def test_cli_outputs_disagree_writes_nothing(conv_bn_silu_path, tmp_path, capsys, monkeypatch):
     from onnxdeploy.cli.main import main
-    from onnxdeploy.numerics import compare_outputs
+    from onnxdeploy._numerics import compare_outputs
 
     def always_off(ref, got, **kw):  # every comparison fails: no pass can be skipped to fix it
         return compare_outputs(ref, {k: v + 1 for k, v in got.items()}, **kw)
 
-    monkeypatch.setattr("onnxdeploy.verify.compare_outputs", always_off)
+    monkeypatch.setattr("onnxdeploy._verify.compare_outputs", always_off)
     out = tmp_path / "opt.onnx"
     rc = main(["optimize", str(conv_bn_silu_path), "-o", str(out)])
     err = capsys.readouterr().err
@@ -261,7 +261,7 @@ def test_optimize_from_a_path_keeps_weights_memory_mapped(tmp_path):
 def test_verification_session_reads_the_models_own_weight_buffers():
     import onnxruntime as ort
 
-    from onnxdeploy.verify import SharedWeightSession
+    from onnxdeploy._verify import SharedWeightSession
 
     model = ir.serde.deserialize_model(_mlp_proto())
     weights = {name: np.ascontiguousarray(v.const_value.numpy()) for name, v in model.graph.initializers.items()}
@@ -319,7 +319,7 @@ def test_cli_output_is_an_ordinary_file(conv_bn_silu_path, tmp_path):
 def test_verification_falls_back_to_a_self_contained_session(monkeypatch):
     import onnxruntime as ort
 
-    from onnxdeploy.verify import SharedWeightSession
+    from onnxdeploy._verify import SharedWeightSession
 
     real = ort.InferenceSession
 
@@ -419,7 +419,7 @@ def test_original_that_onnxruntime_cannot_load_names_no_verify():
 
 
 def test_steps_return_results_with_their_counts():
-    from onnxdeploy.optimize import StepResult, pipeline
+    from onnxdeploy._optimize import StepResult, pipeline
 
     step = next(s for s in pipeline(level="extended") if s.name == "conv-bn")
     model = ir.serde.deserialize_model(examples.conv_bn_silu())
@@ -430,7 +430,7 @@ def test_steps_return_results_with_their_counts():
 
 
 def test_pipeline_is_selected_from_the_step_table():
-    from onnxdeploy.optimize import STEP_NAMES, pipeline
+    from onnxdeploy._optimize import STEP_NAMES, pipeline
 
     basic = [s.name for s in pipeline(level="basic")]
     assert basic == ["fold", "fold-rest", "chains", "identity", "dedup-initializers", "dead-code", "toposort"]
@@ -485,6 +485,6 @@ def test_cli_unknown_step_exits_1_naming_the_closest(conv_bn_silu_path, tmp_path
 
 def test_cli_help_lists_the_step_names_of_the_step_table():
     from onnxdeploy.cli.optimize import STEPS
-    from onnxdeploy.optimize import STEP_NAMES
+    from onnxdeploy._optimize import STEP_NAMES
 
     assert tuple(STEPS.split(", ")) == STEP_NAMES

@@ -12,11 +12,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxdeploy.bench import RatioMeasurement
+from onnxdeploy._bench import RatioMeasurement
 from onnxdeploy.errors import OutputsDisagree, UnsupportedError, UserInputError
-from onnxdeploy.quantize import load_calibration, model_kind, quantize, synthesize_samples
+from onnxdeploy._quantize import load_calibration, model_kind, quantize, synthesize_samples
 
-qmod = importlib.import_module("onnxdeploy.quantize")
+qmod = importlib.import_module("onnxdeploy._quantize")
 
 
 def _cnn() -> onnx.ModelProto:
@@ -313,7 +313,7 @@ def test_a_result_with_no_quantized_op_is_refused(tmp_path):
 
 
 def test_what_counts_as_quantized():
-    from onnxdeploy.quantize import quantized_nodes
+    from onnxdeploy._quantize import quantized_nodes
 
     def model(nodes, inits=()):
         graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
@@ -347,10 +347,10 @@ class _Clock:
 def test_quantize_speedup_agrees_with_bench_on_the_same_files(cnn_path, tmp_path, monkeypatch):
     """Same timer, same estimator: with sessions that take 10 ms (fp32) and 4 ms (int8), +-20% jitter per run,
     quantize's speedup and `bench fp32 int8` agree (on a fake clock: deterministic)."""
-    import onnxdeploy.bench as bench_mod
-    import onnxdeploy.run as run_mod
-    from onnxdeploy.bench import bench
-    from onnxdeploy.quantize import quantized_nodes
+    import onnxdeploy._bench as bench_mod
+    import onnxdeploy._run as run_mod
+    from onnxdeploy._bench import bench
+    from onnxdeploy._quantize import quantized_nodes
 
     clock, rng, real = _Clock(), np.random.default_rng(0), run_mod.create_session
     monkeypatch.setattr(bench_mod, "clock", clock)

@@ -10,12 +10,12 @@ import onnx_ir as ir
 import pytest
 import yaml
 
-from onnxdeploy.build import GraphBuilder
+from onnxdeploy._build import GraphBuilder
 from onnxdeploy.cli.main import main
-from onnxdeploy.edit import Editor
+from onnxdeploy._edit import Editor
 from onnxdeploy.errors import UserInputError
-from onnxdeploy.recipes import apply_recipe, dump_recipe, load_recipe
-from onnxdeploy.run import run
+from onnxdeploy._recipes import apply_recipe, dump_recipe, load_recipe
+from onnxdeploy._run import run
 
 RECIPE = """
 edits:

@@ -7,7 +7,7 @@ import urllib.request
 import pytest
 
 from onnxdeploy.errors import UserInputError
-from onnxdeploy.render import render, render_svg, serve_netron, stop_netron
+from onnxdeploy._render import render, render_svg, serve_netron, stop_netron
 
 
 def test_svg_has_a_box_per_node_and_shapes_on_edges(resize_conv_add_path):

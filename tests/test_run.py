@@ -12,7 +12,7 @@ from onnx import numpy_helper
 from onnxdeploy import examples
 from onnxdeploy.cli.main import main
 from onnxdeploy.errors import UserInputError
-from onnxdeploy.run import input_roles, prepare_inputs, run_model, synthesize_inputs
+from onnxdeploy._run import input_roles, prepare_inputs, run_model, synthesize_inputs
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +40,7 @@ def test_unknown_input_names_closest(conv_bn_silu_path):
 def test_missing_input_when_others_given(resize_conv_add_path):
     feeds = examples.resize_conv_add_inputs()
     del feeds["scales"]
-    from onnxdeploy.run import input_specs, validate_inputs
+    from onnxdeploy._run import input_specs, validate_inputs
 
     with pytest.raises(UserInputError, match=r"missing input 'scales' \(float32, shape 4\)"):
         validate_inputs(input_specs(resize_conv_add_path), feeds)
@@ -110,7 +110,7 @@ def test_synthesis_is_seeded(conv_bn_silu_path):
 
 
 def test_default_dims_follow_each_dims_role():
-    from onnxdeploy.run import InputSpec, default_dims
+    from onnxdeploy._run import InputSpec, default_dims
 
     specs = [InputSpec("input_ids", np.dtype("int64"), ("batch", "sequence")),
              InputSpec("pixels", np.dtype("float32"), ("n", 3, "h", "w")),

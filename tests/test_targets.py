@@ -114,7 +114,7 @@ def test_openvino_conversion_matches_onnxruntime(conv_bn_silu_path, tmp_path):
     assert report.converted and report.parity.passed
     assert (tmp_path / "m.xml").exists() and (tmp_path / "m.bin").exists()
     feeds = {"input": np.ones((1, 3, 8, 8), np.float32)}
-    from onnxdeploy.run import run
+    from onnxdeploy._run import run
 
     np.testing.assert_allclose(run_artifact(tmp_path / "m.xml", feeds)["values"], run(conv_bn_silu_path, feeds)["values"],
                                atol=1e-4)
@@ -177,7 +177,7 @@ def test_transformers_resnet_on_openvino_and_ort_mobile(tmp_path):
 def test_fp16_nodes_without_fp16_kernel_are_warnings_on_onnxruntime(tmp_path, capsys):
     """onnxruntime runs a float16 Add through inserted Casts (InsertCastTransformer): not a refusal."""
     from onnxdeploy.cli.main import main
-    from onnxdeploy.run import create_session, run_session
+    from onnxdeploy._run import create_session, run_session
 
     m = _model([helper.make_node("Add", ["x", "x"], ["y"], name="add16")], [_vi("x", [2, 3], TensorProto.FLOAT16)],
                [_vi("y", [2, 3], TensorProto.FLOAT16)])

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxdeploy.errors import OutputsDisagree
-from onnxdeploy.verify import Inputs, Verifier, interface_changes, verify
+from onnxdeploy._verify import Inputs, Verifier, interface_changes, verify
 
 
 def _scale_model(scale: float, *, batch: str | int = "batch", ir_version: int = 8) -> onnx.ModelProto:
@@ -120,7 +120,7 @@ def test_reference_that_cannot_run_is_a_user_error():
 
 
 def test_legalize_and_convert_verify_at_two_shapes_with_the_shared_inputs(tmp_path: Path):
-    from onnxdeploy.legalize import legalize
+    from onnxdeploy._legalize import legalize
     from onnxdeploy.targets import convert
 
     path = tmp_path / "m.onnx"
@@ -147,7 +147,7 @@ def test_convert_cli_takes_the_shared_input_options(tmp_path: Path, capsys):
 
 
 def test_edit_verifies_at_two_shapes_when_dims_are_symbolic(conv_bn_silu_path: Path):
-    from onnxdeploy.edit import Editor
+    from onnxdeploy._edit import Editor
 
     editor = Editor(conv_bn_silu_path)
     conv = next(n for n in editor.model.graph if n.op_type == "Conv")

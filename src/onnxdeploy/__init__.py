@@ -1,59 +1,70 @@
 """onnxdeploy: take a model from PyTorch to a verified, optimized deployment.
 
-The public API is loaded lazily so that ``import onnxdeploy`` (and the CLI's ``--help``) stays fast:
-heavy libraries (onnx_ir, onnxruntime, torch) are imported by the verbs that need them.
+The implementation lives in private modules (``_io``, ``_verify``, ``_optimize``, ...); this flat namespace is the
+public API, as in onnx-ir: ``onnxdeploy.export(...)``, ``onnxdeploy.optimize(...)``, ``onnxdeploy.Editor``. Names are
+loaded lazily so that ``import onnxdeploy`` (and the CLI's ``--help``) stays fast: heavy libraries (onnx_ir,
+onnxruntime, torch) are imported by the verbs that need them. The public subpackages are ``onnxdeploy.targets`` (one
+module per engine), ``onnxdeploy.debug``, ``onnxdeploy.passes``, ``onnxdeploy.errors`` and ``onnxdeploy.examples``.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
-_API: dict[str, str] = {
-    "load": "onnxdeploy.io",
-    "save": "onnxdeploy.io",
-    "load_proto": "onnxdeploy.io",
-    "inspect": "onnxdeploy.inspect",
-    "run": "onnxdeploy.run",
-    "synthesize_inputs": "onnxdeploy.run",
-    "compare_outputs": "onnxdeploy.numerics",
-    "build": "onnxdeploy.build",
-    "Editor": "onnxdeploy.edit",
-    "edit": "onnxdeploy.edit",
-    "diff": "onnxdeploy.diff",
-    "export": "onnxdeploy.export",
-    "probe": "onnxdeploy.debug",
-    "compare": "onnxdeploy.debug",
-    "reduce": "onnxdeploy.debug",
-    "optimize": "onnxdeploy.optimize",
-    "quantize": "onnxdeploy.quantize",
-    "bench": "onnxdeploy.bench",
-    "check": "onnxdeploy.check",
-    "legalize": "onnxdeploy.legalize",
-    "convert": "onnxdeploy.targets",
-    "deploy": "onnxdeploy.deploy",
-    "render": "onnxdeploy.render",
-    "examples": "onnxdeploy.examples",
-    "errors": "onnxdeploy.errors",
-    "OnnxDeployError": "onnxdeploy.errors",
+# private module -> the public names it defines (the one table of the public API)
+_MODULES: dict[str, tuple[str, ...]] = {
+    "_io": ("load", "save", "load_proto", "load_structure", "check_model_path", "check_output_path",
+            "atomic_write_bytes", "atomic_write_text", "operation"),
+    "_inspect": ("inspect", "ModelSummary"),
+    "_run": ("run", "run_model", "RunResult", "synthesize_inputs", "prepare_inputs", "input_specs", "output_specs",
+             "InputSpec", "create_session", "read_npz", "read_tensor_file", "read_test_data_dir"),
+    "_numerics": ("compare_outputs", "Comparison", "TensorDiff", "Tolerance"),
+    "_verify": ("Inputs", "verify", "Verifier", "Verification", "interface_changes", "run_checked", "check_expected"),
+    "_build": ("GraphBuilder",),
+    "_edit": ("Editor", "edit", "EditReport"),
+    "_recipes": ("apply_recipe", "dump_recipe", "load_recipe"),
+    "_diff": ("diff",),
+    "_export": ("export", "ExportReport", "register_op", "custom_op", "OpMapping", "random_inputs", "example_hint"),
+    "_torch_target": ("load_torch_target",),
+    "_optimize": ("optimize", "OptimizeResult", "OptimizeReport"),
+    "_quantize": ("quantize", "QuantizeReport"),
+    "_bench": ("bench", "ratio_words"),
+    "_check": ("check",),
+    "_legalize": ("legalize", "LegalizeResult", "LegalizeReport"),
+    "_deploy": ("deploy", "DeployReport", "DeployStepFailed", "DeployContext", "PIPELINE", "run_pipeline"),
+    "_render": ("render", "serve_netron", "stop_netron"),
+    "targets": ("convert", "run_artifact", "get_target"),
+    "debug": ("probe", "compare", "reduce"),
+    "errors": ("OnnxDeployError", "UserInputError", "ModelFileError", "InvalidModelError", "UnsupportedError",
+               "OutputsDisagree"),
 }
+# names whose public spelling differs from the private one: public -> (module, name)
+_RENAMED: dict[str, tuple[str, str]] = {
+    "check_optimize_skip": ("_optimize", "check_skip"),
+    "OPTIMIZE_STEPS": ("_optimize", "STEP_NAMES"),
+}
+_SUBPACKAGES = ("targets", "debug", "passes", "errors", "examples", "cli")
 
-__all__ = ["__version__", *_API]
+_API: dict[str, tuple[str, str]] = {name: (module, name) for module, names in _MODULES.items() for name in names}
+_API.update(_RENAMED)
+
+__all__ = ["__version__", *_API, *(p for p in _SUBPACKAGES if p != "cli")]
 
 
 def __getattr__(name: str) -> Any:
-    module_name = _API.get(name)
-    if module_name is None:
+    if name in _SUBPACKAGES or (name.startswith("_") and name.lstrip("_") and not name.startswith("__")):
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            raise AttributeError(f"module 'onnxdeploy' has no attribute {name!r}") from err
+    target = _API.get(name)
+    if target is None:
         raise AttributeError(f"module 'onnxdeploy' has no attribute {name!r}")
-    module = importlib.import_module(module_name)
-    if module_name == f"{__name__}.{name}":
-        return module  # a verb module (callable as its verb, see _Package) or a plain submodule such as examples
-    value = getattr(module, name) if hasattr(module, name) else module
+    module, attribute = target
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
     globals()[name] = value
     return value
 
@@ -62,35 +73,16 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-class _VerbModule(types.ModuleType):
-    """A submodule named like the verb it defines (``onnxdeploy.export`` defines ``export``), callable as that verb."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self, self.__name__.rpartition(".")[2])(*args, **kwargs)
-
-
-class _Package(types.ModuleType):
-    """Importing ``onnxdeploy.export`` binds the submodule over the lazy verb ``onnxdeploy.export``; keep the verb
-    callable by making such submodules :class:`_VerbModule` (``import onnxdeploy.export as m`` still gives the
-    module)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if (
-            isinstance(value, types.ModuleType)
-            and _API.get(name) == f"{__name__}.{name}"
-            and callable(getattr(value, name, None))
-            and type(value) is types.ModuleType
-        ):
-            value.__class__ = _VerbModule
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
 if TYPE_CHECKING:  # pragma: no cover
-    from onnxdeploy.errors import OnnxDeployError
-    from onnxdeploy.inspect import inspect
-    from onnxdeploy.io import load, load_proto, save
-    from onnxdeploy.numerics import compare_outputs
-    from onnxdeploy.run import run, synthesize_inputs
+    from onnxdeploy import debug, errors, examples, passes, targets  # noqa: F401
+    from onnxdeploy._deploy import deploy  # noqa: F401
+    from onnxdeploy._edit import Editor, edit  # noqa: F401
+    from onnxdeploy._export import export  # noqa: F401
+    from onnxdeploy._inspect import inspect  # noqa: F401
+    from onnxdeploy._io import load, load_proto, save  # noqa: F401
+    from onnxdeploy._numerics import Tolerance, compare_outputs  # noqa: F401
+    from onnxdeploy._optimize import optimize  # noqa: F401
+    from onnxdeploy._quantize import quantize  # noqa: F401
+    from onnxdeploy._run import run, synthesize_inputs  # noqa: F401
+    from onnxdeploy._verify import Inputs, Verification, Verifier, verify  # noqa: F401
+    from onnxdeploy.errors import OnnxDeployError  # noqa: F401

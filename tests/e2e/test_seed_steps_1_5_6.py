@@ -7,9 +7,9 @@ import onnx
 import onnx_ir as ir
 
 from onnxdeploy import examples
-from onnxdeploy.build import GraphBuilder
+from onnxdeploy._build import GraphBuilder
 from onnxdeploy.cli.main import main
-from onnxdeploy.run import run
+from onnxdeploy._run import run
 
 FEEDS = examples.resize_conv_add_inputs()
 

@@ -11,8 +11,8 @@ import pytest
 
 from onnxdeploy import examples
 from onnxdeploy.cli.main import main
-from onnxdeploy.inspect import inspect
-from onnxdeploy.run import run_model
+from onnxdeploy._inspect import inspect
+from onnxdeploy._run import run_model
 
 
 @pytest.fixture(autouse=True)

@@ -57,7 +57,7 @@ def bench(
     as_json: JsonOpt = False,
 ) -> None:
     """Time models on onnxruntime: p50/p90/p99, mean and throughput; several models side by side."""
-    from onnxdeploy.bench import bench as bench_api
+    from onnxdeploy import bench as bench_api
     from onnxdeploy.cli import output as out
     from onnxdeploy.cli.common import check_opt_level, inputs_from, parse_dims, parse_shapes, providers_from
 

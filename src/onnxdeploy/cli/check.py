@@ -17,7 +17,7 @@ EXAMPLES = """[b]Examples[/b]
 
 def check(model: ModelArg, target: TargetOpt = DEFAULT_TARGET, as_json: JsonOpt = False) -> None:
     """List every op, dtype or opset problem of MODEL on a target, with the nodes and the fix when one exists."""
-    from onnxdeploy.check import check as check_api
+    from onnxdeploy import check as check_api
     from onnxdeploy.cli import output
 
     report = check_api(model, target)

@@ -186,9 +186,9 @@ def input_options(input_: list[str] | None, inputs: Path | None, dim: list[str] 
 
 def inputs_from(input_: list[str] | None, inputs: Path | None, dim: list[str] | None, shape: list[str] | None,
                 seed: int = 0):
-    """The one input description (:class:`onnxdeploy.verify.Inputs`) from the shared options --input, --inputs,
+    """The one input description (:class:`onnxdeploy._verify.Inputs`) from the shared options --input, --inputs,
     --dim, --shape and --seed: every verb that runs a model builds its inputs here."""
-    from onnxdeploy.verify import Inputs
+    from onnxdeploy import Inputs
 
     shapes = parse_typed_shapes(shape, option="--shape")
     return Inputs(files=parse_key_values(input_, option="--input"), npz=inputs, dims=parse_dims(dim),

@@ -91,11 +91,11 @@ def deploy(
 
 
 def run_deploy(source, *, quiet: bool = False, as_json: bool = False, **options):
-    """Call :func:`onnxdeploy.deploy.deploy` with a live line per step on stderr; on a failed step, show the report
+    """Call :func:`onnxdeploy._deploy.deploy` with a live line per step on stderr; on a failed step, show the report
     (verdict first) before the error."""
     from onnxdeploy.cli import output as out
-    from onnxdeploy.deploy import DeployStepFailed
-    from onnxdeploy.deploy import deploy as deploy_api
+    from onnxdeploy import DeployStepFailed
+    from onnxdeploy import deploy as deploy_api
 
     marks = {"passed": "[green]passed[/green]", "failed": "[red]FAILED[/red]", "skipped": "[yellow]skipped[/yellow]",
              "unavailable": "[yellow]unavailable[/yellow]"}
@@ -158,9 +158,10 @@ def demo(
     target: TargetOpt = DEFAULT_TARGET,
 ) -> None:
     """Build, run and print the article's graph, then deploy the built-in Conv-BN-SiLU and write a report."""
-    from onnxdeploy import examples, io
+    from onnxdeploy import examples
+    import onnxdeploy as io
     from onnxdeploy.cli import output as out
-    from onnxdeploy.run import run_model
+    from onnxdeploy import run_model
 
     output_dir.mkdir(parents=True, exist_ok=True)
     out.show("[b]1. Build the article's graph[/b] (Resize -> Conv -> Add, weights as inputs) with onnx.helper", markup=True)

@@ -24,7 +24,7 @@ NoValuesOpt = Annotated[bool, typer.Option("--no-values", help="Compare initiali
 def diff(model: ModelAArg, other: ModelBArg, no_values: NoValuesOpt = False, as_json: JsonOpt = False) -> None:
     """Nodes added/removed/changed, inputs and outputs, initializers (values compared), opsets."""
     from onnxdeploy.cli import output as out
-    from onnxdeploy.diff import diff as diff_api
+    from onnxdeploy import diff as diff_api
 
     result = diff_api(model, other, compare_values=not no_values)
     if as_json:

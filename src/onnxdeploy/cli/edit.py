@@ -196,9 +196,9 @@ def _split(items: list[str] | None) -> list[str]:
 def _run(model, output, steps, recipe, save_recipe, input_options, atol, rtol, no_verify, as_json) -> None:
     from onnxdeploy.cli import output as out
     from onnxdeploy.cli.common import inputs_from
-    from onnxdeploy.edit import Editor
-    from onnxdeploy.recipes import apply_recipe, dump_recipe
-    from onnxdeploy import io
+    from onnxdeploy import Editor
+    from onnxdeploy import apply_recipe, dump_recipe
+    import onnxdeploy as io
 
     io.check_model_path(model)  # before any work: no output is the input, however spelled
     io.check_output_path(output)

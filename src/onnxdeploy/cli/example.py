@@ -21,7 +21,8 @@ def example(
     output: OutputOpt,
 ) -> None:
     """Write a built-in example model (the seed article's graph, or Conv-BN-SiLU with dynamic dims)."""
-    from onnxdeploy import examples, io
+    from onnxdeploy import examples
+    import onnxdeploy as io
     from onnxdeploy.cli import output as out
     from onnxdeploy.errors import UserInputError
 

@@ -83,9 +83,9 @@ def export(
     from onnxdeploy.errors import OutputsDisagree, UserInputError, require
 
     require("torch", extra="torch", purpose="onnxdeploy export")
-    from onnxdeploy.export import example_hint, random_inputs
-    from onnxdeploy.export import export as export_api
-    from onnxdeploy.torch_target import load_torch_target
+    from onnxdeploy import example_hint, random_inputs
+    from onnxdeploy import export as export_api
+    from onnxdeploy import load_torch_target
 
     files, shapes = _example_options(out, inputs, shape)
     given = _read_inputs(npz)
@@ -166,7 +166,7 @@ def _example_options(out, inputs: list[str] | None, shape: list[str] | None):
 def _read_files(files: dict[str, str]) -> dict:
     import torch
 
-    from onnxdeploy.run import read_tensor_file
+    from onnxdeploy import read_tensor_file
 
     return {name: torch.from_numpy(read_tensor_file(path).copy()) for name, path in files.items()}
 
@@ -177,7 +177,7 @@ def _read_inputs(path) -> dict:
         return {}
     import torch
 
-    from onnxdeploy.run import read_npz, read_test_data_dir
+    from onnxdeploy import read_npz, read_test_data_dir
 
     arrays = read_test_data_dir(path, [], "input") if path.is_dir() else read_npz(path)
     return {name: torch.from_numpy(array.copy()) for name, array in arrays.items()}

@@ -28,7 +28,7 @@ def inspect(
     """Show IR/opset versions, inputs and outputs, op histogram, parameters and FLOPs (weights are never read)."""
     from onnxdeploy.cli import output
     from onnxdeploy.cli.common import parse_dims
-    from onnxdeploy.inspect import inspect as inspect_api
+    from onnxdeploy import inspect as inspect_api
 
     summary = inspect_api(model, nodes=nodes, dims=parse_dims(dim))
     if as_json:
@@ -42,7 +42,7 @@ def _tensor_rows(tensors) -> list[list[str]]:
 
 
 def render(summary, output) -> None:
-    """Print a :class:`~onnxdeploy.inspect.ModelSummary` as rich tables."""
+    """Print a :class:`~onnxdeploy._inspect.ModelSummary` as rich tables."""
     def esc(rows):  # output.table prints cells literally (no markup)
         return [list(row) for row in rows]
 

@@ -36,7 +36,7 @@ def legalize(
     """Replace unsupported ops by equivalent compositions, convert the opset, narrow int64; verify; write OUT."""
     from onnxdeploy.cli import output as out
     from onnxdeploy.cli.common import inputs_from
-    from onnxdeploy.legalize import legalize as legalize_api
+    from onnxdeploy import legalize as legalize_api
 
     result = legalize_api(model, target, output=output, verify=not no_verify, opset=opset,
                           inputs=inputs_from(input, inputs, dim, shape, seed), atol=atol, rtol=rtol,

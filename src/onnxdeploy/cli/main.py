@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and a non-zero exit code."""
     from onnxdeploy.cli import output
     from onnxdeploy.cli.common import rewrite_deprecated
-    from onnxdeploy.io import operation
+    from onnxdeploy._io import operation
 
     argv, notes = rewrite_deprecated(sys.argv[1:] if argv is None else argv)  # old spellings work, with a note
     for note in notes:

@@ -35,7 +35,7 @@ EXAMPLES = """[b]Examples[/b]
 
   onnxdeploy optimize model.onnx -o out.onnx --skip merge-matmul   [dim](run every step but that one)[/dim]"""
 
-# The step names of onnxdeploy.optimize.STEP_NAMES (this module may not import it: `onnxdeploy --help` stays fast);
+# The step names of onnxdeploy._optimize.STEP_NAMES (this module may not import it: `onnxdeploy --help` stays fast);
 # tests/test_optimize.py checks that the two lists agree.
 STEPS = ("fold, fold-rest, conv-bn, chains, reshape-gemm, matmul-add-gemm, cse, merge-matmul, identity, "
          "dedup-initializers, dead-code, ort-fusions, conv-activation, toposort, onnxruntime")
@@ -95,11 +95,11 @@ def optimize(
     as_json: JsonOpt = False,
 ) -> None:
     """Fold constants and shapes, fuse, remove redundant nodes; verify outputs; print a before/after table."""
-    from onnxdeploy import io
+    import onnxdeploy as io
     from onnxdeploy.cli import output as out
     from onnxdeploy.cli.common import parse_dims, providers_from
-    from onnxdeploy.optimize import check_skip
-    from onnxdeploy.optimize import optimize as optimize_api
+    from onnxdeploy import check_optimize_skip as check_skip
+    from onnxdeploy import optimize as optimize_api
 
     io.check_model_path(model)  # before the slow work: the output is never the input, however spelled
     io.check_output_path(output)

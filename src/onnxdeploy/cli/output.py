@@ -212,6 +212,6 @@ def fmt_num(value: float | None) -> str:
 
 def fmt_ratio(speedup: float | None) -> str:
     """A speed ratio in words, never a bare factor: 2.9 -> "2.90x faster", 0.77 -> "1.30x slower"."""
-    from onnxdeploy.bench import ratio_words  # the API's wording, so messages and tables read alike
+    from onnxdeploy import ratio_words  # the API's wording, so messages and tables read alike
 
     return ratio_words(speedup)

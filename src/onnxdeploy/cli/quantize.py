@@ -65,7 +65,7 @@ def quantize(
     """Quantize a model to int8 (QDQ), report its error against fp32 on held-out inputs and its speedup."""
     from onnxdeploy.cli import output as out
     from onnxdeploy.cli.common import parse_dims, parse_shapes
-    from onnxdeploy.quantize import quantize as quantize_api
+    from onnxdeploy import quantize as quantize_api
 
     with out.progress() as bar:
         bar.add_task("quantizing, verifying and timing", total=None)

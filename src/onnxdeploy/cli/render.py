@@ -16,7 +16,7 @@ EXAMPLES = """[b]Examples[/b]
 def render(model: ModelArg, output: OutputOpt) -> None:
     """Draw MODEL's graph (layered boxes with op type and name, edges with shapes) to .svg or .html."""
     from onnxdeploy.cli import output as out
-    from onnxdeploy.render import render as render_api
+    from onnxdeploy import render as render_api
 
     path = render_api(model, output)
     out.show(f"wrote {path}")

@@ -73,8 +73,8 @@ def run(
     from onnxdeploy.cli import output
     from onnxdeploy.cli.common import inputs_from, providers_from
     from onnxdeploy.errors import OutputsDisagree, UserInputError
-    from onnxdeploy.io import atomic_write_bytes
-    from onnxdeploy.verify import run_checked
+    from onnxdeploy import atomic_write_bytes
+    from onnxdeploy import run_checked
 
     if output_path is not None and output_path.suffix != ".npz":
         raise UserInputError(f"-o {output_path}: outputs are saved as .npz", hint=f"use -o {output_path.stem}.npz")

@@ -25,7 +25,7 @@ def view(
     import time
 
     from onnxdeploy.cli import output as out
-    from onnxdeploy.render import serve_netron, stop_netron
+    from onnxdeploy import serve_netron, stop_netron
 
     url = serve_netron(model, port=port, browse=not no_browser)
     out.show(f"Netron is serving {model} at {url} (Ctrl-C to stop)")

@@ -8,7 +8,7 @@ from typing import Mapping
 
 import numpy as np
 
-from onnxdeploy import io
+from onnxdeploy import _io as io
 from onnxdeploy.errors import UserInputError
 
 

@@ -10,15 +10,15 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from onnxdeploy import io
+from onnxdeploy import _io as io
 from onnxdeploy.debug._graph import main_values, unknown_name_error
 from onnxdeploy.debug._pairing import base_dir_of, candidate_pairs, settle
 from onnxdeploy.debug._probe import ALL, ProbeResult, Selection, probe
 from onnxdeploy.debug._result import CompareResult, TensorMatch, Unmatched, map_inputs, model_label
 from onnxdeploy.debug._torch import compare_torch
 from onnxdeploy.errors import UserInputError
-from onnxdeploy.numerics import Comparison
-from onnxdeploy.torch_target import looks_like_target
+from onnxdeploy._numerics import Comparison
+from onnxdeploy._torch_target import looks_like_target
 
 
 def compare(
@@ -77,8 +77,8 @@ def _final_verdict(a, b, feeds_a, feeds_b, *, providers, providers_b, optimizati
 
     Outputs are paired by name, else by position when both have as many. Returns the comparison and A's outputs.
     (The single place to swap in the shared ``verify`` once it exists.)"""
-    from onnxdeploy.run import create_session, run_session
-    from onnxdeploy.verify import Inputs, verify
+    from onnxdeploy._run import create_session, run_session
+    from onnxdeploy._verify import Inputs, verify
 
     session_a = create_session(a, providers=providers, optimization_level=optimization_level)
     session_b = create_session(b, providers=providers_b or providers,
@@ -112,7 +112,7 @@ def compare_onnx(a, b, *, tensors=None, outputs_only=False, inputs=None, input_f
                  optimization_level_b=None, atol=1e-4, rtol=1e-3) -> tuple[CompareResult, ProbeResult | None,
                                                                             ProbeResult | None]:
     """:func:`compare` for two ONNX models; also returns both probes (the reduce step reuses the arrays)."""
-    from onnxdeploy.run import input_specs, prepare_inputs
+    from onnxdeploy._run import input_specs, prepare_inputs
 
     start = time.perf_counter()
     if b is None:

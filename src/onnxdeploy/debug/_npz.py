@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxdeploy.errors import UserInputError
-from onnxdeploy.io import ordinary_permissions
+from onnxdeploy._io import ordinary_permissions
 
 
 def storable(array: np.ndarray) -> np.ndarray:
@@ -26,7 +26,7 @@ class NpzWriter:
     """``with NpzWriter(path) as w: w.write(name, array)``; on error nothing is left behind."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        from onnxdeploy.io import TMP_PREFIX, check_output_path
+        from onnxdeploy._io import TMP_PREFIX, check_output_path
 
         self.path = Path(path)
         if self.path.is_dir():

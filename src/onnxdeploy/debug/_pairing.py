@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 
 from onnxdeploy.debug._graph import op_name
-from onnxdeploy.numerics import TensorDiff, diff_tensor
+from onnxdeploy._numerics import TensorDiff, diff_tensor
 
 if TYPE_CHECKING:
     import onnx
@@ -166,7 +166,7 @@ def _producer_change(ga: _Graph, gb: _Graph, a: str, b: str, pair_of: Mapping[st
 
 
 def _same_weight(ga: _Graph, gb: _Graph, a: str, b: str) -> bool:
-    from onnxdeploy.diff import tensors_equal
+    from onnxdeploy._diff import tensors_equal
 
     ta, tb = ga.inits[a], gb.inits[b]
     if ta.data_type != tb.data_type or list(ta.dims) != list(tb.dims):

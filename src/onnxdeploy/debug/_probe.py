@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence, Union
 
 import numpy as np
 
-from onnxdeploy import io
+from onnxdeploy import _io as io
 from onnxdeploy.debug._budget import batches as _batches
 from onnxdeploy.debug._budget import parse_size
 from onnxdeploy.debug._graph import ValueSite, main_values, nested_reason, nested_values, unknown_name_error
@@ -161,12 +161,12 @@ def probe(
 ) -> ProbeResult:
     """Capture intermediate tensors of ``model`` (all node outputs by default, or the names in ``tensors``).
 
-    Inputs are given or synthesized as for :func:`onnxdeploy.run`. One session computes all of them; with
+    Inputs are given or synthesized as for :func:`onnxdeploy._run`. One session computes all of them; with
     ``max_memory`` (bytes or "2GB") they are captured in several runs whose tensors fit the budget. ``out`` writes
     an .npz (incrementally, renamed into place at the end). ``keep`` (default: unless ``max_memory`` and ``out``
     are both given) keeps the arrays in the result, which is a read-only dict of them.
     """
-    from onnxdeploy.run import prepare_inputs
+    from onnxdeploy._run import prepare_inputs
 
     start = time.perf_counter()
     budget = parse_size(max_memory)
@@ -361,7 +361,7 @@ def _read_once(path: Path) -> "onnx.ModelProto":
 def _ort_session(data: bytes, base_dir: str | None, providers, optimization_level, initializers=None):
     import onnxruntime as ort
 
-    from onnxdeploy.run import resolve_providers, session_error
+    from onnxdeploy._run import resolve_providers, session_error
 
     ort.set_default_logger_severity(3)
     options = ort.SessionOptions()
@@ -388,7 +388,7 @@ def _run(session, feeds: Mapping[str, np.ndarray], names: list[str]) -> dict[str
     """Run and return numpy views of onnxruntime's own output buffers (``run`` would copy every output)."""
     import onnxruntime as ort
 
-    from onnxdeploy.run import run_session, session_error
+    from onnxdeploy._run import run_session, session_error
 
     try:
         ort_feeds = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from onnxdeploy import io
+from onnxdeploy import _io as io
 from onnxdeploy.debug._compare import compare_onnx
 from onnxdeploy.debug._graph import outer_refs
 from onnxdeploy.debug._npz import NpzWriter
 from onnxdeploy.debug._result import TensorMatch, map_inputs
 from onnxdeploy.errors import UnsupportedError, UserInputError
-from onnxdeploy.numerics import TensorDiff, diff_tensor
+from onnxdeploy._numerics import TensorDiff, diff_tensor
 
 if TYPE_CHECKING:
     import onnx
@@ -210,7 +210,7 @@ def reduce(
 ) -> ReduceResult:
     """Save the smallest subgraph of ``a`` (and of ``b``, as ``<out>.b.onnx``) whose output still disagrees, with
     its inputs as ``<out>.npz``. Without ``b``: ``a`` on ``providers`` vs ``providers_b``/``optimization_level_b``."""
-    from onnxdeploy.run import create_session, input_specs, run_session
+    from onnxdeploy._run import create_session, input_specs, run_session
 
     out = Path(out)
     result, probe_a, probe_b = compare_onnx(

@@ -10,7 +10,7 @@ from typing import Mapping
 import numpy as np
 
 from onnxdeploy.errors import UserInputError
-from onnxdeploy.numerics import Comparison, TensorDiff
+from onnxdeploy._numerics import Comparison, TensorDiff
 
 
 @dataclass

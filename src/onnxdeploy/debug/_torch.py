@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from onnxdeploy import io
+from onnxdeploy import _io as io
 from onnxdeploy.debug._graph import op_name, outer_refs
 from onnxdeploy.debug._probe import probe
 from onnxdeploy.debug._result import CompareResult, TensorMatch, Unmatched, model_label
 from onnxdeploy.errors import UserInputError, require
-from onnxdeploy.numerics import Comparison, diff_tensor
+from onnxdeploy._numerics import Comparison, diff_tensor
 
 if TYPE_CHECKING:
     import onnx
@@ -157,7 +157,7 @@ def _to_numpy(t) -> np.ndarray:
 
 
 def _feeds_and_args(target, onnx_model, torch, *, inputs, input_files, npz, dims, shapes, seed):
-    from onnxdeploy.run import input_specs, prepare_inputs
+    from onnxdeploy._run import input_specs, prepare_inputs
 
     specs = input_specs(onnx_model)
     given = inputs or input_files or npz
@@ -200,7 +200,7 @@ def compare_torch(
 ) -> CompareResult:
     """Compare each PyTorch module's output to the ONNX tensor the exporter attributes to it."""
     torch = require("torch", extra="torch", purpose="comparing a PyTorch model")
-    from onnxdeploy.torch_target import load_torch_target
+    from onnxdeploy._torch_target import load_torch_target
 
     start = time.perf_counter()
     target = load_torch_target(target_spec)
@@ -274,7 +274,7 @@ def _torch_verdict(returned: list[np.ndarray], onnx_model, feeds, providers, *, 
                    label: str) -> Comparison:
     """The module's returned tensors vs the ONNX model's outputs, the model run unmodified: by position when both
     have as many, else each ONNX output with the next returned tensor of its shape."""
-    from onnxdeploy.run import create_session, run_session
+    from onnxdeploy._run import create_session, run_session
 
     outputs = run_session(create_session(onnx_model, providers=providers), feeds)
     reference: dict[str, np.ndarray] = {}
@@ -291,7 +291,7 @@ def _torch_verdict(returned: list[np.ndarray], onnx_model, feeds, providers, *, 
         raise UserInputError(f"{label}: the module's {len(returned)} returned tensors do not line up with the ONNX "
                              f"model's outputs ({', '.join(outputs)})",
                              hint="compare the export of this very module, with the same example inputs")
-    from onnxdeploy.verify import Inputs, verify
+    from onnxdeploy._verify import Inputs, verify
 
     verdict = verify(lambda _feeds: reference, onnx_model, Inputs(arrays=dict(feeds)), atol=atol, rtol=rtol,
                      specs_from=onnx_model, candidate_runner=lambda _feeds: outputs, interface="ignore", label=label)

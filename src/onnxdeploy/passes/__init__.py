@@ -1,7 +1,7 @@
 """onnxdeploy's own graph passes, for rewrites that onnx-ir's passes and the onnxscript rewriter lack.
 
 One small ``onnx_ir`` pass class per module; each docstring lists its rules. Each returns a :class:`CountedResult`
-(an ``onnx_ir`` PassResult whose ``details`` say how often its rules fired). :mod:`onnxdeploy.optimize` runs them.
+(an ``onnx_ir`` PassResult whose ``details`` say how often its rules fired). :mod:`onnxdeploy._optimize` runs them.
 """
 
 from __future__ import annotations

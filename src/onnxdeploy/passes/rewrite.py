@@ -77,7 +77,7 @@ def optimize_ir(model: ir.Model, *, input_size_limit: int, output_size_limit: in
     from onnxscript import rewriter
     from onnxscript.optimizer import _constant_folding
 
-    from onnxdeploy.bounds import NODE_SHAPE_INFERENCE_LIMIT, node_count
+    from onnxdeploy._bounds import NODE_SHAPE_INFERENCE_LIMIT, node_count
     from onnxdeploy.passes.fold_remaining import fold_guard
 
     # per-node ONNX shape inference is ~70% of folding time: above the limit (100k-node graphs) it is skipped

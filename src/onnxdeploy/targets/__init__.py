@@ -21,13 +21,13 @@ from onnxdeploy.targets.base import (SUFFIXES, TARGET_NAMES, TARGETS, CheckRepor
 if TYPE_CHECKING:
     import numpy as np
 
-    from onnxdeploy.io import ModelLike
-    from onnxdeploy.numerics import Comparison
-    from onnxdeploy.verify import Inputs
+    from onnxdeploy._io import ModelLike
+    from onnxdeploy._numerics import Comparison
+    from onnxdeploy._verify import Inputs
 
 def check(model: "ModelLike", target: str | Target = "onnxruntime", **options) -> CheckReport:
-    """Every op, dtype and opset problem of ``model`` on ``target`` (see :func:`onnxdeploy.check.check`)."""
-    from onnxdeploy.check import check as _check
+    """Every op, dtype and opset problem of ``model`` on ``target`` (see :func:`onnxdeploy._check.check`)."""
+    from onnxdeploy._check import check as _check
 
     return _check(model, target, **options)
 
@@ -55,7 +55,7 @@ class BackendRun:
     parity: "Comparison | None"
 
     def to_dict(self) -> dict:
-        from onnxdeploy.run import array_summary
+        from onnxdeploy._run import array_summary
 
         return {
             "target": self.target,
@@ -77,11 +77,11 @@ def run_on_backend(
 ) -> BackendRun:
     """Run ``artifact`` (an .onnx or a converted .xml/.ort/...) on ``backend`` and compare with onnxruntime.
 
-    Inputs come from ``input_options`` (as :func:`onnxdeploy.run.prepare_inputs`) and follow the ONNX model: the
+    Inputs come from ``input_options`` (as :func:`onnxdeploy._run.prepare_inputs`) and follow the ONNX model: the
     artefact itself when it is ``.onnx``, else ``reference`` (the ONNX file it was converted from), which is
     required. Beyond ``atol``/``rtol`` raises :class:`OutputsDisagree`.
     """
-    from onnxdeploy.run import prepare_inputs
+    from onnxdeploy._run import prepare_inputs
 
     path = Path(artifact)
     target = get_target(backend or target_for_artifact(path))
@@ -93,7 +93,7 @@ def run_on_backend(
     outputs = run_artifact(path, feeds, target.name)
     parity = None
     if verify and not (target.name == "onnxruntime" and onnx_model == path):
-        from onnxdeploy.verify import Inputs, verify as verify_models
+        from onnxdeploy._verify import Inputs, verify as verify_models
 
         parity = verify_models(onnx_model, onnx_model, Inputs(arrays=feeds), atol=atol, rtol=rtol,
                                interface="ignore", candidate_runner=lambda _feeds: outputs,
@@ -142,12 +142,12 @@ def convert(
 
 def artifact_interface(path: str | os.PathLike, engine: str, reference):
     """A header-only ModelProto (declared inputs and outputs, no nodes) of a non-ONNX artefact, for
-    :func:`onnxdeploy.verify.interface_changes`; None when the engine's artefact cannot be read here."""
+    :func:`onnxdeploy._verify.interface_changes`; None when the engine's artefact cannot be read here."""
     import numpy as np
     import onnx
     from onnx import helper
 
-    from onnxdeploy.run import model_structure
+    from onnxdeploy._run import model_structure
 
     ref = model_structure(reference).graph
     out_names = [o.name for o in ref.output]
@@ -185,12 +185,12 @@ def artifact_interface(path: str | os.PathLike, engine: str, reference):
 
 
 def _verify_artifact(src: Path, artifact: Path, t: Target, *, inputs, dims, atol, rtol, seed, notes: list[str]):
-    """The artefact on its engine against the ONNX source on onnxruntime (:func:`onnxdeploy.verify.verify`), at two
+    """The artefact on its engine against the ONNX source on onnxruntime (:func:`onnxdeploy._verify.verify`), at two
     shapes when dims are symbolic."""
     import numpy as np
 
-    from onnxdeploy.run import output_specs
-    from onnxdeploy.verify import Inputs, verify
+    from onnxdeploy._run import output_specs
+    from onnxdeploy._verify import Inputs, verify
 
     if any(s.dtype == np.float16 for s in output_specs(src)) and (atol < 1e-2 or rtol < 1e-2):
         atol, rtol = max(atol, 1e-2), max(rtol, 1e-2)  # two engines' fp16 roundings differ by ~1e-3
@@ -204,7 +204,7 @@ def _verify_artifact(src: Path, artifact: Path, t: Target, *, inputs, dims, atol
 
 
 def _publish(files: list[Path], staging: Path, folder: Path) -> list[Path]:
-    from onnxdeploy.io import check_output_path
+    from onnxdeploy._io import check_output_path
 
     placed = []
     finals = [folder / f.relative_to(staging) if staging in f.parents else f for f in files]
@@ -220,7 +220,7 @@ def _publish(files: list[Path], staging: Path, folder: Path) -> list[Path]:
 
 def _convert_and_verify(model, t: Target, out: Path, tmp: Path, staging: Path, start: float, *, verify, inputs,
                         dims, atol, rtol, seed, keep_on_mismatch) -> ConvertReport:
-    from onnxdeploy import io
+    from onnxdeploy import _io as io
 
     folder = out.parent if str(out.parent) else Path(".")
     if isinstance(model, (str, os.PathLike)):

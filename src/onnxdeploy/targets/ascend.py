@@ -61,8 +61,8 @@ class AscendTarget(Target):
                 f"--soc_version={self.soc_version}{shape}")
 
     def convert(self, model_path: Path, output: Path):
-        from onnxdeploy import io
-        from onnxdeploy.run import input_specs
+        from onnxdeploy import _io as io
+        from onnxdeploy._run import input_specs
 
         onnx_path = Path(output).with_suffix(".onnx")
         if Path(model_path).resolve() != onnx_path.resolve():

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from onnxdeploy.errors import UnsupportedError, UserInputError
-from onnxdeploy.suggest import did_you_mean
+from onnxdeploy._suggest import did_you_mean
 
 # ONNX element types by their lower-case names, as in onnx_ir.DataType names
 ALL_DTYPES = (

@@ -101,13 +101,13 @@ class OnnxRuntimeTarget(Target):
 
     def convert(self, model_path: Path, output: Path):
         if Path(model_path).resolve() != Path(output).resolve():
-            from onnxdeploy import io
+            from onnxdeploy import _io as io
 
             io.save(io.load(model_path), output)
         return [output], ["the ONNX model itself is the onnxruntime artefact"], None
 
     def run(self, artifact: Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from onnxdeploy.run import create_session, run_session
+        from onnxdeploy._run import create_session, run_session
 
         return run_session(create_session(str(artifact), threads=1), feeds)
 

@@ -44,8 +44,8 @@ class OpenVINOTarget(Target):
         import sys
 
         from onnxdeploy._proc import run_child
-        from onnxdeploy.bounds import check_subgraph_depth
-        from onnxdeploy.io import load_proto
+        from onnxdeploy._bounds import check_subgraph_depth
+        from onnxdeploy._io import load_proto
 
         check_subgraph_depth(load_proto(model_path))  # OpenVINO's frontend takes exponential time on deep nests
         # own process group, killed on timeout, on exit, on SIGTERM/SIGINT and (Linux) when this process is killed

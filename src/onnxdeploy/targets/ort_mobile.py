@@ -69,7 +69,7 @@ def _without_initializer_inputs(model_path: Path, tmp_dir: Path) -> Path:
     nobody feeds. Such a model is rewritten (IR 4, initializers only) into ``tmp_dir``; others are used as they are."""
     import onnx
 
-    from onnxdeploy import io
+    from onnxdeploy import _io as io
 
     proto = io.load_proto(model_path)
     names = {t.name for t in proto.graph.initializer}

@@ -5,7 +5,7 @@ benchmark) run in order over one :class:`DeployContext`; each returns a :class:`
 be skipped by name (``skip={"optimize"}``, ``deploy --skip optimize``).
 
 After every step that writes a model, the artefact is judged against the reference (the first ONNX model, itself
-checked against PyTorch by ``export``) with :class:`onnxdeploy.verify.Verifier`: outputs at two shapes when dims are
+checked against PyTorch by ``export``) with :class:`onnxdeploy._verify.Verifier`: outputs at two shapes when dims are
 symbolic, and its declared interface (input/output names, dtypes, which dims are symbolic). A step whose artefact
 changed the interface fails, unless the change was asked for (``fix_dims=True`` for dims, a target without int64 for
 int64 -> int32). ``dims`` are sizes for verification and benchmarking only; they stay symbolic unless ``fix_dims``.
@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from onnxdeploy.errors import OnnxDeployError, UserInputError
-from onnxdeploy.suggest import close_names
+from onnxdeploy._suggest import close_names
 
 EXAMPLE_NAME = "built-in example (conv_bn_silu)"
 EXAMPLE_DYNAMIC = {"input": {0: "batch", 2: "height", 3: "width"}}
@@ -54,7 +54,7 @@ class StepResult:
     seconds: float = 0.0
     message: str = ""
     artifact: str | None = None
-    verification: Any = None  # onnxdeploy.verify.Verification
+    verification: Any = None  # onnxdeploy._verify.Verification
     notes: list[str] = field(default_factory=list)
     details: dict = field(default_factory=dict)
 
@@ -162,30 +162,30 @@ class DeployContext:
     rtol: float = 1e-3
     seed: int = 0
     bench_seconds: float = 1.0
-    given: Any = None  # onnxdeploy.verify.Inputs: tensors the user gave (files, .npz, test_data_set), shapes
+    given: Any = None  # onnxdeploy._verify.Inputs: tensors the user gave (files, .npz, test_data_set), shapes
     reference: Path | None = None  # 01-model.onnx
     current: Path | None = None  # the latest ONNX model
     artifact: str | None = None  # the target engine's artefact, once converted
-    verifier: Any = None  # onnxdeploy.verify.Verifier over the reference
+    verifier: Any = None  # onnxdeploy._verify.Verifier over the reference
     allowed: set[str] = field(default_factory=set)  # interface change kinds asked for ("dims", "dtypes")
     candidates: list[tuple[str, str, str]] = field(default_factory=list)  # (label, path, engine) to benchmark
 
     def inputs(self, dims: Mapping[str, int]):
         """The one input description of this deploy: what the user gave, at ``dims``, with this seed."""
-        from onnxdeploy.verify import Inputs
+        from onnxdeploy._verify import Inputs
 
         given = self.given if self.given is not None else Inputs()
         return Inputs(given.files, given.npz, given.arrays, {**given.dims, **dims}, given.shapes, self.seed)
 
     def verifier_for(self, *, quantized: bool = False):
         """The verifier over the reference; int8 candidates get a looser one (reference runs cached per verifier)."""
-        from onnxdeploy.verify import Verifier
+        from onnxdeploy._verify import Verifier
 
         loose = quantized or self.quantize is not None and any(n == "quantized" for n, _, _ in self.candidates)
         key = "loose" if loose else "strict"
         cache = self.__dict__.setdefault("_verifiers", {})
         if key not in cache:
-            from onnxdeploy.numerics import Tolerance
+            from onnxdeploy._numerics import Tolerance
 
             # int8 candidates are judged by the int8 metric (cosine, relative L2, top-1), not an fp32 atol
             tolerance = Tolerance(precision="int8" if loose else "fp32", atol=self.atol, rtol=self.rtol)
@@ -212,7 +212,7 @@ class DeployContext:
 
 def onnx_runner(path) -> Callable[[Mapping[str, np.ndarray]], dict]:
     """A single-threaded onnxruntime session over ``path``, graph as written (what the artefact is)."""
-    from onnxdeploy.run import create_session, run_session
+    from onnxdeploy._run import create_session, run_session
 
     session = create_session(str(path), threads=1)
     return lambda feeds: run_session(session, feeds)
@@ -220,7 +220,7 @@ def onnx_runner(path) -> Callable[[Mapping[str, np.ndarray]], dict]:
 
 def casting_runner(run: Callable, path) -> Callable[[Mapping[str, np.ndarray]], dict]:
     """``run`` with feeds cast to the dtypes ``path`` declares (legalize may narrow int64 inputs to int32)."""
-    from onnxdeploy.run import input_specs
+    from onnxdeploy._run import input_specs
 
     dtypes = {s.name: np.dtype(s.dtype) for s in input_specs(str(path))} if str(path).endswith(".onnx") else {}
 
@@ -254,13 +254,13 @@ def engine_runner(path: str, engine: str) -> Callable[[Mapping[str, np.ndarray]]
 
 
 def declared_inputs(path) -> dict[str, list]:
-    from onnxdeploy.run import input_specs
+    from onnxdeploy._run import input_specs
 
     return {s.name: list(s.shape) if s.shape is not None else [] for s in input_specs(str(path))}
 
 
 def op_histogram(model) -> dict[str, int]:
-    from onnxdeploy import io
+    from onnxdeploy import _io as io
 
     proto = io.as_proto(model)
     return dict(sorted(Counter(n.op_type for n in proto.graph.node).items()))
@@ -272,16 +272,16 @@ def _describe_changes(before: Mapping[str, int], after: Mapping[str, int]) -> li
 
 
 def _diff_text(a_path: Path, b_path: Path) -> list[str]:
-    """What changed between two models: ``onnxdeploy.diff`` when available, else op counts."""
+    """What changed between two models: ``onnxdeploy._diff`` when available, else op counts."""
     counts = _describe_changes(op_histogram(a_path), op_histogram(b_path))
     try:
-        from onnxdeploy.diff import diff as model_diff
+        from onnxdeploy._diff import diff as model_diff
     except ImportError:
         return counts
     try:
         result = model_diff(str(a_path), str(b_path), compare_values=False)
     except Exception as err:  # noqa: BLE001 - the diff is garnish in the report, never a reason to fail
-        return counts + [f"(onnxdeploy.diff failed: {err})"]
+        return counts + [f"(onnxdeploy._diff failed: {err})"]
     lines = [f"summary: {result.summary()}"] + counts
     for c in result.changes[:150]:
         detail = f" ({c.before} -> {c.after})" if c.before or c.after else ""
@@ -318,11 +318,11 @@ class Export(Step):
     name, description, skippable = "export", "PyTorch -> ONNX (verified against PyTorch); an ONNX source is copied", False
 
     def run(self, ctx: DeployContext) -> StepResult:
-        from onnxdeploy import io
+        from onnxdeploy import _io as io
 
         path = ctx.out / "01-model.onnx"
         if ctx.kind == "torch":
-            export = _import("export", "onnxdeploy.export", "export")
+            export = _import("export", "onnxdeploy._export", "export")
             tt = ctx.loaded
             rep = export(tt.module, tt.example_inputs if tt.example_kwargs is None else tt.example_kwargs, path,
                          input_names=ctx.input_names, output_names=ctx.output_names, dynamic=ctx.dynamic or None)
@@ -367,7 +367,7 @@ class ExportVerdict:
 
 
 def _export_verdict(rep, dynamic: Mapping[str, Mapping[int, str]], path: Path) -> ExportVerdict:
-    from onnxdeploy.run import input_specs, output_specs
+    from onnxdeploy._run import input_specs, output_specs
 
     specs = {s.name: s for s in [*input_specs(str(path)), *output_specs(str(path))]}
     changes = []
@@ -384,7 +384,7 @@ class Check(Step):
     name, description = "check", "every op, dtype and opset problem of the model on the target"
 
     def run(self, ctx: DeployContext) -> StepResult:
-        from onnxdeploy.check import check
+        from onnxdeploy._check import check
 
         rep = check(ctx.current, ctx.target)
         return StepResult(self.name, message=rep.summary(), details=rep.to_dict())
@@ -394,9 +394,9 @@ class Optimize(Step):
     name, description = "optimize", "fold, fuse and clean up (onnxdeploy optimize)"
 
     def run(self, ctx: DeployContext) -> StepResult:
-        from onnxdeploy import io
+        from onnxdeploy import _io as io
 
-        opt = _import("optimize", "onnxdeploy.optimize", "optimize")
+        opt = _import("optimize", "onnxdeploy._optimize", "optimize")
         path = ctx.out / "02-optimized.onnx"
         given = ctx.inputs(ctx.dims)
         result = opt(str(ctx.current), dims=ctx.dims or None, fix_dims=ctx.fix_dims, verify=True, atol=ctx.atol,
@@ -414,7 +414,7 @@ class Legalize(Step):
     name, description = "legalize", "rewrite what the target lacks (rules, opset, int64 -> int32)"
 
     def run(self, ctx: DeployContext) -> StepResult:
-        from onnxdeploy.legalize import legalize
+        from onnxdeploy._legalize import legalize
 
         path = ctx.out / "03-legalized.onnx"
         result = legalize(str(ctx.current), ctx.target, output=path, verify=False, keep_partial=True)
@@ -443,7 +443,7 @@ class Quantize(Step):
     def run(self, ctx: DeployContext) -> StepResult:
         if not ctx.quantize:
             return StepResult(self.name, "skipped", message="not asked (--quantize static|dynamic)")
-        q = _import("quantize", "onnxdeploy.quantize", "quantize")
+        q = _import("quantize", "onnxdeploy._quantize", "quantize")
         path = ctx.out / "04-quantized.onnx"
         rep = q(str(ctx.current), path, mode=ctx.quantize, dims=ctx.bench_dims or None, seed=ctx.seed,
                 measure=False)  # the benchmark step times every candidate anyway
@@ -511,9 +511,9 @@ STEPS = tuple(s.name for s in PIPELINE)
 
 def time_runner(run: Callable[[Mapping[str, np.ndarray]], Any], feeds: Mapping[str, np.ndarray], *,
                 seconds: float = 1.0, warmup: int = 3, max_runs: int = 2000) -> dict:
-    """Latency (ms) of ``run(feeds)`` with bench's one timer (:func:`onnxdeploy.bench.time_interleaved`): p50, p90,
+    """Latency (ms) of ``run(feeds)`` with bench's one timer (:func:`onnxdeploy._bench.time_interleaved`): p50, p90,
     mean, min, iterations (at least 5 runs, then up to ``seconds``)."""
-    from onnxdeploy.bench import latency_stats, time_interleaved
+    from onnxdeploy._bench import latency_stats, time_interleaved
 
     feeds = dict(feeds)
     timings = time_interleaved([lambda: run(feeds)], warmup=warmup, duration=seconds)
@@ -561,7 +561,7 @@ def _load_source(source) -> tuple[str, Any, str]:
 
             return "onnx", conv_bn_silu(), EXAMPLE_NAME + ", as ONNX: torch is not installed"
         from onnxdeploy.examples import conv_bn_silu_torch
-        from onnxdeploy.torch_target import TorchTarget
+        from onnxdeploy._torch_target import TorchTarget
 
         module, _ = conv_bn_silu_torch()
         example = (torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)),)
@@ -570,7 +570,7 @@ def _load_source(source) -> tuple[str, Any, str]:
         text = str(source)
         if Path(text).is_file() or text.endswith(".onnx"):
             return "onnx", Path(text), text
-        from onnxdeploy.torch_target import load_torch_target, looks_like_target
+        from onnxdeploy._torch_target import load_torch_target, looks_like_target
 
         if looks_like_target(text):
             return "torch", load_torch_target(text), text
@@ -638,9 +638,9 @@ def deploy(
     """Run :data:`PIPELINE` on ``source`` (``.onnx`` path, ModelProto/ir.Model, ``pkg.mod:factory`` or None for the
     built-in example, exported with its dynamic dims batch x 3 x height x width).
 
-    ``dynamic`` names dims of a PyTorch source dynamic, as in :func:`onnxdeploy.export.export`. ``dims`` are the
+    ``dynamic`` names dims of a PyTorch source dynamic, as in :func:`onnxdeploy._export.export`. ``dims`` are the
     sizes to verify and benchmark at; they stay symbolic unless ``fix_dims``. ``inputs`` (an
-    :class:`onnxdeploy.verify.Inputs` or arrays by name) gives real inputs for every step's verification and the
+    :class:`onnxdeploy._verify.Inputs` or arrays by name) gives real inputs for every step's verification and the
     benchmark. ``skip`` names steps to skip
     (``optimize=False``/``benchmark=False`` are the old spellings of ``skip={"optimize"}``/``{"benchmark"}``).
     Writes ``output_dir`` with one artefact per step, ``deploy.json`` and ``report.html``; returns the report.
@@ -689,7 +689,7 @@ def deploy(
 
 
 def _given_inputs(inputs):
-    from onnxdeploy.verify import Inputs
+    from onnxdeploy._verify import Inputs
 
     return None if inputs is None else Inputs.coerce(inputs)
 
@@ -697,13 +697,13 @@ def _given_inputs(inputs):
 def _write_outputs(report: DeployReport, out: Path, current) -> None:
     import json
 
-    from onnxdeploy.io import atomic_write_text
-    from onnxdeploy.report import deploy_html
+    from onnxdeploy._io import atomic_write_text
+    from onnxdeploy._report import deploy_html
 
     graph_svg = None
     if current is not None:
         try:
-            from onnxdeploy.render import render_svg
+            from onnxdeploy._render import render_svg
 
             graph_svg = render_svg(current, title=Path(current).name)
         except Exception as err:  # noqa: BLE001 - a picture is not worth failing the report

@@ -3,14 +3,14 @@
 Three steps, each only where the target needs it:
 
 1. **Rules**: an operator the target lacks is replaced by an equivalent composition of basic operators
-   (:data:`onnxdeploy.rules.RULES`, e.g. ``Asinh(x) -> Log(x + Sqrt(x*x + 1))``, ``Gelu -> 0.5*x*(1 + Erf(x/sqrt(2)))``), when the
+   (:data:`onnxdeploy._rules.RULES`, e.g. ``Asinh(x) -> Log(x + Sqrt(x*x + 1))``, ``Gelu -> 0.5*x*(1 + Erf(x/sqrt(2)))``), when the
    target has every operator the composition uses.
 2. **Opset conversion** (``onnx.version_converter``) into the target's opset range.
 3. **int64 -> int32** where the target lacks int64: int64 graph inputs become int32 (a Cast inside restores
    int64), int64 graph outputs get a Cast to int32, and int64 constants feeding inputs whose ONNX type constraint
    allows int32 (Gather indices, Slice starts/ends, ...) are narrowed when their values fit.
 
-The result is verified against the original on onnxruntime (:func:`onnxdeploy.verify.verify`); whatever
+The result is verified against the original on onnxruntime (:func:`onnxdeploy._verify.verify`); whatever
 cannot be fixed is listed with its nodes (``LegalizeReport.remaining``).
 """
 
@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 
 from onnxdeploy.errors import InvalidModelError, OutputsDisagree, UserInputError
-from onnxdeploy.rules import CONTRIB_DOMAIN, RULES, Rule, applicable_rule, apply_rule, rule_fits  # noqa: F401
+from onnxdeploy._rules import CONTRIB_DOMAIN, RULES, Rule, applicable_rule, apply_rule, rule_fits  # noqa: F401
 
 if TYPE_CHECKING:
     import onnx_ir as ir
 
-    from onnxdeploy.io import ModelLike
-    from onnxdeploy.verify import Inputs
+    from onnxdeploy._io import ModelLike
+    from onnxdeploy._verify import Inputs
     from onnxdeploy.targets.base import Target
 
 
@@ -89,7 +89,7 @@ def _apply_rules(model: "ir.Model", target: "Target") -> Counter:
     applied: Counter = Counter()
     missing = None
     if supported is None and hasattr(target, "query") and target.available()[0]:
-        from onnxdeploy.check import check
+        from onnxdeploy._check import check
 
         missing = {p.what for p in check(model, target).problems if p.kind == "op"}
     opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
@@ -125,7 +125,7 @@ def _convert_opset(model: "ir.Model", to: int) -> "ir.Model":
 def _narrow_int64(model: "ir.Model") -> list[str]:
     import onnx_ir as ir
 
-    from onnxdeploy.check import default_opset, node_label, own_type_var, slot_allows_int32
+    from onnxdeploy._check import default_opset, node_label, own_type_var, slot_allows_int32
 
     changes: list[str] = []
     graph = model.graph
@@ -208,14 +208,14 @@ def legalize(
     ``output`` is written only when the target can take the result (``report.legal``), or with ``keep_partial``
     (the verified, partly legalized model, to work on by hand).
     """
-    from onnxdeploy import io
-    from onnxdeploy.check import check, default_opset, typed_model
+    from onnxdeploy import _io as io
+    from onnxdeploy._check import check, default_opset, typed_model
     from onnxdeploy.targets.base import get_target
 
     start = time.perf_counter()
     t = get_target(target)
     original = io.as_proto(model, load_weights=True)
-    from onnxdeploy.bounds import check_subgraph_depth
+    from onnxdeploy._bounds import check_subgraph_depth
 
     check_subgraph_depth(original, what=str(model) if isinstance(model, (str, os.PathLike)) else "the model")
     m = typed_model(original)
@@ -250,12 +250,12 @@ def legalize(
 
 
 def _verify(original, legal, *, inputs, dims, atol, rtol, seed):
-    """The legalized model against the original on onnxruntime (:func:`onnxdeploy.verify.verify`), at two shapes
+    """The legalized model against the original on onnxruntime (:func:`onnxdeploy._verify.verify`), at two shapes
     when dims are symbolic; int64 inputs narrowed to int32 for the target are the one interface change allowed."""
     import onnx_ir as ir
 
-    from onnxdeploy.run import SessionError, create_session
-    from onnxdeploy.verify import Inputs, onnxruntime_runner, verify
+    from onnxdeploy._run import SessionError, create_session
+    from onnxdeploy._verify import Inputs, onnxruntime_runner, verify
 
     try:
         create_session(original, threads=1)

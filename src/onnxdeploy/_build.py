@@ -1,6 +1,6 @@
 """Build ONNX graphs in a few readable lines, on onnx-ir.
 
-    from onnxdeploy.build import GraphBuilder
+    from onnxdeploy._build import GraphBuilder
     g = GraphBuilder("resize_conv_add", opset=13)
     x = g.input("input", "float32", [1, 3, 256, 256])
     y = g.op("Resize", x, g.input("roi", "float32", []), g.input("scales", "float32", [4]), name="resize")
@@ -367,7 +367,7 @@ def run_checker(model: "ir.Model") -> None:
     import onnx
 
     try:
-        from onnxdeploy.io import without_external_data
+        from onnxdeploy._io import without_external_data
 
         # external tensors resolved against the model's folder by io, never against the current directory
         call_onnx(lambda proto: onnx.checker.check_model(without_external_data(proto)), model)

@@ -21,7 +21,7 @@ from onnxdeploy.targets.base import CheckReport, Problem, Target, first_names, h
 if TYPE_CHECKING:
     import onnx_ir as ir
 
-    from onnxdeploy.io import ModelLike
+    from onnxdeploy._io import ModelLike
 
 
 def dtype_name(dtype) -> str:
@@ -38,7 +38,7 @@ def typed_model(model: "ModelLike") -> "ir.Model":
     import onnx
     import onnx_ir as ir
 
-    from onnxdeploy import io
+    from onnxdeploy import _io as io
 
     proto = io.as_proto(model)
     try:
@@ -125,7 +125,7 @@ def int64_uses(model: "ir.Model") -> dict[str, list[str]]:
 
 def check(model: "ModelLike", target: str | Target = "onnxruntime", *, use_engine: bool = True) -> CheckReport:
     """Every op, dtype and opset problem of ``model`` on ``target``; never modifies the model."""
-    from onnxdeploy.rules import applicable_rule
+    from onnxdeploy._rules import applicable_rule
 
     t = get_target(target)
     m = typed_model(model)
@@ -213,7 +213,7 @@ def _dtype_problems(t: Target, m: "ir.Model") -> list[Problem]:
 
 
 def _engine_problems(t: Target, model: "ModelLike", m: "ir.Model") -> list[Problem]:
-    from onnxdeploy import io
+    from onnxdeploy import _io as io
 
     with tempfile.TemporaryDirectory(prefix="onnxdeploy-check-") as tmp:
         path = Path(model) if isinstance(model, (str, os.PathLike)) else io.save(m, Path(tmp) / "model.onnx")
@@ -225,7 +225,7 @@ def _engine_problems(t: Target, model: "ModelLike", m: "ir.Model") -> list[Probl
             return [Problem("engine", t.name, nodes, text if text.lower().startswith(t.name.lower())
                             else f"{t.name} could not read the model: {text}")]
     out = []
-    from onnxdeploy.rules import applicable_rule
+    from onnxdeploy._rules import applicable_rule
 
     by_output = {v.name: node_label(n, i) for i, n in enumerate(m.graph) for v in n.outputs}
     for op, nodes in sorted(missing.items()):

@@ -1,4 +1,4 @@
-"""Edit recipes: a YAML or JSON list of :class:`~onnxdeploy.edit.Editor` calls, replayable on re-exported models.
+"""Edit recipes: a YAML or JSON list of :class:`~onnxdeploy._edit.Editor` calls, replayable on re-exported models.
 
     # fix.yaml
     edits:
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from onnxdeploy.errors import OnnxDeployError, UserInputError
 
 if TYPE_CHECKING:
-    from onnxdeploy.edit import Editor
+    from onnxdeploy._edit import Editor
 
 OPERATIONS = (
     "delete_node", "insert_after", "insert_before", "replace_node", "rename", "rename_node", "rename_tensor",
@@ -106,7 +106,7 @@ def load_recipe(path: str | os.PathLike) -> list[dict]:
     p = Path(path)
     if not p.is_file():
         raise UserInputError(f"{p}: no such recipe file")
-    from onnxdeploy.io import note_read
+    from onnxdeploy._io import note_read
 
     note_read(p)  # no writer of this operation (--save-recipe, -o) may replace it
     with open(p, "rb") as f:  # bounded read: a recipe is a few lines, not /dev/zero behind a symlink
@@ -197,7 +197,7 @@ def apply_recipe(editor: "Editor", steps: Sequence[Mapping[str, Any]] | str | os
 
 def dump_recipe(steps: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
     """Write steps as YAML (.yaml/.yml) or JSON (other suffixes), atomically."""
-    from onnxdeploy.io import atomic_write_text
+    from onnxdeploy._io import atomic_write_text
 
     p = Path(path)
     data = {"edits": [dict(s) for s in steps]}

@@ -1,11 +1,11 @@
-"""Custom operator mappings for ``onnxdeploy.export``: one registry that works with both torch.onnx exporters.
+"""Custom operator mappings for ``onnxdeploy._export``: one registry that works with both torch.onnx exporters.
 
 A mapping turns one PyTorch operator into ONNX: a single ONNX op (``torch.asinh`` -> ``Asinh``), a composition of
 ONNX ops, or an op in a custom domain (declared in the model's opset imports). Write the mapping once; onnxdeploy
 installs it as an onnxscript function in the dynamo exporter's ``custom_translation_table`` and as a symbolic function
 (``torch.onnx.register_custom_op_symbolic``) for the TorchScript exporter, only for the duration of one export::
 
-    from onnxdeploy.export import register_op, custom_op
+    from onnxdeploy._export import register_op, custom_op
 
     register_op(torch.asinh, "Asinh")                       # 1:1
     register_op("mylib::fast_gelu", "Gelu", domain="com.microsoft")   # custom domain, version 1
@@ -110,7 +110,7 @@ def register_op(
 ) -> OpMapping:
     """Map ``torch_op`` to the ONNX op ``onnx_op`` (in ``domain``), or to what ``function(g, *args)`` builds.
 
-    The mapping is used by every later :func:`onnxdeploy.export.export` call; :func:`unregister_op` removes it.
+    The mapping is used by every later :func:`onnxdeploy._export.export` call; :func:`unregister_op` removes it.
     """
     if (onnx_op is None) == (function is None):
         raise UserInputError("register_op needs exactly one of onnx_op or function",

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from onnxdeploy.errors import OutputsDisagree, UserInputError
-from onnxdeploy.io import ModelLike, as_model, load_mapped
-from onnxdeploy.numerics import Comparison
+from onnxdeploy._io import ModelLike, as_model, load_mapped
+from onnxdeploy._numerics import Comparison
 
 if TYPE_CHECKING:
     import onnx_ir as ir
 
-    from onnxdeploy.verify import Verification
+    from onnxdeploy._verify import Verification
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def _ort_offline(level: str, providers: Sequence[str] | None) -> Step:
         import onnx_ir as ir
         import onnxruntime as ort
 
-        from onnxdeploy.run import resolve_providers
+        from onnxdeploy._run import resolve_providers
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -299,7 +299,7 @@ def _release_mapped_pages(model: "ir.Model") -> None:
 
 
 def _node_count(model: "ir.Model") -> int:
-    from onnxdeploy.bounds import node_count
+    from onnxdeploy._bounds import node_count
 
     return node_count(model)  # twice per step: model.graphs() costs ~0.5 s a call on 100k nodes
 
@@ -434,7 +434,7 @@ def pipeline(
 def check_skip(skip: Iterable[str], extra_passes: Sequence[Any] = ()) -> set[str]:
     """The step names in ``skip`` (:data:`STEP_NAMES` and the extra passes' names), validated: a name that matches
     none is a one-line :class:`UserInputError` naming the closest steps."""
-    from onnxdeploy.suggest import did_you_mean
+    from onnxdeploy._suggest import did_you_mean
 
     known = [*STEP_NAMES, *(extra_pass_name(e) for e in extra_passes)]
     chosen = set()
@@ -509,7 +509,7 @@ def fix_dims(model: "ir.Model", dims: Mapping[str, int]) -> None:
 
 
 class _Verifier:
-    """The optimize pipeline's checks: :class:`onnxdeploy.verify.Verifier` over the original (at two shapes when dims
+    """The optimize pipeline's checks: :class:`onnxdeploy._verify.Verifier` over the original (at two shapes when dims
     stay symbolic, the interface kept unless dims are fixed on request). The original's runs happen on a background
     thread while the passes run (onnxruntime releases the GIL); the first check waits for them."""
 
@@ -518,8 +518,8 @@ class _Verifier:
                  fixed: bool = False) -> None:
         import threading
 
-        from onnxdeploy.run import SessionError
-        from onnxdeploy.verify import Inputs, Verifier, onnxruntime_runner
+        from onnxdeploy._run import SessionError
+        from onnxdeploy._verify import Inputs, Verifier, onnxruntime_runner
 
         try:
             onnxruntime_runner(original, providers=providers)  # fails early, with the reason, if ort cannot load it
@@ -707,7 +707,7 @@ def optimize(
     checked once at the end, and on a mismatch the pipeline is re-run with per-step checks to find and skip
     the culprit. Raises :class:`OutputsDisagree` when the result still differs beyond ``atol``/``rtol``.
 
-    ``inputs`` (all the graph's inputs by name, e.g. from :func:`onnxdeploy.run.prepare_inputs`) are what the
+    ``inputs`` (all the graph's inputs by name, e.g. from :func:`onnxdeploy._run.prepare_inputs`) are what the
     original and the result are compared on, instead of synthesized inputs at two sizes: for models whose inputs
     must hold valid values (shapes, indices) or whose real data matters.
 

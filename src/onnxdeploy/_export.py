@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from onnxdeploy.errors import OutputsDisagree, UnsupportedError, UserInputError, require
-from onnxdeploy.export_ops import (  # noqa: F401 - re-exported API
+from onnxdeploy._export_ops import (  # noqa: F401 - re-exported API
     OpMapping,
     collect,
     custom_op,
@@ -66,7 +66,7 @@ class UnsupportedOperators(UnsupportedError):
         first = ops[0].op if ops else "namespace::op"
         super().__init__(
             f"the {exporter} exporter cannot convert {len(ops)} operator{'s' if len(ops) != 1 else ''}: {names}",
-            hint=(f"map it to ONNX: onnxdeploy.export.register_op('{first}', 'OnnxOp') or @custom_op('{first}'), "
+            hint=(f"map it to ONNX: onnxdeploy._export.register_op('{first}', 'OnnxOp') or @custom_op('{first}'), "
                   "or rewrite that module with supported ops" + (f"; {detail}" if detail else "")),
         )
         self.exporter = exporter
@@ -808,7 +808,7 @@ def export(
 
     ``dynamic`` names dims by input/output name: ``{"input": {0: "batch", 2: "height"}}``. ``exporter`` is "dynamo",
     "torchscript" or "auto" (dynamo, then TorchScript if dynamo cannot convert the model). ``custom_ops`` adds
-    op mappings (see :mod:`onnxdeploy.export_ops`) to the ones registered with :func:`register_op`/:func:`custom_op`.
+    op mappings (see :mod:`onnxdeploy._export_ops`) to the ones registered with :func:`register_op`/:func:`custom_op`.
     ``path=None`` exports and verifies without writing. Raises :class:`UnsupportedOperators` naming every operator the
     exporter cannot convert, and :class:`OutputsDisagree` (nothing written unless ``keep_on_mismatch``) on mismatch.
     """
@@ -879,7 +879,7 @@ def export(
 def _publish(report: ExportReport, model_ir, data: bytes | None, path, keep_on_mismatch: bool, phase) -> None:
     """Write the model (the serialized ``data`` when there is one) unless it disagrees with PyTorch; a mismatch
     raises :class:`OutputsDisagree` after writing only with ``keep_on_mismatch``."""
-    from onnxdeploy import io as odio
+    from onnxdeploy import _io as odio
 
     def write() -> None:
         if data is not None:
@@ -973,7 +973,7 @@ def _embeddable(model_ir) -> bool:
     """True when the model can be written as one protobuf with its weights embedded (no external tensors)."""
     import onnx_ir as ir
 
-    from onnxdeploy.io import EXTERNAL_THRESHOLD
+    from onnxdeploy._io import EXTERNAL_THRESHOLD
 
     total = 0
     for graph in model_ir.graphs():
@@ -1014,8 +1014,8 @@ def _verify(model, model_ir, args, kwargs, names, reference, dynamic, report, at
     ``verify.session``, ``verify.onnxruntime``, ``verify.pytorch`` and ``verify.compare`` (not added to the total)."""
     import numpy as np
 
-    from onnxdeploy.run import create_session, run_session
-    from onnxdeploy.verify import check_expected
+    from onnxdeploy._run import create_session, run_session
+    from onnxdeploy._verify import check_expected
 
     timings = report.seconds
 
@@ -1065,7 +1065,7 @@ def _verify(model, model_ir, args, kwargs, names, reference, dynamic, report, at
             f"{', '.join(sorted(sizes))} are not really dynamic: {_first_line(err)}",
             hint="drop those dims from --dynamic, or pass verify=False / --no-verify to skip the check",
         ) from err
-    from onnxdeploy.run import SessionError
+    from onnxdeploy._run import SessionError
 
     try:
         compare(other_ref, new_args, new_kwargs, f"other shape ({shape})")

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from onnxdeploy.build import format_type
-from onnxdeploy.io import ModelLike
+from onnxdeploy._build import format_type
+from onnxdeploy._io import ModelLike
 
 if TYPE_CHECKING:
     import onnx_ir as ir
@@ -213,14 +213,14 @@ def _init_str(value: "ir.Value") -> str:
     tensor = value.const_value
     if tensor is None:
         return format_type(value)
-    from onnxdeploy.build import dtype_name
+    from onnxdeploy._build import dtype_name
 
     return f"{dtype_name(tensor.dtype)}[{'x'.join(str(d) for d in tensor.shape) or 'scalar'}]"
 
 
 def diff(a: ModelLike, b: ModelLike, *, compare_values: bool = True) -> ModelDiff:
     """Compare models ``a`` and ``b`` (paths, ModelProtos or ``ir.Model``)."""
-    from onnxdeploy import io
+    from onnxdeploy import _io as io
 
     ma, mb = io.as_model(a), io.as_model(b)
     ga, gb = ma.graph, mb.graph

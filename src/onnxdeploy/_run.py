@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 
 from onnxdeploy.errors import ModelFileError, OnnxDeployError, UnsupportedError, UserInputError
-from onnxdeploy.io import ModelLike, as_proto
+from onnxdeploy._io import ModelLike, as_proto
 
 if TYPE_CHECKING:
     import onnx
@@ -89,7 +89,7 @@ def read_tensor_file(path: str | os.PathLike) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise ModelFileError(f"{p}: no such input file")
-    from onnxdeploy.io import note_read
+    from onnxdeploy._io import note_read
 
     note_read(p)  # no writer of this operation may replace it
     if p.suffix == ".npy":
@@ -132,7 +132,7 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     p = Path(path)
     if not p.is_file():
         raise ModelFileError(f"{p}: no such file")
-    from onnxdeploy.io import note_read
+    from onnxdeploy._io import note_read
 
     note_read(p)  # no writer of this operation may replace it
     import zipfile
@@ -497,7 +497,7 @@ def create_session(
     if profile:
         options.enable_profiling = True
     provider_list = resolve_providers(providers)
-    from onnxdeploy.bounds import check_loops
+    from onnxdeploy._bounds import check_loops
 
     if isinstance(model, (str, os.PathLike)):
         check_loops(model_structure(model), what=str(model))  # validates the file and its external data first
@@ -520,7 +520,7 @@ def _serialize_for_session(model) -> tuple[bytes, str | None]:
 
     base_dir = None
     if isinstance(model, ir.Model):
-        from onnxdeploy.io import external_base_dir
+        from onnxdeploy._io import external_base_dir
 
         base_dir = external_base_dir(model)  # subgraphs and functions included: never the current directory
         proto = ir.serde.serialize_model(model)
@@ -555,7 +555,7 @@ class RunResult:
     inputs: dict[str, np.ndarray]
     seconds: float
     warnings: list[str] = field(default_factory=list)
-    expected: object = None  # an onnxdeploy.verify.Verification against expected outputs (``run --expect``)
+    expected: object = None  # an onnxdeploy._verify.Verification against expected outputs (``run --expect``)
 
     def to_dict(self) -> dict:
         return {
@@ -645,7 +645,7 @@ def shape_warnings(model: ModelLike, outputs: Mapping[str, np.ndarray]) -> list[
 def model_structure(model: ModelLike) -> "onnx.ModelProto":
     """The model's proto; for a file, parsed and validated without reading large weights (enough for specs)."""
     if isinstance(model, (str, os.PathLike)):
-        from onnxdeploy.io import load_structure
+        from onnxdeploy._io import load_structure
 
         return load_structure(model)[0]
     return as_proto(model)

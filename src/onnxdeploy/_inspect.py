@@ -12,8 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Iterator, Mapping
 
-from onnxdeploy import io as _io
-from onnxdeploy.io import STRIP_BYTES, TENSOR_DATA_FIELDS, load_structure  # noqa: F401 - load_structure re-exported
+from onnxdeploy import _io as _io
+from onnxdeploy._io import STRIP_BYTES, TENSOR_DATA_FIELDS, load_structure  # noqa: F401 - load_structure re-exported
 from onnxdeploy.errors import UserInputError
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Graph surgery on onnx-ir: a chainable :class:`Editor` whose every method fails at once on a bad edit.
 
-    from onnxdeploy.edit import Editor
+    from onnxdeploy._edit import Editor
     report = (Editor("model.onnx")
               .delete_node("add")                             # consumers read the Conv output instead
               .insert_after("op:Conv", "Cast", attrs={"to": "int64"})
@@ -27,15 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from onnxdeploy.build import (STANDARD_DOMAINS, call_onnx, dtype_name, format_shape, format_type, infer_node, infer_shapes,
+from onnxdeploy._build import (STANDARD_DOMAINS, call_onnx, dtype_name, format_shape, format_type, infer_node, infer_shapes,
                               onnx_error_text, run_checker, to_dtype)
 from onnxdeploy.errors import InvalidModelError, OnnxDeployError, OutputsDisagree, UserInputError
-from onnxdeploy.io import ModelLike
+from onnxdeploy._io import ModelLike
 
 if TYPE_CHECKING:
     import onnx_ir as ir
 
-    from onnxdeploy.numerics import Comparison
+    from onnxdeploy._numerics import Comparison
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ class Editor:
                  rtol: float = 1e-3, seed: int = 0, inputs: Mapping[str, Any] | None = None) -> None:
         import onnx_ir as ir
 
-        from onnxdeploy import io
+        from onnxdeploy import _io as io
 
         self.source: Path | None = Path(model) if isinstance(model, (str, os.PathLike)) else None
         if isinstance(model, ir.Model) and copy:
@@ -738,7 +738,7 @@ class Editor:
 
     def set_shape(self, input: str, shape: str | Sequence[int | str | None]) -> "Editor":  # noqa: A002
         """Set a graph input's shape (ints fixed, names symbolic, ``?``/None unknown); all shapes re-inferred."""
-        from onnxdeploy.build import to_shape
+        from onnxdeploy._build import to_shape
 
         value = self._graph_input(input)
         dims = parse_shape_text(shape)
@@ -1011,7 +1011,7 @@ class Editor:
 
     def save(self, path: str | os.PathLike, *, external_data: bool | None = None) -> EditReport:
         """Validate, verify, then write atomically (external data next to the output). The source stays intact."""
-        from onnxdeploy import io
+        from onnxdeploy import _io as io
 
         out = Path(path)
         if self.source is not None and out.exists() and os.path.samefile(out, self.source):
@@ -1022,8 +1022,8 @@ class Editor:
         return report
 
     def apply(self, steps: Sequence[Mapping[str, Any]]) -> "Editor":
-        """Apply recipe steps (``[{"delete_node": {"node": "add"}}, ...]``); see :mod:`onnxdeploy.recipes`."""
-        from onnxdeploy.recipes import apply_recipe
+        """Apply recipe steps (``[{"delete_node": {"node": "add"}}, ...]``); see :mod:`onnxdeploy._recipes`."""
+        from onnxdeploy._recipes import apply_recipe
 
         apply_recipe(self, steps)
         return self
@@ -1111,11 +1111,11 @@ def _same_type(a: "ir.Value", b: "ir.Value") -> bool:
 
 def _verify(segment: _Segment, after: "ir.Model", *, atol: float, rtol: float, seed: int,
             feeds: Mapping[str, Any] | None = None) -> Verification:
-    """Run the model before the segment and after it on the same inputs (:func:`onnxdeploy.verify.verify`, at two
+    """Run the model before the segment and after it on the same inputs (:func:`onnxdeploy._verify.verify`, at two
     shapes when dims are symbolic) and compare the outputs. Edits change the interface on purpose, so only numbers
     are judged; an input of ``after`` that is a tensor of ``before`` is fed with that tensor's value."""
-    from onnxdeploy.run import input_specs
-    from onnxdeploy.verify import Inputs, onnxruntime_runner, verify
+    from onnxdeploy._run import input_specs
+    from onnxdeploy._verify import Inputs, onnxruntime_runner, verify
 
     before = segment.before
     to_before = lambda name: segment.names.get(name, name)  # noqa: E731

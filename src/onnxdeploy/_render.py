@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from onnxdeploy.errors import UserInputError, require
 
 if TYPE_CHECKING:
-    from onnxdeploy.io import ModelLike
+    from onnxdeploy._io import ModelLike
 
 BOX_H, LAYER_GAP, COL_GAP, CHAR_W, MARGIN = 38, 34, 22, 6.6, 20
 MAX_NODES = 3000
@@ -71,7 +71,7 @@ def _layout(items: list[dict], edges: list[tuple[int, int, str]]) -> None:
 
 def render_svg(model: "ModelLike", *, title: str | None = None, max_nodes: int = MAX_NODES) -> str:
     """An SVG picture of the main graph (inputs, nodes, outputs; initializers summarised inside their node)."""
-    from onnxdeploy.check import node_label, typed_model
+    from onnxdeploy._check import node_label, typed_model
 
     m = typed_model(model)
     g = m.graph
@@ -149,7 +149,7 @@ def render_svg(model: "ModelLike", *, title: str | None = None, max_nodes: int =
 
 def render(model: "ModelLike", output: str | os.PathLike, *, title: str | None = None) -> Path:
     """Write the graph picture to ``output`` (``.svg``, or ``.html`` wrapping the SVG); return the path."""
-    from onnxdeploy.io import atomic_write_text
+    from onnxdeploy._io import atomic_write_text
 
     out = Path(output)
     if out.suffix.lower() not in (".svg", ".html", ".htm"):
@@ -170,7 +170,7 @@ def render(model: "ModelLike", output: str | os.PathLike, *, title: str | None =
 def serve_netron(model: str | os.PathLike, *, port: int | None = None, browse: bool = False,
                  host: str = "localhost") -> str:
     """Serve ``model`` with Netron on ``host:port`` (a free port when None) and return its URL (non-blocking)."""
-    from onnxdeploy import io
+    from onnxdeploy import _io as io
 
     netron = require("netron", extra="view", purpose="viewing a model in Netron")
     io.as_proto(model)  # validate the file (and its external data) before serving it

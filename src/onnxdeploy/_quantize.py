@@ -10,7 +10,7 @@ Defaults are chosen by model type, from what measured fastest on x86 CPUs with A
 
 Every run pre-processes with ``quant_pre_process``, evaluates the result against fp32 on held-out inputs (never the
 calibration ones: max abs error, cosine similarity, top-1 agreement for logits) and times both models with bench's
-timer (:func:`onnxdeploy.bench.measure_ratio`: interleaved blocks, same session options, until the speedup's ~99%
+timer (:func:`onnxdeploy._bench.measure_ratio`: interleaved blocks, same session options, until the speedup's ~99%
 interval is within 10% or the time budget runs out, then reported as noisy), so that ``bench fp32.onnx int8.onnx``
 measures the same figure. In ``auto`` mode a quantized model slower than fp32 (by the median) makes us try the other
 mode and keep the faster; when the best is slower beyond the noise (the interval's upper bound below 1) nothing is
@@ -41,14 +41,14 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from onnxdeploy.bench import RatioMeasurement, noisy_note, ratio_words
+from onnxdeploy._bench import RatioMeasurement, noisy_note, ratio_words
 from onnxdeploy.errors import OutputsDisagree, UnsupportedError, UserInputError
-from onnxdeploy.io import ModelLike, as_proto
+from onnxdeploy._io import ModelLike, as_proto
 
 if TYPE_CHECKING:
     import onnx
 
-    from onnxdeploy.run import InputSpec
+    from onnxdeploy._run import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -401,7 +401,7 @@ def _runnable_dims(path: str, proto: "onnx.ModelProto", dims: Mapping[str, int],
     A model exported with a position table shorter than 128 (or a fixed window) fails on the defaults; the user's
     own ``--dim`` values are never changed. Returns ``dims`` unchanged when no defaulted dim exists.
     """
-    from onnxdeploy.run import SessionError, create_session, default_dims, input_specs, run_session
+    from onnxdeploy._run import SessionError, create_session, default_dims, input_specs, run_session
 
     specs = input_specs(proto)
     full = default_dims(specs, dims)
@@ -438,7 +438,7 @@ def synthesize_samples(
 ) -> list[dict[str, np.ndarray]]:
     """``count`` seeded input sets drawn like real data: floats standard normal, token ids within the vocabulary
     (from the embedding table), attention masks all ones."""
-    from onnxdeploy.run import default_dims, input_specs, synthesize_inputs
+    from onnxdeploy._run import default_dims, input_specs, synthesize_inputs
 
     proto = as_proto(model)
     specs = input_specs(proto)
@@ -465,7 +465,7 @@ def _split_samples(arrays: Mapping[str, np.ndarray], specs: Sequence["InputSpec"
     An array with one more dim than the input holds samples along axis 0; one with the input's rank is a batch,
     split into items of the model's batch size (1 when the batch dim is symbolic).
     """
-    from onnxdeploy.run import check_input_names
+    from onnxdeploy._run import check_input_names
 
     check_input_names(arrays, specs, f"calibration {where}")
     missing = [s.name for s in specs if s.name not in arrays]
@@ -500,7 +500,7 @@ def _split_samples(arrays: Mapping[str, np.ndarray], specs: Sequence["InputSpec"
 
 
 def _read_sample_folder(folder: Path, specs: Sequence["InputSpec"]) -> dict[str, np.ndarray]:
-    from onnxdeploy.run import read_tensor_file, read_tensor_name
+    from onnxdeploy._run import read_tensor_file, read_tensor_name
 
     feeds: dict[str, np.ndarray] = {}
     files = sorted(f for f in folder.iterdir() if f.suffix in (".npy", ".pb"))
@@ -524,7 +524,7 @@ def _read_sample_folder(folder: Path, specs: Sequence["InputSpec"]) -> dict[str,
 def load_calibration(source, model: ModelLike) -> list[dict[str, np.ndarray]]:
     """Calibration samples from a dict of arrays, an ``.npz``, a folder of ``.npy``/``.pb`` files, or a folder of
     sample folders (the ONNX ``test_data_set_K`` layout); arrays are split into samples along axis 0."""
-    from onnxdeploy.run import input_specs, read_npz, validate_inputs
+    from onnxdeploy._run import input_specs, read_npz, validate_inputs
 
     specs = input_specs(model)
     if isinstance(source, Mapping):
@@ -558,7 +558,7 @@ def load_calibration(source, model: ModelLike) -> list[dict[str, np.ndarray]]:
 
 
 def _samples_from_flat_folder(path: Path, specs: Sequence["InputSpec"]) -> list[dict]:
-    from onnxdeploy.run import read_tensor_file
+    from onnxdeploy._run import read_tensor_file
 
     files = sorted(f for f in path.iterdir() if f.suffix in (".npy", ".pb"))
     if not files:
@@ -718,7 +718,7 @@ def _file_bytes(path: str | os.PathLike) -> int:
     p = Path(path)
     total = p.stat().st_size
     try:
-        from onnxdeploy.io import external_refs, load_proto
+        from onnxdeploy._io import external_refs, load_proto
 
         total += sum({ref.location: (p.parent / ref.location).stat().st_size for ref in external_refs(load_proto(p))}.values())
     except Exception:  # sizes are informative only
@@ -838,7 +838,7 @@ def _reader(samples: Sequence[Mapping[str, np.ndarray]]):
 
 
 def _run_all(path: str, samples: Sequence[Mapping[str, np.ndarray]], threads: int | None) -> list[dict]:
-    from onnxdeploy.run import create_session, run_session
+    from onnxdeploy._run import create_session, run_session
 
     session = create_session(path, threads=threads)
     return [run_session(session, s) for s in samples]
@@ -846,8 +846,8 @@ def _run_all(path: str, samples: Sequence[Mapping[str, np.ndarray]], threads: in
 
 def _measure(fp32_path: str, q_path: str, feeds: Mapping[str, np.ndarray], opts: QuantizeOptions) -> RatioMeasurement:
     """fp32 vs quantized with the same session options, timed by bench's timer until the ratio is stable."""
-    from onnxdeploy.bench import measure_ratio
-    from onnxdeploy.run import create_session
+    from onnxdeploy._bench import measure_ratio
+    from onnxdeploy._run import create_session
 
     fp32, quantized = (create_session(p, threads=opts.threads) for p in (fp32_path, q_path))
     return measure_ratio(fp32, quantized, feeds, max_seconds=opts.measure_seconds)
@@ -1069,7 +1069,7 @@ def _check_agreement(best: Attempt, opts: QuantizeOptions) -> None:
 def _write(best: Attempt, output) -> tuple[str | None, int]:
     import onnx
 
-    from onnxdeploy.io import save
+    from onnxdeploy._io import save
 
     if output is None:
         return None, _file_bytes(best.path)
@@ -1162,7 +1162,7 @@ def quantize_with(model: ModelLike, output: str | os.PathLike | None, opts: Quan
     opts.validate()
     _check_output(model, output)
     proto = as_proto(model)  # the graph; a file's weights stay on disk
-    from onnxdeploy.bounds import check_subgraph_depth
+    from onnxdeploy._bounds import check_subgraph_depth
 
     check_subgraph_depth(proto, what=str(model) if isinstance(model, (str, os.PathLike)) else "the model")
     _refuse_unquantizable(proto)

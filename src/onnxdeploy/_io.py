@@ -1141,7 +1141,7 @@ def structure_bytes(buf) -> tuple[bytes, dict[str, int]]:
 def load_structure(path: str | os.PathLike) -> tuple["onnx.ModelProto", dict[str, int]]:
     """Parse a model file without reading the data of large embedded tensors or of external data.
 
-    The file and its external-data references are validated exactly as :func:`onnxdeploy.io.load_proto` does.
+    The file and its external-data references are validated exactly as :func:`onnxdeploy._io.load_proto` does.
     Returns the proto (large initializers keep name, dims and dtype but no data) and {name: data bytes skipped}.
     """
     import onnx

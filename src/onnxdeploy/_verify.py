@@ -3,7 +3,7 @@
 :class:`Inputs` says what to feed (files, an ``.npz`` or ``test_data_set_N`` folder, arrays, sizes for symbolic dims,
 per-input shapes with dtypes, a seed). :class:`Verifier` runs a reference once per input set and checks candidates
 against it; :func:`verify` is the one-shot form. Both models are judged as they run (no extra outputs), at two
-shapes when dims are symbolic, with the metric of the candidate's precision (:class:`onnxdeploy.numerics.Tolerance`),
+shapes when dims are symbolic, with the metric of the candidate's precision (:class:`onnxdeploy._numerics.Tolerance`),
 and a candidate whose interface (input/output names, dtypes, symbolic dims) differs from the reference's fails unless
 the caller allows that change.
 """
@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from onnxdeploy.errors import OnnxDeployError, UserInputError
-from onnxdeploy.numerics import Comparison, compare_outputs
+from onnxdeploy._numerics import Comparison, compare_outputs
 
 if TYPE_CHECKING:
     import onnx_ir as ir
 
-    from onnxdeploy.run import InputSpec
+    from onnxdeploy._run import InputSpec
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class Inputs:
               specs: "Sequence[InputSpec] | None" = None) -> dict[str, np.ndarray]:
         """The feeds for ``model`` (path, proto, ir.Model): given tensors, the rest synthesized at ``dims`` (default:
         this object's dims), validated against the declared inputs."""
-        from onnxdeploy.run import prepare_inputs
+        from onnxdeploy._run import prepare_inputs
 
         return prepare_inputs(model, inputs=dict(self.arrays), input_files=dict(self.files), npz=self.npz,
                               dims={**self.dims, **(dims or {})}, shapes=self.shape_dims(), seed=self.seed,
@@ -139,7 +139,7 @@ def verification_plans(specs: Sequence["InputSpec"], names: Sequence[str],
     dims (one assignment when all are fixed). Small sizes first (batch-like dims 1 and 2, others 16 and 24); then
     the sizes every command synthesizes by default (``run.default_dims``: tokens 128, image sides 224) and a second
     set at 3/4 of them, for models that need their real sizes (position tables, fixed windows)."""
-    from onnxdeploy.run import default_dims
+    from onnxdeploy._run import default_dims
 
     free = [n for n in names if n not in dims]
     if not free:
@@ -160,7 +160,7 @@ def dims_label(assignment: Mapping[str, int]) -> str:
 
 
 def _specs(model: Any) -> tuple[list["InputSpec"], list["InputSpec"]]:
-    from onnxdeploy.run import input_specs, output_specs
+    from onnxdeploy._run import input_specs, output_specs
 
     proto = _structure(model)
     return input_specs(proto), output_specs(proto)
@@ -169,14 +169,14 @@ def _specs(model: Any) -> tuple[list["InputSpec"], list["InputSpec"]]:
 def _structure(model: Any):
     import onnx_ir as ir
 
-    from onnxdeploy.run import model_structure
+    from onnxdeploy._run import model_structure
 
     if isinstance(model, ir.Model):
         return _header_only(model)
     if isinstance(model, (bytes, bytearray, memoryview)):  # a serialized model: its structure, weights skipped
         import onnx
 
-        from onnxdeploy.io import structure_bytes
+        from onnxdeploy._io import structure_bytes
 
         return onnx.ModelProto.FromString(structure_bytes(model)[0])
     return model_structure(model)
@@ -252,8 +252,8 @@ class SharedWeightSession:
 
     def __init__(self, model: "ir.Model", providers: Sequence[str] | None = None, *,
                  optimization_level: str = VERIFY_LEVEL) -> None:
-        from onnxdeploy.bounds import check_loops
-        from onnxdeploy.run import create_session
+        from onnxdeploy._bounds import check_loops
+        from onnxdeploy._run import create_session
 
         check_loops(model)  # a Loop that would run for ever is refused before onnxruntime starts it
         self.keep: list = []  # the arrays and OrtValues the session reads; alive as long as the session
@@ -290,7 +290,7 @@ class SharedWeightSession:
                 swapped.append((value, tensor))
                 value.const_value = ir.ExternalTensor(_SHARED_FILE, 0, tensor.nbytes, tensor.dtype,
                                                       shape=tensor.shape, name=value.name)
-            from onnxdeploy.io import external_base_dir, inline_external_data
+            from onnxdeploy._io import external_base_dir, inline_external_data
 
             # the remaining external tensors (small ones, subgraphs, functions) are read from the model's folder,
             # never from the current directory
@@ -304,7 +304,7 @@ class SharedWeightSession:
     def _shared_session(self, data: bytes, names: list[str], providers):
         import onnxruntime as ort
 
-        from onnxdeploy.run import resolve_providers
+        from onnxdeploy._run import resolve_providers
 
         options = ort.SessionOptions()
         options.log_severity_level = 4
@@ -324,7 +324,7 @@ class SharedWeightSession:
                 return None
 
     def run(self, feeds: Mapping[str, np.ndarray], names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        from onnxdeploy.run import run_session
+        from onnxdeploy._run import run_session
 
         return run_session(self.session, feeds, names)
 
@@ -339,7 +339,7 @@ def onnxruntime_runner(model: Any, *, providers: Sequence[str] | None = None,
     """A runner over ``model`` (path, ModelProto or ir.Model) on onnxruntime, graph as written by default."""
     import onnx_ir as ir
 
-    from onnxdeploy.run import create_session, run_session
+    from onnxdeploy._run import create_session, run_session
 
     if isinstance(model, ir.Model):
         return SharedWeightSession(model, providers, optimization_level=optimization_level)
@@ -440,7 +440,7 @@ class Verification:
 
 
 def _tolerance(tolerance, atol, rtol):
-    from onnxdeploy import numerics
+    from onnxdeploy import _numerics as numerics
 
     cls = getattr(numerics, "Tolerance", None)
     if tolerance is not None:
@@ -458,7 +458,7 @@ def _tolerance(tolerance, atol, rtol):
 def _compare(ref, got, tolerance, atol, rtol, label, names) -> Comparison:
     if tolerance is not None:
         return compare_outputs(ref, got, tolerance=tolerance, label=label, names=names)
-    from onnxdeploy import numerics
+    from onnxdeploy import _numerics as numerics
 
     return compare_outputs(ref, got, atol=getattr(numerics, "DEFAULT_ATOL", 1e-4) if atol is None else atol,
                            rtol=getattr(numerics, "DEFAULT_RTOL", 1e-3) if rtol is None else rtol,
@@ -468,7 +468,7 @@ def _compare(ref, got, tolerance, atol, rtol, label, names) -> Comparison:
 def _metric(tolerance, atol, rtol) -> str:
     if tolerance is not None and getattr(tolerance, "metric_name", None):
         return tolerance.metric_name
-    from onnxdeploy import numerics
+    from onnxdeploy import _numerics as numerics
 
     a = getattr(numerics, "DEFAULT_ATOL", 1e-4) if atol is None else atol
     r = getattr(numerics, "DEFAULT_RTOL", 1e-3) if rtol is None else rtol
@@ -597,7 +597,7 @@ def _is_runner_only(candidate: Any, runner: Runner | None) -> bool:
 def read_expected(path: str | os.PathLike, structure: Any) -> dict[str, np.ndarray]:
     """Expected outputs from an ``.npz`` or a ``test_data_set_N`` folder (``output_K.pb``, named by position of the
     outputs ``structure`` declares)."""
-    from onnxdeploy.run import output_specs, read_npz, read_test_data_dir
+    from onnxdeploy._run import output_specs, read_npz, read_test_data_dir
 
     p = Path(path)
     if p.is_dir():
@@ -616,8 +616,8 @@ def check_expected(outputs: Mapping[str, np.ndarray], expected: Mapping[str, np.
                    ) -> Verification:
     """Judge outputs a model produced on ``feeds`` against expected ones (``run --expect``), with the verifier's
     metric and flags. An expected name the model does not declare is a :class:`UserInputError`."""
-    from onnxdeploy.run import output_specs
-    from onnxdeploy.suggest import did_you_mean
+    from onnxdeploy._run import output_specs
+    from onnxdeploy._suggest import did_you_mean
 
     declared = [s.name for s in output_specs(_structure(structure))] or list(outputs)
     for name in expected:
@@ -635,9 +635,9 @@ def run_checked(model: Any, inputs: "Inputs | Mapping[str, np.ndarray] | None" =
                 expect: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
                 providers: Sequence[str] | None = None, output_names: Sequence[str] | None = None,
                 tolerance: Any = None, atol: float | None = None, rtol: float | None = None):
-    """Run ``model`` once on onnxruntime (:func:`onnxdeploy.run.run_model`) and, with ``expect`` (an ``.npz``, a
+    """Run ``model`` once on onnxruntime (:func:`onnxdeploy._run.run_model`) and, with ``expect`` (an ``.npz``, a
     ``test_data_set_N`` folder or arrays), judge its outputs against the expected ones: ``result.expected``."""
-    from onnxdeploy.run import model_structure, run_model
+    from onnxdeploy._run import model_structure, run_model
 
     given = Inputs.coerce(inputs)
     structure = model_structure(model)

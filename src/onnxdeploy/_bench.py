@@ -18,7 +18,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from onnxdeploy.errors import UserInputError
-from onnxdeploy.io import ModelLike, as_proto
+from onnxdeploy._io import ModelLike, as_proto
 
 DEFAULT_ITERATIONS = 50
 DEFAULT_WARMUP = 5
@@ -295,9 +295,9 @@ def _time_turn(run: Callable[[], object], count: int, *, settle: bool) -> list[f
 
 
 def timed_runner(session, feeds: Mapping[str, np.ndarray]) -> Callable[[], object]:
-    """One checked run (an onnxruntime failure becomes :class:`~onnxdeploy.run.SessionError`), then a bare
+    """One checked run (an onnxruntime failure becomes :class:`~onnxdeploy._run.SessionError`), then a bare
     ``session.run``: what is timed is onnxruntime, not our error handling or run watchdog."""
-    from onnxdeploy.run import run_session
+    from onnxdeploy._run import run_session
 
     feeds = dict(feeds)
     run_session(session, feeds)
@@ -327,7 +327,7 @@ def measure_ratio(
 
 def batch_dims(model: ModelLike) -> dict[str, str | int | None]:
     """The leading dim of each input (a symbolic name, a fixed size, or None when unknown)."""
-    from onnxdeploy.run import input_specs
+    from onnxdeploy._run import input_specs
 
     return {s.name: (s.shape[0] if s.shape else None) for s in input_specs(model)}
 
@@ -389,7 +389,7 @@ def parse_profile(path: str | os.PathLike, *, skip_runs: int = 0) -> tuple[list[
 
 def _profile(model, feeds, *, providers, threads, optimization_level, warmup: int, runs: int) -> list[OpTime]:
     """Profile ``runs`` steady-state runs (after ``warmup``) in a separate session; the trace file is removed."""
-    from onnxdeploy.run import create_session, run_session
+    from onnxdeploy._run import create_session, run_session
 
     session = create_session(
         model, providers=providers, threads=threads, optimization_level=optimization_level, profile=True
@@ -494,8 +494,8 @@ def bench(
     on past :data:`DEFAULT_ITERATIONS` runs until those ratios are stable (or :data:`MAX_STABLE_SECONDS`). ``profile=True`` adds per-op-type
     kernel times; ``svg`` writes them as a bar chart (atomically).
     """
-    from onnxdeploy.io import atomic_write_text
-    from onnxdeploy.run import create_session
+    from onnxdeploy._io import atomic_write_text
+    from onnxdeploy._run import create_session
 
     if isinstance(models, (str, os.PathLike)) or not isinstance(models, Sequence):
         models = [models]
@@ -569,7 +569,7 @@ def bench(
 
 def _batch_feeds(names, protos, batch: int | None, *, inputs, dims, shapes, seed: int) -> list[dict]:
     """Inputs of each model at one batch size; models with the same input specs get the same arrays."""
-    from onnxdeploy.run import input_specs, prepare_inputs
+    from onnxdeploy._run import input_specs, prepare_inputs
 
     feeds_list: list[dict] = []
     cache: dict[str, dict] = {}
@@ -624,7 +624,7 @@ def _noisy_warning(r: LatencyStats) -> str:
 def _defaulted_dims(protos, dims: Mapping[str, int], shapes: Mapping) -> list[str]:
     """Symbolic dims (other than a leading batch dim) that synthesized inputs set to their default size (tokens
     128, image sides 224, else 1) because nobody gave a value."""
-    from onnxdeploy.run import default_dims, input_specs
+    from onnxdeploy._run import default_dims, input_specs
 
     seen: dict[str, int] = {}
     for proto in protos:
