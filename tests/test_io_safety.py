@@ -356,3 +356,16 @@ def test_checker_helpers_read_the_model_folder(tmp_path, monkeypatch):
     run_checker(model)  # the checker sees no external reference
     proto = io.inline_external_data(onnx.load(str(m), load_external_data=False), m.parent)
     np.testing.assert_array_equal(numpy_helper.to_array(proto.graph.initializer[0]), W)
+
+
+def test_no_writer_replaces_the_data_file_of_another_model_in_the_folder(tmp_path: Path, capsys):
+    """probe -o / bench --svg onto a file another model (not an input of the command) reads as external data."""
+    from onnxdeploy.cli.main import main
+
+    other = _external_model(tmp_path / "m", name="other.onnx", data="shared.data")
+    before = (tmp_path / "m" / "shared.data").read_bytes()
+    model = _external_model(tmp_path / "m2")
+    rc = main(["probe", str(model), "-o", str(tmp_path / "m" / "shared.data")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "would overwrite the external data of another model" in err
+    assert (tmp_path / "m" / "shared.data").read_bytes() == before and other.exists()

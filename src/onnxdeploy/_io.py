@@ -38,6 +38,7 @@ from onnxdeploy._protowire import (
     GRAPH_INITIALIZER_TAG,
     MODEL_GRAPH_TAG,
     TENSOR_RAW_DATA_TAG,
+    encode_varint,
     fields,
     length_delimited,
     read_varint,
@@ -175,6 +176,9 @@ def check_output_path(path: str | os.PathLike, *, data_file: str | os.PathLike |
                 raise UserInputError(
                     f"{what} {candidate} would overwrite {'the input' if same else 'an input file'} {hit}",
                     hint="choose another -o path; inputs are never modified")
+        if real.is_file() and _referenced_elsewhere(real.parent, real.name, skip=real):
+            raise UserInputError(f"{out} would overwrite the external data of another model in {real.parent}",
+                                 hint="choose another -o path; that model would be corrupted")
     if data_file is not None:
         d = Path(data_file)
         if d.is_symlink():
@@ -233,8 +237,11 @@ def _mentions(model_file: Path, needle: bytes) -> bool:
 
 
 def _referenced_elsewhere(folder: Path, name: str, skip: Path | None = None) -> bool:
-    """Whether any model file in ``folder`` (other than ``skip``) mentions the data file ``name``."""
-    needle = name.encode("utf-8", "surrogateescape")
+    """Whether any model file in ``folder`` (other than ``skip``) names the data file ``name`` as an external-data
+    location (the serialized ``value`` field of a location entry: tag, length, bytes; so ``out.onnx`` does not match
+    ``out.onnx.data``)."""
+    raw = name.encode("utf-8", "surrogateescape")
+    needle = b"\x12" + encode_varint(len(raw)) + raw
     try:
         entries = list(os.scandir(folder))
     except OSError:

@@ -235,11 +235,9 @@ def legalize(
     verification = None
     if verify:
         verification = _verify(original, m, inputs=inputs, dims=dims, atol=atol, rtol=rtol, seed=seed)
-        if verification is not None and not verification.passed:
+        if not verification.passed:
             raise OutputsDisagree(f"legalized model differs from the original: {verification.summary()}",
                                   hint="report the rule that broke it; --no-verify writes it anyway")
-        if verification is None:
-            notes.append("not verified: onnxruntime cannot run the original model")
     report = LegalizeReport(t.name, None, dict(applied), before, default_opset(m), int64_changes, remaining,
                             verification, 0.0, notes)
     if output is not None and (report.legal or keep_partial):
@@ -259,8 +257,9 @@ def _verify(original, legal, *, inputs, dims, atol, rtol, seed):
 
     try:
         create_session(original, threads=1)
-    except SessionError:
-        return None
+    except SessionError as err:
+        raise UserInputError(f"cannot verify: onnxruntime cannot load the original model ({err.message})",
+                             hint="pass --no-verify to legalize without the check") from err
     proto = ir.serde.serialize_model(legal)
     narrowed = {spec.name for spec in proto.graph.input if spec.type.tensor_type.elem_type == 6}
     narrowed_out = {spec.name for spec in proto.graph.output if spec.type.tensor_type.elem_type == 6}

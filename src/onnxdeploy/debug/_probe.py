@@ -324,6 +324,9 @@ class _Source:
         import onnx
         from onnx import helper
 
+        from onnxdeploy._bounds import check_loops
+
+        check_loops(self.proto)  # a Loop that would run for ever is refused before onnxruntime starts it
         existing = {o.name for o in self.proto.graph.output}
         delta = onnx.ModelProto()
         fetch: dict[str, str] = {}

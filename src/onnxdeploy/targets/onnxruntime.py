@@ -78,7 +78,7 @@ class OnnxRuntimeTarget(Target):
         if not matching:
             if upcast:
                 return None
-            versions = ", ".join(f"{lo}-{hi if hi < 10**6 else 'latest'}" for lo, hi, _ in sorted(kernels))
+            versions = ", ".join(f"{lo}-{hi if hi < 10**6 else 'latest'}" for lo, hi in sorted({(k[0], k[1]) for k in kernels}))
             return f"no kernel for {node.op_type} version {since} (kernels exist for versions {versions})"
         formals = list(schema.inputs)
         for i, value in enumerate(node.inputs):
