@@ -77,8 +77,10 @@ def _label(model: ModelLike) -> str:
 
 
 def _node_keys(graph: "ir.Graph") -> dict[str, "ir.Node"]:
-    names = [n.name for n in graph]
-    unique = {n for n in names if n and names.count(n) == 1}
+    from collections import Counter
+
+    counts = Counter(n.name for n in graph)
+    unique = {name for name, count in counts.items() if name and count == 1}
     keys: dict[str, ir.Node] = {}
     for i, node in enumerate(graph):
         if node.name in unique:

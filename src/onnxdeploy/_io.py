@@ -43,7 +43,7 @@ from onnxdeploy._protowire import (
     length_delimited,
     read_varint,
 )
-from onnxdeploy.errors import ModelFileError, OnnxDeployError, UnsafeModelError, UserInputError
+from onnxdeploy.errors import InvalidModelError, ModelFileError, OnnxDeployError, UnsafeModelError, UserInputError
 
 if TYPE_CHECKING:
     import onnx
@@ -390,6 +390,29 @@ def _check_is_onnx(proto: "onnx.ModelProto", path: Path) -> None:
         raise ModelFileError(
             f"{path}: not an ONNX model (no IR version or graph)", hint="pass a .onnx file exported by an ONNX tool"
         )
+    check_utf8_names(proto, path)
+
+
+def _main_graph_names(graph) -> Iterator[tuple[str, object]]:
+    for kind, values in (("input", graph.input), ("output", graph.output), ("initializer", graph.initializer)):
+        for v in values:
+            yield kind, v.name
+    for node in graph.node:
+        yield "node", node.name
+        for name in node.input:
+            yield "node input", name
+        for name in node.output:
+            yield "node output", name
+
+
+def check_utf8_names(proto: "onnx.ModelProto", path: str | os.PathLike = "model") -> None:
+    """Refuse a main graph whose names are not UTF-8 (ONNX requires it; protobuf hands them over as bytes, which
+    onnxruntime and every printer then fail on)."""
+    for kind, name in _main_graph_names(proto.graph):
+        if isinstance(name, bytes):
+            shown = name.decode("utf-8", "backslashreplace")
+            raise InvalidModelError(f"{path}: the {kind} name '{shown}' is not valid UTF-8 (ONNX names must be)",
+                                    hint="fix the name in the tool that wrote the model, then export it again")
 
 
 def _deserialize(proto: "onnx.ModelProto", path: Path) -> "ir.Model":

@@ -250,7 +250,7 @@ def _is_openvino_error(exc: BaseException) -> bool:
 
 
 def _is_library_error(exc: BaseException) -> bool:
-    if isinstance(exc, (ValueError, NotImplementedError, TypeError, IndexError, EOFError)) and _from_library(exc):
+    if isinstance(exc, (ValueError, NotImplementedError, TypeError, IndexError, EOFError, RuntimeError)) and _from_library(exc):
         return True  # includes UnicodeDecodeError (a ValueError) on invalid UTF-8 names
     # an error type a library defines: onnx's checker/shape inference (onnx.onnx_cpp2py_export.checker.
     # ValidationError), onnx-ir's SerdeError (wrapping the real cause), onnxscript's errors, ...
@@ -273,6 +273,9 @@ ERROR_RULES: list[ErrorRule] = [
     ErrorRule("onnxruntime", _is_onnxruntime_error, _ort_message),
     ErrorRule("openvino", _is_openvino_error, _openvino_message),
     ErrorRule("library", _is_library_error, _library_message),
+    ErrorRule("os", lambda e: isinstance(e, RuntimeError) and str(e).startswith("Symlink loop"),
+              lambda e, s: (f"{str(e).removeprefix('Symlink loop from ').strip(chr(39))}: a loop of symbolic links",
+                            "point the path at a real file")),  # pathlib's resolve() on Python < 3.13
     ErrorRule("memory", lambda e: isinstance(e, MemoryError),
               lambda e, s: (f"{_where(e, s)}out of memory", "use smaller shapes (--shape/--dim) or a smaller model")),
     ErrorRule("recursion", lambda e: isinstance(e, RecursionError),

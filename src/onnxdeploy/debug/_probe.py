@@ -357,6 +357,7 @@ def _read_once(path: Path) -> "onnx.ModelProto":
     if not ok:
         io.load_proto(path)
         raise AssertionError("unreachable: load_proto accepted what onnx could not parse")
+    io.check_utf8_names(proto, path)
     io.check_external_data(proto, path.parent)
     return proto
 
