@@ -498,7 +498,7 @@ def test_invalid_utf8_convert_is_one_line_and_writes_nothing(tmp_path, capsys):
     path.write_bytes(data.replace(b"\x1a\x01n", b"\x1a\x01\xff"))
     out = tmp_path / "c.onnx"
     text = _one_line_error(capsys, main(["convert", str(path), "--target", "onnxruntime", "-o", str(out)]))
-    assert "u8.onnx" in text and "utf-8" in text
+    assert "u8.onnx" in text and "not valid UTF-8" in text
     assert not out.exists()
 
 
