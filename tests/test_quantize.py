@@ -600,7 +600,8 @@ def test_nan_in_the_fp32_output_is_a_warning_not_a_disagreement(tmp_path):
     assert report.cosine > 0.99
     assert any("NaN/inf" in w for w in report.warnings)
     errors = qmod.output_errors([{"y": np.array([1.0, np.nan, 2.0])}], [{"y": np.array([1.0, 3.0, 2.0])}])
-    assert errors[0].cosine == 0.0 and errors[0].max_abs == np.inf  # NaN in one model only disagrees
+    assert not errors[0].passed and errors[0].max_abs == np.inf  # NaN in one model only disagrees
+    assert any("NaN" in f for f in errors[0].flags)
 
 
 def test_a_file_that_needs_no_rewrite_is_read_in_place(cnn_path, tmp_path, monkeypatch):
@@ -667,3 +668,14 @@ def test_cli_states_speed_in_words(cnn_path, tmp_path, capsys, monkeypatch):
     assert "wrote static as asked (--mode static): 1.25x slower than fp32 (a noisy figure" in captured.out
     assert "1.25X SLOWER THAN FP32" in captured.err
     assert not re.search(r"\b\d+\.\d+x\b(?! (faster|slower))", captured.out + captured.err)  # no bare "0.80x"
+
+
+def test_a_constant_output_is_flagged_not_reported_as_a_perfect_cosine():
+    """Issue: a model whose output is constant (all zeros) was reported with cosine 1.00000 and no warning."""
+    from onnxdeploy._quantize import output_errors
+
+    zeros = [{"y": np.zeros((2, 8), np.float32)} for _ in range(3)]
+    [err] = output_errors(zeros, zeros)
+    assert err.cosine != err.cosine  # NaN: cosine says nothing about a constant output
+    assert any("constant" in f for f in err.flags) and err.passed
+    assert err.to_dict()["cosine"] is None

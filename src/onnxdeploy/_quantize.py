@@ -83,11 +83,15 @@ class OutputError:
     name: str
     max_abs: float
     mean_abs: float
-    cosine: float
+    cosine: float  # NaN when it says nothing (a constant output)
     top1_agreement: float | None  # fraction of argmax matches, for outputs that look like class logits
+    passed: bool = True  # within the agreement asked for (--min-cosine), under the shared int8 metric
+    flags: list[str] = field(default_factory=list)  # constant output, NaN/Inf appearing, ...
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        d["cosine"] = None if self.cosine != self.cosine else self.cosine
+        return d
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ class Attempt:
 
     @property
     def cosine(self) -> float | None:
-        return min((o.cosine for o in self.outputs), default=None)
+        return min((o.cosine for o in self.outputs if o.cosine == o.cosine), default=None)
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k not in ("path", "outputs", "speed")}
@@ -182,7 +186,7 @@ class QuantizeReport:
 
     @property
     def cosine(self) -> float | None:
-        return min((o.cosine for o in self.outputs), default=None)
+        return min((o.cosine for o in self.outputs if o.cosine == o.cosine), default=None)
 
     @property
     def max_abs(self) -> float | None:
@@ -669,37 +673,28 @@ def _nonfinite_warnings(outputs: Sequence[Mapping[str, np.ndarray]]) -> list[str
             for name, n in counts.items() if n]
 
 
-def output_errors(reference: Sequence[Mapping[str, np.ndarray]], got: Sequence[Mapping[str, np.ndarray]]) -> list[OutputError]:
-    """Max/mean abs error, cosine similarity and top-1 agreement per numeric output, over all samples together."""
+def output_errors(reference: Sequence[Mapping[str, np.ndarray]], got: Sequence[Mapping[str, np.ndarray]], *,
+                  min_cosine: float | None = None) -> list[OutputError]:
+    """Max/mean abs error, cosine similarity and top-1 agreement per numeric output, over all samples together,
+    measured by the shared numerics (:func:`onnxdeploy.compare_outputs` under the int8 :class:`Tolerance`): a
+    constant output gets no cosine (NaN) and a flag, NaN/Inf appearing in one model fails, never a perfect score."""
+    from onnxdeploy._numerics import Tolerance, diff_tensor
+
+    # judged by cosine (the user's --min-cosine); top-1 and relative L2 are reported, not judged, as before
+    tolerance = Tolerance(precision="int8", min_cosine=min_cosine if min_cosine is not None else DEFAULT_MIN_COSINE,
+                          max_rel_l2=float("inf"), min_top1=0.0)
     errors = []
     for name in reference[0]:
         ref = [np.asarray(r[name]) for r in reference]
         if ref[0].dtype.kind not in "biuf":  # strings (and maps or sequences) are not quantized
             continue
         out = [np.asarray(g[name]) for g in got]
-        a = np.concatenate([x.astype(np.float64).ravel() for x in ref])
-        b = np.concatenate([x.astype(np.float64).ravel() for x in out])
-        finite = np.isfinite(a) & np.isfinite(b)
-        # NaN where fp32 has NaN (the same inf) agrees; compared where both are finite
-        one_sided = ~finite & (a != b) & ~(np.isnan(a) & np.isnan(b))
-        a, b = a[finite], b[finite]
-        diff = np.abs(a - b)
-        na, nb = np.linalg.norm(a), np.linalg.norm(b)
-        cosine = float(a @ b / (na * nb)) if na > 0 and nb > 0 else (1.0 if na == nb else 0.0)
-        if one_sided.any():
-            cosine, diff = 0.0, np.array([np.inf])
-        top1 = None
-        if _looks_like_logits(ref[0], name):
-            hits = total = 0
-            for x, y in zip(ref, out):
-                ax, ay = x.argmax(axis=-1), y.argmax(axis=-1)
-                hits += int((ax == ay).sum())
-                total += ax.size
-            top1 = hits / total if total else None
-        errors.append(
-            OutputError(name, float(diff.max()) if diff.size else 0.0, float(diff.mean()) if diff.size else 0.0,
-                        cosine, top1)
-        )
+        same = all(x.shape == ref[0].shape for x in [*ref, *out])
+        a = np.stack(ref) if same else np.concatenate([x.ravel() for x in ref])
+        b = np.stack(out) if same else np.concatenate([x.ravel() for x in out])
+        d = diff_tensor(name, a, b.astype(a.dtype, copy=False) if b.dtype != a.dtype else b, tolerance=tolerance)
+        top1 = d.top1 if _looks_like_logits(ref[0], name) else None
+        errors.append(OutputError(name, d.max_abs, d.mean_abs, d.cosine, top1, d.passed, list(d.flags)))
     return errors
 
 
@@ -969,7 +964,8 @@ def _attempt(q_mode: str, src: _Source, data: _Data, opts: QuantizeOptions, warn
                             f"{', excluded: ' + str(len(attempt.excluded_nodes)) if attempt.excluded_nodes else ''})")
         return attempt
     if data.reference is not None:
-        attempt.outputs = output_errors(data.reference, _run_all(str(attempt.path), data.heldout, opts.threads))
+        attempt.outputs = output_errors(data.reference, _run_all(str(attempt.path), data.heldout, opts.threads),
+                                        min_cosine=opts.min_cosine)
     if opts.measure:
         attempt.speed = _measure(src.fp32_path, str(attempt.path), data.heldout[0], opts)
     return attempt
@@ -1055,12 +1051,14 @@ def _choose(attempts: list[Attempt], opts: QuantizeOptions, warnings: list[str])
 
 
 def _check_agreement(best: Attempt, opts: QuantizeOptions) -> None:
-    if not opts.verify or best.cosine is None or best.cosine >= opts.min_cosine:
+    failed = [o for o in best.outputs if not o.passed]
+    if not opts.verify or not failed:
         return
-    worst = min(best.outputs, key=lambda e: e.cosine)
+    worst = failed[0]
+    why = f"cosine similarity {worst.cosine:.4f} to fp32 (below {opts.min_cosine}" if worst.cosine == worst.cosine \
+        else f"{'; '.join(worst.flags) or 'no agreement'} (cosine says nothing here"
     raise OutputsDisagree(
-        f"quantized output {worst.name!r} has cosine similarity {worst.cosine:.4f} to fp32 (below "
-        f"{opts.min_cosine}; max abs error {worst.max_abs:.4g}); nothing written",
+        f"quantized output {worst.name!r} has {why}; max abs error {worst.max_abs:.4g}); nothing written",
         hint="calibrate with real data, exclude sensitive nodes (--exclude-node/--exclude-op), use "
         "--per-channel, or accept it with --min-cosine",
     )
@@ -1083,6 +1081,7 @@ def _report(attempts: list[Attempt], decision: str, src: _Source, data: _Data, o
     static = best.mode == "static"
     if opts.calibration is None and static:
         warnings.insert(0, SYNTHESIZED_WARNING)
+    warnings += [f"output {o.name!r}: {flag}" for o in best.outputs for flag in o.flags]
     return QuantizeReport(
         output=written[0],
         model_kind=src.kind,
