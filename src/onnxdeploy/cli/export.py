@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from onnxdeploy.cli.common import PANEL_EXPORT, AtolOpt, InputsOpt, JsonOpt, OutputOpt, RtolOpt, SeedOpt
+from onnxdeploy.cli.common import (PANEL_EXPORT, AtolOpt, DynamicOpt, InputsOpt, JsonOpt, OutputOpt, RtolOpt, SeedOpt,
+                                   parse_dynamic)
 
 EXAMPLES = """[b]Examples[/b]
 
@@ -30,34 +31,12 @@ InputFilesOpt = Annotated[
     typer.Option("--input", "-i", help="NAME=FILE: an example input from a .npy or TensorProto .pb file. "
                  "Repeatable. (NAME=SHAPE still works here for now; it is --shape now.)"),
 ]
-DynamicOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--dynamic", "-d", help="NAME:0=batch,2=height: name dims of an input or output dynamic. Repeatable."),
-]
 
 
 def _names(items: list[str] | None) -> list[str] | None:
     if not items:
         return None
     return [n.strip() for item in items for n in item.split(",") if n.strip()]
-
-
-def _parse_dynamic(items: list[str] | None) -> dict[str, dict[int, str]]:
-    from onnxdeploy.errors import UserInputError
-
-    result: dict[str, dict[int, str]] = {}
-    for item in items or []:
-        name, sep, spec = item.partition(":")
-        if not sep or not name or not spec:
-            raise UserInputError(f"--dynamic expects NAME:INDEX=DIM[,INDEX=DIM], got {item!r}",
-                                 hint="e.g. --dynamic input:0=batch,2=height,3=width")
-        axes = result.setdefault(name, {})
-        for part in spec.split(","):
-            index, eq, dim = part.partition("=")
-            if not eq or not index.strip().lstrip("-").isdigit() or not dim.strip():
-                raise UserInputError(f"--dynamic {item}: {part!r} is not INDEX=NAME", hint="e.g. 0=batch")
-            axes[int(index)] = dim.strip()
-    return result
 
 
 def export(
@@ -112,7 +91,7 @@ def export(
         try:
             report = export_api(
                 loaded.module, example, output, input_names=names, output_names=_names(output_names),
-                dynamic=_parse_dynamic(dynamic), opset=opset, exporter=exporter, verify=not no_verify, atol=atol,
+                dynamic=parse_dynamic(dynamic), opset=opset, exporter=exporter, verify=not no_verify, atol=atol,
                 rtol=rtol, keep_on_mismatch=keep_on_mismatch, on_phase=phase,
             )
         except OutputsDisagree as err:
