@@ -21,7 +21,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fuzz import corpus, runner  # noqa: E402
 
 SAMPLE_TIMEOUT = float(os.environ.get("ONNXDEPLOY_FUZZ_TIMEOUT", "20"))
-FULL_TIMEOUT = 60.0
+# a run past this is a hang; generous, so a loaded CI machine does not turn slow work (the 100k-node cases) into
+# "hangs": the speed goals are measured by benchmarks/fuzz.py and benchmarks/bounded.py, not by this test
+FULL_TIMEOUT = 180.0
 
 
 def _report(outcomes: list[runner.Outcome]) -> str:
