@@ -11,7 +11,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -402,10 +402,127 @@ def _fmt_shape(shape) -> str:
     return "x".join("?" if d is None else str(d) for d in shape) or "scalar"
 
 
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass
+class Inputs:
+    """What to feed a model: given tensors (files, an ``.npz`` or ``test_data_set_N`` folder, arrays) first; anything
+    not given is synthesized, seeded, at ``dims`` (symbolic dim -> size) and ``shapes`` (input -> dims, or
+    ``(dims, dtype)``). ``fixed=True`` means the user gave every size (no second verification shape)."""
+
+    files: Mapping[str, str | os.PathLike] = field(default_factory=dict)
+    npz: str | os.PathLike | None = None
+    arrays: Mapping[str, np.ndarray] = field(default_factory=dict)
+    dims: Mapping[str, int] = field(default_factory=dict)
+    shapes: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    @classmethod
+    def coerce(cls, value: "Inputs | Mapping[str, np.ndarray] | None") -> "Inputs":
+        """An :class:`Inputs` from an Inputs, a dict of arrays (given tensors) or None (all synthesized)."""
+        if value is None:
+            return cls()
+        if isinstance(value, Inputs):
+            return value
+        return cls(arrays=dict(value))
+
+    @property
+    def given(self) -> bool:
+        """Whether any tensor is given (then the model is verified on exactly those, at one shape)."""
+        return bool(self.files or self.npz is not None or self.arrays)
+
+    def shape_dims(self) -> dict[str, list]:
+        """``shapes`` without dtypes: input -> dims."""
+        return {k: list(_split_typed(v)[0]) for k, v in self.shapes.items()}
+
+    def dtypes(self) -> dict[str, np.dtype]:
+        """Inputs whose dtype the user set with ``NAME=SHAPE:DTYPE``."""
+        out = {}
+        for k, v in self.shapes.items():
+            dtype = _split_typed(v)[1]
+            if dtype is not None:
+                out[k] = np.dtype(dtype)
+        return out
+
+    def feeds(self, model: Any, *, dims: Mapping[str, int] | None = None,
+              specs: Sequence[InputSpec] | None = None) -> dict[str, np.ndarray]:
+        """The feeds for ``model`` (path, proto, ir.Model): given tensors, the rest synthesized at ``dims`` (default:
+        this object's dims), validated against the declared inputs."""
+        return prepare_inputs(model, inputs=dict(self.arrays), input_files=dict(self.files), npz=self.npz,
+                              dims={**self.dims, **(dims or {})}, shapes=self.shape_dims(), seed=self.seed,
+                              specs=specs, dtypes=self.dtypes())
+
+    def plans(self, specs: "Sequence[InputSpec]", *, vary: bool = True) -> list[list[dict[str, int]]]:
+        """Dims assignments to verify at, cheapest plan first (see :func:`verification_plans`); one assignment when
+        tensors are given. Sizes the user gave (``dims``) are verified as given, and, with ``vary`` (the candidate
+        keeps those dims symbolic), also at a second size, so a model that only works at one size is caught."""
+        if self.given:
+            return [[dict(self.dims)]]
+        shaped = set(self.shapes)
+        names = symbolic_input_dims(s for s in specs if s.name not in shaped)
+        plans = verification_plans(specs, names, self.dims)
+        given = [n for n in names if n in self.dims]
+        if vary and given and plans == [[dict(self.dims)]]:
+            other = {**self.dims, **{n: 2 if self.dims[n] == 1 else max(1, self.dims[n] * 3 // 4) for n in given}}
+            if other != dict(self.dims):
+                plans = [[dict(self.dims), other]]
+        return plans
+
+    def with_dims(self, dims: Mapping[str, int]) -> "Inputs":
+        return Inputs(self.files, self.npz, self.arrays, {**self.dims, **dims}, self.shapes, self.seed)
+
+    @classmethod
+    def merge(cls, inputs: "Inputs | Mapping[str, np.ndarray] | None", *, dims: Mapping[str, int] | None = None,
+              seed: int | None = None) -> "Inputs":
+        """``inputs`` (an Inputs, arrays or None) with the older keyword options ``dims``/``seed`` of the verbs."""
+        if isinstance(inputs, Inputs):
+            return inputs.with_dims(dims or {})
+        return cls(arrays=dict(inputs or {}), dims=dict(dims or {}), seed=0 if seed is None else seed)
+
+
+def _split_typed(value: Any) -> tuple[Sequence, Any]:
+    if isinstance(value, tuple) and len(value) == 2 and (value[1] is None or isinstance(value[1], (str, np.dtype, type))):
+        return value[0], value[1]
+    return value, None
+
+
+def symbolic_input_dims(specs: Iterable[InputSpec]) -> list[str]:
+    """Names of the symbolic dims of the given input specs, in order of first appearance."""
+    names: list[str] = []
+    for spec in specs:
+        for d in spec.shape or ():
+            if isinstance(d, str) and d not in names:
+                names.append(d)
+    return names
+
+
+def verification_plans(specs: Sequence[InputSpec], names: Sequence[str],
+                       dims: Mapping[str, int]) -> list[list[dict[str, int]]]:
+    """Input sizes to verify at, cheapest plan first: each plan is two different assignments of the free symbolic
+    dims (one assignment when all are fixed). Small sizes first (batch-like dims 1 and 2, others 16 and 24); then
+    the sizes every command synthesizes by default (``run.default_dims``: tokens 128, image sides 224) and a second
+    set at 3/4 of them, for models that need their real sizes (position tables, fixed windows)."""
+    free = [n for n in names if n not in dims]
+    if not free:
+        return [[dict(dims)]]
+    full = default_dims(specs, dims)
+    small = [{**dims, **{n: 1 if full[n] == 1 else 16 for n in free}},
+             {**dims, **{n: 2 if full[n] == 1 else 24 for n in free}}]
+    real = [{**dims, **{n: full[n] for n in free}},
+            {**dims, **{n: 2 if full[n] == 1 else max(8, full[n] * 3 // 4) for n in free}}]
+    return [small, real] if real[0] != small[0] else [small]
+
+
+def dims_label(assignment: Mapping[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in assignment.items()) or "static shapes"
+
+
+
 def prepare_inputs(
     model: ModelLike,
     *,
-    inputs: Mapping[str, np.ndarray] | None = None,
+    inputs: "Inputs | Mapping[str, np.ndarray] | None" = None,
     input_files: Mapping[str, str | os.PathLike] | None = None,
     npz: str | os.PathLike | None = None,
     dims: Mapping[str, int] | None = None,
@@ -415,7 +532,18 @@ def prepare_inputs(
     dtypes: Mapping[str, np.dtype] | None = None,
 ) -> dict[str, np.ndarray]:
     """Collect feeds from arrays, files and an .npz (or an ONNX ``test_data_set_N`` folder of ``input_K.pb``);
-    synthesize whatever is still missing (``dtypes`` overrides a synthesized input's dtype); validate all."""
+    synthesize whatever is still missing (``dtypes`` overrides a synthesized input's dtype); validate all.
+
+    ``inputs`` is arrays by name, or the one input description (:class:`Inputs`), whose fields then fill the
+    keywords not given."""
+    if isinstance(inputs, Inputs):
+        given, inputs = inputs, dict(inputs.arrays)
+        input_files = {**given.files, **(input_files or {})}
+        npz = npz if npz is not None else given.npz
+        dims = {**given.dims, **(dims or {})}
+        shapes = {**given.shape_dims(), **(shapes or {})}
+        seed = seed or given.seed
+        dtypes = {**given.dtypes(), **(dtypes or {})}
     if specs is None or isinstance(model, (str, os.PathLike)):
         model = model_structure(model)  # parse once (a file without its weights): specs, synthesis and roles share it
     specs = list(specs) if specs is not None else input_specs(model)

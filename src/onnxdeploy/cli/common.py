@@ -172,18 +172,6 @@ def providers_from(items: list[str] | None) -> list[str] | None:
     return list(items) if items else None
 
 
-def input_options(input_: list[str] | None, inputs: Path | None, dim: list[str] | None, shape: list[str] | None,
-                  seed: int) -> dict:
-    """The keyword arguments every debug verb takes for its inputs, parsed from the shared options."""
-    return {
-        "input_files": parse_key_values(input_, option="--input"),
-        "npz": inputs,
-        "dims": parse_dims(dim),
-        "shapes": parse_shapes(shape),
-        "seed": seed,
-    }
-
-
 def inputs_from(input_: list[str] | None, inputs: Path | None, dim: list[str] | None, shape: list[str] | None,
                 seed: int = 0):
     """The one input description (:class:`onnxdeploy._verify.Inputs`) from the shared options --input, --inputs,

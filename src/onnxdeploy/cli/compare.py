@@ -22,7 +22,7 @@ from onnxdeploy.cli.common import (
     SeedOpt,
     ShapeOpt,
     check_opt_level,
-    input_options,
+    inputs_from,
 )
 
 EXAMPLES = """[b]Examples[/b]
@@ -86,7 +86,7 @@ def compare(
         a, b, tensors=tensor or None, outputs_only=outputs_only, providers=provider, providers_b=provider_b,
         optimization_level=check_opt_level(opt_level),
         optimization_level_b=check_opt_level(opt_level_b, "--opt-level-b"),
-        atol=atol, rtol=rtol, **input_options(input_, inputs, dim, shape, seed))
+        atol=atol, rtol=rtol, inputs=inputs_from(input_, inputs, dim, shape, seed))
     if as_json:
         out.print_json(result)
     else:

@@ -19,7 +19,7 @@ from onnxdeploy.cli.common import (
     SeedOpt,
     ShapeOpt,
     check_opt_level,
-    input_options,
+    inputs_from,
 )
 
 EXAMPLES = """[b]Examples[/b]
@@ -75,7 +75,7 @@ def probe(
         keep=False,
         providers=provider,
         optimization_level=check_opt_level(opt_level),
-        **input_options(input_, inputs, dim, shape, seed),
+        inputs=inputs_from(input_, inputs, dim, shape, seed),
     )
     if as_json:
         out.print_json(result)

@@ -22,7 +22,7 @@ from onnxdeploy.cli.common import (
     SeedOpt,
     ShapeOpt,
     check_opt_level,
-    input_options,
+    inputs_from,
 )
 
 EXAMPLES = """[b]Examples[/b]
@@ -59,7 +59,7 @@ def reduce(
     result = reduce_api(
         a, b, output, providers=provider, providers_b=provider_b, optimization_level=check_opt_level(opt_level),
         optimization_level_b=check_opt_level(opt_level_b, "--opt-level-b"), atol=atol, rtol=rtol,
-        **input_options(input_, inputs, dim, shape, seed))
+        inputs=inputs_from(input_, inputs, dim, shape, seed))
     if as_json:
         out.print_json(result)
         return

@@ -157,10 +157,10 @@ def _to_numpy(t) -> np.ndarray:
 
 
 def _feeds_and_args(target, onnx_model, torch, *, inputs, input_files, npz, dims, shapes, seed):
-    from onnxdeploy._run import input_specs, prepare_inputs
+    from onnxdeploy._run import Inputs, input_specs, prepare_inputs
 
     specs = input_specs(onnx_model)
-    given = inputs or input_files or npz
+    given = (inputs.given if isinstance(inputs, Inputs) else inputs) or input_files or npz
     if given or (target.example_inputs is None and target.example_kwargs is None):
         feeds = prepare_inputs(onnx_model, inputs=inputs, input_files=input_files, npz=npz, dims=dims,
                                shapes=shapes, seed=seed)
