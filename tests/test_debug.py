@@ -483,8 +483,11 @@ def torch_target(tmp_path: Path) -> str:
     return f"{path}:make"
 
 
-def _export(target: str, path: Path, *, dynamo: bool) -> Path:
-    """Export with asinh deliberately mapped to ONNX Sinh (the wrong operator) -- only layers.1 uses asinh."""
+def _export(target: str, path: Path, *, dynamo: bool, wrong_asinh: bool = True) -> Path:
+    """Export the target; ``wrong_asinh`` maps asinh deliberately to ONNX Sinh (the wrong operator) -- only
+    layers.1 of TARGET uses asinh."""
+    import contextlib
+
     import torch
 
     from onnxdeploy._torch_target import load_torch_target
@@ -493,20 +496,20 @@ def _export(target: str, path: Path, *, dynamo: bool) -> Path:
     if dynamo:
         from onnxscript import opset18 as op
 
-        def wrong_asinh(x):
+        def sinh(x):
             return op.Sinh(x)
 
-        program = torch.onnx.export(t.module, t.example_inputs, dynamo=True, verbose=False,
-                                    custom_translation_table={torch.ops.aten.asinh.default: wrong_asinh})
-        program.save(str(path))
-    else:
-        from torch.onnx import register_custom_op_symbolic, unregister_custom_op_symbolic
+        table = {torch.ops.aten.asinh.default: sinh} if wrong_asinh else None
+        torch.onnx.export(t.module, t.example_inputs, dynamo=True, verbose=False,
+                          custom_translation_table=table).save(str(path))
+        return path
+    from torch.onnx import register_custom_op_symbolic, unregister_custom_op_symbolic
 
-        register_custom_op_symbolic("aten::asinh", lambda g, x: g.op("Sinh", x), 9)
-        try:
-            torch.onnx.export(t.module, t.example_inputs, str(path), dynamo=False, opset_version=17)
-        finally:
-            unregister_custom_op_symbolic("aten::asinh", 9)
+    with contextlib.ExitStack() as stack:
+        if wrong_asinh:
+            register_custom_op_symbolic("aten::asinh", lambda g, x: g.op("Sinh", x), 9)
+            stack.callback(unregister_custom_op_symbolic, "aten::asinh", 9)
+        torch.onnx.export(t.module, t.example_inputs, str(path), dynamo=False, opset_version=17)
     return path
 
 
@@ -570,24 +573,11 @@ def shared_inplace_file(tmp_path: Path) -> Path:
     return path
 
 
-def _export_plain(target: str, path: Path, *, dynamo: bool) -> Path:
-    import torch
-
-    from onnxdeploy._torch_target import load_torch_target
-
-    t = load_torch_target(target)
-    if dynamo:
-        torch.onnx.export(t.module, t.example_inputs, dynamo=True, verbose=False).save(str(path))
-    else:
-        torch.onnx.export(t.module, t.example_inputs, str(path), dynamo=False, opset_version=17)
-    return path
-
-
 @pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
 def test_torch_vs_onnx_module_called_twice_is_a_row_per_call(shared_inplace_file, tmp_path: Path, dynamo: bool,
                                                             capsys):
     target = f"{shared_inplace_file}:shared"
-    onnx_path = _export_plain(target, tmp_path / "shared.onnx", dynamo=dynamo)
+    onnx_path = _export(target, tmp_path / "shared.onnx", dynamo=dynamo, wrong_asinh=False)
     result = compare(target, onnx_path)
     assert result.passed and result.failures() == [], result.summary()
     rows = {m.name: m for m in result.matches}
@@ -601,7 +591,7 @@ def test_torch_vs_onnx_module_called_twice_is_a_row_per_call(shared_inplace_file
 @pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
 def test_torch_vs_onnx_in_place_residual_keeps_what_was_captured(shared_inplace_file, tmp_path: Path, dynamo: bool):
     target = f"{shared_inplace_file}:residual"
-    onnx_path = _export_plain(target, tmp_path / "residual.onnx", dynamo=dynamo)
+    onnx_path = _export(target, tmp_path / "residual.onnx", dynamo=dynamo, wrong_asinh=False)
     result = compare(target, onnx_path)
     assert result.passed and result.failures() == [], result.summary()
     assert {"lin", "act"} <= {m.name for m in result.matches}

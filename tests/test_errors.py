@@ -179,7 +179,7 @@ def test_cli_output_in_read_only_folder_is_one_line(relu_path, tmp_path, capsys)
         target = str(ro / "out.onnx")
     rc = main(["optimize", str(relu_path), "-o", target, "--no-verify"])
     text = _one_line_error(capsys, rc)
-    assert "out.onnx" in text or "onnxdeploy-test" in text
+    assert str(Path(target).parent) in text  # the folder that cannot be written
 
 
 def test_cli_too_long_name_is_one_line(relu_path, tmp_path, capsys):
@@ -248,15 +248,13 @@ def test_output_helpers_never_parse_markup(capsys):
         assert text in captured.out
 
 
-def test_invalid_utf8_names_print(tmp_path, capsys):
+def test_invalid_utf8_names_are_one_line(tmp_path, capsys):
     data = _relu_model(node_name="n").SerializeToString()
     assert data.count(b"\x1a\x01n") == 1
     path = tmp_path / "u8.onnx"
     path.write_bytes(data.replace(b"\x1a\x01n", b"\x1a\x01\xff"))  # node name: one invalid UTF-8 byte
-    rc = main(["inspect", str(path), "--nodes"])
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err
-    assert rc == 0 or captured.err.startswith("error: ")
+    text = _one_line_error(capsys, main(["inspect", str(path), "--nodes"]))
+    assert "the node name '\\xff' is not valid UTF-8" in text
 
 
 # ---------------------------------------------------------------- bounded inputs
@@ -326,8 +324,7 @@ def test_run_string_outputs_saved_readable(tmp_path, capsys):
     from onnxdeploy._run import read_npz
 
     assert read_npz(out)["t"].tolist() == ["a", "a"]  # no pickled object array
-    assert [p.name for p in tmp_path.iterdir()] == sorted(["s.onnx", "o.npz"]) or \
-        sorted(p.name for p in tmp_path.iterdir()) == ["o.npz", "s.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.npz", "s.onnx"]  # no temporary file left
 
 
 # ---------------------------------------------------------------- recipes

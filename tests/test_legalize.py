@@ -39,6 +39,7 @@ def test_legalize_for_ascend_fixes_what_it_can_and_lists_the_rest(ascend_path, t
     assert "input ids: int64 -> int32" in rep.int64_changes
     assert any("gather input 1 (idx): int64 constant -> int32" in c for c in rep.int64_changes)
     assert rep.verification.passed
+    assert rep.verification.allowed_changes == ["dtypes: input 'ids' is int32, was int64"]  # the narrowing only
     assert [(p.what, p.nodes) for p in rep.remaining] == [("Det", ["det"])] and not rep.legal
     proto = onnx.load(out)
     onnx.checker.check_model(proto, full_check=True)
@@ -60,6 +61,29 @@ def test_int64_output_gets_a_cast_for_targets_without_int64(tmp_path):
     result = legalize(tmp_path / "argmax.onnx", "ascend")
     assert result.report.legal and result.report.verification.passed
     assert result.model.graph.outputs[0].dtype.name == "INT32"
+    assert result.report.verification.allowed_changes == ["dtypes: output 'am' is int32, was int64"]
+
+
+def test_verify_allows_only_the_int64_narrowing_not_another_dtype_change():
+    import onnx_ir as ir
+
+    from onnxdeploy._legalize import _verify
+
+    def model(ids_type, x_type):
+        return helper.make_model(helper.make_graph(
+            [helper.make_node("Cast", ["ids"], ["i"], to=TensorProto.FLOAT),
+             helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT), helper.make_node("Add", ["i", "f"], ["y"])],
+            "g", [helper.make_tensor_value_info("ids", ids_type, [2]), helper.make_tensor_value_info("x", x_type, [2])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])]), opset_imports=[helper.make_opsetid("", 17)])
+
+    original = model(TensorProto.INT64, TensorProto.FLOAT)
+    narrowed = _verify(original, ir.serde.deserialize_model(model(TensorProto.INT32, TensorProto.FLOAT)),
+                       inputs=None, dims=None, atol=1e-4, rtol=1e-3, seed=0)
+    assert narrowed.passed and narrowed.allowed_changes == ["dtypes: input 'ids' is int32, was int64"]
+    widened = _verify(original, ir.serde.deserialize_model(model(TensorProto.INT32, TensorProto.DOUBLE)),
+                      inputs=None, dims=None, atol=1e-4, rtol=1e-3, seed=0)
+    assert widened.allowed_changes == ["dtypes: input 'ids' is int32, was int64"]
+    assert not widened.passed and widened.interface_changes == ["dtypes: input 'x' is float64, was float32"]
 
 
 def test_cli_legalize_fails_when_not_legal_and_writes_only_with_keep_partial(ascend_path, tmp_path, capsys):  # noqa: F811

@@ -36,6 +36,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "_legalize": ("legalize", "LegalizeResult", "LegalizeReport"),
     "_deploy": ("deploy", "DeployReport", "DeployStepFailed", "DeployContext", "PIPELINE", "run_pipeline"),
     "_render": ("render", "serve_netron", "stop_netron"),
+    "_suggest": ("did_you_mean",),
     "targets": ("convert", "run_artifact", "get_target"),
     "debug": ("probe", "compare", "reduce"),
     "errors": ("OnnxDeployError", "UserInputError", "ModelFileError", "InvalidModelError", "UnsupportedError",

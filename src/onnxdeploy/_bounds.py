@@ -32,6 +32,8 @@ def _ir_subgraphs(node) -> Iterator:
     import onnx_ir as ir
 
     for attr in node.attributes.values():
+        if attr.value is None:  # a reference attribute (in a function body)
+            continue
         if attr.type == ir.AttributeType.GRAPH:
             yield attr.value
         elif attr.type == ir.AttributeType.GRAPHS:
@@ -74,48 +76,43 @@ def check_subgraph_depth(model, *, what: str = "the model") -> None:
             hint="flatten the control flow (real models nest a few levels); tools take exponential time on deep nests")
 
 
-def _const_int(graph, name: str, is_proto: bool) -> int | None:
-    """The integer value of ``name`` when it is a scalar initializer or Constant output of ``graph``."""
-    import numpy as np
+def _scalar(tensor) -> int | None:
+    from onnx import numpy_helper
 
+    try:
+        return int(numpy_helper.to_array(tensor).reshape(-1)[0])
+    except (ValueError, TypeError, IndexError):
+        return None
+
+
+def _const_int(graph, name: str) -> int | None:
+    """The integer value of ``name`` when it is a scalar initializer or Constant output of the GraphProto ``graph``."""
     if not name:
         return None
-    if is_proto:
-        from onnx import numpy_helper
-
-        for init in graph.initializer:
-            if init.name == name and not init.dims or (init.name == name and list(init.dims) == [1]):
-                try:
-                    return int(np.asarray(numpy_helper.to_array(init)).reshape(-1)[0])
-                except (ValueError, TypeError, IndexError):
-                    return None
-        for node in graph.node:
-            if node.op_type == "Constant" and node.output and node.output[0] == name:
-                for attr in node.attribute:
-                    if attr.name == "value" and attr.HasField("t"):
-                        try:
-                            return int(np.asarray(numpy_helper.to_array(attr.t)).reshape(-1)[0])
-                        except (ValueError, TypeError, IndexError):
-                            return None
-        return None
+    for init in graph.initializer:
+        if init.name == name and list(init.dims) in ([], [1]):
+            return _scalar(init)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output and node.output[0] == name:
+            for attr in node.attribute:
+                if attr.name == "value" and attr.HasField("t"):
+                    return _scalar(attr.t)
     return None
 
 
-def _cond_passes_through(body, is_proto: bool) -> bool:
-    """The body's condition output is its condition input, directly or through Identity nodes."""
-    if is_proto:
-        if len(body.input) < 2 or len(body.output) < 1:
+def _cond_passes_through(body) -> bool:
+    """The GraphProto body's condition output is its condition input, directly or through Identity nodes."""
+    if len(body.input) < 2 or len(body.output) < 1:
+        return False
+    cond_in, name = body.input[1].name, body.output[0].name
+    producers = {o: n for n in body.node for o in n.output}
+    seen = 0
+    while name != cond_in and name in producers and seen < 100:
+        node = producers[name]
+        if node.op_type != "Identity":
             return False
-        cond_in, name = body.input[1].name, body.output[0].name
-        producers = {o: n for n in body.node for o in n.output}
-        seen = 0
-        while name != cond_in and name in producers and seen < 100:
-            node = producers[name]
-            if node.op_type != "Identity":
-                return False
-            name, seen = node.input[0], seen + 1
-        return name == cond_in
-    return False
+        name, seen = node.input[0], seen + 1
+    return name == cond_in
 
 
 def long_loops(model) -> list[tuple[str, int]]:
@@ -129,11 +126,11 @@ def long_loops(model) -> list[tuple[str, int]]:
     graph = model.graph
     loops = [n for n in graph.node if n.op_type == "Loop" and n.domain in ("", "ai.onnx")]
     for node in loops:
-        trips = _const_int(graph, node.input[0] if node.input else "", True)
+        trips = _const_int(graph, node.input[0] if node.input else "")
         if trips is None or trips < MAX_LOOP_ITERATIONS:
             continue
         body = next((a.g for a in node.attribute if a.name == "body"), None)
-        if body is not None and _cond_passes_through(body, True):
+        if body is not None and _cond_passes_through(body):
             found.append((node.name or node.output[0] if node.output else "Loop", trips))
     return found
 
@@ -202,7 +199,7 @@ def all_graphs(model) -> list:
             if not attributes:
                 continue
             for attr in attributes.values():
-                if attr.type in graph_types:
+                if attr.type in graph_types and attr.value is not None:  # None: a reference attribute
                     if attr.type == ir.AttributeType.GRAPH:
                         stack.append(attr.value)
                     else:

@@ -169,6 +169,7 @@ class DeployContext:
     verifier: Any = None  # onnxdeploy._verify.Verifier over the reference
     allowed: set[str] = field(default_factory=set)  # interface change kinds asked for ("dims", "dtypes")
     candidates: list[tuple[str, str, str]] = field(default_factory=list)  # (label, path, engine) to benchmark
+    runners: dict[tuple[str, str], Callable] = field(default_factory=dict)  # one session / compiled model per artefact
 
     def inputs(self, dims: Mapping[str, int]):
         """The one input description of this deploy: what the user gave, at ``dims``, with this seed."""
@@ -194,10 +195,18 @@ class DeployContext:
         verifier.interface = set(self.allowed) or "same"
         return verifier
 
-    def verify_onnx(self, path: Path, label: str):
+    def runner(self, path, engine: str = "onnxruntime") -> Callable[[Mapping[str, np.ndarray]], dict]:
+        """The runner over ``path`` on ``engine``, feeds cast to its declared dtypes; loaded (compiled) once, so the
+        step that verifies an artefact and the benchmark that times it share one session."""
+        key = (str(path), engine)
+        if key not in self.runners:
+            self.runners[key] = casting_runner(engine_runner(str(path), engine), path)
+        return self.runners[key]
+
+    def verify_onnx(self, path: Path, label: str, *, quantized: bool = False):
         """Judge an ONNX artefact: interface and outputs against the reference, on onnxruntime."""
-        verifier = self.verifier_for()
-        return verifier.check(str(path), label=label, runner=casting_runner(onnx_runner(path), path))
+        verifier = self.verifier_for(quantized=quantized)
+        return verifier.check(str(path), label=label, runner=self.runner(path))
 
     def advance(self, path: Path, label: str, *, bench: bool = True) -> None:
         """``path`` is the current model now; ``bench``: time it too (False when it is the previous model unchanged)."""
@@ -211,7 +220,8 @@ class DeployContext:
 
 
 def onnx_runner(path) -> Callable[[Mapping[str, np.ndarray]], dict]:
-    """A single-threaded onnxruntime session over ``path``, graph as written (what the artefact is)."""
+    """A single-threaded onnxruntime session over ``path`` with onnxruntime's default graph optimizations: the model
+    as a user runs it, verified and timed on the same session (:meth:`DeployContext.runner`)."""
     from onnxdeploy._run import create_session, run_session
 
     session = create_session(str(path), threads=1)
@@ -253,12 +263,6 @@ def engine_runner(path: str, engine: str) -> Callable[[Mapping[str, np.ndarray]]
     return lambda feeds: run_artifact(path, feeds, engine)
 
 
-def declared_inputs(path) -> dict[str, list]:
-    from onnxdeploy._run import input_specs
-
-    return {s.name: list(s.shape) if s.shape is not None else [] for s in input_specs(str(path))}
-
-
 def op_histogram(model) -> dict[str, int]:
     from onnxdeploy import _io as io
 
@@ -271,9 +275,9 @@ def _describe_changes(before: Mapping[str, int], after: Mapping[str, int]) -> li
             if before.get(op, 0) != after.get(op, 0)]
 
 
-def _diff_text(a_path: Path, b_path: Path) -> list[str]:
-    """What changed between two models: ``onnxdeploy._diff`` when available, else op counts."""
-    counts = _describe_changes(op_histogram(a_path), op_histogram(b_path))
+def _diff_text(a_path: Path, b_path: Path, ops_a: Mapping[str, int], ops_b: Mapping[str, int]) -> list[str]:
+    """What changed between two models (their op counts given): ``onnxdeploy._diff`` when available, else op counts."""
+    counts = _describe_changes(ops_a, ops_b)
     try:
         from onnxdeploy._diff import diff as model_diff
     except ImportError:
@@ -319,65 +323,33 @@ class Export(Step):
 
     def run(self, ctx: DeployContext) -> StepResult:
         from onnxdeploy import _io as io
+        from onnxdeploy._run import input_specs
+        from onnxdeploy._verify import Verification
 
         path = ctx.out / "01-model.onnx"
         if ctx.kind == "torch":
             export = _import("export", "onnxdeploy._export", "export")
             tt = ctx.loaded
             rep = export(tt.module, tt.example_inputs if tt.example_kwargs is None else tt.example_kwargs, path,
-                         input_names=ctx.input_names, output_names=ctx.output_names, dynamic=ctx.dynamic or None)
+                         input_names=ctx.input_names, output_names=ctx.output_names, dynamic=ctx.dynamic or None,
+                         atol=ctx.atol, rtol=ctx.rtol)
             kept = "fixed shapes (no --dynamic)" if not ctx.dynamic else "dynamic dims " + "; ".join(
                 f"{k}: {', '.join(f'{i}={n}' for i, n in v.items())}" for k, v in ctx.dynamic.items())
             res = StepResult(self.name, artifact=str(path), details=rep.to_dict(),
                              message=f"exported with {rep.exporter} (opset {rep.opset}), {kept}, verified against "
                                      f"PyTorch at {len(rep.parity)} shape(s)")
-            res.verification = _export_verdict(rep, ctx.dynamic, path)
+            # export already failed if a dim named dynamic came out static or PyTorch and onnxruntime disagree;
+            # its parity per shape is the step's verdict
+            res.verification = Verification("ONNX vs PyTorch", list(rep.parity), metric=f"atol {ctx.atol:g}, rtol "
+                                            f"{ctx.rtol:g}", shapes=[c.label for c in rep.parity])
         else:
             io.save(io.as_model(ctx.loaded), path)
             res = StepResult(self.name, "skipped", artifact=str(path), message="source is ONNX: copied, not exported")
         ctx.reference = path
-        ctx.report.inputs = declared_inputs(path)
+        ctx.report.inputs = {s.name: list(s.shape or []) for s in input_specs(str(path))}
         ctx.report.ops_before = op_histogram(path)
         ctx.advance(path, "reference")
         return res
-
-
-@dataclass
-class ExportVerdict:
-    """export's verification against PyTorch, and whether every declared dynamic dim is symbolic in the file."""
-
-    comparisons: list
-    interface_changes: list[str]
-
-    @property
-    def passed(self) -> bool:
-        return not self.interface_changes and all(c.passed for c in self.comparisons)
-
-    @property
-    def max_abs(self) -> float:
-        return max((c.max_abs for c in self.comparisons), default=0.0)
-
-    def summary(self) -> str:
-        shapes = "; ".join(c.summary() for c in self.comparisons) or "not verified"
-        return "; ".join([f"PyTorch vs ONNX: {shapes}"] + [f"interface changed: {c}" for c in self.interface_changes])
-
-    def to_dict(self) -> dict:
-        return {"passed": self.passed, "max_abs": self.max_abs, "interface_changes": self.interface_changes,
-                "comparisons": [c.to_dict() for c in self.comparisons]}
-
-
-def _export_verdict(rep, dynamic: Mapping[str, Mapping[int, str]], path: Path) -> ExportVerdict:
-    from onnxdeploy._run import input_specs, output_specs
-
-    specs = {s.name: s for s in [*input_specs(str(path)), *output_specs(str(path))]}
-    changes = []
-    for name, axes in dynamic.items():
-        spec = specs.get(name)
-        for axis, dim in axes.items():
-            got = spec.shape[axis] if spec is not None and spec.shape is not None and axis < len(spec.shape) else None
-            if not isinstance(got, str):
-                changes.append(f"dims: {name!r} dim {axis} was declared dynamic ({dim}) but is {got} in the file")
-    return ExportVerdict(list(rep.parity or []), changes)
 
 
 class Check(Step):
@@ -450,9 +422,7 @@ class Quantize(Step):
         cos = rep.cosine
         res = StepResult(self.name, artifact=str(path), details=rep.to_dict(),
                          message=f"{ctx.quantize} int8, cosine {cos:.4f}" if cos is not None else f"{ctx.quantize} int8")
-        verifier = ctx.verifier_for(quantized=True)
-        res.verification = verifier.check(str(path), label="quantized vs reference",
-                                          runner=casting_runner(onnx_runner(path), path))
+        res.verification = ctx.verify_onnx(path, "quantized vs reference", quantized=True)
         ctx.advance(path, "quantized")
         return res
 
@@ -478,9 +448,8 @@ class Convert(Step):
         if t.name == "onnxruntime":
             return res
         header = artifact_interface(rep.files[0], t.name, ctx.reference)
-        verifier = ctx.verifier_for()
-        runner = engine_runner(rep.files[0], t.name)
-        res.verification = verifier.check(header, label=f"{t.name} vs reference", runner=runner)
+        res.verification = ctx.verifier_for().check(header, label=f"{t.name} vs reference",
+                                                    runner=ctx.runner(rep.files[0], t.name))
         if header is None:
             res.notes.append(f"the {t.name} artefact's declared interface cannot be read here: outputs only")
         ctx.candidates.append((f"{t.name} artefact", rep.files[0], t.name))
@@ -495,9 +464,10 @@ class Benchmark(Step):
         ctx.report.bench_inputs = {k: list(v.shape) for k, v in feeds.items()}
         rows = []
         for label, path, engine in ctx.candidates:
-            run = casting_runner(engine_runner(path, engine), path)
+            timing = time_runner(ctx.runner(path, engine), feeds, seconds=ctx.bench_seconds)
+            ctx.runners.pop((path, engine), None)  # each session is freed once timed
             rows.append({"model": f"{label} ({engine})" if engine == "onnxruntime" else label, "path": path,
-                         "engine": engine, **time_runner(run, feeds, seconds=ctx.bench_seconds)})
+                         "engine": engine, **timing})
         ctx.report.latency = rows
         best = min(rows, key=lambda r: r["p50_ms"])
         shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in ctx.report.bench_inputs.items())
@@ -523,12 +493,6 @@ def time_runner(run: Callable[[Mapping[str, np.ndarray]], Any], feeds: Mapping[s
     stats = latency_stats("model", None, times)
     return {"iterations": stats.iterations, "p50_ms": stats.p50, "p90_ms": stats.p90, "mean_ms": stats.mean,
             "min_ms": stats.min, "threads": 1}
-
-
-def time_model(path: str, engine: str, feeds: Mapping[str, np.ndarray], *, seconds: float = 1.0,
-               warmup: int = 3) -> dict:
-    """Latency (ms) of one model on its engine, single-threaded: p50, p90, mean, min, iterations."""
-    return time_runner(engine_runner(path, engine), feeds, seconds=seconds, warmup=warmup)
 
 
 # ---------------------------------------------------------------- driver
@@ -676,7 +640,8 @@ def deploy(
     report = ctx.report
     if ctx.current is not None:
         report.ops_after = op_histogram(ctx.current)
-        report.changes = _diff_text(ctx.reference, ctx.current) if ctx.reference is not None else []
+        report.changes = (_diff_text(ctx.reference, ctx.current, report.ops_before, report.ops_after)
+                          if ctx.reference is not None else [])
     report.seconds = time.perf_counter() - started
     _write_outputs(report, out, ctx.current)
     if failed is not None:

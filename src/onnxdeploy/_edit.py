@@ -1155,15 +1155,18 @@ def _verify(segment: _Segment, after: "ir.Model", *, atol: float, rtol: float, s
 
 
 class _Memo:
-    """A runner that remembers its last input set's outputs (reference and candidate both need them)."""
+    """A runner that remembers its outputs per input set (reference and candidate both need them; the verifier runs
+    the reference on every set before the candidate on any, so remembering only the last set would run it twice)."""
 
     def __init__(self, runner) -> None:
-        self.runner, self.feeds, self.outputs = runner, None, None
+        self.runner = runner
+        self.seen: dict[int, tuple[Any, Any]] = {}  # id(feeds) -> (feeds, outputs); feeds kept so ids stay unique
 
     def __call__(self, feeds):
-        if self.feeds is not feeds:
-            self.feeds, self.outputs = feeds, self.runner(feeds)
-        return self.outputs
+        hit = self.seen.get(id(feeds))
+        if hit is None or hit[0] is not feeds:
+            hit = self.seen[id(feeds)] = (feeds, self.runner(feeds))
+        return hit[1]
 
 
 def edit(model: ModelLike, steps: Sequence[Mapping[str, Any]], *, output: str | os.PathLike | None = None,

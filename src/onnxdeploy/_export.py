@@ -819,7 +819,9 @@ def export(
         raise UserInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     phase = on_phase or (lambda _name: None)
     if path is not None:
-        _check_output_path(path)
+        from onnxdeploy._io import check_output_path
+
+        check_output_path(path)  # fail before the (slow) export when the model could not be written there
     import logging
 
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
@@ -985,16 +987,6 @@ def _embeddable(model_ir) -> bool:
                 return False
             total += tensor.nbytes
     return total <= EXTERNAL_THRESHOLD
-
-
-def _check_output_path(path) -> None:
-    """Fail before the (slow) export when the model could not be written at ``path``."""
-    out = Path(path)
-    if out.is_dir():
-        raise UserInputError(f"{out} is a folder; give a file name such as {out / 'model.onnx'}")
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise UserInputError(f"{folder}: output folder does not exist", hint=f"mkdir -p {folder}")
 
 
 def _disagree(report: ExportReport, worst, path) -> OutputsDisagree:

@@ -330,14 +330,13 @@ def _symbolic_dims(graph) -> list[str]:
 
 def _fix_input_dims(graph, dims: Mapping[str, int]) -> None:
     """Give the graph inputs' symbolic dims the values in ``dims`` (in place); an unknown name is an error."""
-    import difflib
+    from onnxdeploy._suggest import did_you_mean
 
     known = _symbolic_dims(graph)
     for name, value in dims.items():
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=3)
-            hint = f"did you mean {', '.join(close)}?" if close else f"symbolic dims: {', '.join(known) or '(none)'}"
-            raise UserInputError(f"--dim {name}: the model's inputs have no symbolic dim named {name!r}", hint=hint)
+            raise UserInputError(f"--dim {name}: the model's inputs have no symbolic dim named {name!r}",
+                                 hint=did_you_mean(name, known, what="symbolic dims"))
         if int(value) < 0:
             raise UserInputError(f"--dim {name}={value}: a dim is >= 0")
     for vi in graph.input:

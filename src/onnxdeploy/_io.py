@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Union
+from typing import TYPE_CHECKING, BinaryIO, Iterator, Union
 
 from onnxdeploy._protowire import (
     GRAPH_INITIALIZER_TAG,
@@ -75,7 +75,6 @@ class _Registry:
     def __init__(self) -> None:
         self.real: dict[str, str] = {}  # real path -> path as given
         self.ids: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) -> path as given
-        self.written: set[str] = set()  # real paths this operation wrote
 
 
 _registry = _Registry()
@@ -92,13 +91,8 @@ def note_read(path: str | os.PathLike) -> None:
     _registry.ids.setdefault((st.st_dev, st.st_ino), str(path))
 
 
-def files_read() -> list[str]:
-    """The real paths of the files the current operation read (models, their data files, inputs, recipes)."""
-    return sorted(_registry.real)
-
-
 def forget_reads() -> None:
-    """Start a new operation: forget the files read and written so far."""
+    """Start a new operation: forget the files read so far."""
     global _registry
     _registry = _Registry()
 
@@ -134,12 +128,11 @@ def _os_error(path: object, err: OSError, doing: str = "cannot write") -> ModelF
     return ModelFileError(f"{path}: {doing} ({reason})", hint=hints.get(err.errno))
 
 
-def check_output_path(path: str | os.PathLike, *, data_file: str | os.PathLike | None = None,
-                      allow_overwrite_input: bool = False) -> Path:
+def check_output_path(path: str | os.PathLike, *, allow_overwrite_input: bool = False) -> Path:
     """The output-path guard every writer goes through; returns the real destination path.
 
     Refuses (:class:`UserInputError`, one line and a hint) a destination that is a folder, whose folder does not exist
-    or is not writable, or that is (or whose companion ``data_file`` would be) a file this operation read: an input
+    or is not writable, or that is a file this operation read: an input
     model, one of its external-data files, an input tensor file or a recipe, however the path is spelled (``..``,
     ``.``, symbolic links, hard links). ``allow_overwrite_input=True`` lets the API replace an input deliberately
     (the CLI never does).
@@ -167,24 +160,14 @@ def check_output_path(path: str | os.PathLike, *, data_file: str | os.PathLike |
     except OSError as err:
         raise _os_error(out, err) from err
     if not allow_overwrite_input:
-        for candidate, what in ((given, "the output"), (data_file, "the output's data file")):
-            if candidate is None:
-                continue
-            hit = _read_by_operation(str(candidate))
-            if hit is not None:
-                same = what == "the output" and os.path.realpath(candidate) == os.path.realpath(hit)
-                raise UserInputError(
-                    f"{what} {candidate} would overwrite {'the input' if same else 'an input file'} {hit}",
-                    hint="choose another -o path; inputs are never modified")
+        hit = _read_by_operation(given)
+        if hit is not None:
+            same = os.path.realpath(given) == os.path.realpath(hit)
+            raise UserInputError(f"the output {given} would overwrite {'the input' if same else 'an input file'} {hit}",
+                                 hint="choose another -o path; inputs are never modified")
         if real.is_file() and _referenced_elsewhere(real.parent, real.name, skip=real):
             raise UserInputError(f"{out} would overwrite the external data of another model in {real.parent}",
                                  hint="choose another -o path; that model would be corrupted")
-    if data_file is not None:
-        d = Path(data_file)
-        if d.is_symlink():
-            raise UserInputError(f"{d} is a symbolic link; refusing to write through it")
-        if d.is_dir():
-            raise UserInputError(f"{d} is a folder; refusing to write the output's data file there")
     return real
 
 
@@ -224,8 +207,6 @@ def _alive(pid: int, name: str = "") -> bool:
 
 def _mentions(model_file: Path, needle: bytes) -> bool:
     """Whether the bytes of ``needle`` occur in ``model_file`` (a cheap, conservative "does it reference it")."""
-    import mmap
-
     try:
         with open(model_file, "rb") as fh:
             if os.fstat(fh.fileno()).st_size == 0:
@@ -298,10 +279,26 @@ def clean_stale(folder: str | os.PathLike) -> list[str]:
     return removed
 
 
-def _new_tmp_file(folder: Path, name: str) -> tuple[int, Path]:
-    path = folder / _tmp_name(name[:100])
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    return fd, path
+@contextlib.contextmanager
+def _atomic_file(out: Path, folder: Path) -> Iterator[BinaryIO]:
+    """A new temporary file in ``folder``, renamed over ``out`` when the block succeeds, removed when it fails (an
+    OSError becomes a one-line :class:`ModelFileError`)."""
+    tmp = folder / _tmp_name(out.name[:100])
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as err:
+        raise _os_error(out, err) from err
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+        ordinary_permissions(tmp)
+        pause_point("tmp-written")
+        os.replace(tmp, out)  # the commit
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and not isinstance(err, OnnxDeployError):
+            raise _os_error(out, err) from err
+        raise
 
 
 # ---------------------------------------------------------------- reading
@@ -336,9 +333,6 @@ def check_model_path(path: str | os.PathLike) -> Path:
     return p
 
 
-_check_model_path = check_model_path  # the former private name, still used by inspect.py
-
-
 def load_proto(path: str | os.PathLike, *, load_weights: bool = False) -> "onnx.ModelProto":
     """Parse an ONNX file into a ModelProto, checking its external-data references first.
 
@@ -348,7 +342,7 @@ def load_proto(path: str | os.PathLike, *, load_weights: bool = False) -> "onnx.
     import onnx
     from google.protobuf.message import DecodeError
 
-    p = _check_model_path(path)
+    p = check_model_path(path)
     try:
         with open(p, "rb") as fh:
             st = os.fstat(fh.fileno())
@@ -436,32 +430,12 @@ def load(path: str | os.PathLike) -> "ir.Model":
     return model
 
 
-def _ir_graphs(model: "ir.Model") -> Iterator:
-    """Every graph of an ``ir.Model``: the main graph, model-local functions, and all their subgraphs."""
-    import onnx_ir as ir
-
-    stack: list = [model.graph, *model.functions.values()]
-    seen: set[int] = set()
-    while stack:
-        g = stack.pop()
-        if id(g) in seen:
-            continue
-        seen.add(id(g))
-        yield g
-        for node in g:
-            for attr in node.attributes.values():
-                if attr.is_ref():
-                    continue
-                if attr.type == ir.AttributeType.GRAPH and attr.value is not None:
-                    stack.append(attr.value)
-                elif attr.type == ir.AttributeType.GRAPHS and attr.value is not None:
-                    stack.extend(attr.value)
-
-
 def _ir_tensors(model: "ir.Model") -> Iterator:
     import onnx_ir as ir
 
-    for g in _ir_graphs(model):
+    from onnxdeploy._bounds import all_graphs
+
+    for g in all_graphs(model):
         for value in getattr(g, "initializers", {}).values():
             if value.const_value is not None:
                 yield value.const_value
@@ -582,11 +556,6 @@ def tensor_sites(proto: "onnx.ModelProto") -> Iterator[tuple[str, "onnx.TensorPr
                 if attr.HasField("g"):
                     stack.append((f"{here} attribute {attr.name!r}", attr.g))
                 stack.extend((f"{here} attribute {attr.name!r}", sub) for sub in attr.graphs)
-
-
-def _all_tensors(proto: "onnx.ModelProto") -> Iterator["onnx.TensorProto"]:
-    for _, tensor in tensor_sites(proto):
-        yield tensor
 
 
 def _ref(tensor: "onnx.TensorProto", where: str = "") -> ExternalRef:
@@ -812,12 +781,9 @@ def save(
     import onnx_ir as ir
 
     out = Path(path)
+    model = as_model(model)  # first: a model read from a path is then an input the guard protects
     check_output_path(out, allow_overwrite_input=allow_overwrite_input)
     folder = out.parent if str(out.parent) else Path(".")
-    if isinstance(model, (str, os.PathLike)):
-        model = load(model)
-    elif not isinstance(model, ir.Model):
-        model = as_model(model)
     clean_stale(folder)
 
     total, has_external = _initializer_bytes(model)
@@ -829,8 +795,7 @@ def save(
         return out
     data_name = data_file_name(out)
     data_path = folder / data_name
-    check_output_path(out, data_file=data_path, allow_overwrite_input=allow_overwrite_input)
-    if os.path.lexists(data_path):  # a pid and 32 random bits: practically never
+    if os.path.lexists(data_path):  # a fresh name (a pid and 32 random bits): never an input, a link or a folder
         raise UserInputError(f"{data_path} already exists; refusing to overwrite it", hint="try again")
 
     try:
@@ -852,7 +817,6 @@ def save(
         if wrote_data:
             ordinary_permissions(tmp_data)
             os.replace(tmp_data, data_path)  # a new name: nothing the previous model reads changes
-            _registry.written.add(os.path.realpath(data_path))
             pause_point("data-renamed")
         ordinary_permissions(tmp_model)
         try:
@@ -886,21 +850,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, allow_overwrite_
     check_output_path(out, allow_overwrite_input=allow_overwrite_input)
     folder = out.parent if str(out.parent) else Path(".")
     clean_stale(folder)
-    try:
-        fd, tmp = _new_tmp_file(folder, out.name)
-    except OSError as err:
-        raise _os_error(out, err) from err
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        ordinary_permissions(tmp)
-        pause_point("tmp-written")
-        os.replace(tmp, out)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and not isinstance(err, OnnxDeployError):
-            raise _os_error(out, err) from err
-        raise
+    with _atomic_file(out, folder) as fh:
+        fh.write(data)
     return out
 
 
@@ -950,14 +901,12 @@ def load_mapped(path: str | os.PathLike) -> "ir.Model":
     then memory-mapped lazily as usual). Falls back to :func:`load` for anything unusual (a model over protobuf's
     limit, a non-standard encoding).
     """
-    import mmap
-
     import numpy as np
     import onnx
     import onnx_ir as ir
     from google.protobuf.message import DecodeError
 
-    p = _check_model_path(path)
+    p = check_model_path(path)
     with open(p, "rb") as fh:
         try:
             mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
@@ -1050,11 +999,14 @@ def _write_embedded(model: "ir.Model", out: Path, folder: Path) -> Path:
     proto.ClearField("graph")
     head = proto.SerializeToString()
 
+    def as_is(value) -> bool:
+        """The tensor is a TensorProto already (same name, embedded): written as it is."""
+        tensor = value.const_value
+        return isinstance(tensor, ir.TensorProtoTensor) and tensor.raw.name == value.name and not tensor.raw.external_data
+
     def large_array(value):
         """The numpy array of a large tensor whose bytes are written straight from its buffer, else None."""
         tensor = value.const_value
-        if isinstance(tensor, ir.TensorProtoTensor) and tensor.raw.name == value.name and not tensor.raw.external_data:
-            return None
         dtype = tensor.dtype
         if (tensor.nbytes < MAP_THRESHOLD_BYTES or dtype.bitwidth % 8 or dtype == ir.DataType.STRING
                 or isinstance(tensor, ir.ExternalTensor)):
@@ -1074,7 +1026,7 @@ def _write_embedded(model: "ir.Model", out: Path, folder: Path) -> Path:
     def pieces(value) -> list:
         """The TensorProto of ``value`` as byte pieces; a large tensor's data is a view of its buffer."""
         tensor = value.const_value
-        if isinstance(tensor, ir.TensorProtoTensor) and tensor.raw.name == value.name and not tensor.raw.external_data:
+        if as_is(value):
             return [tensor.raw.SerializeToString()]
         array = large_array(value)
         if array is not None:
@@ -1088,9 +1040,8 @@ def _write_embedded(model: "ir.Model", out: Path, folder: Path) -> Path:
         return [tp.SerializeToString()]
 
     def size(value) -> int:
-        tensor = value.const_value
-        if isinstance(tensor, ir.TensorProtoTensor) and tensor.raw.name == value.name and not tensor.raw.external_data:
-            return tensor.raw.ByteSize()
+        if as_is(value):
+            return value.const_value.raw.ByteSize()
         array = large_array(value)
         if array is not None:  # sized without copying a non-contiguous array
             return len(header(value, array)) + len(length_delimited(TENSOR_RAW_DATA_TAG, array.nbytes)) + array.nbytes
@@ -1101,28 +1052,15 @@ def _write_embedded(model: "ir.Model", out: Path, folder: Path) -> Path:
     graph_len = len(graph_bytes) + sum(len(length_delimited(GRAPH_INITIALIZER_TAG, n)) + n for n in sizes)
     if len(head) + len(length_delimited(MODEL_GRAPH_TAG, graph_len)) + graph_len > PROTOBUF_LIMIT:
         raise UserInputError(f"{out}: model exceeds protobuf's 2 GB limit", hint="save with external data")
-    try:
-        fd, tmp = _new_tmp_file(folder, out.name)
-    except OSError as err:
-        raise _os_error(out, err) from err
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(head)
-            fh.write(length_delimited(MODEL_GRAPH_TAG, graph_len))
-            fh.write(graph_bytes)
-            for value, n in zip(values, sizes):
-                fh.write(length_delimited(GRAPH_INITIALIZER_TAG, n))
-                for part in pieces(value):
-                    fh.write(part)
-        ordinary_permissions(tmp)
-        pause_point("tmp-written")
-        os.replace(tmp, out)  # the commit
-        pause_point("committed")
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and not isinstance(err, OnnxDeployError):
-            raise _os_error(out, err) from err
-        raise
+    with _atomic_file(out, folder) as fh:
+        fh.write(head)
+        fh.write(length_delimited(MODEL_GRAPH_TAG, graph_len))
+        fh.write(graph_bytes)
+        for value, n in zip(values, sizes):
+            fh.write(length_delimited(GRAPH_INITIALIZER_TAG, n))
+            for part in pieces(value):
+                fh.write(part)
+    pause_point("committed")
     return out
 
 

@@ -72,9 +72,9 @@ class Tolerance:
 
         precision = _PRECISION_ALIASES.get(str(self.precision).lower(), str(self.precision).lower())
         if precision not in PRECISIONS:
-            import difflib
+            from onnxdeploy._suggest import close_names
 
-            close = difflib.get_close_matches(str(self.precision), PRECISIONS, n=2)
+            close = close_names(str(self.precision), PRECISIONS, n=2)
             raise UserInputError(f"unknown precision {self.precision!r}" +
                                  (f"; did you mean {' or '.join(map(repr, close))}?" if close else ""),
                                  hint=f"use one of {', '.join(PRECISIONS)}")
@@ -131,9 +131,9 @@ class Tolerance:
             known = {f.name for f in fields(Tolerance)} - {"per_output"}
             unknown = [k for k in spec if k not in known]
             if unknown:
-                import difflib
+                from onnxdeploy._suggest import close_names
 
-                close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+                close = close_names(unknown[0], sorted(known), n=1)
                 raise UserInputError(f"unknown tolerance field {unknown[0]!r} for output {name!r}" +
                                      (f"; did you mean {close[0]!r}?" if close else ""),
                                      hint=f"fields: {', '.join(sorted(known))}")
@@ -153,9 +153,9 @@ class Tolerance:
         names = list(names)
         for key in self.per_output:
             if key not in names:
-                import difflib
+                from onnxdeploy._suggest import close_names
 
-                close = difflib.get_close_matches(key, names, n=3)
+                close = close_names(key, names)
                 raise UserInputError(f"per-output tolerance names {key!r}, which is not an output" +
                                      (f"; did you mean {', '.join(map(repr, close))}?" if close else ""),
                                      hint=f"outputs: {', '.join(names[:10])}" + (" ..." if len(names) > 10 else ""))
@@ -281,7 +281,8 @@ class Comparison:
         }
 
 
-def _resolve(tolerance: Tolerance | None, atol: float | None, rtol: float | None) -> Tolerance:
+def resolve_tolerance(tolerance: Tolerance | None, atol: float | None = None, rtol: float | None = None) -> Tolerance:
+    """The one tolerance default: ``tolerance`` (``atol``/``rtol`` override its), else fp32 at the defaults."""
     if tolerance is None:
         return Tolerance(atol=DEFAULT_ATOL if atol is None else atol, rtol=DEFAULT_RTOL if rtol is None else rtol)
     if atol is not None or rtol is not None:
@@ -305,7 +306,7 @@ def diff_tensor(name: str, ref: np.ndarray, got: np.ndarray, *, atol: float | No
     ``max_rel`` divides by ``|ref|`` floored at ``atol``, so elements near zero do not report absurd ratios.
     Integer and bool outputs must be equal. One streaming pass over cache-sized chunks: bounded memory.
     """
-    tol = _resolve(tolerance, atol, rtol)
+    tol = resolve_tolerance(tolerance, atol, rtol)
     ref = np.asarray(ref)
     got = np.asarray(got)
     if ref.shape != got.shape:
@@ -573,7 +574,7 @@ def compare_outputs(
     alone build an fp32 one, and given with ``tolerance`` override its. A ``per_output`` key that names no
     reference output raises :class:`~onnxdeploy.errors.UserInputError` naming the closest.
     """
-    tol = _resolve(tolerance, atol, rtol)
+    tol = resolve_tolerance(tolerance, atol, rtol)
     tol.check_names(reference)
     diffs, missing = [], []
     for name, ref in reference.items():

@@ -477,21 +477,19 @@ def symbolic_dims(model: "ir.Model") -> list[str]:
 
 def check_dim_names(model: "ir.Model", dims: Mapping[str, int]) -> None:
     """Raise :class:`UserInputError` (naming the closest dims) for a name in ``dims`` that no graph input has."""
+    from onnxdeploy._suggest import did_you_mean
+
     known = symbolic_dims(model)
     for name in dims:
         if name not in known:
-            import difflib
-
-            close = difflib.get_close_matches(name, known, n=3)
-            hint = f"did you mean {', '.join(close)}?" if close else f"symbolic dims: {', '.join(known) or '(none)'}"
-            raise UserInputError(f"--dim {name}: the model's inputs have no symbolic dim named {name!r}", hint=hint)
+            raise UserInputError(f"--dim {name}: the model's inputs have no symbolic dim named {name!r}",
+                                 hint=did_you_mean(name, known, what="symbolic dims"))
 
 
 def fix_dims(model: "ir.Model", dims: Mapping[str, int]) -> None:
-    """Give symbolic dims fixed values on every value of the model that mentions them (in place)."""
+    """Give symbolic dims fixed values on every value of the model that mentions them (in place); the names are
+    :func:`check_dim_names`'s (:func:`optimize` checks them first)."""
     import onnx_ir as ir
-
-    check_dim_names(model, dims)
 
     def fixed(shape):
         if shape is None:
@@ -521,13 +519,13 @@ class _Verifier:
         from onnxdeploy._run import SessionError
         from onnxdeploy._verify import Inputs, Verifier, onnxruntime_runner
 
-        try:
-            onnxruntime_runner(original, providers=providers)  # fails early, with the reason, if ort cannot load it
+        try:  # the one session of the original: fails early, with the reason, if onnxruntime cannot load it
+            reference = onnxruntime_runner(original, providers=providers)
         except SessionError as err:
             raise UserInputError(f"cannot verify: onnxruntime cannot load the original model ({err.message})",
                                  hint="pass --no-verify to optimize without the check") from err
         given = Inputs(arrays=dict(inputs or {}), dims=dict(dims), seed=seed)
-        self.verifier = Verifier(original, given, atol=atol, rtol=rtol, providers=providers,
+        self.verifier = Verifier(reference, given, specs_from=original, atol=atol, rtol=rtol, providers=providers,
                                  interface={"dims"} if fixed else "same")
         self.check_seconds = 0.0
         self._error: BaseException | None = None
@@ -565,11 +563,6 @@ class _Verifier:
             return self.verifier.check(model, label=label)
         finally:
             self.check_seconds += time.perf_counter() - start
-
-
-def _first_line(err: BaseException) -> str:
-    text = getattr(err, "message", None) or str(err) or type(err).__name__
-    return text.strip().splitlines()[0][:400] if text.strip() else type(err).__name__
 
 
 def _save_external(model: "ir.Model", folder: str) -> str:

@@ -160,33 +160,74 @@ class Attempt:
 
 @dataclass
 class QuantizeReport:
+    """What :func:`quantize` did. The written model's settings, error and speed are those of ``attempts[0]`` (the
+    chosen :class:`Attempt`), read through properties rather than copied."""
+
     output: str | None
     model_kind: str  # "cnn", "transformer" or "other"
-    mode: str  # "static" or "dynamic" (what was written)
-    format: str
-    activation_type: str | None
-    weight_type: str
-    per_channel: bool
     calibration: str
     calibration_samples: int
     heldout_samples: int
-    excluded_nodes: list[str]
-    transformer_fusions: dict[str, int] | None
-    quantized_ops: dict[str, int]
-    quantized_nodes: dict[str, int]
-    outputs: list[OutputError]
-    speed: RatioMeasurement | None  # fp32 vs int8, interleaved until stable (``speed.noisy`` when it never was)
     decision: str  # why this model was written (auto mode: on which figure)
     input_bytes: int
     output_bytes: int
     seconds: float
     threads: int | None
-    attempts: list[Attempt] = field(default_factory=list)
+    attempts: list[Attempt]  # the chosen one first
     warnings: list[str] = field(default_factory=list)
 
     @property
+    def best(self) -> Attempt:
+        return self.attempts[0]
+
+    @property
+    def mode(self) -> str:  # "static" or "dynamic" (what was written)
+        return self.best.mode
+
+    @property
+    def format(self) -> str:
+        return "QDQ" if self.mode == "static" else "dynamic (DynamicQuantizeLinear + integer MatMul)"
+
+    @property
+    def activation_type(self) -> str | None:
+        return self.best.activation_type
+
+    @property
+    def weight_type(self) -> str:
+        return self.best.weight_type
+
+    @property
+    def per_channel(self) -> bool:
+        return self.best.per_channel
+
+    @property
+    def excluded_nodes(self) -> list[str]:
+        return self.best.excluded_nodes
+
+    @property
+    def transformer_fusions(self) -> dict[str, int] | None:
+        return self.best.transformer_fusions
+
+    @property
+    def quantized_ops(self) -> dict[str, int]:
+        return self.best.quantized_ops
+
+    @property
+    def quantized_nodes(self) -> dict[str, int]:
+        return self.best.quantized_nodes
+
+    @property
+    def outputs(self) -> list[OutputError]:
+        return self.best.outputs
+
+    @property
+    def speed(self) -> RatioMeasurement | None:
+        """fp32 vs int8, interleaved until stable (``speed.noisy`` when it never was)."""
+        return self.best.speed
+
+    @property
     def cosine(self) -> float | None:
-        return min((o.cosine for o in self.outputs if o.cosine == o.cosine), default=None)
+        return self.best.cosine
 
     @property
     def max_abs(self) -> float | None:
@@ -200,7 +241,7 @@ class QuantizeReport:
     @property
     def speedup(self) -> float | None:
         """How many times faster the int8 model runs than fp32 (< 1: slower); the median of interleaved blocks."""
-        return self.speed.speedup if self.speed else None
+        return self.best.speedup
 
     @property
     def noisy(self) -> bool:
@@ -219,21 +260,20 @@ class QuantizeReport:
         return self.output_bytes / self.input_bytes if self.input_bytes else None
 
     def to_dict(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("outputs", "attempts", "speed")}
-        d.update(
-            cosine=self.cosine,
-            max_abs=self.max_abs,
-            top1_agreement=self.top1_agreement,
-            speedup=self.speedup,
-            noisy=self.noisy,
-            fp32_ms=self.fp32_ms,
-            quantized_ms=self.quantized_ms,
-            size_ratio=self.size_ratio,
+        return dict(
+            output=self.output, model_kind=self.model_kind, mode=self.mode, format=self.format,
+            activation_type=self.activation_type, weight_type=self.weight_type, per_channel=self.per_channel,
+            calibration=self.calibration, calibration_samples=self.calibration_samples,
+            heldout_samples=self.heldout_samples, excluded_nodes=self.excluded_nodes,
+            transformer_fusions=self.transformer_fusions, quantized_ops=self.quantized_ops,
+            quantized_nodes=self.quantized_nodes, decision=self.decision, input_bytes=self.input_bytes,
+            output_bytes=self.output_bytes, seconds=self.seconds, threads=self.threads, warnings=self.warnings,
+            cosine=self.cosine, max_abs=self.max_abs, top1_agreement=self.top1_agreement, speedup=self.speedup,
+            noisy=self.noisy, fp32_ms=self.fp32_ms, quantized_ms=self.quantized_ms, size_ratio=self.size_ratio,
             speed=self.speed.to_dict() if self.speed else None,
             outputs=[o.to_dict() for o in self.outputs],
             attempts=[a.to_dict() for a in self.attempts],
         )
-        return d
 
 
 # ---------------------------------------------------------------- what runs quantized
@@ -323,9 +363,7 @@ def _index_ranges(proto: "onnx.ModelProto") -> dict[str, int]:
 
 def _refuse_unquantizable(proto: "onnx.ModelProto") -> None:
     """Already-quantized and float16 models: onnxruntime's quantizer fails on them with internal errors."""
-    from collections import Counter
-
-    quant = Counter(n.op_type for n in proto.graph.node if n.op_type in _QUANT_OPS)
+    quant = _quant_op_counts(proto)
     if quant:
         found = ", ".join(f"{op} {n}" for op, n in sorted(quant.items()))
         raise UserInputError(f"the model is already quantized ({found})",
@@ -604,7 +642,7 @@ def _resolve_exclusions(
     proto: "onnx.ModelProto", original: "onnx.ModelProto", patterns: Sequence[str], op_types: Sequence[str]
 ) -> list[str]:
     """Node names of ``proto`` matching the name patterns (globs) or op types; unknown names/ops are errors."""
-    import difflib
+    from onnxdeploy._suggest import close_names
 
     names = [n.name for n in proto.graph.node if n.name]
     original_names = {n.name for n in original.graph.node if n.name}
@@ -612,7 +650,7 @@ def _resolve_exclusions(
     for pattern in patterns:
         hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         if not hits and not any(fnmatch.fnmatchcase(n, pattern) for n in original_names):
-            close = difflib.get_close_matches(pattern, sorted(original_names | set(names)), n=3)
+            close = close_names(pattern, sorted(original_names | set(names)))
             raise UserInputError(
                 f"--exclude-node {pattern!r} matches no node",
                 hint=f"did you mean {', '.join(close)}?" if close else "`onnxdeploy inspect MODEL` lists node names",
@@ -621,7 +659,7 @@ def _resolve_exclusions(
     present = sorted({n.op_type for n in proto.graph.node} | {n.op_type for n in original.graph.node})
     for op in op_types:
         if op not in present:
-            close = difflib.get_close_matches(op, present, n=3)
+            close = close_names(op, present)
             raise UserInputError(
                 f"--exclude-op {op!r}: the model has no {op} node",
                 hint=f"did you mean {', '.join(close)}?" if close else f"op types present: {', '.join(present)}",
@@ -832,19 +870,23 @@ def _reader(samples: Sequence[Mapping[str, np.ndarray]]):
     return Reader()
 
 
-def _run_all(path: str, samples: Sequence[Mapping[str, np.ndarray]], threads: int | None) -> list[dict]:
-    from onnxdeploy._run import create_session, run_session
+def _session(path: str | os.PathLike, opts: QuantizeOptions):
+    """The session a model is both evaluated and timed in (fp32 and each attempt alike: the same options)."""
+    from onnxdeploy._run import create_session
 
-    session = create_session(path, threads=threads)
+    return create_session(str(path), threads=opts.threads)
+
+
+def _run_all(session, samples: Sequence[Mapping[str, np.ndarray]]) -> list[dict]:
+    from onnxdeploy._run import run_session
+
     return [run_session(session, s) for s in samples]
 
 
-def _measure(fp32_path: str, q_path: str, feeds: Mapping[str, np.ndarray], opts: QuantizeOptions) -> RatioMeasurement:
-    """fp32 vs quantized with the same session options, timed by bench's timer until the ratio is stable."""
+def _measure(fp32, quantized, feeds: Mapping[str, np.ndarray], opts: QuantizeOptions) -> RatioMeasurement:
+    """fp32 vs quantized sessions (same options), timed by bench's timer until the ratio is stable."""
     from onnxdeploy._bench import measure_ratio
-    from onnxdeploy._run import create_session
 
-    fp32, quantized = (create_session(p, threads=opts.threads) for p in (fp32_path, q_path))
     return measure_ratio(fp32, quantized, feeds, max_seconds=opts.measure_seconds)
 
 
@@ -867,12 +909,14 @@ class _Source:
 
 @dataclass
 class _Data:
-    """Calibration samples and held-out samples (never the same ones), and fp32's outputs on the held-out ones."""
+    """Calibration samples and held-out samples (never the same ones), fp32's outputs on the held-out ones, and
+    the fp32 session they came from (reused to time every attempt)."""
 
     calibration: list[dict]
     heldout: list[dict]
     source: str
     reference: list[dict] | None
+    fp32_session: object = None
 
 
 def _check_output(model: ModelLike, output) -> None:
@@ -918,9 +962,10 @@ def _data(src: _Source, opts: QuantizeOptions, warnings: list[str]) -> _Data:
             calib = calib[: opts.samples]
         cal = opts.calibration
         source = str(cal) if isinstance(cal, (str, os.PathLike)) else type(cal).__name__
-    reference = _run_all(src.fp32_path, held, opts.threads) if (opts.verify or opts.measure) else None
+    fp32 = _session(src.fp32_path, opts) if (opts.verify or opts.measure) else None
+    reference = _run_all(fp32, held) if fp32 is not None else None
     warnings += _nonfinite_warnings(reference or [])
-    return _Data(calib, held, source, reference)
+    return _Data(calib, held, source, reference, fp32)
 
 
 def _split_heldout(data: list[dict], heldout: int | None, warnings: list[str]) -> tuple[list[dict], list[dict]]:
@@ -963,11 +1008,11 @@ def _attempt(q_mode: str, src: _Source, data: _Data, opts: QuantizeOptions, warn
         attempt.rejected = (f"{q_mode} quantization left every op in float (of {_op_counts(quantizable_nodes(base_proto))}"
                             f"{', excluded: ' + str(len(attempt.excluded_nodes)) if attempt.excluded_nodes else ''})")
         return attempt
+    quantized = _session(attempt.path, opts) if data.fp32_session is not None else None
     if data.reference is not None:
-        attempt.outputs = output_errors(data.reference, _run_all(str(attempt.path), data.heldout, opts.threads),
-                                        min_cosine=opts.min_cosine)
+        attempt.outputs = output_errors(data.reference, _run_all(quantized, data.heldout), min_cosine=opts.min_cosine)
     if opts.measure:
-        attempt.speed = _measure(src.fp32_path, str(attempt.path), data.heldout[0], opts)
+        attempt.speed = _measure(data.fp32_session, quantized, data.heldout[0], opts)
     return attempt
 
 
@@ -1085,20 +1130,9 @@ def _report(attempts: list[Attempt], decision: str, src: _Source, data: _Data, o
     return QuantizeReport(
         output=written[0],
         model_kind=src.kind,
-        mode=best.mode,
-        format="QDQ" if static else "dynamic (DynamicQuantizeLinear + integer MatMul)",
-        activation_type=best.activation_type,
-        weight_type=best.weight_type,
-        per_channel=best.per_channel,
         calibration=data.source if static else "not needed (dynamic)",
         calibration_samples=len(data.calibration) if static else 0,
         heldout_samples=len(data.heldout),
-        excluded_nodes=best.excluded_nodes,
-        transformer_fusions=best.transformer_fusions,
-        quantized_ops=best.quantized_ops,
-        quantized_nodes=best.quantized_nodes,
-        outputs=best.outputs,
-        speed=best.speed,
         decision=decision,
         input_bytes=src.input_bytes,
         output_bytes=written[1],

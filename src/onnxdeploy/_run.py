@@ -359,11 +359,10 @@ def check_input_names(given: Mapping[str, object], specs: Sequence[InputSpec], o
     known = [s.name for s in specs]
     for name in given:
         if name not in known:
-            import difflib
+            from onnxdeploy._suggest import did_you_mean
 
-            close = difflib.get_close_matches(name, known, n=3)
-            hint = f"did you mean {', '.join(close)}?" if close else f"inputs are: {', '.join(known) or '(none)'}"
-            raise UserInputError(f"{option}: the model has no input named {name!r}", hint=hint)
+            raise UserInputError(f"{option}: the model has no input named {name!r}",
+                                 hint=did_you_mean(name, known, what="inputs"))
 
 
 def validate_inputs(specs: Sequence[InputSpec], feeds: Mapping[str, np.ndarray]) -> None:
@@ -473,12 +472,18 @@ class Inputs:
         return Inputs(self.files, self.npz, self.arrays, {**self.dims, **dims}, self.shapes, self.seed)
 
     @classmethod
-    def merge(cls, inputs: "Inputs | Mapping[str, np.ndarray] | None", *, dims: Mapping[str, int] | None = None,
+    def merge(cls, inputs: "Inputs | Mapping[str, np.ndarray] | None", *,
+              files: Mapping[str, str | os.PathLike] | None = None, npz: str | os.PathLike | None = None,
+              dims: Mapping[str, int] | None = None, shapes: Mapping[str, Any] | None = None,
               seed: int | None = None) -> "Inputs":
-        """``inputs`` (an Inputs, arrays or None) with the older keyword options ``dims``/``seed`` of the verbs."""
-        if isinstance(inputs, Inputs):
-            return inputs.with_dims(dims or {})
-        return cls(arrays=dict(inputs or {}), dims=dict(dims or {}), seed=0 if seed is None else seed)
+        """One :class:`Inputs` from ``inputs`` (an Inputs, arrays by name or None) and the older loose keywords the
+        verbs still accept; a keyword given wins over the same field of ``inputs``. Loose ``shapes`` are plain dims
+        (a tuple such as ``(4, "seq")`` is never read as dims plus a dtype)."""
+        base = cls.coerce(inputs)
+        return cls(files={**base.files, **(files or {})}, npz=npz if npz is not None else base.npz,
+                   arrays=base.arrays, dims={**base.dims, **(dims or {})},
+                   shapes={**base.shapes, **{k: list(v) for k, v in (shapes or {}).items()}},
+                   seed=seed if seed else base.seed)
 
 
 def _split_typed(value: Any) -> tuple[Sequence, Any]:
@@ -537,12 +542,9 @@ def prepare_inputs(
     ``inputs`` is arrays by name, or the one input description (:class:`Inputs`), whose fields then fill the
     keywords not given."""
     if isinstance(inputs, Inputs):
-        given, inputs = inputs, dict(inputs.arrays)
-        input_files = {**given.files, **(input_files or {})}
-        npz = npz if npz is not None else given.npz
-        dims = {**given.dims, **(dims or {})}
-        shapes = {**given.shape_dims(), **(shapes or {})}
-        seed = seed or given.seed
+        given = Inputs.merge(inputs, files=input_files, npz=npz, dims=dims, shapes=shapes, seed=seed)
+        inputs, input_files, npz, dims, shapes, seed = (dict(given.arrays), given.files, given.npz, given.dims,
+                                                        given.shape_dims(), given.seed)
         dtypes = {**given.dtypes(), **(dtypes or {})}
     if specs is None or isinstance(model, (str, os.PathLike)):
         model = model_structure(model)  # parse once (a file without its weights): specs, synthesis and roles share it
@@ -781,7 +783,7 @@ def model_structure(model: ModelLike) -> "onnx.ModelProto":
 
 def run_model(
     model: ModelLike,
-    inputs: Mapping[str, np.ndarray] | None = None,
+    inputs: "Inputs | Mapping[str, np.ndarray] | None" = None,
     *,
     input_files: Mapping[str, str | os.PathLike] | None = None,
     npz: str | os.PathLike | None = None,

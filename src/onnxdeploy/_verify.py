@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from onnxdeploy._numerics import Comparison, Tolerance, compare_outputs, resolve_tolerance
+from onnxdeploy._run import Inputs, dims_label, symbolic_input_dims, verification_plans  # noqa: F401 - re-exported
 from onnxdeploy.errors import OnnxDeployError, UserInputError
-from onnxdeploy._numerics import Comparison, compare_outputs
 
 if TYPE_CHECKING:
     import onnx_ir as ir
@@ -32,16 +33,6 @@ logger = logging.getLogger(__name__)
 
 Runner = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 """Anything that runs a model: feeds by input name -> outputs by output name."""
-
-INTERFACE_KINDS = ("names", "dtypes", "dims")
-
-
-from onnxdeploy._run import (  # noqa: E402,F401 - the input description lives with input preparation
-    Inputs,
-    dims_label,
-    symbolic_input_dims,
-    verification_plans,
-)
 
 
 # ---------------------------------------------------------------- interface
@@ -216,9 +207,6 @@ class SharedWeightSession:
 
         return run_session(self.session, feeds, names)
 
-    def output_names(self) -> list[str]:
-        return [o.name for o in self.session.get_outputs()]
-
     __call__ = run
 
 
@@ -238,9 +226,7 @@ def onnxruntime_runner(model: Any, *, providers: Sequence[str] | None = None,
 def _runner(model: Any, runner: Runner | None, providers) -> Runner:
     if runner is not None:
         return runner
-    if callable(model) and not isinstance(model, (str, os.PathLike)):
-        return model
-    return onnxruntime_runner(model, providers=providers)
+    return model if _is_runner(model) else onnxruntime_runner(model, providers=providers)
 
 
 # ---------------------------------------------------------------- verification
@@ -275,12 +261,7 @@ class Verification:
 
     @property
     def flags(self) -> list[str]:
-        out: list[str] = []
-        for c in self.comparisons:
-            for flag in getattr(c, "flags", []) or []:
-                if flag not in out:
-                    out.append(flag)
-        return out
+        return list(dict.fromkeys(flag for c in self.comparisons for flag in c.flags))
 
     def failures(self) -> list[str]:
         """One line per reason the verdict is not 'passed'."""
@@ -327,42 +308,6 @@ class Verification:
             raise OutputsDisagree(self.failures()[0], hint=hint)
 
 
-def _tolerance(tolerance, atol, rtol):
-    from onnxdeploy import _numerics as numerics
-
-    cls = getattr(numerics, "Tolerance", None)
-    if tolerance is not None:
-        return tolerance
-    if cls is None:
-        return None
-    kwargs = {}
-    if atol is not None:
-        kwargs["atol"] = atol
-    if rtol is not None:
-        kwargs["rtol"] = rtol
-    return cls(**kwargs)
-
-
-def _compare(ref, got, tolerance, atol, rtol, label, names) -> Comparison:
-    if tolerance is not None:
-        return compare_outputs(ref, got, tolerance=tolerance, label=label, names=names)
-    from onnxdeploy import _numerics as numerics
-
-    return compare_outputs(ref, got, atol=getattr(numerics, "DEFAULT_ATOL", 1e-4) if atol is None else atol,
-                           rtol=getattr(numerics, "DEFAULT_RTOL", 1e-3) if rtol is None else rtol,
-                           label=label, names=names)
-
-
-def _metric(tolerance, atol, rtol) -> str:
-    if tolerance is not None and getattr(tolerance, "metric_name", None):
-        return tolerance.metric_name
-    from onnxdeploy import _numerics as numerics
-
-    a = getattr(numerics, "DEFAULT_ATOL", 1e-4) if atol is None else atol
-    r = getattr(numerics, "DEFAULT_RTOL", 1e-3) if rtol is None else rtol
-    return f"|diff| <= atol {a:g} + rtol {r:g} * |ref|"
-
-
 def _first_line(err: BaseException) -> str:
     text = getattr(err, "message", None) or str(err) or type(err).__name__
     return text.strip().splitlines()[0][:400] if text.strip() else type(err).__name__
@@ -379,7 +324,7 @@ class Verifier:
     or a collection of the change kinds the caller asked for (``{"dims"}`` after ``--fix-dims``)."""
 
     def __init__(self, reference: Any, inputs: Inputs | Mapping[str, np.ndarray] | None = None, *,
-                 tolerance: Any = None, atol: float | None = None, rtol: float | None = None,
+                 tolerance: Tolerance | None = None, atol: float | None = None, rtol: float | None = None,
                  specs_from: Any = None, providers: Sequence[str] | None = None,
                  interface: str | Iterable[str] = "same", output_names: Sequence[str] | None = None,
                  reference_name: str = "original") -> None:
@@ -387,18 +332,30 @@ class Verifier:
         self.reference_name = reference_name
         self.reference = reference
         self.inputs = Inputs.coerce(inputs)
-        self.tolerance = _tolerance(tolerance, atol, rtol)
-        self.atol, self.rtol = atol, rtol
+        self.tolerance = resolve_tolerance(tolerance, atol, rtol)
         self.providers = providers
         self.interface = interface
         self.structure = specs_from if specs_from is not None else reference
-        if callable(self.structure) and not isinstance(self.structure, (str, os.PathLike)):
+        if _is_runner(self.structure):
             raise UserInputError("verify: a runner as reference needs specs_from=<an ONNX model declaring its inputs>")
         self.specs, self.out_specs = _specs(self.structure)
         self.output_names = list(output_names) if output_names else None
         self.notes: list[str] = []
         self._sets: list[tuple[str, dict, dict]] | None = None
         self.seconds = time.perf_counter() - start
+
+    @property
+    def interface(self) -> str | frozenset[str]:
+        """``"same"``, ``"ignore"``, or the change kinds asked for."""
+        return self._interface
+
+    @interface.setter
+    def interface(self, value: str | Iterable[str]) -> None:
+        self._interface = value if value in ("same", "ignore") else frozenset(value)
+
+    @property
+    def allowed(self) -> frozenset[str]:
+        return self._interface if isinstance(self._interface, frozenset) else frozenset()
 
     @property
     def sets(self) -> list[tuple[str, dict, dict]]:
@@ -412,8 +369,7 @@ class Verifier:
     def _reference_sets(self) -> list[tuple[str, dict, dict]]:
         runner = _runner(self.reference, None, self.providers)
         failures: list[tuple[str, str]] = []
-        vary = self.interface == "same" or self.interface == "ignore" or "dims" not in tuple(self.interface)
-        for plan in self.inputs.plans(self.specs, vary=vary):
+        for plan in self.inputs.plans(self.specs, vary="dims" not in self.allowed):
             sets = []
             for dims in plan:
                 label = "the given inputs" if self.inputs.given else dims_label(dims)
@@ -442,12 +398,11 @@ class Verifier:
               names: Mapping[str, str] | None = None) -> Verification:
         """Run ``candidate`` (an ONNX model, or anything with ``runner``) on every input set and judge it."""
         start = time.perf_counter()
-        result = Verification(label, metric=_metric(self.tolerance, self.atol, self.rtol), notes=list(self.notes))
-        if self.interface != "ignore" and not _is_runner_only(candidate, runner):
-            allowed = () if self.interface == "same" else tuple(self.interface)
+        result = Verification(label, metric=self.tolerance.metric_name, notes=list(self.notes))
+        if self.interface != "ignore" and candidate is not None and not _is_runner(candidate):
             for change in interface_changes(self.structure, candidate):
                 kind = change.partition(":")[0]
-                (result.allowed_changes if kind in allowed else result.interface_changes).append(change)
+                (result.allowed_changes if kind in self.allowed else result.interface_changes).append(change)
         sets = self.sets
         try:
             run = _runner(candidate, runner, self.providers)
@@ -461,25 +416,15 @@ class Verifier:
             except Exception as err:  # noqa: BLE001 - a candidate that fails where the reference runs has failed
                 result.errors.append(f"the candidate fails at {set_label}: {_first_line(err)}")
                 continue
-            result.comparisons.append(_compare(ref, got, self.tolerance, self.atol, self.rtol,
-                                               _set_label(label, set_label, self.inputs.given), names))
-        result.seconds = time.perf_counter() - start + (self.seconds if not getattr(self, "_charged", False) else 0)
-        self._charged = True
+            result.comparisons.append(compare_outputs(ref, got, tolerance=self.tolerance, names=names,
+                                                      label=f"{label} @ {set_label}" if label else set_label))
+        result.seconds = time.perf_counter() - start  # the check's own time; the reference's is self.seconds
         return result
 
 
-def _set_label(label: str, set_label: str, given: bool) -> str:
-    """A comparison's label: the verb's label and the input set ("batch=2", "the given inputs")."""
-    return f"{label} @ {set_label}" if label else set_label
-
-
-def _is_runner_only(candidate: Any, runner: Runner | None) -> bool:
-    """A candidate given only as a runner has no declared interface to compare."""
-    if candidate is None:
-        return True
-    if isinstance(candidate, (bytes, bytearray, memoryview)):
-        return False
-    return callable(candidate) and not isinstance(candidate, (str, os.PathLike))
+def _is_runner(model: Any) -> bool:
+    """A callable (feeds -> outputs) rather than a model: it has no declared interface of its own."""
+    return callable(model) and not isinstance(model, (str, os.PathLike, bytes, bytearray, memoryview))
 
 
 def read_expected(path: str | os.PathLike, structure: Any) -> dict[str, np.ndarray]:
@@ -499,7 +444,7 @@ def read_expected(path: str | os.PathLike, structure: Any) -> dict[str, np.ndarr
 
 
 def check_expected(outputs: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray], *,
-                   feeds: Mapping[str, np.ndarray], structure: Any, tolerance: Any = None,
+                   feeds: Mapping[str, np.ndarray], structure: Any, tolerance: Tolerance | None = None,
                    atol: float | None = None, rtol: float | None = None, label: str = "expected vs run"
                    ) -> Verification:
     """Judge outputs a model produced on ``feeds`` against expected ones (``run --expect``), with the verifier's
@@ -522,7 +467,7 @@ def check_expected(outputs: Mapping[str, np.ndarray], expected: Mapping[str, np.
 def run_checked(model: Any, inputs: "Inputs | Mapping[str, np.ndarray] | None" = None, *,
                 expect: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
                 providers: Sequence[str] | None = None, output_names: Sequence[str] | None = None,
-                tolerance: Any = None, atol: float | None = None, rtol: float | None = None):
+                tolerance: Tolerance | None = None, atol: float | None = None, rtol: float | None = None):
     """Run ``model`` once on onnxruntime (:func:`onnxdeploy._run.run_model`) and, with ``expect`` (an ``.npz``, a
     ``test_data_set_N`` folder or arrays), judge its outputs against the expected ones: ``result.expected``."""
     from onnxdeploy._run import model_structure, run_model
@@ -532,9 +477,7 @@ def run_checked(model: Any, inputs: "Inputs | Mapping[str, np.ndarray] | None" =
     expected = None
     if expect is not None:
         expected = dict(expect) if isinstance(expect, Mapping) else read_expected(expect, structure)
-    result = run_model(model, dict(given.arrays), input_files=dict(given.files), npz=given.npz, dims=dict(given.dims),
-                       shapes=given.shape_dims(), seed=given.seed, providers=providers, output_names=output_names,
-                       dtypes=given.dtypes())
+    result = run_model(model, given, providers=providers, output_names=output_names)
     if expected is not None:
         result.expected = check_expected(result.outputs, expected, feeds=result.inputs, structure=structure,
                                          tolerance=tolerance, atol=atol, rtol=rtol)
@@ -542,7 +485,7 @@ def run_checked(model: Any, inputs: "Inputs | Mapping[str, np.ndarray] | None" =
 
 
 def verify(reference: Any, candidate: Any, inputs: Inputs | Mapping[str, np.ndarray] | None = None, *,
-           tolerance: Any = None, atol: float | None = None, rtol: float | None = None,
+           tolerance: Tolerance | None = None, atol: float | None = None, rtol: float | None = None,
            reference_runner: Runner | None = None, candidate_runner: Runner | None = None,
            specs_from: Any = None, providers: Sequence[str] | None = None,
            interface: str | Iterable[str] = "same", label: str = "") -> Verification:
@@ -552,11 +495,10 @@ def verify(reference: Any, candidate: Any, inputs: Inputs | Mapping[str, np.ndar
     Models are paths, ModelProtos or ir.Models (run on onnxruntime); ``reference_runner``/``candidate_runner`` run
     them elsewhere (PyTorch, OpenVINO, ...). Returns a :class:`Verification`; it raises only when the reference
     itself cannot run (:class:`~onnxdeploy.errors.UserInputError`)."""
-    ref = reference_runner if reference_runner is not None else reference
-    verifier = Verifier(ref, inputs, tolerance=tolerance, atol=atol, rtol=rtol,
-                        specs_from=specs_from if specs_from is not None else
-                        (reference if reference_runner is not None and not _is_runner_only(reference, None) else None),
-                        providers=providers, interface=interface)
+    if specs_from is None and reference_runner is not None and not _is_runner(reference):
+        specs_from = reference  # the model declares the inputs; the runner runs it elsewhere
+    verifier = Verifier(reference_runner or reference, inputs, tolerance=tolerance, atol=atol, rtol=rtol,
+                        specs_from=specs_from, providers=providers, interface=interface)
     return verifier.check(candidate, label=label, runner=candidate_runner)
 
 

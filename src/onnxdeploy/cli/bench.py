@@ -59,7 +59,7 @@ def bench(
     """Time models on onnxruntime: p50/p90/p99, mean and throughput; several models side by side."""
     from onnxdeploy import bench as bench_api
     from onnxdeploy.cli import output as out
-    from onnxdeploy.cli.common import check_opt_level, inputs_from, parse_dims, parse_shapes, providers_from
+    from onnxdeploy.cli.common import check_opt_level, inputs_from, providers_from
 
     optimization_level = check_opt_level(opt_level)
     given = inputs_from(input_, inputs, dim, shape, seed)
@@ -81,8 +81,8 @@ def bench(
             batch_sizes=batch,
             providers=providers_from(provider),
             optimization_level=optimization_level,
-            dims=parse_dims(dim),
-            shapes=parse_shapes(shape),
+            dims=dict(given.dims),
+            shapes=given.shape_dims(),
             inputs=feeds,
             seed=seed,
             profile=profile,

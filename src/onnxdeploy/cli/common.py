@@ -81,10 +81,6 @@ def parse_shape(text: str, *, option: str = "--shape") -> list[int | str]:
     return dims
 
 
-def parse_shapes(items: list[str] | None, *, option: str = "--shape") -> dict[str, list[int | str]]:
-    return {name: parse_shape(value, option=option) for name, value in parse_key_values(items, option=option).items()}
-
-
 DTYPES = {  # the :dtype suffix of a typed shape -> numpy dtype name
     "float32": "float32", "float": "float32", "fp32": "float32", "f32": "float32",
     "float16": "float16", "half": "float16", "fp16": "float16", "f16": "float16",
@@ -104,14 +100,10 @@ def parse_typed_shape(text: str, *, option: str = "--shape") -> tuple[list[int |
     if sep:
         key = dtype.strip().lower()
         if key not in DTYPES:
-            import difflib
+            from onnxdeploy import did_you_mean
 
-            close = difflib.get_close_matches(key, list(DTYPES), n=3)
-            raise UserInputError(
-                f"{option}: unknown dtype {dtype!r} in {text!r}",
-                hint=(f"did you mean {', '.join(close)}? " if close else "")
-                + "use one of int64, int32, float32, float16, bfloat16, bool, ...",
-            )
+            raise UserInputError(f"{option}: unknown dtype {dtype!r} in {text!r}",
+                                 hint=did_you_mean(key, DTYPES, what="dtypes"))
         return parse_shape(shape, option=option), DTYPES[key]
     return parse_shape(text, option=option), None
 
@@ -174,7 +166,7 @@ def providers_from(items: list[str] | None) -> list[str] | None:
 
 def inputs_from(input_: list[str] | None, inputs: Path | None, dim: list[str] | None, shape: list[str] | None,
                 seed: int = 0):
-    """The one input description (:class:`onnxdeploy._verify.Inputs`) from the shared options --input, --inputs,
+    """The one input description (:class:`onnxdeploy.Inputs`) from the shared options --input, --inputs,
     --dim, --shape and --seed: every verb that runs a model builds its inputs here."""
     from onnxdeploy import Inputs
 

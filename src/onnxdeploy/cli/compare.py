@@ -138,7 +138,6 @@ def _show(result, failures_only: bool, outputs_only: bool) -> None:
     if result.passed:  # when the verdict fails, the error says it
         for note in result.notes:
             out.warn(note)
-    if result.passed:
         out.info(result.summary())
 
 

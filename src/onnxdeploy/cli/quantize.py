@@ -64,9 +64,10 @@ def quantize(
 ) -> None:
     """Quantize a model to int8 (QDQ), report its error against fp32 on held-out inputs and its speedup."""
     from onnxdeploy.cli import output as out
-    from onnxdeploy.cli.common import parse_dims, parse_shapes
+    from onnxdeploy.cli.common import inputs_from
     from onnxdeploy import quantize as quantize_api
 
+    given = inputs_from(None, None, dim, shape, seed)  # --dim and --shape as every verb reads them
     with out.progress() as bar:
         bar.add_task("quantizing, verifying and timing", total=None)
         report = quantize_api(
@@ -80,8 +81,8 @@ def quantize(
             exclude_nodes=exclude_node or [],
             exclude_ops=exclude_op or [],
             samples=samples,
-            dims=parse_dims(dim),
-            shapes=parse_shapes(shape),
+            dims=dict(given.dims),
+            shapes=given.shape_dims(),
             seed=seed,
             threads=threads,
             transformer_fusion=transformer_fusion,

@@ -18,8 +18,8 @@ from onnxdeploy.debug._result import CompareResult, TensorMatch, Unmatched, map_
 from onnxdeploy.debug._torch import compare_torch
 from onnxdeploy.errors import UserInputError
 from onnxdeploy._numerics import Comparison
+from onnxdeploy._run import Inputs
 from onnxdeploy._torch_target import looks_like_target
-
 
 def compare(
     a: io.ModelLike,
@@ -27,7 +27,7 @@ def compare(
     *,
     tensors: Selection = None,
     outputs_only: bool = False,
-    inputs: Mapping[str, np.ndarray] | None = None,
+    inputs: "Inputs | Mapping[str, np.ndarray] | None" = None,
     input_files: Mapping[str, str | os.PathLike] | None = None,
     npz: str | os.PathLike | None = None,
     dims: Mapping[str, int] | None = None,
@@ -51,7 +51,11 @@ def compare(
     module call's output is compared to the ONNX tensor the exporter attributes to it. Without ``b``, ``a`` is
     compared with itself on ``providers_b`` / ``optimization_level_b``. ``check=True`` raises
     :class:`OutputsDisagree` when the outputs differ beyond tolerance.
+
+    ``inputs`` (an :class:`~onnxdeploy._run.Inputs`, or arrays by name) says what to feed; the older keywords
+    ``input_files``, ``npz``, ``dims``, ``shapes``, ``seed`` still work and are folded into it.
     """
+    given = Inputs.merge(inputs, files=input_files, npz=npz, dims=dims, shapes=shapes, seed=seed)
     if isinstance(a, str) and looks_like_target(a) and not os.path.exists(a):
         if b is None:
             raise UserInputError("comparing a PyTorch target needs an ONNX model as the second argument",
@@ -59,12 +63,10 @@ def compare(
         if tensors not in (None, ALL) or outputs_only or providers_b or optimization_level_b:
             raise UserInputError("PyTorch vs ONNX compares every mapped module; --tensor, --outputs-only, "
                                  "--provider-b and --opt-level-b apply to two ONNX models")
-        result = compare_torch(a, b, inputs=inputs, input_files=input_files, npz=npz, dims=dims, shapes=shapes,
-                               seed=seed, providers=providers, atol=atol, rtol=rtol)
+        result = compare_torch(a, b, inputs=given, providers=providers, atol=atol, rtol=rtol)
     else:
         result, _, _ = compare_onnx(
-            a, b, tensors=tensors, outputs_only=outputs_only, inputs=inputs, input_files=input_files, npz=npz,
-            dims=dims, shapes=shapes, seed=seed, providers=providers, providers_b=providers_b,
+            a, b, tensors=tensors, outputs_only=outputs_only, inputs=given, providers=providers, providers_b=providers_b,
             optimization_level=optimization_level, optimization_level_b=optimization_level_b, atol=atol, rtol=rtol)
     if check:
         result.check()
@@ -78,7 +80,8 @@ def _final_verdict(a, b, feeds_a, feeds_b, *, providers, providers_b, optimizati
     Outputs are paired by name, else by position when both have as many. Returns the comparison and A's outputs.
     (The single place to swap in the shared ``verify`` once it exists.)"""
     from onnxdeploy._run import create_session, run_session
-    from onnxdeploy._verify import Inputs, verify
+    from onnxdeploy._run import Inputs
+    from onnxdeploy._verify import verify
 
     session_a = create_session(a, providers=providers, optimization_level=optimization_level)
     session_b = create_session(b, providers=providers_b or providers,
@@ -107,11 +110,11 @@ def _final_verdict(a, b, feeds_a, feeds_b, *, providers, providers_b, optimizati
     return comparison, out_a
 
 
-def compare_onnx(a, b, *, tensors=None, outputs_only=False, inputs=None, input_files=None, npz=None, dims=None,
-                 shapes=None, seed=0, providers=None, providers_b=None, optimization_level=None,
-                 optimization_level_b=None, atol=1e-4, rtol=1e-3) -> tuple[CompareResult, ProbeResult | None,
-                                                                            ProbeResult | None]:
-    """:func:`compare` for two ONNX models; also returns both probes (the reduce step reuses the arrays)."""
+def compare_onnx(a, b, *, tensors=None, outputs_only=False, inputs: "Inputs | None" = None, providers=None,
+                 providers_b=None, optimization_level=None, optimization_level_b=None, atol=1e-4,
+                 rtol=1e-3) -> tuple[CompareResult, ProbeResult | None, ProbeResult | None]:
+    """:func:`compare` for two ONNX models; also returns both probes (the reduce step reuses the arrays, and B's
+    feeds as ``probe_b.inputs``)."""
     from onnxdeploy._run import input_specs, prepare_inputs
 
     start = time.perf_counter()
@@ -145,8 +148,8 @@ def compare_onnx(a, b, *, tensors=None, outputs_only=False, inputs=None, input_f
             hint="the models share no tensor names, node names, op sequence or graph outputs; are they the same "
                  "network?")
 
-    feeds_a = prepare_inputs(a, inputs=inputs, input_files=input_files, npz=npz, dims=dims, shapes=shapes, seed=seed)
-    feeds_b = feeds_a if b is a else map_inputs(feeds_a, input_specs(a), input_specs(b), label_a, label_b)
+    feeds_a = prepare_inputs(model_a, inputs=inputs)  # the protos parsed above: no second read of either file
+    feeds_b = feeds_a if b is a else map_inputs(feeds_a, input_specs(model_a), input_specs(model_b), label_a, label_b)
     verdict, _ = _final_verdict(a, b, feeds_a, feeds_b, providers=providers, providers_b=providers_b,
                                 optimization_level=optimization_level, optimization_level_b=optimization_level_b,
                                 atol=atol, rtol=rtol, label=f"{label_a} vs {label_b}")

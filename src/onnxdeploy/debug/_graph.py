@@ -3,7 +3,6 @@ topological order, its producer, and the values inside control-flow bodies."""
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
@@ -105,8 +104,12 @@ def nested_reason(nested: NestedValue) -> str:
 
 
 def unknown_name_error(name: str, known: Iterable[str], *, what: str = "tensor") -> UserInputError:
+    """The closest names by the project's one matcher (:func:`onnxdeploy._suggest.close_names`), quoted (tensor
+    names may hold spaces and commas); with nothing close, where to list them all (a model may have thousands)."""
+    from onnxdeploy._suggest import close_names
+
     known = list(known)
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    close = close_names(name, known)
     if close:
         hint = "did you mean " + ", ".join(repr(c) for c in close) + "?"
     else:

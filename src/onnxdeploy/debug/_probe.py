@@ -25,10 +25,12 @@ from onnxdeploy.debug._budget import batches as _batches
 from onnxdeploy.debug._budget import parse_size
 from onnxdeploy.debug._graph import ValueSite, main_values, nested_reason, nested_values, unknown_name_error
 from onnxdeploy.debug._npz import NpzWriter, storable
+from onnxdeploy._run import Inputs
 
 if TYPE_CHECKING:
     import onnx
     import onnx_ir as ir
+
 
 ALL = "all"
 Selection = Union[None, str, Sequence[str]]
@@ -147,7 +149,7 @@ def probe(
     model: io.ModelLike,
     *,
     tensors: Selection = None,
-    inputs: Mapping[str, np.ndarray] | None = None,
+    inputs: "Inputs | Mapping[str, np.ndarray] | None" = None,
     input_files: Mapping[str, str | os.PathLike] | None = None,
     npz: str | os.PathLike | None = None,
     dims: Mapping[str, int] | None = None,
@@ -161,7 +163,8 @@ def probe(
 ) -> ProbeResult:
     """Capture intermediate tensors of ``model`` (all node outputs by default, or the names in ``tensors``).
 
-    Inputs are given or synthesized as for :func:`onnxdeploy._run`. One session computes all of them; with
+    ``inputs`` (an :class:`~onnxdeploy._run.Inputs`, or arrays by name) says what to feed; the older keywords
+    ``input_files``, ``npz``, ``dims``, ``shapes``, ``seed`` still work and are folded into it. One session computes all of them; with
     ``max_memory`` (bytes or "2GB") they are captured in several runs whose tensors fit the budget. ``out`` writes
     an .npz (incrementally, renamed into place at the end). ``keep`` (default: unless ``max_memory`` and ``out``
     are both given) keeps the arrays in the result, which is a read-only dict of them.
@@ -174,8 +177,8 @@ def probe(
         keep = not (budget and out is not None)
     source = _Source(model)
     names, skipped, sites = select(source.proto, tensors)
-    feeds = prepare_inputs(source.proto, inputs=inputs, input_files=input_files, npz=npz, dims=dims, shapes=shapes,
-                           seed=seed)
+    given = Inputs.merge(inputs, files=input_files, npz=npz, dims=dims, shapes=shapes, seed=seed)
+    feeds = prepare_inputs(source.proto, inputs=given)
     direct = [n for n in names if sites[n].kind != "node"]
     names = [n for n in names if sites[n].kind == "node"]
     batches = _batches(source.proto, feeds, names, budget) if budget else [names]

@@ -18,12 +18,14 @@ from onnxdeploy import _io as io
 from onnxdeploy.debug._compare import compare_onnx
 from onnxdeploy.debug._graph import outer_refs
 from onnxdeploy.debug._npz import NpzWriter
-from onnxdeploy.debug._result import TensorMatch, map_inputs
+from onnxdeploy.debug._result import TensorMatch
 from onnxdeploy.errors import UnsupportedError, UserInputError
 from onnxdeploy._numerics import TensorDiff, diff_tensor
+from onnxdeploy._run import Inputs
 
 if TYPE_CHECKING:
     import onnx
+
 
 
 @dataclass
@@ -195,7 +197,7 @@ def reduce(
     b: io.ModelLike | None = None,
     out: str | os.PathLike = "repro.onnx",
     *,
-    inputs: Mapping[str, np.ndarray] | None = None,
+    inputs: "Inputs | Mapping[str, np.ndarray] | None" = None,
     input_files: Mapping[str, str | os.PathLike] | None = None,
     npz: str | os.PathLike | None = None,
     dims: Mapping[str, int] | None = None,
@@ -209,13 +211,22 @@ def reduce(
     rtol: float = 1e-3,
 ) -> ReduceResult:
     """Save the smallest subgraph of ``a`` (and of ``b``, as ``<out>.b.onnx``) whose output still disagrees, with
-    its inputs as ``<out>.npz``. Without ``b``: ``a`` on ``providers`` vs ``providers_b``/``optimization_level_b``."""
-    from onnxdeploy._run import create_session, input_specs, run_session
+    its inputs as ``<out>.npz``. Without ``b``: ``a`` on ``providers`` vs ``providers_b``/``optimization_level_b``.
+
+    ``inputs`` (an :class:`~onnxdeploy._run.Inputs`, or arrays by name) says what to feed; the older keywords
+    ``input_files``, ``npz``, ``dims``, ``shapes``, ``seed`` still work and are folded into it."""
+    from onnxdeploy._run import create_session, run_session
 
     out = Path(out)
+    same = b is None
+    path_b = None if same else out.with_name(out.stem + ".b.onnx")
+    inputs_path = out.with_suffix(".npz")
+    for path in (out, path_b, inputs_path):  # refused before the models run, not after
+        if path is not None:
+            io.check_output_path(path)
+    given = Inputs.merge(inputs, files=input_files, npz=npz, dims=dims, shapes=shapes, seed=seed)
     result, probe_a, probe_b = compare_onnx(
-        a, b, inputs=inputs, input_files=input_files, npz=npz, dims=dims, shapes=shapes, seed=seed,
-        providers=providers, providers_b=providers_b, optimization_level=optimization_level,
+        a, b, inputs=given, providers=providers, providers_b=providers_b, optimization_level=optimization_level,
         optimization_level_b=optimization_level_b, atol=atol, rtol=rtol)
     if result.passed:
         raise UserInputError(f"the models agree within tolerance ({result.summary()}); nothing to reduce",
@@ -226,11 +237,9 @@ def reduce(
             f"the outputs differ only when the models run unmodified: {result.summary()}",
             hint="with every tensor exposed the runtime fuses differently; compare with --opt-level disable on both "
                  "sides, or reduce with --opt-level-b to find the rewrite")
-    same = b is None
     index_a = _Index(io.as_proto(a, load_weights=True))
     index_b = index_a if same else _Index(io.as_proto(b, load_weights=True))
-    feeds_a = result.inputs
-    feeds_b = feeds_a if same else map_inputs(feeds_a, input_specs(a), input_specs(b), "A", "B")
+    feeds_a, feeds_b = probe_a.inputs, probe_b.inputs  # as compare fed them (B's under B's input names)
     b_to_a = {m.other: m.name for m in result.matches}
     b_to_a.update({nb: na for na, nb in zip(feeds_a, feeds_b)} if not same else {})
     agree = [m for m in result.matches if m.passed]
@@ -277,8 +286,6 @@ def reduce(
             onnx.checker.check_model(sub)
         except onnx.checker.ValidationError as err:  # the repro still runs; say why a checker may complain
             raise UnsupportedError(f"the extracted subgraph does not pass the ONNX checker: {err}") from err
-    path_b = None if same else out.with_name(out.stem + ".b.onnx")
-    inputs_path = out.with_suffix(".npz")
     _write_repro(sub_a, sub_b, values, out, path_b, inputs_path)
     ops = list(dict.fromkeys(n.op_type for n in sub_a.graph.node))
     return ReduceResult(out, path_b, inputs_path, first.name, first, diff, n_nodes, len(index_a.proto.graph.node),

@@ -12,7 +12,6 @@ import numpy as np
 from onnxdeploy.errors import UserInputError
 from onnxdeploy._numerics import Comparison, TensorDiff
 
-
 @dataclass
 class TensorMatch:
     """One tensor of the reference (A) and its counterpart in the candidate (B), with their difference."""

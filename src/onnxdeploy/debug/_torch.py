@@ -10,7 +10,6 @@ finishes them, so the first diverging module is the innermost one that went wron
 from __future__ import annotations
 
 import ast
-import os
 import re
 import time
 from collections import defaultdict
@@ -27,6 +26,8 @@ from onnxdeploy._numerics import Comparison, diff_tensor
 
 if TYPE_CHECKING:
     import onnx
+
+    from onnxdeploy._run import Inputs
 
 ROOT = "<model>"
 
@@ -156,14 +157,12 @@ def _to_numpy(t) -> np.ndarray:
     return t.numpy()
 
 
-def _feeds_and_args(target, onnx_model, torch, *, inputs, input_files, npz, dims, shapes, seed):
-    from onnxdeploy._run import Inputs, input_specs, prepare_inputs
+def _feeds_and_args(target, onnx_model: "onnx.ModelProto", torch, inputs: "Inputs"):
+    from onnxdeploy._run import input_specs, prepare_inputs
 
     specs = input_specs(onnx_model)
-    given = (inputs.given if isinstance(inputs, Inputs) else inputs) or input_files or npz
-    if given or (target.example_inputs is None and target.example_kwargs is None):
-        feeds = prepare_inputs(onnx_model, inputs=inputs, input_files=input_files, npz=npz, dims=dims,
-                               shapes=shapes, seed=seed)
+    if inputs.given or (target.example_inputs is None and target.example_kwargs is None):
+        feeds = prepare_inputs(onnx_model, inputs=inputs)
         return feeds, tuple(torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in specs), {}
     args, kwargs = target.example_inputs or (), target.example_kwargs or {}
     tensors = _flat_tensors(list(args), torch)
@@ -188,17 +187,15 @@ def compare_torch(
     target_spec: str,
     onnx_model: io.ModelLike,
     *,
-    inputs: Mapping[str, np.ndarray] | None = None,
-    input_files: Mapping[str, str | os.PathLike] | None = None,
-    npz: str | os.PathLike | None = None,
-    dims: Mapping[str, int] | None = None,
-    shapes: Mapping[str, Sequence] | None = None,
-    seed: int = 0,
+    inputs: "Inputs | Mapping[str, np.ndarray] | None" = None,
     providers: Sequence[str] | None = None,
     atol: float = 1e-4,
     rtol: float = 1e-3,
 ) -> CompareResult:
-    """Compare each PyTorch module's output to the ONNX tensor the exporter attributes to it."""
+    """Compare each PyTorch module's output to the ONNX tensor the exporter attributes to it (fed ``inputs``, else
+    the target's example inputs)."""
+    from onnxdeploy._run import Inputs
+
     torch = require("torch", extra="torch", purpose="comparing a PyTorch model")
     from onnxdeploy._torch_target import load_torch_target
 
@@ -215,8 +212,7 @@ def compare_torch(
             "'/module/path/Op' node names) that match the module's submodules",
             hint="compare the export of this very module, made by torch.onnx.export without stripping metadata")
 
-    feeds, args, kwargs = _feeds_and_args(target, onnx_model, torch, inputs=inputs, input_files=input_files,
-                                          npz=npz, dims=dims, shapes=shapes, seed=seed)
+    feeds, args, kwargs = _feeds_and_args(target, model, torch, Inputs.coerce(inputs))
     captured: dict[str, list[list[np.ndarray]]] = defaultdict(list)  # per module path, per call: its outputs
     order: list[tuple[str, int]] = []  # (path, call) in the order PyTorch finished them
 
@@ -291,7 +287,8 @@ def _torch_verdict(returned: list[np.ndarray], onnx_model, feeds, providers, *, 
         raise UserInputError(f"{label}: the module's {len(returned)} returned tensors do not line up with the ONNX "
                              f"model's outputs ({', '.join(outputs)})",
                              hint="compare the export of this very module, with the same example inputs")
-    from onnxdeploy._verify import Inputs, verify
+    from onnxdeploy._run import Inputs
+    from onnxdeploy._verify import verify
 
     verdict = verify(lambda _feeds: reference, onnx_model, Inputs(arrays=dict(feeds)), atol=atol, rtol=rtol,
                      specs_from=onnx_model, candidate_runner=lambda _feeds: outputs, interface="ignore", label=label)

@@ -199,7 +199,6 @@ def _known_size(value: ir.Value) -> int:
 
 
 def _evaluate(node: ir.Node, arrays: list, opset: int) -> list[np.ndarray] | None:
-    import onnx
     from onnx import helper, numpy_helper
     from onnx.reference import ReferenceEvaluator
 

@@ -99,20 +99,9 @@ class OpenVINOTarget(Target):
             first = str(err).strip().splitlines()
             raise UnsupportedError(f"OpenVINO could not convert the model: {first[0] if first else err}",
                                    hint="run `onnxdeploy check MODEL --target openvino` for the operators") from err
-        import os
-        import shutil
-        import tempfile
-
-        xml = self.artifact_path(output)
-        bin_path = xml.with_suffix(".bin")
-        tmp_dir = Path(tempfile.mkdtemp(prefix=".onnxdeploy-ov-", dir=xml.parent))
-        try:
-            ov.save_model(model, str(tmp_dir / xml.name), compress_to_fp16=False)
-            os.replace(tmp_dir / bin_path.name, bin_path)  # the .xml finds its .bin by stem
-            os.replace(tmp_dir / xml.name, xml)
-        finally:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-        return [xml, bin_path], ["weights kept in fp32 (compress_to_fp16=False)"], None
+        xml = self.artifact_path(output)  # inside convert()'s private staging folder: published from there
+        ov.save_model(model, str(xml), compress_to_fp16=False)
+        return [xml, xml.with_suffix(".bin")], ["weights kept in fp32 (compress_to_fp16=False)"], None
 
     def run(self, artifact: Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         ov = require("openvino", extra="openvino", purpose="running an OpenVINO IR model")
