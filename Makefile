@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test test-slow test-all bench install clean
+.PHONY: demo test test-slow test-all bench install extras clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,17 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The heavy optional extras CI tests too: engines (MNN, ncnn, TFLite, ExecuTorch), serving (KServe, tritonclient),
+# image calibration, and PyTriton's tritonserver in its own venv (it needs numpy<2). Their tests skip without them.
+EXTRAS ?= mnn,ncnn,tflite,executorch,serve,images,peers
+EXTRAS_STAMP := $(VENV)/.extras-installed
+$(EXTRAS_STAMP): $(STAMP) pyproject.toml scripts/install-triton.sh
+	$(BIN)/pip install --quiet "torch==2.13.0" -e ".[dev,$(EXTRAS)]"
+	scripts/install-triton.sh
+	touch $(EXTRAS_STAMP)
+
+extras: $(EXTRAS_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/onnxdeploy demo --target openvino
@@ -35,4 +46,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) demo-out
+	rm -rf $(VENV) .venv-triton demo-out

@@ -60,8 +60,11 @@ def _wrap(model, output: str, input_names):
     return Wrapped(model)
 
 
-def build(name: str, *, tiny: bool = False, batch: int = 1, seed: int = 0):
-    """Return ``(module, example_inputs, input_names)`` for architecture ``name`` with random weights (eval mode)."""
+def build(name: str, *, tiny: bool = False, batch: int = 1, seed: int = 0, attention: str = "eager"):
+    """Return ``(module, example_inputs, input_names)`` for architecture ``name`` with random weights (eval mode).
+
+    ``attention`` is the transformers attention implementation of ViT, BERT and GPT-2: ``"eager"`` (this corpus's
+    historical choice) or ``"sdpa"`` (transformers' default: what a new user exports)."""
     torch = _torch()
     import transformers as tf
 
@@ -96,7 +99,7 @@ def build(name: str, *, tiny: bool = False, batch: int = 1, seed: int = 0):
             if tiny
             else tf.ViTConfig(num_labels=1000)
         )
-        cfg._attn_implementation = "eager"
+        cfg._attn_implementation = attention
         model, names, out = tf.ViTForImageClassification(cfg), ["pixel_values"], "logits"
     elif name == "bert":
         cfg = (
@@ -105,7 +108,7 @@ def build(name: str, *, tiny: bool = False, batch: int = 1, seed: int = 0):
             if tiny
             else tf.BertConfig()
         )
-        cfg._attn_implementation = "eager"
+        cfg._attn_implementation = attention
         model, names, out = tf.BertModel(cfg), ["input_ids", "attention_mask"], "last_hidden_state"
     else:  # gpt2
         cfg = (
@@ -114,7 +117,7 @@ def build(name: str, *, tiny: bool = False, batch: int = 1, seed: int = 0):
             if tiny
             else tf.GPT2Config(use_cache=False)
         )
-        cfg._attn_implementation = "eager"
+        cfg._attn_implementation = attention
         model, names, out = tf.GPT2LMHeadModel(cfg), ["input_ids"], "logits"
     model.eval()
     module = _wrap(model, out, names).eval()
@@ -131,27 +134,35 @@ def build(name: str, *, tiny: bool = False, batch: int = 1, seed: int = 0):
 
 
 def export_corpus_model(name: str, out_dir, *, exporter: str = "dynamo", optimize: bool = True, tiny: bool = False,
-                        dynamic: bool = True) -> Path:
+                        dynamic: bool | str = True, opset: int | None = None, verify: bool = True,
+                        attention: str = "eager") -> Path:
     """Export architecture ``name`` to ``out_dir`` (cached: returns the existing file when present).
 
     Goes through :func:`onnxdeploy._export.export`, so the file is verified against PyTorch (example shape and a
     second shape). ``dynamic=True`` (the default) gives a symbolic ``batch`` dim, and ``sequence`` for the text models
     (BERT, GPT-2), see :data:`DYNAMIC`; ``dynamic=False`` gives the static example shapes (batch 1, 224x224 images or
-    128 tokens; 64x64 / 16 tokens with ``tiny``). The file name says the size, exporter, whether the exporter's
-    optimizer ran, and ``-static`` for static files.
+    128 tokens; 64x64 / 16 tokens with ``tiny``); ``dynamic="batch"`` makes only the batch dim symbolic (a text
+    model's sequence stays at its example length). ``opset`` is the exporter's opset (its default when None). The
+    file name says the size, exporter, whether the exporter's optimizer ran, the opset when given, and
+    ``-static``/``-batch`` for static / batch-only files, ``-sdpa`` for ``attention="sdpa"`` (see :func:`build`).
+    ``verify=False`` skips the check against PyTorch.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    suffix = "-batch" if dynamic == "batch" else ("" if dynamic else "-static")
     path = out_dir / (f"{name}{'-tiny' if tiny else ''}-{exporter}{'-opt' if optimize else ''}"
-                      f"{'' if dynamic else '-static'}.onnx")
+                      f"{f'-op{opset}' if opset else ''}{suffix}{'-sdpa' if attention == 'sdpa' else ''}.onnx")
     if path.exists():
         return path
     from onnxdeploy._export import export
 
-    module, inputs, names = build(name, tiny=tiny)
-    dims = {n: DYNAMIC[n] for n in names} if dynamic else None
-    export(module, inputs, path, input_names=names, output_names=["output"], dynamic=dims,
-           exporter=exporter, optimize=optimize, verify=True, atol=1e-3, rtol=1e-2)
+    module, inputs, names = build(name, tiny=tiny, attention=attention)
+    if dynamic == "batch":
+        dims = {n: {0: "batch"} for n in names}
+    else:
+        dims = {n: DYNAMIC[n] for n in names} if dynamic else None
+    export(module, inputs, path, input_names=names, output_names=["output"], dynamic=dims, opset=opset,
+           exporter=exporter, optimize=optimize, verify=verify, atol=1e-3, rtol=1e-2)
     return path
 
 

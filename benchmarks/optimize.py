@@ -8,6 +8,17 @@ original's outputs on the same inputs. Writes ``benchmarks/results/optimize.md``
     .venv/bin/python benchmarks/optimize.py                 # full corpus (~30 min on 2 cores)
     .venv/bin/python benchmarks/optimize.py --quick         # tiny configs, for a smoke run
     .venv/bin/python benchmarks/optimize.py --models resnet50,bert --variants dynamo-noopt
+
+The wide corpus (issue 19: exports we did not choose): ViT-base, BERT-base (128 tokens) and GPT-2 with
+transformers' default attention (sdpa), exported by dynamo with its optimizer on and off and by TorchScript, opsets
+17, 18 and 20, batch-only dynamic or static. ``--wide`` runs the representative rows of :data:`WIDE_ROWS` (every
+exporter, opset, dynamism and architecture appears; the issue's three rows first), ``--wide --full`` the whole
+cross-product (54 rows, hours on 2 cores). Peers: onnxsim and onnxslim; ``--no-latency`` skips the onnxruntime timing.
+
+    .venv/bin/python benchmarks/optimize.py --wide --no-latency --out benchmarks/results/optimize_wide.md
+
+onnxsim is not in ``.venv``: the worker imports it from ``build/peer-onnxsim`` when it is missing
+(``.venv/bin/python -m pip install --no-deps --target build/peer-onnxsim onnxsim==0.8.1``).
 """
 
 from __future__ import annotations
@@ -29,6 +40,31 @@ sys.path.insert(0, str(ROOT / "src"))
 TOOLS = ["onnxdeploy", "onnxdeploy-ort", "onnxsim", "onnxslim", "ort-offline"]  # also: onnxdeploy-noverify
 VARIANTS = {"dynamo": ("dynamo", True), "dynamo-noopt": ("dynamo", False), "torchscript": ("torchscript", True)}
 CNNS = {"resnet50", "mobilenet_v2", "convnext"}
+WIDE_TOOLS = ["onnxdeploy", "onnxsim", "onnxslim"]
+WIDE_ARCHS = ("vit", "bert", "gpt2")
+WIDE_EXPORTERS = {"dynamo+opt": ("dynamo", True), "dynamo": ("dynamo", False), "torchscript": ("torchscript", True)}
+WIDE_OPSETS = (17, 18, 20)
+WIDE_DYNAMIC = ("batch", "static")
+# (architecture, exporter, opset, dynamic): the issue's three rows, then each exporter, opset and dynamism at least
+# once per architecture family
+WIDE_ROWS = [
+    ("vit", "dynamo+opt", 18, "batch"),
+    ("bert", "dynamo+opt", 18, "batch"),
+    ("bert", "torchscript", 18, "batch"),
+    ("gpt2", "dynamo+opt", 18, "batch"),
+    ("vit", "dynamo", 20, "batch"),
+    ("bert", "dynamo", 17, "static"),
+    ("vit", "torchscript", 17, "batch"),  # GPT-2: TorchScript cannot export aten::diff (transformers 5 masks)
+    ("vit", "torchscript", 20, "static"),
+    ("bert", "dynamo+opt", 20, "batch"),
+    ("gpt2", "dynamo", 18, "static"),
+]
+
+
+def wide_rows(full: bool) -> list[tuple]:
+    if not full:
+        return list(WIDE_ROWS)
+    return [(a, e, o, d) for a in WIDE_ARCHS for e in WIDE_EXPORTERS for o in WIDE_OPSETS for d in WIDE_DYNAMIC]
 DIMS = {"batch": 1, "sequence": 128}
 
 
@@ -59,7 +95,11 @@ def worker(tool: str, src: str, dst: str) -> dict:
         info["skipped"] = [p.name for p in result.report.skipped]
         info["verify_seconds"] = result.report.verify_seconds
     elif tool == "onnxsim":
-        import onnxsim
+        try:
+            import onnxsim
+        except ImportError:  # not in .venv: a --target install of its own (see the module docstring)
+            sys.path.insert(0, str(ROOT / "build" / "peer-onnxsim"))
+            import onnxsim
 
         info["rss_imports"] = _rss_now()
         start = time.perf_counter()
@@ -224,9 +264,38 @@ def render(rows: list[dict], args, seconds: float) -> str:
             latency = f"{lat:.1f}" if lat else ""
             lines.append(f"| {row['model']} | {tool} | {r.get('nodes', '')} | {wall} | {fmt_mb(rss)} | {rel} | "
                          f"{latency} | {ratio} | {match} |")
-    lines += ["", "## Goals (issue 6)", ""]
-    lines += goal_lines(rows)
+    if args.wide:
+        lines += ["", "## Goals (issue 19)", ""]
+        lines += wide_goal_lines(rows)
+    else:
+        lines += ["", "## Goals (issue 6)", ""]
+        lines += goal_lines(rows)
     return "\n".join(lines) + "\n"
+
+
+def wide_goal_lines(rows: list[dict]) -> list[str]:
+    """Nodes <= min(onnxsim, onnxslim); wall <= 0.5x onnxsim; peak RSS <= 2x the model size above 100 MB (below,
+    the imports' RSS is excused)."""
+    out = []
+    for row in rows:
+        t = row["tools"]
+        ours = t.get("onnxdeploy", {})
+        notes = []
+        peers = {p: t[p]["nodes"] for p in ("onnxsim", "onnxslim") if t.get(p, {}).get("nodes") is not None}
+        if ours.get("nodes") is not None and peers:
+            best = min(peers.values())
+            notes.append(f"nodes {ours['nodes']} vs min(peers) {best} ({'ok' if ours['nodes'] <= best else 'MISSED'})")
+        sim = t.get("onnxsim", {})
+        big = row["size"] > 100 * 2**20
+        verdict = (lambda ok: "ok" if ok else "MISSED") if big else (lambda ok: "no goal: under 100 MB")
+        if ours.get("seconds") and sim.get("seconds"):
+            r = ours["seconds"] / sim["seconds"]
+            notes.append(f"wall {r:.2f}x onnxsim ({verdict(r <= 0.5)})")
+        if ours.get("rss"):
+            r = ours["rss"] / row["size"]
+            notes.append(f"RSS {r:.1f}x size ({verdict(r <= 2)})")
+        out.append(f"- {row['model']}: " + ("; ".join(notes) or "no result"))
+    return out
 
 
 def goal_lines(rows: list[dict]) -> list[str]:
@@ -297,6 +366,65 @@ def fallback_export(arch: str, out_dir: str, exporter: str, opt: bool, tiny: boo
 
 
 
+def sources(args) -> list[tuple[str, object]]:
+    """(label, export) for each row: ``export()`` returns the model's path (cached in ``--corpus-dir``)."""
+    import corpus
+
+    rows = []
+    if args.wide:
+        for arch, exp, opset, dynamic in wide_rows(args.full):
+            exporter, opt = WIDE_EXPORTERS[exp]
+
+            def export(arch=arch, exporter=exporter, opt=opt, opset=opset, dynamic=dynamic):
+                return corpus.export_corpus_model(arch, args.corpus_dir, exporter=exporter, optimize=opt,
+                                                  tiny=args.quick, dynamic=dynamic if dynamic == "batch" else False,
+                                                  opset=opset, verify=False, attention="sdpa")
+
+            rows.append((f"{arch} {exp} op{opset} {dynamic}", export))
+        return rows
+    for variant in args.variants.split(","):
+        exporter, opt = VARIANTS[variant]
+        for arch in args.models.split(","):
+
+            def export(arch=arch, exporter=exporter, opt=opt):
+                try:
+                    return corpus.export_corpus_model(arch, args.corpus_dir, exporter=exporter, optimize=opt,
+                                                      tiny=args.quick)
+                except Exception:  # noqa: BLE001 - fall back to a plain torch.onnx export
+                    return fallback_export(arch, args.corpus_dir, exporter, opt, args.quick)
+
+            rows.append((f"{arch} ({variant})", export))
+    return rows
+
+
+def parse_args(argv: list[str]):
+    import corpus
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(corpus.ARCHITECTURES))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--tools", default=None, help=f"default: {','.join(TOOLS)}; with --wide {','.join(WIDE_TOOLS)}")
+    parser.add_argument("--wide", action="store_true", help="the wide corpus of issue 19 (WIDE_ROWS)")
+    parser.add_argument("--full", action="store_true", help="with --wide: the whole cross-product")
+    parser.add_argument("--no-latency", action="store_true", help="skip the onnxruntime latency and output check")
+    parser.add_argument("--quick", action="store_true", help="tiny configs, 5 latency rounds")
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--min-seconds", type=float, default=3.0,
+                        help="timed runs per model last at least this long (more rounds for fast models)")
+    parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--corpus-dir", default=str(ROOT / "build" / "optcorpus"))
+    parser.add_argument("--work-dir", default=str(ROOT / "build" / "optbench"))
+    parser.add_argument("--out", default=None, help="default benchmarks/results/optimize.md (--wide: optimize_wide.md)")
+    args = parser.parse_args(argv)
+    args.argv = argv
+    args.tools = args.tools or ",".join(WIDE_TOOLS if args.wide else TOOLS)
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / ("optimize_wide.md" if args.wide else "optimize.md"))
+    if args.quick:
+        args.rounds = min(args.rounds, 5)
+    return args
+
+
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "--worker":
         tool, src, dst, info = argv[1:5]
@@ -307,73 +435,45 @@ def main(argv: list[str]) -> int:
                 result["rss"] = int(line.split()[1]) * 1024
         Path(info).write_text(json.dumps(result))
         return 0
-    import corpus
+    import onnx
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(corpus.ARCHITECTURES))
-    parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--tools", default=",".join(TOOLS))
-    parser.add_argument("--quick", action="store_true", help="tiny configs, 5 latency rounds")
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--min-seconds", type=float, default=3.0,
-                        help="timed runs per model last at least this long (more rounds for fast models)")
-    parser.add_argument("--timeout", type=float, default=300)
-    parser.add_argument("--corpus-dir", default=str(ROOT / "build" / "optcorpus"))
-    parser.add_argument("--work-dir", default=str(ROOT / "build" / "optbench"))
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "optimize.md"))
-    args = parser.parse_args(argv)
-    args.argv = argv
-    if args.quick:
-        args.rounds = min(args.rounds, 5)
+    from onnxdeploy._io import atomic_write_text
+
+    args = parse_args(argv)
     tools = args.tools.split(",")
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     start = time.perf_counter()
-    for variant in args.variants.split(","):
-        exporter, opt = VARIANTS[variant]
-        for arch in args.models.split(","):
-            label = f"{arch} ({variant})"
-            src, failure = None, ""
-            try:
-                src = corpus.export_corpus_model(arch, args.corpus_dir, exporter=exporter, optimize=opt,
-                                                 tiny=args.quick)
-            except Exception as err:  # noqa: BLE001 - a model the exporter cannot export is reported
-                failure = str(err)
-                try:
-                    src = fallback_export(arch, args.corpus_dir, exporter, opt, args.quick)
-                except Exception as err2:  # noqa: BLE001
-                    failure = str(err2)
-            if src is None:
-                print(f"{label}: export failed: {(failure.splitlines() or ['?'])[0][:150]}", flush=True)
-                rows.append({"model": label, "size": 1, "nodes": "export failed", "tools": {}})
-                continue
-            import onnx
-
-            row = {"model": label, "size": src.stat().st_size,
-                   "nodes": len(onnx.load(src, load_external_data=False).graph.node), "tools": {}}
-            paths = {"original": src}
-            for tool in tools:
-                dst = work / f"{src.stem}.{tool}.onnx"
-                for stale in work.glob(f"{src.stem}.{tool}.*"):
-                    stale.unlink()
-                res = run_tool(tool, src, dst, args.timeout)
-                row["tools"][tool] = res
-                if "error" not in res:
-                    paths[tool] = dst
-                print(f"{label} {tool}: {res}", flush=True)
+    for label, export in sources(args):
+        try:
+            src = export()
+        except Exception as err:  # noqa: BLE001 - a model the exporter cannot export is reported
+            print(f"{label}: export failed: {(str(err).splitlines() or ['?'])[0][:150]}", flush=True)
+            rows.append({"model": label, "size": 1, "nodes": "export failed", "tools": {}})
+            continue
+        row = {"model": label, "size": src.stat().st_size,
+               "nodes": len(onnx.load(src, load_external_data=False).graph.node), "tools": {}}
+        paths = {"original": src}
+        for tool in tools:
+            dst = work / f"{src.stem}.{tool}.onnx"
+            for stale in work.glob(f"{src.stem}.{tool}.*"):
+                stale.unlink()
+            res = run_tool(tool, src, dst, args.timeout)
+            row["tools"][tool] = res
+            if "error" not in res:
+                paths[tool] = dst
+            print(f"{label} {tool}: {res}", flush=True)
+        if not args.no_latency:
             for name, res in measure(paths, args.rounds, args.threads, args.min_seconds).items():
                 row["tools"].setdefault(name, {}).update(res)
             print(f"{label} latency: { {k: v.get('latency_ms') for k, v in row['tools'].items()} }", flush=True)
-            rows.append(row)
-            for f in work.glob(f"{src.stem}.*"):
-                f.unlink()
-            from onnxdeploy._io import atomic_write_text
-
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(args.out, render(rows, args, time.perf_counter() - start))
-            (work / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+        rows.append(row)
+        for f in work.glob(f"{src.stem}.*"):
+            f.unlink()
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out, render(rows, args, time.perf_counter() - start))
+        (work / "results.json").write_text(json.dumps(rows, indent=1, default=str))
     print(f"wrote {args.out}")
     return 0
 

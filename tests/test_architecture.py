@@ -152,7 +152,7 @@ def test_no_private_name_imported_across_modules():
 
 
 PUBLIC_FOR_CLI = ("onnxdeploy", "onnxdeploy.cli.common", "onnxdeploy.cli.output", "onnxdeploy.targets",
-                  "onnxdeploy.debug", "onnxdeploy.errors", "onnxdeploy.examples")
+                  "onnxdeploy.debug", "onnxdeploy.errors", "onnxdeploy.examples", "onnxdeploy.serving")
 
 
 def test_cli_modules_import_only_cli_helpers_and_the_public_api():
@@ -178,6 +178,15 @@ def test_cli_modules_import_only_cli_helpers_and_the_public_api():
             elif isinstance(node, ast.Import):
                 bad += [f"{name} imports {a.name}" for a in node.names
                         if a.name.startswith("onnxdeploy") and a.name not in PUBLIC_FOR_CLI]
+    assert bad == []
+
+
+def test_serving_is_the_layer_after_the_pipeline():
+    """``onnxdeploy.serving`` (servers, load tests) builds on the pipeline and the targets; nothing below it imports
+    it: only the CLI and serving itself do (the flat ``__init__`` loads it lazily, by name)."""
+    bad = [f"{name} imports {target}" for name, found in _imports(_modules()).items()
+           if not name.startswith(("onnxdeploy.serving", "onnxdeploy.cli")) and name != "onnxdeploy"
+           for target, _ in found if target == "onnxdeploy.serving" or target.startswith("onnxdeploy.serving.")]
     assert bad == []
 
 

@@ -42,10 +42,13 @@ MEANINGS = {
     "--shape": r"^(INPUT|NAME)=1x3x224x224\[:DTYPE\]",
     "--shapes": r"^(INPUT|NAME)=1x3x224x224\[:DTYPE\]",
     "--seed": r"^seed for synthesized inputs",
+    "--calibration": r"^calibration data: an \.npz",  # cli.common.CalibrationOpt
     "--fix-dims": r"^make the --dim sizes static",
     "--dynamic": r"^NAME:0=batch,2=height: name dims of an input or output dynamic",
     "--target": r"^deployment target: onnxruntime, openvino",
     "--provider": r"^onnxruntime execution provider",
+    "--precision": r"^precision to build: fp32, bf16, fp16",
+    "--min-cosine": r"^accuracy budget: .*lowest cosine",
     "--provider-b": r"^onnxruntime execution provider for CANDIDATE",
     "--opt-level": r"^onnxruntime graph optimizations: disable, basic, extended, all",
     "--opt-level-b": r"^onnxruntime graph optimizations for CANDIDATE",
@@ -59,6 +62,12 @@ MEANINGS = {
     "--all": r"^(capture|show) every",
     "--json": r"^print the result as json instead of tables",
     "--skip": r"^skip a step by name",
+    "--port": r"^port to serve on",
+    "--backend": r"^run on a target's engine",
+    "--duration": r"^seconds of timed (runs|requests)",
+    "--batch": r"^batch size for symbolic batch dims",
+    "--reference": r"^(with --backend on a converted artefact: the onnx it came from|pytorch model with the same "
+                   r"weights)",  # the model whose outputs are the reference
 }
 
 INPUT_GROUP = {"--input", "--inputs", "--dim", "--shape", "--seed"}
@@ -74,6 +83,10 @@ WITHOUT_INPUT_GROUP = {
     "inspect": (INPUT_GROUP - {"--dim"}, "runs nothing; --dim only fills symbolic dims in the shapes it lists"),
     "export": ({"--dim"}, "a PyTorch model has no symbolic dim before export: --dynamic names them, and --shape, "
                           "--input or --inputs give the example's sizes"),
+    "doctor": (INPUT_GROUP, "describes this machine: takes no model"),
+    "serve": (INPUT_GROUP, "a server: its inputs come in requests, checked against the model"),
+    "loadtest": (INPUT_GROUP - {"--seed"}, "drives a server whose metadata gives the inputs; --seed seeds them"),
+    "generate": (INPUT_GROUP, "its inputs are the prompt ids (--prompt-ids) and the cache it grows step by step"),
     "quantize": ({"--input", "--inputs"}, "its data is --calibration (many samples, some held out for the check): "
                                           "one --input sample would neither calibrate nor verify"),
 }
@@ -130,7 +143,9 @@ def test_a_short_flag_means_one_long_flag_everywhere(commands):
 def test_a_long_flag_has_its_short_flag_in_every_verb(commands):
     short_of = {long: short for short, long in SHORT_FLAGS.items()}
     missing = [f"{verb} {_long(o)} lacks {short_of[_long(o)]}" for verb, command in commands.items()
-               for o in _options(command) if _long(o) in short_of and short_of[_long(o)] not in o.opts]
+               for o in _options(command) if _long(o) in short_of and short_of[_long(o)] not in o.opts
+               # a short flag still rewritten to its old meaning in this verb waits for the end of that notice
+               and (verb, short_of[_long(o)]) not in DEPRECATED_SPELLINGS]
     assert not missing, "\n".join(missing)
 
 

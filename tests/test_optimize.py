@@ -433,7 +433,8 @@ def test_pipeline_is_selected_from_the_step_table():
     from onnxdeploy._optimize import STEP_NAMES, pipeline
 
     basic = [s.name for s in pipeline(level="basic")]
-    assert basic == ["fold", "fold-rest", "chains", "identity", "dedup-initializers", "dead-code", "toposort"]
+    assert basic == ["fold", "fold-rest", "fold-shapes", "chains", "identity", "dedup-initializers", "dead-code",
+                     "toposort"]
     ort = [s.name for s in pipeline(for_runtime="onnxruntime", ort_fusions=True)]
     assert ort[-5:] == ["ort-fusions", "merge-matmul", "conv-activation", "toposort", "onnxruntime"]
     assert set(basic) | set(ort) == set(STEP_NAMES)
@@ -488,3 +489,21 @@ def test_cli_help_lists_the_step_names_of_the_step_table():
     from onnxdeploy._optimize import STEP_NAMES
 
     assert tuple(STEPS.split(", ")) == STEP_NAMES
+
+
+def test_output_declared_symbolic_stays_symbolic_when_folding_proves_it_static():
+    # a TorchScript export declares [batch, dim_1, 768] where dim_1 is always 128: folding's shape inference makes
+    # it static, which would change the interface (and get the fold step skipped); the declared dims are kept
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["c1", "c2"], ["c"]),
+         helper.make_node("Mul", ["x", "c"], ["m"]),
+         helper.make_node("ReduceSum", ["m", "axes"], ["y"], keepdims=0)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["d"])],
+        [numpy_helper.from_array(np.ones(4, np.float32), "c1"), numpy_helper.from_array(np.ones(4, np.float32), "c2"),
+         numpy_helper.from_array(np.array([0]), "axes")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    result = optimize(model, verify_each=True)
+    assert not result.report.skipped and result.report.verified
+    assert next(p for p in result.report.passes if p.name == "fold").modified
+    assert result.model.graph.outputs[0].shape == ir.Shape(["d"])

@@ -34,7 +34,7 @@ def test_no_module_of_the_package_shares_a_name_with_a_verb_or_the_standard_libr
     public_modules |= {p.name for p in root.iterdir() if (p / "__init__.py").exists()}
     assert not public_modules & set(onnxdeploy._API)
     assert not public_modules & set(sys.stdlib_module_names)
-    assert public_modules == {"errors", "examples", "cli", "debug", "passes", "targets"}
+    assert public_modules == {"errors", "examples", "cli", "debug", "passes", "serving", "targets"}
 
 
 def test_public_subpackages_resolve():

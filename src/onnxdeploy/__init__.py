@@ -29,8 +29,16 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "_diff": ("diff",),
     "_export": ("export", "ExportReport", "register_op", "custom_op", "OpMapping", "random_inputs", "example_hint"),
     "_torch_target": ("load_torch_target",),
+    "_llm": ("cache_layout", "CacheLayout"),
+    "_generate": ("generate", "GenerationReport"),
     "_optimize": ("optimize", "OptimizeResult", "OptimizeReport"),
     "_quantize": ("quantize", "QuantizeReport"),
+    "_weight_quant": ("quantize_weights", "WeightQuantReport"),
+    "_decoder_optimize": ("optimize_decoder",),
+    "_llm_eval": ("compare_generation", "GenerationComparison"),
+    "_calibration": ("load_calibration", "split_holdout", "Calibration", "CalibrationSet"),
+    "_machine": ("machine_report", "MachineReport", "peak_flops"),
+    "_precision": ("choose_precision", "PrecisionChoice", "Budget", "Candidate"),
     "_bench": ("bench", "ratio_words"),
     "_check": ("check",),
     "_legalize": ("legalize", "LegalizeResult", "LegalizeReport"),
@@ -46,8 +54,10 @@ _MODULES: dict[str, tuple[str, ...]] = {
 _RENAMED: dict[str, tuple[str, str]] = {
     "check_optimize_skip": ("_optimize", "check_skip"),
     "OPTIMIZE_STEPS": ("_optimize", "STEP_NAMES"),
+    "check_optimize_preset": ("_decoder_optimize", "check_preset"),
+    "OPTIMIZE_PRESETS": ("_decoder_optimize", "PRESETS"),
 }
-_SUBPACKAGES = ("targets", "debug", "passes", "errors", "examples", "cli")
+_SUBPACKAGES = ("targets", "debug", "passes", "errors", "examples", "cli", "serving")
 
 _API: dict[str, tuple[str, str]] = {name: (module, name) for module, names in _MODULES.items() for name in names}
 _API.update(_RENAMED)

@@ -174,6 +174,25 @@ def check(model: "ModelLike", target: str | Target = "onnxruntime", *, use_engin
         problems.extend(_engine_problems(t, model, m))
 
     problems.extend(_dtype_problems(t, m))
+    if getattr(t, "needs_float_mask", False):
+        from onnxdeploy._rules import MASK_RULE_DESCRIBE, bool_mask_wheres
+
+        wheres = [node_label(n) for g in m.graphs() for n in bool_mask_wheres(g)]
+        if wheres:
+            problems.append(Problem("dtype", "bool attention mask", first_names(wheres),
+                                    f"{t.name} has no bool tensors: {len(wheres)} Where node(s) select with a "
+                                    "boolean mask", fix=f"legalize: {MASK_RULE_DESCRIBE}"))
+            for p in problems:  # the bool values are (usually all) the mask's: the same rule removes them
+                if p.kind == "dtype" and p.what == "bool" and p.fix is None:
+                    p.fix = "legalize: the attention-mask rule (bool mask logic -> float 0/1 arithmetic)"
+    if getattr(t, "needs_embed_gather", False):
+        from onnxdeploy._rules import EMBED_RULE_DESCRIBE, embedding_gathers
+
+        gathers = [node_label(n) for n in embedding_gathers(m.graph)]
+        if gathers:
+            problems.append(Problem("op", "Gather", first_names(gathers),
+                                    f"{t.name} has no Gather layer: {len(gathers)} embedding lookup(s) stay Gather "
+                                    "unless written without the axis attribute", fix=f"legalize: {EMBED_RULE_DESCRIBE}"))
     if not t.has_int64:
         uses = int64_uses(m)
         for place, names in uses.items():

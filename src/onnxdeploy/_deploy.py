@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from onnxdeploy.errors import OnnxDeployError, UserInputError
+from onnxdeploy.errors import OnnxDeployError, UnsupportedError, UserInputError
 from onnxdeploy._suggest import close_names
 
 EXAMPLE_NAME = "built-in example (conv_bn_silu)"
@@ -170,6 +170,8 @@ class DeployContext:
     allowed: set[str] = field(default_factory=set)  # interface change kinds asked for ("dims", "dtypes")
     candidates: list[tuple[str, str, str]] = field(default_factory=list)  # (label, path, engine) to benchmark
     runners: dict[tuple[str, str], Callable] = field(default_factory=dict)  # one session / compiled model per artefact
+    precision: str = "fp32"  # the artefact's precision, or "auto" (onnxdeploy._precision picks by measurement)
+    precision_options: dict = field(default_factory=dict)  # targets ("auto"), calibration, min_cosine, max_top1_drop
 
     def inputs(self, dims: Mapping[str, int]):
         """The one input description of this deploy: what the user gave, at ``dims``, with this seed."""
@@ -178,18 +180,19 @@ class DeployContext:
         given = self.given if self.given is not None else Inputs()
         return Inputs(given.files, given.npz, given.arrays, {**given.dims, **dims}, given.shapes, self.seed)
 
-    def verifier_for(self, *, quantized: bool = False):
-        """The verifier over the reference; int8 candidates get a looser one (reference runs cached per verifier)."""
+    def verifier_for(self, *, quantized: bool = False, precision: str | None = None):
+        """The verifier over the reference; int8 candidates get a looser one (reference runs cached per verifier),
+        bf16/fp16 artefacts (``precision``) their precision's metric."""
         from onnxdeploy._verify import Verifier
 
         loose = quantized or self.quantize is not None and any(n == "quantized" for n, _, _ in self.candidates)
-        key = "loose" if loose else "strict"
+        key = "int8" if loose or precision == "int8" else precision or "fp32"
         cache = self.__dict__.setdefault("_verifiers", {})
         if key not in cache:
             from onnxdeploy._numerics import Tolerance
 
             # int8 candidates are judged by the int8 metric (cosine, relative L2, top-1), not an fp32 atol
-            tolerance = Tolerance(precision="int8" if loose else "fp32", atol=self.atol, rtol=self.rtol)
+            tolerance = Tolerance(precision=key, atol=self.atol, rtol=self.rtol)
             cache[key] = Verifier(str(self.reference), self.inputs(self.dims), tolerance=tolerance)
         verifier = cache[key]
         verifier.interface = set(self.allowed) or "same"
@@ -242,12 +245,17 @@ def casting_runner(run: Callable, path) -> Callable[[Mapping[str, np.ndarray]], 
 
 def engine_runner(path: str, engine: str) -> Callable[[Mapping[str, np.ndarray]], dict]:
     """A runner over a converted artefact that loads (compiles) it once: for verification and timing alike."""
+    if engine == "triton":  # a Triton repository folder: the model file inside, on its own engine
+        from onnxdeploy.targets.triton import repository_model
+
+        inner_path, inner_engine = repository_model(path)
+        return engine_runner(str(inner_path), inner_engine)
     if engine == "openvino":
         import openvino as ov
 
-        from onnxdeploy.targets.openvino import run_compiled
+        from onnxdeploy.targets.openvino import compile_artifact, run_compiled
 
-        compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"})
+        compiled = compile_artifact(path, threads=1)  # at the precision hint the IR was built with (f32 by default)
         return lambda feeds: run_compiled(compiled, feeds)
     if engine == "onnxruntime":
         return onnx_runner(path)
@@ -370,16 +378,42 @@ class Optimize(Step):
 
         opt = _import("optimize", "onnxdeploy._optimize", "optimize")
         path = ctx.out / "02-optimized.onnx"
+        auto = _auto_fix_dims(ctx)
         given = ctx.inputs(ctx.dims)
         result = opt(str(ctx.current), dims=ctx.dims or None, fix_dims=ctx.fix_dims, verify=True, atol=ctx.atol,
                      rtol=ctx.rtol, seed=ctx.seed, inputs=given.feeds(str(ctx.current)) if given.given else None)
         io.save(result.model, path)
         before, after = result.report.before, result.report.after
         res = StepResult(self.name, artifact=str(path), message=f"{before.nodes} -> {after.nodes} nodes",
-                         notes=list(result.report.notes), details=result.report.to_dict())
+                         notes=([auto] if auto else []) + list(result.report.notes), details=result.report.to_dict())
         res.verification = ctx.verify_onnx(path, "optimized vs reference")
         ctx.advance(path, "optimized")
         return res
+
+
+def _auto_fix_dims(ctx: DeployContext) -> str | None:
+    """A target that needs static shapes (``needs_static_dims``: ncnn's pnnx leaves shape arithmetic over symbolic
+    dims unlowered) gets the sizes the user gave (``--dim``, or ``--shape`` of inputs with symbolic dims) fixed, as
+    ``--fix-dims`` would; returns the note saying so (None when nothing was fixed)."""
+    if ctx.fix_dims or not getattr(ctx.target, "needs_static_dims", False):
+        return None
+    dims = dict(ctx.dims)
+    if ctx.given is not None and ctx.given.shapes:
+        from onnxdeploy._run import input_specs
+
+        shapes = ctx.given.shape_dims()
+        for spec in input_specs(str(ctx.current)):
+            for d, n in zip(spec.shape, shapes.get(spec.name, [])):
+                if isinstance(d, str) and isinstance(n, int):
+                    dims.setdefault(d, n)
+    if not dims:
+        return None
+    ctx.dims, ctx.fix_dims = dims, True
+    ctx.bench_dims = {**ctx.bench_dims, **dims}
+    ctx.__dict__.pop("_verifiers", None)  # verify at the fixed sizes from here on
+    ctx.allowed.add("dims")
+    return (f"{ctx.target.name} needs static shapes (its converter cannot lower shape arithmetic over symbolic "
+            f"dims): fixed {', '.join(f'{k}={v}' for k, v in dims.items())} from --dim/--shape, as --fix-dims does")
 
 
 class Legalize(Step):
@@ -434,8 +468,13 @@ class Convert(Step):
         from onnxdeploy.targets import artifact_interface, convert
 
         t = ctx.target
+        if ctx.precision == "auto" or ctx.precision_options.get("targets") == "auto":
+            return _import("convert", "onnxdeploy._precision", "deploy_choice")(ctx, StepResult(self.name))
+        if t.name == "executorch":  # built from the PyTorch module, not from the ONNX model
+            return _convert_executorch(ctx, self.name)
         base = ctx.out / f"05-model-{t.name}"
-        rep = convert(str(ctx.current), t, base.with_suffix(t.suffix), verify=False, dims=ctx.bench_dims)
+        rep = convert(str(ctx.current), t, base.with_suffix(t.suffix), verify=False, dims=ctx.bench_dims,
+                      precision=ctx.precision, calibration=ctx.precision_options.get("calibration_samples"))
         msg = f"wrote {', '.join(Path(f).name for f in rep.files)}"
         if rep.command and not rep.converted:
             msg += f"; not converted here, run: {rep.command}"
@@ -445,15 +484,42 @@ class Convert(Step):
             return res
         ctx.artifact = rep.files[0]
         ctx.report.final_artifact = rep.files[0]
-        if t.name == "onnxruntime":
+        if t.name == "onnxruntime" and ctx.precision == "fp32":
             return res
-        header = artifact_interface(rep.files[0], t.name, ctx.reference)
-        res.verification = ctx.verifier_for().check(header, label=f"{t.name} vs reference",
-                                                    runner=ctx.runner(rep.files[0], t.name))
+        header = rep.files[0] if t.suffix == ".onnx" else artifact_interface(rep.files[0], t.name, ctx.reference)
+        res.verification = ctx.verifier_for(precision=ctx.precision).check(
+            header, label=f"{t.name} {ctx.precision} vs reference", runner=ctx.runner(rep.files[0], t.name))
         if header is None:
             res.notes.append(f"the {t.name} artefact's declared interface cannot be read here: outputs only")
-        ctx.candidates.append((f"{t.name} artefact", rep.files[0], t.name))
+        ctx.candidates.append((f"{t.name} {ctx.precision} artefact" if ctx.precision != "fp32" else f"{t.name} artefact",
+                               rep.files[0], t.name))
         return res
+
+
+def _convert_executorch(ctx: DeployContext, name: str) -> StepResult:
+    """The .pte from the PyTorch module (int8: static, calibrated on the given samples or on synthesized inputs
+    with --quantize static, else dynamic), verified against PyTorch and the reference export on onnxruntime."""
+    from dataclasses import replace
+
+    from onnxdeploy.targets.executorch import NEEDS_MODULE, NEEDS_MODULE_HINT, convert_module
+
+    if ctx.kind != "torch":
+        raise UnsupportedError(NEEDS_MODULE, hint=NEEDS_MODULE_HINT)
+    tt, given = ctx.loaded, ctx.inputs(ctx.dims)
+    precision = "int8" if ctx.precision == "int8" or ctx.quantize else "fp32"
+    calibration = ctx.precision_options.get("calibration_samples")
+    if precision == "int8" and not calibration and ctx.quantize == "static":
+        calibration = [replace(given, seed=ctx.seed + i).feeds(str(ctx.reference)) for i in range(8)]
+    rep = convert_module(tt.module, tt.example_inputs, ctx.out / "05-model-executorch.pte",
+                         example_kwargs=tt.example_kwargs, reference=ctx.reference, precision=precision,
+                         calibration=calibration, inputs=given, interface=set(ctx.allowed) or "same")
+    files = ", ".join(Path(f).name for f in rep.files)
+    res = StepResult(name, artifact=rep.files[0], details=rep.to_dict(),
+                     message=f"wrote {files} ({precision}; {'; '.join(rep.notes)})")
+    res.verification = rep.parity
+    ctx.artifact = ctx.report.final_artifact = rep.files[0]
+    ctx.candidates.append((f"executorch {precision} artefact", rep.files[0], "executorch"))
+    return res
 
 
 class Benchmark(Step):
@@ -471,8 +537,31 @@ class Benchmark(Step):
         ctx.report.latency = rows
         best = min(rows, key=lambda r: r["p50_ms"])
         shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in ctx.report.bench_inputs.items())
-        return StepResult(self.name, message=f"fastest: {best['model']} p50 {best['p50_ms']:.3f} ms at {shapes}",
-                          details={"rows": rows})
+        versus = engine_vs_onnxruntime(rows, ctx.target)
+        return StepResult(self.name, message=f"fastest: {best['model']} p50 {best['p50_ms']:.3f} ms at {shapes}"
+                          + (f"; {versus['statement']}" if versus else ""), details={"rows": rows,
+                                                                                   "vs_onnxruntime": versus})
+
+
+def engine_vs_onnxruntime(rows: list[dict], target) -> dict | None:
+    """The engine artefact's p50 against onnxruntime's on the ONNX model it was converted from (same inputs, one
+    thread each), with a plain statement: faster, or slower and why where the target knows (``slower_because``)."""
+    art = next((r for r in rows if r["engine"] not in ("onnxruntime",)), None)
+    ort_rows = [r for r in rows if r["engine"] == "onnxruntime"]
+    if art is None or not ort_rows:
+        return None
+    ref = ort_rows[-1]  # the last ONNX model: the one the artefact was converted from
+    ratio = art["p50_ms"] / ref["p50_ms"] if ref["p50_ms"] else float("inf")
+    name = getattr(target, "name", str(target))
+    if ratio > 1.05:
+        why = getattr(target, "slower_because", "") or "no cause is known to onnxdeploy"
+        text = (f"the {name} artefact is SLOWER than onnxruntime: p50 {art['p50_ms']:.3f} ms vs "
+                f"{ref['p50_ms']:.3f} ms ({ratio:.2f}x); why: {why}")
+    else:
+        text = (f"the {name} artefact runs at {ratio:.2f}x onnxruntime's p50 ({art['p50_ms']:.3f} ms vs "
+                f"{ref['p50_ms']:.3f} ms{', faster' if ratio < 0.95 else ', on par'})")
+    return {"engine": name, "p50_ms": art["p50_ms"], "onnxruntime_model": ref["model"],
+            "onnxruntime_p50_ms": ref["p50_ms"], "ratio": ratio, "slower": ratio > 1.05, "statement": text}
 
 
 PIPELINE: tuple[Step, ...] = (Export(), Check(), Optimize(), Legalize(), Quantize(), Convert(), Benchmark())
@@ -598,6 +687,10 @@ def deploy(
     seed: int = 0,
     inputs: Any = None,
     on_step: Callable[[str, str], None] | None = None,
+    precision: str = "fp32",
+    calibration: Any = None,
+    min_cosine: float | None = None,
+    max_top1_drop: str | float | None = None,
 ) -> DeployReport:
     """Run :data:`PIPELINE` on ``source`` (``.onnx`` path, ModelProto/ir.Model, ``pkg.mod:factory`` or None for the
     built-in example, exported with its dynamic dims batch x 3 x height x width).
@@ -607,6 +700,9 @@ def deploy(
     :class:`onnxdeploy._verify.Inputs` or arrays by name) gives real inputs for every step's verification and the
     benchmark. ``skip`` names steps to skip
     (``optimize=False``/``benchmark=False`` are the old spellings of ``skip={"optimize"}``/``{"benchmark"}``).
+    ``precision`` (fp32, bf16, fp16, int8: one the target builds; ``auto``: every one, the fastest within
+    ``min_cosine``/``max_top1_drop`` on held-out inputs, see :mod:`onnxdeploy._precision`; ``target="auto"``: across
+    the installed engines) with ``calibration`` for int8 builds.
     Writes ``output_dir`` with one artefact per step, ``deploy.json`` and ``report.html``; returns the report.
     Raises :class:`DeployStepFailed` (after writing the report; ``err.report``) when a step fails.
     """
@@ -617,11 +713,27 @@ def deploy(
     skipped = check_skip([*skip, *(["optimize"] if not optimize else []), *(["benchmark"] if not benchmark else [])])
     if fix_dims and not dims:
         raise UserInputError("--fix-dims needs the sizes to fix", hint="add --dim NAME=VALUE for each dim to fix")
-    t = get_target(target)
+    from onnxdeploy.targets.base import check_precision, normalize_precision
+
+    precision_options = {"calibration": calibration, "min_cosine": min_cosine, "max_top1_drop": max_top1_drop,
+                         "targets": "auto" if target == "auto" else None}
+    t = get_target("onnxruntime" if target == "auto" else target)  # auto: legalized for onnxruntime, then each engine
+    precision = normalize_precision(precision)
+    if precision != "auto" and target != "auto":
+        check_precision(t, precision)
+        if calibration is not None and precision == "int8":
+            from onnxdeploy._calibration import load_calibration
+
+            precision_options["calibration_samples"] = list(load_calibration(calibration, source)) \
+                if isinstance(source, (str, os.PathLike)) and str(source).endswith(".onnx") else None
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise UserInputError(f"{out} is a file; deploy writes a folder")
     kind, loaded, label = _load_source(source)
+    if t.name == "executorch" and kind != "torch":
+        from onnxdeploy.targets.executorch import NEEDS_MODULE, NEEDS_MODULE_HINT
+
+        raise UnsupportedError(NEEDS_MODULE, hint=NEEDS_MODULE_HINT)
     if dynamic and kind != "torch":
         raise UserInputError("--dynamic applies to a PyTorch source; an ONNX model keeps the dims it declares",
                              hint="give a PyTorch target (package.module:factory), or drop --dynamic")
@@ -634,7 +746,9 @@ def deploy(
         dynamic={k: dict(v) for k, v in (dynamic or (EXAMPLE_DYNAMIC if example else {})).items()},
         input_names=["input"] if example else None, output_names=["values"] if example else None,
         atol=atol, rtol=rtol, seed=seed, bench_seconds=bench_seconds, allowed={"dims"} if fix_dims else set(),
-        given=_given_inputs(inputs))
+        given=_given_inputs(inputs), precision=precision, precision_options=precision_options)
+    if target == "auto":
+        ctx.report.target = "auto"
     started = time.perf_counter()
     failed = run_pipeline(ctx, skip=skipped, on_step=on_step)
     report = ctx.report

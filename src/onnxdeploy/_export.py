@@ -90,6 +90,8 @@ class ExportReport:
     output_dims: dict[str, list] = field(default_factory=dict)  # each output's dims as written: 4, "batch", ...
     kept: bool = True
     verified: bool = False
+    task: str | None = None  # "text-generation-with-past" for a decoder LM with its KV cache
+    cache: dict = field(default_factory=dict)  # the cache's layout (layers, kv heads, head dims, vocab) for an LM
 
     @property
     def passed(self) -> bool:
@@ -111,6 +113,8 @@ class ExportReport:
             "parity": [c.to_dict() for c in self.parity],
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
             "custom_ops": self.custom_ops,
+            "task": self.task,
+            "cache": self.cache,
         }
 
 
@@ -423,15 +427,22 @@ def _dynamo_dynamic_shapes(model, args, kwargs, names, dynamic):
     if kwargs:
         return {**{names[i]: spec(names[i]) for i in range(len(args))}, **{k: spec(k) for k in kwargs}}
     specs = tuple(spec(names[i]) for i in range(len(args)))
-    return (specs,) if _has_varargs(model) else specs
+    named = _named_positional(model)
+    if named is None:
+        return specs
+    # forward(a, b, *rest): one spec per named parameter, then one tuple for *rest (torch.export's structure)
+    return specs[:named] + (specs[named:],)
 
 
-def _has_varargs(model) -> bool:
+def _named_positional(model) -> int | None:
+    """How many positional parameters forward() names before its ``*args``; None when it has no ``*args``."""
     try:
-        params = _inspect.signature(model.forward).parameters.values()
+        params = list(_inspect.signature(model.forward).parameters.values())
     except (TypeError, ValueError):
-        return False
-    return any(p.kind == p.VAR_POSITIONAL for p in params)
+        return None
+    if not any(p.kind == p.VAR_POSITIONAL for p in params):
+        return None
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
 def _specialization_detail(model, args, kwargs, dynamic_shapes) -> str:
@@ -685,6 +696,7 @@ def _rename_and_check_dims(model_ir, dynamic, exporter: str) -> None:
 
     values = {v.name: v for v in list(model_ir.graph.inputs) + list(model_ir.graph.outputs)}
     rename: dict[str, str] = {}
+    aliases: dict[str, str] = {}  # a dim the exporter wrote as an expression (s15 + s70) that the user named
     static: list[str] = []
     for key, axes in dynamic.items():
         value = values.get(key)
@@ -694,8 +706,10 @@ def _rename_and_check_dims(model_ir, dynamic, exporter: str) -> None:
             dim = value.shape[index]
             if isinstance(dim, int):
                 static.append(f"{key}:{index}={name} (came out as {dim})")
+            elif dim.value and _RAW_SYMBOL.fullmatch(dim.value.strip()):
+                rename.setdefault(dim.value.strip(), name)
             elif dim.value:
-                rename.setdefault(dim.value, name)
+                aliases.setdefault(dim.value, name)
     if static:
         raise UnsupportedError(
             f"the {exporter} exporter made dim{'s' if len(static) > 1 else ''} {', '.join(static)} static",
@@ -703,6 +717,8 @@ def _rename_and_check_dims(model_ir, dynamic, exporter: str) -> None:
                   if exporter == "torchscript" else "check the model code for constant sizes"),
         )
     clean = _DimNamer(rename)
+    for text, name in aliases.items():
+        clean.alias(text, name)
 
     def fix(value):
         if value.shape is None:
@@ -738,12 +754,22 @@ class _DimNamer:
         self.rename = dict(rename)
         self.user = set(self.rename.values())
         self.cache: dict[str, str] = {}
+        self.aliases: dict[str, str] = {}
         self.counter = 0
 
     def __call__(self, text: str) -> str:
         if text not in self.cache:
-            self.cache[text] = self._clean(text)
+            cleaned = self._clean(text)
+            self.cache[text] = self.aliases.get(cleaned, cleaned)
         return self.cache[text]
+
+    def alias(self, text: str, name: str) -> None:
+        """Name every dim whose canonical form equals ``text``'s: an expression the user named (a present cache's
+        ``s15 + s70`` and the next one's ``s70 + s95`` are both ``past_sequence + sequence``, named
+        ``total_sequence``)."""
+        cleaned = self._clean(text)
+        if cleaned != name:
+            self.aliases.setdefault(cleaned, name)
 
     def _name_for(self, symbol: str) -> str:
         if symbol not in self.rename:
@@ -788,9 +814,12 @@ def _declare_domains(model_ir, mappings) -> None:
 # --------------------------------------------------------------------------------------------- export
 def export(
     model,
-    example_inputs,
-    path: str | os.PathLike | None,
+    example_inputs=None,
+    path: str | os.PathLike | None = None,
     *,
+    task: str | None = None,
+    with_past: bool = True,
+    output: str | os.PathLike | None = None,
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
     dynamic: Mapping[str, Mapping[int, str] | Sequence[int]] | None = None,
@@ -803,6 +832,7 @@ def export(
     optimize: bool = True,
     keep_on_mismatch: bool = False,
     on_phase: Callable[[str], None] | None = None,
+    seed: int = 0,
 ) -> ExportReport:
     """Export ``model`` to ONNX at ``path`` and verify it with onnxruntime; return an :class:`ExportReport`.
 
@@ -811,7 +841,41 @@ def export(
     op mappings (see :mod:`onnxdeploy._export_ops`) to the ones registered with :func:`register_op`/:func:`custom_op`.
     ``path=None`` exports and verifies without writing. Raises :class:`UnsupportedOperators` naming every operator the
     exporter cannot convert, and :class:`OutputsDisagree` (nothing written unless ``keep_on_mismatch``) on mismatch.
+
+    ``task="text-generation"`` exports a decoder LM: ``export(target, output, task="text-generation",
+    with_past=True)``, where ``target`` is an nn.Module with the causal-LM calling convention, a target string
+    (``pkg.mod:factory``, ``file.py:factory``, ``hf:llama?hidden_size=64``) or a transformers config, and the second
+    argument is the output path (example inputs are made from the model). Inputs ``input_ids``, ``attention_mask``,
+    ``position_ids``, ``past_key_values.N.key/value``; outputs ``logits``, ``present.N.key/value``; dims ``batch``,
+    ``sequence``, ``past_sequence``, ``total_sequence``; verified against PyTorch at a prefill (past 0) and a decode
+    step (past = the prefill's present). A ``hf:`` target without example inputs implies this task.
     """
+    if task is None and isinstance(model, str) and model.startswith("hf:") and example_inputs is None:
+        task = "text-generation"
+    if task is not None:
+        if path is None:
+            path = output if output is not None else (
+                example_inputs if isinstance(example_inputs, (str, os.PathLike)) else None)
+        elif example_inputs is not None and not isinstance(example_inputs, (str, os.PathLike)):
+            raise UserInputError("export(task=...) makes its own example inputs; pass export(target, output, task=...)")
+        return export_text_generation(
+            model, path, task=task, with_past=with_past, opset=opset, exporter=exporter, verify=verify, atol=atol,
+            rtol=rtol, custom_ops=custom_ops, optimize=optimize, keep_on_mismatch=keep_on_mismatch,
+            on_phase=on_phase, seed=seed)
+    path = path if path is not None else output
+    if example_inputs is None:
+        raise UserInputError("export needs example inputs (a tensor, a tuple of tensors or a dict of them)",
+                             hint="export(model, example_inputs, path), or task='text-generation' for a decoder LM")
+    return _export_checked(model, example_inputs, path, input_names=input_names, output_names=output_names,
+                           dynamic=dynamic, opset=opset, exporter=exporter, verify=verify, atol=atol, rtol=rtol,
+                           custom_ops=custom_ops, optimize=optimize, keep_on_mismatch=keep_on_mismatch,
+                           on_phase=on_phase)
+
+
+def _export_checked(model, example_inputs, path, *, input_names=None, output_names=None, dynamic=None, opset=None,
+                    exporter="auto", verify=True, atol=1e-4, rtol=1e-3, custom_ops=None, optimize=True,
+                    keep_on_mismatch=False, on_phase=None, check=None, task=None) -> ExportReport:
+    """The export itself; ``check(model bytes or ir.Model, report)`` replaces the default two-shape verification."""
     torch = require("torch", extra="torch", purpose="exporting a PyTorch model")
     if exporter not in EXPORTERS:
         raise UserInputError(f"unknown exporter {exporter!r}", hint=f"choose one of {', '.join(EXPORTERS)}")
@@ -850,7 +914,7 @@ def export(
         opset=int(model_ir.opset_imports.get("", 0)), input_names=names,
         output_names=[v.name for v in model_ir.graph.outputs], dynamic_dims=dyn, seconds=timings,
         custom_ops=[m.describe() for m in mappings],
-        output_dims={v.name: _dims_of(v) for v in model_ir.graph.outputs},
+        output_dims={v.name: _dims_of(v) for v in model_ir.graph.outputs}, task=task,
     )
 
     # Serialize once: the same bytes feed onnxruntime and become the file (embedded weights). Models whose weights
@@ -868,14 +932,113 @@ def export(
     if verify:
         phase("verify with onnxruntime")
         t0 = time.perf_counter()
-        _verify(model, data if data is not None else model_ir, args, kwargs, names, reference, input_dyn, report,
-                atol, rtol)
+        if check is not None:
+            reference.clear()
+            check(data if data is not None else model_ir, report)
+        else:
+            _verify(model, data if data is not None else model_ir, args, kwargs, names, reference, input_dyn, report,
+                    atol, rtol)
         timings["verify"] = time.perf_counter() - t0
         report.verified = True
 
     _publish(report, model_ir, data, path, keep_on_mismatch, phase)
     timings["total"] = sum(v for k, v in timings.items() if k != "total" and "." not in k)
     return report
+
+
+# --------------------------------------------------------------------------------------------- text generation
+LLM_EXAMPLE = (2, 3, 4)  # batch, past, sequence of the traced example: >= 2 and all different (no 0/1 specialization)
+LLM_CHECK = (2, 5)  # batch and prompt length of the verification: prefill (past 0), then one decode step
+
+
+def export_text_generation(target, path, *, task: str = "text-generation", with_past: bool = True,
+                           opset: int | None = None, exporter: str = "auto", verify: bool = True, atol: float = 1e-4,
+                           rtol: float = 1e-3, custom_ops: Any = None, optimize: bool = True,
+                           keep_on_mismatch: bool = False, on_phase: Callable[[str], None] | None = None,
+                           seed: int = 0) -> ExportReport:
+    """Export a decoder LM with its KV cache (see :func:`export`, ``task=``); verified through the verifier with a
+    PyTorch reference runner at a prefill and at a decode step fed the prefill's present."""
+    from onnxdeploy import _llm
+
+    with_past = _llm.check_task(task) or with_past
+    phase = on_phase or (lambda _name: None)
+    phase("load model")
+    t0 = time.perf_counter()
+    model = causal_lm(target)  # random weights: the hf: spec's seed= field (default 0), as generate --reference
+    wrapper, info = _llm.cache_module(model, with_past=with_past)
+    load_seconds = time.perf_counter() - t0
+    names, out_names = _llm.io_names(info, with_past=with_past)
+    batch, past, sequence = LLM_EXAMPLE
+    example = _llm.torch_feeds(info, batch=batch, past=past, sequence=sequence, seed=seed, with_past=with_past)
+
+    def check(onnx_model, report: ExportReport) -> None:
+        report.parity.extend(_check_text_generation(onnx_model, wrapper, info, names, out_names, with_past,
+                                                    atol, rtol, seed, report.seconds))
+
+    report = _export_checked(
+        wrapper, tuple(example[n] for n in names), path, input_names=names, output_names=out_names,
+        dynamic=_llm.dynamic_dims(info, with_past=with_past), opset=opset, exporter=exporter, verify=verify,
+        atol=atol, rtol=rtol, custom_ops=custom_ops, optimize=optimize, keep_on_mismatch=keep_on_mismatch,
+        on_phase=on_phase, check=check, task="text-generation-with-past" if with_past else "text-generation")
+    report.seconds["load"] = load_seconds
+    report.cache = info.to_dict()
+    return report
+
+
+def causal_lm(target, *, seed: int = 0):
+    """The nn.Module a text-generation target names: a module, a transformers config (random weights from ``seed``)
+    or a target string (``hf:...``, ``pkg.mod:factory``, ``file.py:factory``)."""
+    torch = require("torch", extra="torch", purpose="exporting a PyTorch model")
+    if isinstance(target, torch.nn.Module):
+        return target.eval()
+    if isinstance(target, (str, os.PathLike)):
+        from onnxdeploy._torch_target import load_hf_model, load_torch_target
+
+        text = os.fspath(target)
+        return load_hf_model(text, seed=seed) if text.startswith("hf:") else load_torch_target(text).module
+    if hasattr(target, "to_dict") and hasattr(target, "model_type"):  # a transformers PretrainedConfig
+        import transformers
+
+        torch.manual_seed(seed)
+        return transformers.AutoModelForCausalLM.from_config(target).eval()
+    raise UserInputError(f"cannot export a {type(target).__name__} as a text-generation model",
+                         hint="give an nn.Module, a transformers config, or a target string such as "
+                              "hf:llama?hidden_size=64&num_hidden_layers=2")
+
+
+def _check_text_generation(onnx_model, wrapper, info, names, out_names, with_past, atol, rtol, seed, timings):
+    """Comparisons at a prefill (past 0) and one decode step fed PyTorch's present, through the verifier."""
+    from onnxdeploy import _llm
+    from onnxdeploy._verify import Inputs, Verifier, onnxruntime_runner
+
+    t0 = time.perf_counter()
+    candidate = onnxruntime_runner(onnx_model)
+    timings["verify.session"] = time.perf_counter() - t0
+    reference = _llm.torch_runner(wrapper, names, out_names)
+    batch, prompt = LLM_CHECK
+    prefill = {k: v.numpy() for k, v in _llm.torch_feeds(info, batch=batch, past=0, sequence=prompt, seed=seed + 1,
+                                                         with_past=with_past).items()}
+    sets = [(f"prefill (batch={batch}, past_sequence=0, sequence={prompt})", prefill)]
+    if with_past:
+        presents = reference(prefill)
+        step = {k: v.numpy() for k, v in _llm.torch_feeds(info, batch=batch, past=prompt, sequence=1, seed=seed + 2,
+                                                          with_past=True).items()}
+        for i in range(info.layers):
+            for kind in ("key", "value"):
+                step[_llm.past_name(i, kind)] = presents[_llm.present_name(i, kind)]
+        sets.append((f"decode step (batch={batch}, past_sequence={prompt}, sequence=1)", step))
+    comparisons = []
+    for label, feeds in sets:
+        verifier = Verifier(reference, Inputs(arrays=feeds), atol=atol, rtol=rtol, specs_from=onnx_model,
+                            interface="ignore", reference_name="PyTorch")
+        result = verifier.check(None, runner=candidate, label=label)
+        if result.errors:
+            raise UnsupportedError(f"onnxruntime cannot run the exported model at the {label}: {result.errors[0]}",
+                                   hint="report it with --debug; try --exporter torchscript")
+        for comparison in result.comparisons:
+            comparison.label = label
+        comparisons.extend(result.comparisons)
+    return comparisons
 
 
 def _publish(report: ExportReport, model_ir, data: bytes | None, path, keep_on_mismatch: bool, phase) -> None:

@@ -222,6 +222,17 @@ def legalize(
     m = typed_model(original)
     before = default_opset(m)
     applied = _apply_rules(m, t)
+    if getattr(t, "needs_float_mask", False):
+        from onnxdeploy._rules import MASK_RULE, rewrite_bool_masks
+
+        masks = rewrite_bool_masks(m)
+        if masks:
+            applied[MASK_RULE] += masks
+    if getattr(t, "needs_embed_gather", False):
+        from onnxdeploy._rules import EMBED_RULE, rewrite_embedding_gathers
+
+        if embeds := rewrite_embedding_gathers(m):
+            applied[EMBED_RULE] += embeds
     notes: list[str] = []
     lo, hi = t.opsets
     to = opset if opset is not None else (hi if before > hi else lo if before < lo else before)

@@ -225,6 +225,19 @@ def _fold_rest(fold_limit_bytes: int) -> Step:
     return Step("fold-rest", "evaluate the remaining all-constant nodes (size-limited), then fold again", run)
 
 
+def _fold_shapes(fold_limit_bytes: int) -> Step:
+    def run(model):
+        from onnxdeploy.passes import FoldPartialShapesPass
+
+        result = FoldPartialShapesPass()(model)
+        if result.modified:  # folded shape vectors unlock the optimizer's rules (Reshape to itself -> Identity, ...)
+            _onnxscript_optimizer(fold_limit_bytes).run(model)
+        return StepResult(model, result.modified, dict(result.details))
+
+    return Step("fold-shapes", "fold shape arithmetic over static dims, keeping only the symbolic parts, then fold "
+                "again", run)
+
+
 def _ort_fusions() -> Step:
     def run(model):
         from onnxscript.rewriter.ort_fusions import optimize_for_ort
@@ -379,6 +392,7 @@ _MERGE = ("merge-matmul", "MatMuls of one input -> one MatMul + Split", "MergePa
 PIPELINE: tuple[StepSpec | str, ...] = (
     StepSpec("fold", _always, lambda o: _onnxscript_optimizer(o.fold_limit_bytes)),
     StepSpec("fold-rest", _always, lambda o: _fold_rest(o.fold_limit_bytes)),
+    StepSpec("fold-shapes", _always, lambda o: _fold_shapes(o.fold_limit_bytes)),
     _ours("conv-bn", "fold BatchNormalization into Conv (any constant bias)", "FuseConvBatchNormPass",
           lambda o: o.fuses),
     _ours("chains", "remove redundant Reshape/Transpose/Cast/Squeeze chains", "RemoveRedundantChainsPass", _always),
@@ -582,6 +596,7 @@ def _run_steps(model: "ir.Model", steps: Sequence[Step], verifier: _Verifier | N
     """Run the steps but those in ``skip`` (recorded as skipped as asked) and ``exclude`` (crashed before); with a
     verifier, check after each and skip failing ones. Returns a crashed step's name."""
     records = []
+    declared = [None if v.shape is None else v.shape.copy() for v in model.graph.outputs]
     for step in steps:
         record = PassRecord(step.name, step.description)
         records.append(record)
@@ -604,6 +619,7 @@ def _run_steps(model: "ir.Model", steps: Sequence[Step], verifier: _Verifier | N
             model = snapshot
             continue
         new = result.model
+        keep_declared_output_dims(new, declared)
         if result.modified:
             _make_weights_contiguous(new)
         record.seconds = time.perf_counter() - start
@@ -619,6 +635,21 @@ def _run_steps(model: "ir.Model", steps: Sequence[Step], verifier: _Verifier | N
         model = new
         record.nodes_after = _node_count(model)
     return model, records, None
+
+
+def keep_declared_output_dims(model: "ir.Model", declared: Sequence[Any]) -> int:
+    """Give back the graph outputs' symbolic dims that a step's shape inference made static (a TorchScript export
+    declares ``[batch, dim_1, 768]`` where the sequence is always 128): the interface stays as declared. Returns how
+    many outputs were restored."""
+    restored = 0
+    for value, shape in zip(model.graph.outputs, declared):
+        now = value.shape
+        if shape is None or now is None or len(now) != len(shape) or now == shape:
+            continue
+        if any(not isinstance(d, int) and isinstance(n, int) for d, n in zip(shape, now)):
+            value.shape = shape.copy()
+            restored += 1
+    return restored
 
 
 def _make_weights_contiguous(model: "ir.Model") -> None:

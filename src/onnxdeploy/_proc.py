@@ -160,3 +160,43 @@ def _group_alive(pgid: int) -> bool:
     except (ProcessLookupError, PermissionError, OSError):
         return False
     return True
+
+
+def start_child(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike | None = None,
+    stdout=None,
+    stderr=None,
+) -> subprocess.Popen:
+    """Start ``argv`` in the background (a server): its own process group, dying with us as :func:`run_child`'s
+    children do (atexit, SIGTERM/SIGINT, PR_SET_PDEATHSIG). Stop it with :func:`stop_child`."""
+    libc = _load_libc()
+    posix = os.name == "posix"
+    _install_signal_handlers()
+    proc = subprocess.Popen(
+        list(argv), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+        env=dict(env) if env is not None else None, cwd=cwd, start_new_session=posix,
+        preexec_fn=_pdeathsig_preexec(os.getpid(), libc) if libc is not None else None,
+    )
+    with _lock:
+        _live[proc.pid] = proc
+    return proc
+
+
+def stop_child(proc: subprocess.Popen, *, grace: float = 5.0) -> int | None:
+    """SIGTERM the group of a :func:`start_child` child, SIGKILL it after ``grace`` seconds; its exit code."""
+    with _lock:
+        _live.pop(proc.pid, None)
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    kill_group(proc)  # whatever is left of the group
+    return proc.returncode

@@ -42,13 +42,12 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 
 from onnxdeploy._bench import RatioMeasurement, noisy_note, ratio_words
+from onnxdeploy._calibration import load_calibration  # noqa: F401  (also its public home for older callers)
 from onnxdeploy.errors import OutputsDisagree, UnsupportedError, UserInputError
 from onnxdeploy._io import ModelLike, as_proto
 
 if TYPE_CHECKING:
     import onnx
-
-    from onnxdeploy._run import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +174,7 @@ class QuantizeReport:
     threads: int | None
     attempts: list[Attempt]  # the chosen one first
     warnings: list[str] = field(default_factory=list)
+    calibration_details: str = ""  # how the calibration data was read (file layout; image resize/normalize)
 
     @property
     def best(self) -> Attempt:
@@ -263,7 +263,8 @@ class QuantizeReport:
         return dict(
             output=self.output, model_kind=self.model_kind, mode=self.mode, format=self.format,
             activation_type=self.activation_type, weight_type=self.weight_type, per_channel=self.per_channel,
-            calibration=self.calibration, calibration_samples=self.calibration_samples,
+            calibration=self.calibration, calibration_details=self.calibration_details,
+            calibration_samples=self.calibration_samples,
             heldout_samples=self.heldout_samples, excluded_nodes=self.excluded_nodes,
             transformer_fusions=self.transformer_fusions, quantized_ops=self.quantized_ops,
             quantized_nodes=self.quantized_nodes, decision=self.decision, input_bytes=self.input_bytes,
@@ -499,130 +500,6 @@ def synthesize_samples(
                 feeds[s.name] = rng.integers(0, ranges[s.name], size=feeds[s.name].shape).astype(s.dtype)
         samples.append(feeds)
     return samples
-
-
-def _split_samples(arrays: Mapping[str, np.ndarray], specs: Sequence["InputSpec"], where: str) -> list[dict]:
-    """Turn ``{input: stacked array}`` into a list of per-sample feeds.
-
-    An array with one more dim than the input holds samples along axis 0; one with the input's rank is a batch,
-    split into items of the model's batch size (1 when the batch dim is symbolic).
-    """
-    from onnxdeploy._run import check_input_names
-
-    check_input_names(arrays, specs, f"calibration {where}")
-    missing = [s.name for s in specs if s.name not in arrays]
-    if missing:
-        raise UserInputError(
-            f"calibration {where} lacks input(s) {', '.join(missing)}",
-            hint=f"the model's inputs are {', '.join(s.name for s in specs)}",
-        )
-    per_input: dict[str, list[np.ndarray]] = {}
-    for s in specs:
-        arr = np.asarray(arrays[s.name])
-        if s.shape is not None and arr.ndim == len(s.shape) + 1:
-            per_input[s.name] = [arr[i] for i in range(arr.shape[0])]
-        elif s.shape is not None and arr.ndim == len(s.shape) and arr.ndim > 0:
-            step = s.shape[0] if isinstance(s.shape[0], int) and s.shape[0] > 0 else 1
-            if arr.shape[0] % step:
-                raise UserInputError(
-                    f"calibration {where}: input {s.name!r} has {arr.shape[0]} rows, not a multiple of the model's "
-                    f"batch size {step}"
-                )
-            per_input[s.name] = [arr[i : i + step] for i in range(0, arr.shape[0], step)]
-        else:
-            per_input[s.name] = [arr]
-    counts = {name: len(v) for name, v in per_input.items()}
-    if len(set(counts.values())) > 1:
-        raise UserInputError(
-            f"calibration {where}: inputs hold different numbers of samples ({counts})",
-            hint="give every input the same number of samples along axis 0",
-        )
-    n = next(iter(counts.values()), 0)
-    return [{name: per_input[name][i] for name in per_input} for i in range(n)]
-
-
-def _read_sample_folder(folder: Path, specs: Sequence["InputSpec"]) -> dict[str, np.ndarray]:
-    from onnxdeploy._run import read_tensor_file, read_tensor_name
-
-    feeds: dict[str, np.ndarray] = {}
-    files = sorted(f for f in folder.iterdir() if f.suffix in (".npy", ".pb"))
-    for i, f in enumerate(files):
-        name = read_tensor_name(f) if f.suffix == ".pb" else None
-        if name is None:
-            name = f.stem if any(s.name == f.stem for s in specs) else None
-        if name is None and f.stem.startswith("input_") and f.stem[6:].isdigit() and int(f.stem[6:]) < len(specs):
-            name = specs[int(f.stem[6:])].name
-        if name is None and len(specs) == 1:
-            name = specs[0].name
-        if name is None:
-            raise UserInputError(
-                f"calibration file {f}: cannot tell which input it is",
-                hint=f"name files after the inputs ({', '.join(s.name + '.npy' for s in specs)}) or input_K.pb",
-            )
-        feeds[name] = read_tensor_file(f)
-    return feeds
-
-
-def load_calibration(source, model: ModelLike) -> list[dict[str, np.ndarray]]:
-    """Calibration samples from a dict of arrays, an ``.npz``, a folder of ``.npy``/``.pb`` files, or a folder of
-    sample folders (the ONNX ``test_data_set_K`` layout); arrays are split into samples along axis 0."""
-    from onnxdeploy._run import input_specs, read_npz, validate_inputs
-
-    specs = input_specs(model)
-    if isinstance(source, Mapping):
-        samples = _split_samples(source, specs, "data")
-    elif isinstance(source, (list, tuple)):
-        samples = [dict(s) for s in source]
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise UserInputError(f"calibration data {path}: no such file or folder")
-        if path.is_file():
-            if path.suffix != ".npz":
-                raise UserInputError(
-                    f"calibration data {path}: expected an .npz file or a folder", hint="save with np.savez(path, **arrays)"
-                )
-            samples = _split_samples(read_npz(path), specs, str(path))
-        else:
-            subfolders = sorted(p for p in path.iterdir() if p.is_dir())
-            if subfolders:
-                samples = [_read_sample_folder(p, specs) for p in subfolders]
-            else:
-                samples = _samples_from_flat_folder(path, specs)
-    if not samples:
-        raise UserInputError(f"calibration data {source}: holds no samples")
-    for i, s in enumerate(samples):
-        try:
-            validate_inputs(specs, s)
-        except UserInputError as err:
-            raise UserInputError(f"calibration sample {i}: {err.message}", hint=err.hint) from err
-    return samples
-
-
-def _samples_from_flat_folder(path: Path, specs: Sequence["InputSpec"]) -> list[dict]:
-    from onnxdeploy._run import read_tensor_file
-
-    files = sorted(f for f in path.iterdir() if f.suffix in (".npy", ".pb"))
-    if not files:
-        raise UserInputError(f"calibration folder {path}: no .npy or .pb files in it")
-    names = [s.name for s in specs]
-    if all(f.stem in names for f in files):  # one stacked file per input
-        return _split_samples({f.stem: read_tensor_file(f) for f in files}, specs, str(path))
-    if len(specs) == 1:  # every file is one sample (or a batch) of the only input
-        samples: list[dict] = []
-        for f in files:
-            samples.extend(_split_samples({names[0]: read_tensor_file(f)}, specs, str(f)))
-        return samples
-    groups: dict[str, dict] = {}
-    for f in files:  # NAME_K.npy: input NAME of sample K
-        stem, _, k = f.stem.rpartition("_")
-        if stem not in names:
-            raise UserInputError(
-                f"calibration file {f}: not named after an input",
-                hint=f"use NAME_K.npy with NAME one of {', '.join(names)}, or one folder per sample",
-            )
-        groups.setdefault(k, {})[stem] = read_tensor_file(f)
-    return [groups[k] for k in sorted(groups, key=lambda k: (len(k), k))]
 
 
 # ---------------------------------------------------------------- exclusions
@@ -917,6 +794,7 @@ class _Data:
     source: str
     reference: list[dict] | None
     fp32_session: object = None
+    details: str = ""  # how the calibration data was read (file layout; image resize/normalize/layout)
 
 
 def _check_output(model: ModelLike, output) -> None:
@@ -956,16 +834,35 @@ def _data(src: _Source, opts: QuantizeOptions, warnings: list[str]) -> _Data:
         held = synthesize_samples(src.proto, opts.heldout or DEFAULT_HELDOUT, dims=dims, shapes=opts.shapes,
                                   seed=opts.seed + 10_000)
         source = f"synthesized ({count} seeded samples)"
+        details = ""
     else:
-        calib, held = _split_heldout(load_calibration(opts.calibration, src.proto), opts.heldout, warnings)
+        loaded = _load_calibration(opts, src.proto)
+        calib, held = _split_heldout(loaded, opts.heldout, warnings)
         if opts.samples is not None:
             calib = calib[: opts.samples]
         cal = opts.calibration
-        source = str(cal) if isinstance(cal, (str, os.PathLike)) else type(cal).__name__
+        source = str(cal) if isinstance(cal, (str, os.PathLike)) or hasattr(cal, "load") else type(cal).__name__
+        details = loaded.description
     fp32 = _session(src.fp32_path, opts) if (opts.verify or opts.measure) else None
     reference = _run_all(fp32, held) if fp32 is not None else None
     warnings += _nonfinite_warnings(reference or [])
-    return _Data(calib, held, source, reference, fp32)
+    return _Data(calib, held, source, reference, fp32, details)
+
+
+def _load_calibration(opts: QuantizeOptions, model: "onnx.ModelProto"):
+    """The user's calibration data; with ``samples`` N (and no limit of its own), a seeded subset of N plus the
+    held-out ones is read, so that a folder of 50,000 images is not."""
+    import dataclasses
+
+    from onnxdeploy._calibration import Calibration
+
+    limit = None if opts.samples is None else opts.samples + (opts.heldout if opts.heldout is not None else 8)
+    cal = opts.calibration
+    if isinstance(cal, Calibration):
+        return load_calibration(cal if cal.limit is not None else dataclasses.replace(cal, limit=limit), model)
+    if isinstance(cal, (str, os.PathLike)):
+        return load_calibration(cal, model, limit=limit, seed=opts.seed)
+    return load_calibration(cal, model)  # arrays or feeds given in Python: all of them, as before
 
 
 def _split_heldout(data: list[dict], heldout: int | None, warnings: list[str]) -> tuple[list[dict], list[dict]]:
@@ -1131,6 +1028,7 @@ def _report(attempts: list[Attempt], decision: str, src: _Source, data: _Data, o
         output=written[0],
         model_kind=src.kind,
         calibration=data.source if static else "not needed (dynamic)",
+        calibration_details=data.details if static else "",
         calibration_samples=len(data.calibration) if static else 0,
         heldout_samples=len(data.heldout),
         decision=decision,
@@ -1166,19 +1064,35 @@ def quantize(
     min_cosine: float = DEFAULT_MIN_COSINE,
     measure_seconds: float = MEASURE_SECONDS,
     extra_options: Mapping[str, object] | None = None,
+    weights: str | None = None,
+    block_size: int = 32,
+    symmetric: bool = True,
+    accuracy_level: int | None = None,
 ) -> QuantizeReport:
     """Quantize ``model`` to int8, check it against fp32 on held-out inputs, time it, and write it to ``output``.
 
     ``mode``: ``auto`` (by model type; see the module doc), ``static`` (QDQ, calibrated) or ``dynamic``.
-    ``calibration``: an ``.npz`` path, a folder of ``.npy``/``.pb`` files (or of sample folders), a dict of stacked
-    arrays, a list of feed dicts, or None to synthesize ``samples`` seeded inputs (with a warning). Some samples are
-    held out for evaluation (``heldout``, default a fifth up to 8). ``exclude_nodes`` are node-name globs,
+    ``calibration``: an ``.npz`` path, a folder of ``.npy``/``.pb`` files (or of sample folders), a folder of images,
+    a :class:`~onnxdeploy.Calibration` (a source with its image options), a dict of stacked arrays, a list of feed
+    dicts (see :func:`~onnxdeploy.load_calibration`), or None to synthesize ``samples`` seeded inputs (with a
+    warning). Some samples are held out for evaluation (``heldout``, default a fifth up to 8). ``exclude_nodes`` are node-name globs,
     ``exclude_ops`` op types kept in fp32. With ``verify`` a cosine below ``min_cosine`` raises
     :class:`OutputsDisagree` and nothing is written; ``output=None`` quantizes and measures without writing.
     ``measure_seconds`` is the budget for timing each attempt until its speedup is stable (else reported noisy).
     A model where nothing would run quantized raises :class:`UnsupportedError` (or :class:`UserInputError` when
     the user excluded it all) and writes nothing.
+
+    ``weights="int4"``/``"int8"`` quantizes the MatMul weights only, block-wise (``block_size``, ``symmetric``,
+    ``accuracy_level``), to onnxruntime's MatMulNBits: :func:`onnxdeploy.quantize_weights`, which returns a
+    :class:`~onnxdeploy.WeightQuantReport` (for decoders: token agreement, logits cosine, decode tokens/s).
     """
+    if weights is not None:  # weight-only: onnxdeploy._weight_quant (its own int4/int8 bounds unless min_cosine given)
+        from onnxdeploy._weight_quant import quantize_weights
+
+        return quantize_weights(model, output, weights=weights, block_size=block_size, symmetric=symmetric,
+                                accuracy_level=accuracy_level, exclude_nodes=exclude_nodes, verify=verify,
+                                measure=measure, threads=threads, seed=seed,
+                                min_cosine=None if min_cosine == DEFAULT_MIN_COSINE else min_cosine)
     opts = QuantizeOptions(
         mode=mode, calibration=calibration, per_channel=per_channel, weight_type=weight_type,
         activation_type=activation_type, exclude_nodes=tuple(exclude_nodes), exclude_ops=tuple(exclude_ops),

@@ -106,6 +106,105 @@ def _dims_text(shape) -> str:
     return "x".join(map(str, shape)) or "scalar"
 
 
+def _nines(cosine: float | None) -> float:
+    """-log10(1 - cosine): 3 for 0.999, 6 for 0.999999 (capped at 7): the accuracy axis of the Pareto chart."""
+    import math
+
+    if cosine is None:
+        return 0.0
+    return min(7.0, -math.log10(max(1e-7, 1.0 - cosine)))
+
+
+def pareto_svg(choice: Mapping, *, width: int = 640, height: int = 360) -> str:
+    """Latency (x, log scale) against accuracy (y: nines of cosine to onnxruntime fp32) of every measured candidate of
+    ``PrecisionChoice.to_dict()``: the Pareto front (faster and more accurate than every other) joined by a line, the
+    budget as a dashed line, the winner ringed. Inline SVG, no script."""
+    import math
+
+    pts = [c for c in choice.get("candidates", []) if c.get("p50_ms") and c.get("cosine") is not None]
+    if not pts:
+        return ""
+    left, right, top, bottom = 60, 150, 20, 44
+    xs = [math.log10(c["p50_ms"]) for c in pts]
+    lo, hi = min(xs), max(xs)
+    lo, hi = (lo - 0.1, hi + 0.1) if hi - lo < 0.2 else (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+    budget = _nines(choice.get("budget", {}).get("min_cosine"))
+    y_hi = max(7.0, *(_nines(c["cosine"]) for c in pts))
+
+    def x(c):
+        return left + (width - left - right) * (math.log10(c["p50_ms"]) - lo) / (hi - lo)
+
+    def y(n):
+        return top + (height - top - bottom) * (1 - n / y_hi)
+
+    front = []
+    for c in sorted(pts, key=lambda c: c["p50_ms"]):  # faster first: on the front when more accurate than all before
+        if not front or _nines(c["cosine"]) > _nines(front[-1]["cosine"]):
+            front.append(c)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11" '
+             'font-family="Helvetica, Arial, sans-serif" role="img" aria-label="Pareto chart of the candidates">',
+             f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
+             'fill="none" stroke="#bbb"/>',
+             f'<line x1="{left}" x2="{width - right}" y1="{y(budget):.1f}" y2="{y(budget):.1f}" stroke="#b02a37" '
+             f'stroke-dasharray="5,4"/><text x="{width - right + 4}" y="{y(budget) + 4:.1f}" fill="#b02a37">budget '
+             f'{_e(choice.get("budget", {}).get("text", ""))}</text>']
+    parts.append('<polyline fill="none" stroke="#4c78a8" stroke-width="1.5" points="'
+                 + " ".join(f"{x(c):.1f},{y(_nines(c['cosine'])):.1f}" for c in front) + '"/>')
+    for c in pts:
+        cx, cy = x(c), y(_nines(c["cosine"]))
+        color = "#146c2e" if c["status"] == "ok" else "#b02a37"
+        if c["label"] == choice.get("winner"):
+            parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="9" fill="none" stroke="#f58518" stroke-width="2.5"/>')
+        parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="4.5" fill="{color}"><title>{_e(c["label"])}: '
+                     f'{c["p50_ms"]:.3f} ms, cosine {c["cosine"]:.6f}</title></circle>')
+        parts.append(f'<text x="{cx + 7:.1f}" y="{cy - 6:.1f}">{_e(c["label"])}</text>')
+    for n in range(0, int(y_hi) + 1):
+        parts.append(f'<text x="{left - 6}" y="{y(n) + 4:.1f}" text-anchor="end" fill="#666">'
+                     f'{1 - 10 ** -n:.{max(n, 1)}f}</text>' if n else
+                     f'<text x="{left - 6}" y="{y(n) + 4:.1f}" text-anchor="end" fill="#666">0</text>')
+    for e in range(math.floor(lo), math.ceil(hi) + 1):
+        for m in (1, 2, 5):
+            v = math.log10(m) + e
+            if lo <= v <= hi:
+                px = left + (width - left - right) * (v - lo) / (hi - lo)
+                parts.append(f'<text x="{px:.1f}" y="{height - bottom + 14}" text-anchor="middle" fill="#666">'
+                             f'{m * 10.0 ** e:g}</text>')
+    parts.append(f'<text x="{left}" y="{height - 8}" fill="#444">p50 latency, ms (log scale; left is faster) - '
+                 'up is closer to onnxruntime fp32 (cosine); green within the budget, red outside; ringed: chosen'
+                 '</text></svg>')
+    return "".join(parts)
+
+
+def _precision_section(steps: list[Mapping]) -> list[str]:
+    choice = next((s["details"]["precision_choice"] for s in steps
+                   if (s.get("details") or {}).get("precision_choice")), None)
+    if not choice:
+        return []
+    out = [f"<h2>Precision: the fastest artefact within the budget</h2><p><b>Why:</b> {_e(choice['why'])}</p>",
+           f"<p>Budget: {_e(choice['budget']['text'])}; held out: {_e(choice['held_out_source'])}; calibration: "
+           f"{_e(choice['calibration_source'])}; {choice.get('threads') or 'default'} thread(s), timed interleaved "
+           f"with onnxruntime fp32 (p50 {_fmt(choice.get('baseline_ms'), '.3f')} ms).</p>",
+           "<table><tr><th>Candidate</th><th>Status</th><th>p50 (ms)</th><th>vs onnxruntime fp32</th><th>Cosine</th>"
+           "<th>Top-1 agreement</th><th>Size (MB)</th><th>Of peak</th><th>Note</th></tr>"]
+    base = choice.get("baseline_ms")
+    for c in choice["candidates"]:
+        chosen = c["label"] == choice.get("winner")
+        ratio = c["p50_ms"] / base if c.get("p50_ms") and base else None
+        peak = c.get("fraction_of_peak")
+        style = ' style="background:#fff3cd"' if chosen else ""
+        out.append(f'<tr{style}><td>{_e(c["label"])}</td>'
+                   f'<td class="{"ok" if c["status"] == "ok" else "failed" if c["status"] != "skipped" else "skipped"}">'
+                   f'{_e(c["status"])}</td><td class="num">{_fmt(c.get("p50_ms"), ".3f")}</td>'
+                   f'<td class="num">{_fmt(ratio, ".2f")}{"x" if ratio else ""}</td>'
+                   f'<td class="num">{_fmt(c.get("cosine"), ".6f")}</td>'
+                   f'<td class="num">{_fmt(c["top1"] and 100 * c["top1"], ".1f")}{"%" if c.get("top1") else ""}</td>'
+                   f'<td class="num">{_fmt(c["size_bytes"] / 1e6 if c.get("size_bytes") else None, ".2f")}</td>'
+                   f'<td class="num">{_fmt(peak and 100 * peak, ".1f")}{"%" if peak else ""}</td>'
+                   f'<td>{"chosen" if chosen else _e(c.get("reason"))}</td></tr>')
+    out.append("</table>" + pareto_svg(choice))
+    return out
+
+
 def deploy_html(d: Mapping, graph_svg: str | None = None) -> str:
     """The report page of one deploy, from ``DeployReport.to_dict()``; the verdict line comes first."""
     passed = d["passed"]
@@ -131,8 +230,14 @@ def deploy_html(d: Mapping, graph_svg: str | None = None) -> str:
     out += [_step_row(s) for s in d["steps"]]
     out.append("</table>")
     out += _check_table(d["steps"])
+    out += _precision_section(d["steps"])
     if d["latency"]:
         out += _latency_table(d["latency"], d.get("bench_inputs") or {})
+        versus = next((s.get("details", {}).get("vs_onnxruntime") for s in d["steps"] if s["name"] == "benchmark"),
+                      None)
+        if versus:
+            out.append(f'<p class="{"failed" if versus["slower"] else "passed"}"><b>{_e(versus["engine"])} vs '
+                       f'onnxruntime, same inputs:</b> {_e(versus["statement"])}</p>')
     out += _ops_table(d["ops_before"], d["ops_after"])
     out.append("<h2>What changed</h2>")
     out.append("<ul>" + "".join(f"<li><code>{_e(c)}</code></li>" for c in d["changes"]) + "</ul>"

@@ -230,3 +230,204 @@ def apply_rule(graph: "ir.Graph", node: "ir.Node", rule: Rule) -> None:
 
 
 __all__ = ["CONTRIB_DOMAIN", "RULES", "Rule", "applicable_rule", "apply_rule", "rule_fits"]
+
+
+# ------------------------------------------------------------------------------------------------ attention masks
+# transformers exports the attention mask as boolean logic: Cast(mask -> bool), Equal/Not/And/Or, Expand/GatherND
+# to broadcast it, then Where(mask, 0, -big) (or Where(mask, scores, -inf)). ncnn, TFLite and ExecuTorch's int8 flow
+# have no bool tensors; the same values computed in float 0/1 arithmetic (And -> Mul, Or -> Max, Not -> 1 - x,
+# Where(c, a, b) -> c*a + (1 - c)*b) give the additive float mask those engines take, bit for bit.
+MASK_RULE = "attention-mask"
+MASK_RULE_DESCRIBE = ("boolean attention mask (Cast/Equal/And/Where on bool) -> additive float mask "
+                      "((1 - mask) * min, And -> Mul, Where -> c*a + (1-c)*b)")
+_BOOL_LOGIC = {"And": "Mul", "Or": "Max"}
+_MOVES = {"Expand": 1, "Reshape": 1, "Unsqueeze": 1, "Squeeze": 1, "Slice": 1, "Gather": 1, "GatherND": 1,
+          "GatherElements": 1, "Transpose": 1, "Tile": 1, "Identity": 1, "Flatten": 1, "Concat": None}
+_INT_COMPARE = {"Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual"}
+
+
+def bool_mask_wheres(graph: "ir.Graph") -> list["ir.Node"]:
+    """The Where nodes that select float values with a boolean condition (the attention-mask pattern)."""
+    import onnx_ir as ir
+
+    return [n for n in graph if n.op_type == "Where" and n.domain in ("", "ai.onnx")
+            and n.inputs[0] is not None and n.inputs[0].dtype == ir.DataType.BOOL
+            and n.outputs[0].dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16)]
+
+
+class _MaskRewriter:
+    """Rebuilds the boolean region feeding a Where in float 0/1 arithmetic (new nodes; the old ones die unused)."""
+
+    def __init__(self, graph: "ir.Graph", dtype) -> None:
+        import onnx_ir as ir
+
+        self.graph, self.ir = graph, ir
+        self.dtype = dtype
+        self.np_dtype = dtype.numpy()
+        self.memo: dict[int, "ir.Value"] = {}
+        self.nodes: list["ir.Node"] = []
+
+    def op(self, op_type: str, inputs: list, **attrs) -> "ir.Value":
+        node = self.ir.node(op_type, inputs, attributes=attrs or None)
+        node.outputs[0].dtype = self.dtype
+        self.nodes.append(node)
+        return node.outputs[0]
+
+    def const(self, value) -> "ir.Value":
+        return self.op("Constant", [], value=self.ir.tensor(np.asarray(value, dtype=self.np_dtype)))
+
+    def finite(self, value: "ir.Value") -> "ir.Value":
+        """A float constant with -inf/+inf replaced by the dtype's min/max (0 * -inf would be NaN); else as is."""
+        tensor = self.ir.convenience.get_const_tensor(value)
+        if tensor is None:
+            return value
+        arr = tensor.numpy()
+        if not np.isinf(arr).any():
+            return value
+        info = np.finfo(arr.dtype)
+        return self.const(np.clip(np.nan_to_num(arr, posinf=info.max, neginf=info.min), info.min, info.max))
+
+    def to_float(self, value: "ir.Value") -> "ir.Value":
+        """``value`` (bool) as 0/1 floats."""
+        key = id(value)
+        if key not in self.memo:
+            self.memo[key] = self._convert(value)
+        return self.memo[key]
+
+    def _convert(self, value: "ir.Value") -> "ir.Value":
+        tensor = self.ir.convenience.get_const_tensor(value)
+        if tensor is not None:
+            return self.const(tensor.numpy().astype(self.np_dtype))
+        node = value.producer()
+        op = node.op_type if node is not None and node.domain in ("", "ai.onnx") else None
+        if op == "Cast":
+            src = node.inputs[0]
+            f = src if src.dtype == self.dtype else self.op("Cast", [src], to=self.dtype)
+            return self.op("Min", [self.op("Abs", [f]), self.const(1.0)])  # nonzero -> 1 (exact for integers)
+        if op in _BOOL_LOGIC:
+            return self.op(_BOOL_LOGIC[op], [self.to_float(node.inputs[0]), self.to_float(node.inputs[1])])
+        if op == "Not":
+            return self.op("Sub", [self.const(1.0), self.to_float(node.inputs[0])])
+        if op in _INT_COMPARE and all(v is not None and v.dtype is not None and v.dtype.is_integer()
+                                      for v in node.inputs):
+            return self._compare(op, node)
+        if op in _MOVES and node.outputs[0] is value:
+            return self._move(node)
+        return self.op("Cast", [value], to=self.dtype)  # anything else: computed as bool, then cast
+
+    def _compare(self, op: str, node) -> "ir.Value":
+        a, b = (self.op("Cast", [v], to=self.dtype) for v in node.inputs[:2])
+        if op == "Equal":
+            return self.op("Sub", [self.const(1.0), self.op("Min", [self.op("Abs", [self.op("Sub", [a, b])]),
+                                                                   self.const(1.0)])])
+        diff = self.op("Sub", [a, b] if op in ("Greater", "GreaterOrEqual") else [b, a])
+        if op.endswith("OrEqual"):
+            diff = self.op("Add", [diff, self.const(1.0)])
+        return self.op("Max", [self.op("Min", [diff, self.const(1.0)]), self.const(0.0)])  # integers: exact
+
+    def _move(self, node) -> "ir.Value":
+        data_slots = range(len(node.inputs)) if _MOVES[node.op_type] is None else range(_MOVES[node.op_type])
+        inputs = [self.to_float(v) if i in data_slots and v is not None else v for i, v in enumerate(node.inputs)]
+        if node.op_type == "GatherND":
+            reshaped = self._identity_gather(node, inputs[0])
+            if reshaped is not None:
+                return reshaped
+        attrs = {k: a.value for k, a in node.attributes.items()}
+        return self.op(node.op_type, inputs, **attrs)
+
+    def _identity_gather(self, node, data) -> "ir.Value | None":
+        """GatherND(data, constant indices) that reads every element of ``data`` once, in order: a Reshape."""
+        indices = self.ir.convenience.get_const_tensor(node.inputs[1])
+        shape = node.inputs[0].shape
+        if indices is None or shape is None or not shape.is_static() or node.attributes.get("batch_dims") is not None \
+                and node.attributes["batch_dims"].value != 0:
+            return None
+        idx = indices.numpy()
+        dims = tuple(int(d) for d in shape)
+        if idx.shape[-1] != len(dims) or int(np.prod(idx.shape[:-1])) != int(np.prod(dims)):
+            return None
+        flat = np.ravel_multi_index(tuple(np.moveaxis(idx, -1, 0)), dims)
+        if not np.array_equal(flat.ravel(), np.arange(flat.size)):
+            return None
+        target = self.ir.tensor(np.array(idx.shape[:-1], dtype=np.int64))
+        return self.op("Reshape", [data, self.op_int("Constant", value=target)])
+
+    def op_int(self, op_type: str, **attrs) -> "ir.Value":
+        node = self.ir.node(op_type, [], attributes=attrs)
+        self.nodes.append(node)
+        return node.outputs[0]
+
+    def where(self, node) -> "ir.Value":
+        c = self.to_float(node.inputs[0])
+        a, b = self.finite(node.inputs[1]), self.finite(node.inputs[2])
+        keep = self.op("Sub", [self.const(1.0), c])
+        parts = [self.op("Mul", [c, a]) if not _is_zero(self.ir, a) else None,
+                 self.op("Mul", [keep, b]) if not _is_zero(self.ir, b) else None]
+        parts = [p for p in parts if p is not None]
+        return parts[0] if len(parts) == 1 else self.op("Add", parts) if parts else self.op("Mul", [c, self.const(0.0)])
+
+
+def _is_zero(ir, value) -> bool:
+    tensor = ir.convenience.get_const_tensor(value)
+    return tensor is not None and not np.any(tensor.numpy())
+
+
+def rewrite_bool_masks(model: "ir.Model") -> int:
+    """Rewrite every boolean-mask Where (and the bool logic feeding it) of the main graph into float arithmetic, in
+    place; returns how many Where nodes were rewritten. Exact: 0/1 floats, finite constants for +-inf."""
+    from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+    graph = model.graph
+    wheres = bool_mask_wheres(graph)
+    rewriters: dict = {}
+    for i, node in enumerate(wheres):
+        dtype = node.outputs[0].dtype
+        rw = rewriters.setdefault(dtype, _MaskRewriter(graph, dtype))
+        start = len(rw.nodes)
+        out = rw.where(node)
+        new = rw.nodes[start:]
+        for k, n in enumerate(new):
+            n.name = f"{node.name or 'Where'}/mask_as_float/{n.op_type}_{k}"
+        graph.insert_before(node, new)
+        out.name = node.outputs[0].name
+        node.outputs[0].name = f"{out.name}__bool_where"
+        out.shape = node.outputs[0].shape
+        node.outputs[0].replace_all_uses_with(out, replace_graph_outputs=True)
+    if wheres:
+        RemoveUnusedNodesPass()(model)
+    return len(wheres)
+
+
+__all__ += ["MASK_RULE", "MASK_RULE_DESCRIBE", "bool_mask_wheres", "rewrite_bool_masks"]
+
+# pnnx lowers an ONNX embedding lookup to ncnn's Embed only in the exact form Gather(table, ids) with no attributes
+# (its F.embedding pattern lists none; the exporters write axis=0 explicitly); otherwise it keeps a Gather layer,
+# which ncnn does not have. Dropping the default-valued attribute is exact.
+EMBED_RULE = "embedding-gather"
+EMBED_RULE_DESCRIBE = ("embedding lookup Gather(constant 2-D table, ids, axis=0) -> the same Gather without its "
+                       "default axis attribute (the form pnnx lowers to ncnn's Embed)")
+
+
+def embedding_gathers(graph: "ir.Graph") -> list["ir.Node"]:
+    """Gather nodes that look up rows of a constant 2-D table with computed ids and say ``axis=0`` explicitly."""
+    import onnx_ir as ir
+
+    def fits(n) -> bool:
+        table, ids = (list(n.inputs) + [None, None])[:2]
+        axis = n.attributes.get("axis")
+        return (table is not None and ids is not None and axis is not None and axis.value == 0
+                and len(n.attributes) == 1 and table.const_value is not None and len(table.const_value.shape) == 2
+                and ids.const_value is None and ids.dtype in (ir.DataType.INT64, ir.DataType.INT32))
+
+    return [n for n in graph if n.op_type == "Gather" and n.domain in ("", "ai.onnx") and fits(n)]
+
+
+def rewrite_embedding_gathers(model: "ir.Model") -> int:
+    """Drop the explicit ``axis=0`` of every embedding-lookup Gather of the main graph, in place; returns how many."""
+    nodes = embedding_gathers(model.graph)
+    for n in nodes:
+        del n.attributes["axis"]
+    return len(nodes)
+
+
+__all__ += ["EMBED_RULE", "EMBED_RULE_DESCRIBE", "embedding_gathers", "rewrite_embedding_gathers"]

@@ -17,6 +17,7 @@ import numpy as np
 
 from onnxdeploy.errors import ModelFileError, OnnxDeployError, UnsupportedError, UserInputError
 from onnxdeploy._io import ModelLike, as_proto
+from onnxdeploy._llm import cache_layout
 
 if TYPE_CHECKING:
     import onnx
@@ -185,6 +186,9 @@ def default_dims(specs: Sequence[InputSpec], dims: Mapping[str, int] | None = No
         for axis, d in enumerate(spec.shape or ()):
             if isinstance(d, str) and d not in out:
                 out[d] = default_dim(spec, axis)
+    layout = cache_layout(specs)  # a decoder with a KV cache: past 16 unless set, total = past + sequence
+    if layout is not None:
+        return layout.fit(dims or {}, out)
     out.update(dims or {})
     return out
 
@@ -250,6 +254,7 @@ def synthesize_inputs(
         model = as_proto(model)
         specs = input_specs(model)
     specs = list(specs)
+    layout = cache_layout(specs)  # a decoder with a KV cache: mask of past + sequence ones, positions past..
     dims = default_dims(specs, dims)
     shapes = dict(shapes or {})
     check_input_names(shapes, specs, "--shape")
@@ -262,6 +267,8 @@ def synthesize_inputs(
         value = _random_array(rng, np.dtype((dtypes or {}).get(s.name, s.dtype)), shape)  # always drawn, so other inputs don't depend on roles
         if s.name not in shapes:
             value = _role_value(roles.get(s.name), s, shape, value, result, dims, shapes, specs)
+            fitted = layout.values(s.name, dims, s.dtype) if layout is not None else None
+            value = fitted if fitted is not None else value
         result[s.name] = value
     return result
 
@@ -516,7 +523,9 @@ def verification_plans(specs: Sequence[InputSpec], names: Sequence[str],
              {**dims, **{n: 2 if full[n] == 1 else 24 for n in free}}]
     real = [{**dims, **{n: full[n] for n in free}},
             {**dims, **{n: 2 if full[n] == 1 else max(8, full[n] * 3 // 4) for n in free}}]
-    return [small, real] if real[0] != small[0] else [small]
+    plans = [small, real] if real[0] != small[0] else [small]
+    layout = cache_layout(specs)  # a KV-cache decoder: a prompt chunk and a decode step, total = past + sequence
+    return layout.adjust_plans(plans, dims) if layout is not None else plans
 
 
 def dims_label(assignment: Mapping[str, int]) -> str:
@@ -562,6 +571,9 @@ def prepare_inputs(
     feeds.update(inputs or {})
     check_input_names(feeds, specs, "input")
     missing = [s for s in specs if s.name not in feeds]
+    layout = cache_layout(specs) if missing and feeds else None
+    if layout is not None:  # the synthesized rest of a KV-cache decoder's inputs matches the given tensors
+        dims = layout.fit({**layout.given_dims(feeds), **(dims or {})})
     if missing:
         feeds.update(synthesize_inputs(model, dims=dims, shapes=shapes, seed=seed, specs=missing, dtypes=dtypes))
     validate_inputs(specs, feeds)

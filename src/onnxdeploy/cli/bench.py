@@ -27,7 +27,11 @@ EXAMPLES = """[b]Examples[/b]
 
   onnxdeploy bench model.onnx --batch 1 --batch 8 --duration 10
 
-  onnxdeploy bench model.onnx --profile --svg ops.svg --json"""
+  onnxdeploy bench model.onnx --profile --svg ops.svg --json
+
+  onnxdeploy bench model.onnx --precision auto --target openvino     [dim](every precision, interleaved)[/dim]
+
+  onnxdeploy bench model.onnx --precision int8 --target auto --threads 2"""
 
 ModelsArg = Annotated[list[Path], typer.Argument(metavar="MODEL...", help="One or more .onnx models; the first is the reference.")]
 
@@ -54,6 +58,10 @@ def bench(
     seed: SeedOpt = 0,
     profile: Annotated[bool, typer.Option("--profile", help="Add per-op-type time from onnxruntime's profiler.")] = False,
     svg: Annotated[Optional[Path], typer.Option("--svg", help="With --profile: write a bar chart here.")] = None,
+    precision: Annotated[Optional[str], typer.Option(
+        "--precision", help="Precision to build: fp32, bf16, fp16, int8, or auto (every one --target builds) and time each artefact against onnxruntime fp32, with its cosine and size.")] = None,
+    target: Annotated[str, typer.Option("--target", help="Deployment target: onnxruntime, openvino, ... With --precision: the "
+                                        "engine(s) to build for, or auto (every installed one).")] = "onnxruntime",
     as_json: JsonOpt = False,
 ) -> None:
     """Time models on onnxruntime: p50/p90/p99, mean and throughput; several models side by side."""
@@ -63,6 +71,8 @@ def bench(
 
     optimization_level = check_opt_level(opt_level)
     given = inputs_from(input_, inputs, dim, shape, seed)
+    if precision is not None:
+        return _bench_precisions(models, precision, target, given, threads, duration, seed, as_json)
     feeds = given.feeds(str(models[0])) if given.given else None  # tensors given: every model runs on them
     if svg is not None and not profile:
         profile = True
@@ -139,6 +149,39 @@ def _vs_first(m) -> str:
 
 def _ms(value: float) -> str:
     return f"{value:.1f}" if value >= 100 else f"{value:.2f}" if value >= 1 else f"{value:.3f}"
+
+
+def _bench_precisions(models, precision, target, given, threads, duration, seed, as_json) -> None:
+    """``bench --precision``: the candidates of :func:`onnxdeploy.choose_precision` (budget 0: every one is timed)."""
+    import tempfile
+
+    from onnxdeploy import choose_precision
+    from onnxdeploy.cli import output as out
+    from onnxdeploy.errors import UserInputError
+
+    if len(models) != 1:
+        raise UserInputError("--precision builds one model at several precisions: give one MODEL")
+    held = [given.feeds(str(models[0]))] if given.given else None
+    with tempfile.TemporaryDirectory(prefix="onnxdeploy-bench-") as tmp, out.progress() as bar:
+        task = bar.add_task("building", total=None)
+        choice = choose_precision(models[0], target=target, precision=precision, output_dir=tmp, held_out=held,
+                                  dims=dict(given.dims) or None, threads=threads, bench_seconds=duration or 2.0,
+                                  seed=seed, min_cosine=1e-9,
+                                  on_progress=lambda msg: bar.update(task, description=msg))
+    if as_json:
+        out.print_json(choice)
+        return
+    rows = [[c.label, c.status, "" if c.p50_ms is None else f"{c.p50_ms:.3f}",
+             "" if c.speedup is None else f"{1 / c.speedup:.2f}x", "" if c.cosine is None else f"{c.cosine:.6f}",
+             "" if c.top1 is None else f"{100 * c.top1:.1f}%", f"{c.size_bytes / 1e6:.2f} MB" if c.size_bytes else "",
+             "" if c.fraction_of_peak is None else f"{100 * c.fraction_of_peak:.1f}%", c.reason]
+            for c in choice.candidates]
+    out.show(out.table(f"{models[0]}: onnxruntime fp32 p50 {choice.baseline_ms or 0:.3f} ms, "
+                       f"{threads or 'default'} thread(s), interleaved",
+                       ["candidate", "status", "p50 ms", "vs ort fp32", "cosine", "top-1", "size", "of peak", "note"],
+                       rows))
+    if choice.winner is not None:
+        out.show(f"fastest: {choice.winner.label} ({choice.held_out_source} for cosine)")
 
 
 def register(app: typer.Typer) -> None:

@@ -57,6 +57,20 @@ TargetFromSuffixOpt = Annotated[Optional[str], typer.Option(
                            "(.xml openvino, .ort ort-mobile, .onnx onnxruntime, .engine tensorrt, .om ascend).")]
 AtolOpt = Annotated[float, typer.Option("--atol", help="Absolute tolerance.")]
 RtolOpt = Annotated[float, typer.Option("--rtol", help="Relative tolerance.")]
+# calibration data, the same flags wherever int8 is built (quantize, deploy, convert): see calibration_from()
+CalibrationOpt = Annotated[Optional[Path], typer.Option(
+    "--calibration", "-c", help="Calibration data: an .npz (one array per input, samples along axis 0), an .npy, a "
+    "folder of .npy/.pb files or of test_data_set_K folders, or a folder of images (.jpg/.png/.bmp; needs "
+    "onnxdeploy[images]).")]
+ImageSizeOpt = Annotated[Optional[str], typer.Option(
+    "--image-size", help="Calibration images: HxW or one side (default: the model input's static dims).")]
+MeanOpt = Annotated[Optional[str], typer.Option(
+    "--mean", help="Calibration images: mean per channel on [0,1] pixels, e.g. 0.485,0.456,0.406 (default: "
+    "ImageNet's, or the model's metadata).")]
+StdOpt = Annotated[Optional[str], typer.Option(
+    "--std", help="Calibration images: std per channel, e.g. 0.229,0.224,0.225 (default: ImageNet's).")]
+LayoutOpt = Annotated[Optional[str], typer.Option(
+    "--layout", help="Calibration images: NCHW or NHWC (default: from the input's shape).")]
 
 
 def parse_key_values(items: list[str] | None, *, option: str) -> dict[str, str]:
@@ -173,6 +187,34 @@ def inputs_from(input_: list[str] | None, inputs: Path | None, dim: list[str] | 
     shapes = parse_typed_shapes(shape, option="--shape")
     return Inputs(files=parse_key_values(input_, option="--input"), npz=inputs, dims=parse_dims(dim),
                   shapes=shapes, seed=seed)
+
+
+def calibration_from(path: Path | None, image_size: str | None = None, mean: str | None = None,
+                     std: str | None = None, layout: str | None = None, *, limit: int | None = None, seed: int = 0):
+    """The calibration spec (:class:`onnxdeploy.Calibration`, or None) from --calibration and the image options."""
+    if path is None:
+        given = [f for f, v in (("--image-size", image_size), ("--mean", mean), ("--std", std), ("--layout", layout))
+                 if v is not None]
+        if given:
+            raise UserInputError(f"{', '.join(given)} only apply to --calibration images",
+                                 hint="pass --calibration FOLDER_OF_IMAGES")
+        return None
+    from onnxdeploy import Calibration
+
+    def floats(text: str | None, option: str):
+        try:
+            return None if text is None else tuple(float(x) for x in text.split(","))
+        except ValueError as err:
+            raise UserInputError(f"{option} {text!r}: expected numbers separated by commas") from err
+
+    size = None
+    if image_size is not None:
+        parts = image_size.lower().split("x")
+        if not all(p.isdigit() for p in parts) or len(parts) > 2:
+            raise UserInputError(f"--image-size {image_size!r}: expected HxW or one side, e.g. 224x224 or 224")
+        size = (int(parts[0]), int(parts[-1]))
+    return Calibration(path, limit=limit, seed=seed, image_size=size, mean=floats(mean, "--mean"),
+                       std=floats(std, "--std"), layout=layout)
 
 
 def check_opt_level(value: str | None, option: str = "--opt-level") -> str | None:

@@ -14,6 +14,7 @@ from onnxdeploy.cli.common import (
     DEFAULT_TARGET,
     PANEL_DEPLOY,
     AtolOpt,
+    CalibrationOpt,
     DimOpt,
     DynamicOpt,
     InputOpt,
@@ -33,8 +34,20 @@ EXAMPLES = """[b]Examples[/b]
 
   onnxdeploy deploy model.onnx --target ort-mobile -o out --quantize dynamic --skip optimize
 
-  onnxdeploy deploy model.onnx -o out --dim batch=1 --fix-dims        [dim](batch becomes static: 1)[/dim]"""
+  onnxdeploy deploy model.onnx -o out --dim batch=1 --fix-dims        [dim](batch becomes static: 1)[/dim]
 
+  onnxdeploy deploy model.onnx -t openvino --precision auto --min-cosine 0.999 -o out   [dim](fastest within the budget)[/dim]
+
+  onnxdeploy deploy model.onnx -t auto --precision auto --max-top1-drop 0.5% -c calib.npz -o out"""
+
+PrecisionOpt = Annotated[str, typer.Option(
+    "--precision", help="Precision to build: fp32, bf16, fp16, int8 (what the target builds here), or auto: build every one, judge "
+    "each on held-out inputs, keep the fastest within --min-cosine / --max-top1-drop. --target auto: every installed "
+    "engine.")]
+MinCosineOpt = Annotated[Optional[float], typer.Option(
+    "--min-cosine", help="Accuracy budget: with --precision auto, the lowest cosine to onnxruntime fp32 accepted (default 0.999).")]
+MaxTop1DropOpt = Annotated[Optional[str], typer.Option(
+    "--max-top1-drop", help="With --precision auto: the most top-1 agreement lost, e.g. 0.5% (logits outputs).")]
 SkipOpt = Annotated[
     Optional[list[str]],
     typer.Option("--skip", help="Skip a step by name; repeatable. Steps: check, optimize, legalize, quantize, "
@@ -64,6 +77,10 @@ def deploy(
     rtol: RtolOpt = 1e-3,
     skip: SkipOpt = None,
     bench_seconds: Annotated[float, typer.Option("--bench-seconds", help="Seconds of timing per model.")] = 0.5,
+    precision: PrecisionOpt = "fp32",
+    min_cosine: MinCosineOpt = None,
+    max_top1_drop: MaxTop1DropOpt = None,
+    calibration: CalibrationOpt = None,
     no_optimize: Annotated[bool, typer.Option("--no-optimize", hidden=True, help="Old spelling of --skip optimize.")]
     = False,
     no_bench: Annotated[bool, typer.Option("--no-bench", hidden=True, help="Old spelling of --skip benchmark.")]
@@ -72,7 +89,7 @@ def deploy(
 ) -> None:
     """Run export -> check -> optimize -> legalize -> quantize -> convert -> benchmark, verifying every step."""
     from onnxdeploy.cli import output as out
-    from onnxdeploy.cli.common import inputs_from, parse_dynamic
+    from onnxdeploy.cli.common import calibration_from, inputs_from, parse_dynamic
 
     steps = list(skip or [])
     for flag, step in ((no_optimize, "optimize"), (no_bench, "benchmark")):
@@ -80,10 +97,14 @@ def deploy(
             out.warn(f"--no-{'bench' if step == 'benchmark' else step} is now --skip {step}")
             steps.append(step)
     given = inputs_from(input, inputs, dim, shape, seed)
+    if (min_cosine is not None or max_top1_drop is not None) and precision != "auto" and target != "auto":
+        out.warn("--min-cosine/--max-top1-drop apply to --precision auto (or --target auto); a fixed precision is "
+                 "judged by its own metric")
     report = run_deploy(source, target=target, output_dir=output_dir, quantize=quantize, dims=dict(given.dims),
                         fix_dims=fix_dims, dynamic=parse_dynamic(dynamic), skip=steps, bench_seconds=bench_seconds,
                         seed=seed, atol=atol, rtol=rtol, inputs=given if given.given or given.shapes else None,
-                        quiet=as_json, as_json=as_json)
+                        quiet=as_json, as_json=as_json, precision=precision, min_cosine=min_cosine,
+                        max_top1_drop=max_top1_drop, calibration=calibration_from(calibration, seed=seed))
     if as_json:
         out.print_json(report)
     else:
@@ -134,6 +155,7 @@ def show_report(report) -> None:
                      "" if v is None else f"{v.max_abs:.3g}", "; ".join([s.message, *s.notes])])
     out.show(out.table(f"deploy {report.source} -> {report.target}",
                        ["step", "status", "s", "verified", "shapes", "max abs", "message"], rows))
+    show_precision_choice(report)
     if report.latency:
         shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in report.bench_inputs.items())
         out.show(out.table(f"latency (1 thread, {shapes})", ["model", "engine", "p50 ms", "p90 ms", "runs"],
@@ -143,6 +165,31 @@ def show_report(report) -> None:
     out.show(f"inputs:   {inputs}")
     out.show(f"artefact: {report.final_artifact}")
     out.show(f"report:   {report.report_html}  ({report.seconds:.1f} s)")
+
+
+def show_precision_choice(report) -> None:
+    """The candidates of --precision auto (precision x latency x accuracy x size) and why the winner won."""
+    from onnxdeploy.cli import output as out
+
+    choice = next((s.details.get("precision_choice") for s in report.steps
+                   if s.details and s.details.get("precision_choice")), None)
+    if not choice:
+        return
+    rows = []
+    for c in choice["candidates"]:
+        speed = c["p50_ms"] / choice["baseline_ms"] if c["p50_ms"] and choice.get("baseline_ms") else None
+        size = c["size_bytes"] / 1e6 if c["size_bytes"] else None
+        rows.append([c["label"], c["status"], _f(c["p50_ms"], ".3f"), _f(speed, ".2f", "x"), _f(c["cosine"], ".6f"),
+                     _f(c["top1"] and 100 * c["top1"], ".1f", "%"), _f(size, ".2f", " MB"),
+                     "<- chosen" if c["label"] == choice["winner"] else c["reason"]])
+    out.show(out.table(f"precision candidates (held out: {choice['held_out_source']}; budget "
+                       f"{choice['budget']['text']})",
+                       ["candidate", "status", "p50 ms", "vs ort fp32", "cosine", "top-1", "size", "note"], rows))
+    out.show(f"chosen:   {choice['why']}")
+
+
+def _f(x, spec: str, unit: str = "") -> str:
+    return "" if x is None else format(x, spec) + unit
 
 
 DEMO_EXAMPLES = """[b]Examples[/b]

@@ -17,9 +17,19 @@ EXAMPLES = """[b]Examples[/b]
 
   onnxdeploy export mypkg.models:resnet -o resnet.onnx --exporter torchscript --opset 17 --json
 
-  onnxdeploy export model.py:build -o m.onnx --input-names input --output-names values --atol 1e-3 --no-verify"""
+  onnxdeploy export model.py:build -o m.onnx --input-names input --output-names values --atol 1e-3 --no-verify
 
-TargetArg = Annotated[str, typer.Argument(metavar="TARGET", help="package.module:factory or path/to/file.py:factory.", show_default=False)]
+  onnxdeploy export "hf:llama?hidden_size=64&num_hidden_layers=2" -o llm.onnx --task text-generation --with-past"""
+
+TargetArg = Annotated[str, typer.Argument(metavar="TARGET", help="package.module:factory, path/to/file.py:factory, or "
+                                          "hf:ARCH?key=value&... / hf:config.json / hf:FOLDER (a transformers causal "
+                                          "LM from its config, random weights; never downloaded).", show_default=False)]
+TaskOpt = Annotated[Optional[str], typer.Option(
+    "--task", help="text-generation: a decoder LM with its KV cache (inputs input_ids, attention_mask, position_ids, "
+    "past_key_values.N.key/value; outputs logits, present.N.key/value), verified at a prefill and a decode step. "
+    "Example inputs are made from the model. Default for hf: targets.")]
+WithPastOpt = Annotated[bool, typer.Option("--with-past/--no-past", help="With --task text-generation: cache inputs "
+                                           "and outputs (one model for prefill and decode), or none.")]
 ShapesOpt = Annotated[
     Optional[list[str]],
     typer.Option("--shape", "--shapes", help="NAME=1x3x224x224[:dtype]: shape (and dtype: int64, int32, float16, "
@@ -55,6 +65,8 @@ def export(
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the onnxruntime vs PyTorch check.")] = False,
     keep_on_mismatch: Annotated[bool, typer.Option("--keep-on-mismatch", help="Write the model even when outputs disagree.")] = False,
     seed: SeedOpt = 0,
+    task: TaskOpt = None,
+    with_past: WithPastOpt = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Export a PyTorch model to ONNX; check dynamic dims and verify outputs with onnxruntime."""
@@ -66,6 +78,14 @@ def export(
     from onnxdeploy import export as export_api
     from onnxdeploy import load_torch_target
 
+    if task is not None or target.startswith("hf:"):
+        if shape or inputs or npz or dynamic or input_names or output_names:
+            out.warn("--task text-generation makes its own inputs, names and dims; --shape/--input/--inputs/"
+                     "--dynamic/--input-names/--output-names are ignored")
+        _export_task(out, target, output, task or "text-generation", with_past=with_past, opset=opset,
+                     exporter=exporter, verify=not no_verify, atol=atol, rtol=rtol,
+                     keep_on_mismatch=keep_on_mismatch, seed=seed, as_json=as_json)
+        return
     files, shapes = _example_options(out, inputs, shape)
     given = _read_inputs(npz)
     names = _names(input_names)
@@ -101,6 +121,27 @@ def export(
                 _show(out, report)
             elif report is not None:
                 out.print_json(report)
+            raise
+    if as_json:
+        out.print_json(report)
+    else:
+        _show(out, report)
+
+
+def _export_task(out, target, output, task, *, as_json, **options) -> None:
+    from onnxdeploy import export as export_api
+    from onnxdeploy.errors import OutputsDisagree
+
+    with out.progress() as bar:
+        step = bar.add_task("load model", total=None)
+        try:
+            report = export_api(target, output, task=task,
+                                on_phase=lambda name: bar.update(step, description=name), **options)
+        except OutputsDisagree as err:
+            report = getattr(err, "report", None)
+            if report is not None:
+                bar.stop()
+                out.print_json(report) if as_json else _show(out, report)
             raise
     if as_json:
         out.print_json(report)
@@ -180,7 +221,9 @@ def _show(out, report) -> None:
     out.show(out.table(
         f"Exported {report.path}" if report.kept else "Export (no file written)",
         ["field", "value"],
-        [["exporter", f"{report.exporter} ({report.exporter_reason})"], ["opset", str(report.opset)],
+        ([["task", report.task]] if report.task else [])
+        + ([["cache", ", ".join(f"{k} {v}" for k, v in report.cache.items())]] if report.cache else [])
+        + [["exporter", f"{report.exporter} ({report.exporter_reason})"], ["opset", str(report.opset)],
          ["inputs", ", ".join(report.input_names)], ["outputs", ", ".join(report.output_names)],
          ["dynamic dims", dims or "none"],
          ["output dims", "; ".join(f"{k}: [{', '.join(map(str, v))}]" for k, v in report.output_dims.items())],
@@ -188,12 +231,25 @@ def _show(out, report) -> None:
         + ([["custom ops", "; ".join(report.custom_ops)]] if report.custom_ops else []),
     ))
     if report.parity:
-        rows = [[c.label, d.name, f"{d.max_abs:.3g}", f"{d.max_rel:.3g}", "ok" if d.passed else "MISMATCH"]
-                for c in report.parity for d in c.diffs]
+        rows = [[c.label, name, f"{max(d.max_abs for d in ds):.3g}", f"{max(d.max_rel for d in ds):.3g}",
+                 "ok" if all(d.passed for d in ds) else "MISMATCH"]
+                for c in report.parity for name, ds in _grouped(c.diffs, report.task).items()]
         out.show(out.table(f"Parity with PyTorch (atol {report.parity[0].atol:g}, rtol {report.parity[0].rtol:g})",
                            ["shape", "output", "max abs", "max rel", "status"], rows))
     else:
         out.warn("not verified (--no-verify)")
+
+
+def _grouped(diffs, task) -> dict:
+    """Diffs by output; an LM's present.N.key/value are one row (``present.* (8)``) so the table stays short."""
+    groups: dict = {}
+    presents = [d for d in diffs if task and d.name.startswith("present.")]
+    for d in diffs:
+        if d not in presents:
+            groups[d.name] = [d]
+    if presents:
+        groups[f"present.* ({len(presents)})"] = presents
+    return groups
 
 
 def register(app: typer.Typer) -> None:

@@ -33,11 +33,13 @@ EXAMPLES = """[b]Examples[/b]
 
   onnxdeploy optimize model.onnx -o out.onnx --inputs test_data_set_0   [dim](verify on real inputs)[/dim]
 
-  onnxdeploy optimize model.onnx -o out.onnx --skip merge-matmul   [dim](run every step but that one)[/dim]"""
+  onnxdeploy optimize model.onnx -o out.onnx --skip merge-matmul   [dim](run every step but that one)[/dim]
+
+  onnxdeploy optimize llm.onnx -o llm.opt.onnx --preset decoder   [dim](KV-cache decoder: onnxruntime fusions)[/dim]"""
 
 # The step names of onnxdeploy._optimize.STEP_NAMES (this module may not import it: `onnxdeploy --help` stays fast);
 # tests/test_optimize.py checks that the two lists agree.
-STEPS = ("fold, fold-rest, conv-bn, chains, reshape-gemm, matmul-add-gemm, cse, merge-matmul, identity, "
+STEPS = ("fold, fold-rest, fold-shapes, conv-bn, chains, reshape-gemm, matmul-add-gemm, cse, merge-matmul, identity, "
          "dedup-initializers, dead-code, ort-fusions, conv-activation, toposort, onnxruntime")
 
 RuntimeOpt = Annotated[
@@ -68,6 +70,11 @@ SkipOpt = Annotated[
     Optional[list[str]],
     typer.Option("--skip", help=f"Skip a step by name; repeatable. Steps: {STEPS}.", show_default=False),
 ]
+PresetOpt = Annotated[
+    Optional[str],
+    typer.Option("--preset", help="decoder: a KV-cache decoder LM for onnxruntime (onnxruntime fusions on, on the CPU "
+                 "too; verified at a prefill and a decode step; lists the fusions that fired).", show_default=False),
+]
 FoldLimitOpt = Annotated[
     int, typer.Option("--fold-limit", help="Largest constant (bytes) that folding may create.", show_default=True)
 ]
@@ -88,6 +95,7 @@ def optimize(
     provider: ProviderOpt = None,
     ort_fusions: OrtFusionsOpt = None,
     skip: SkipOpt = None,
+    preset: PresetOpt = None,
     input_: InputOpt = None,
     inputs: InputsOpt = None,
     shape: ShapeOpt = None,
@@ -104,6 +112,9 @@ def optimize(
     io.check_model_path(model)  # before the slow work: the output is never the input, however spelled
     io.check_output_path(output)
     check_skip(skip or ())  # a misspelt step name fails before the inputs are read
+    if preset is not None:
+        return _preset(model, output, preset, level=level, no_verify=no_verify, atol=atol, rtol=rtol,
+                       provider=provider, skip=skip, seed=seed, as_json=as_json)
     dims = parse_dims(dim)
     feeds = None
     if input_ or inputs or shape:  # tensors or shapes given: verify on exactly those (else at two synthesized sizes)
@@ -133,6 +144,25 @@ def optimize(
         data["output"] = str(output)
         data["output_bytes"] = output.stat().st_size
         out.print_json(data)
+        return
+    _show(result.report, model.stat().st_size, output.stat().st_size, str(output))
+
+
+def _preset(model, output, preset: str, *, level: str, no_verify: bool, atol: float, rtol: float, provider, skip,
+            seed: int, as_json: bool) -> None:
+    """``--preset decoder``: :func:`onnxdeploy.optimize_decoder` (its own input sets and tolerance defaults)."""
+    import onnxdeploy as io
+    from onnxdeploy.cli import output as out
+    from onnxdeploy.cli.common import providers_from
+
+    io.check_optimize_preset(preset)
+    given = {"atol": atol, "rtol": rtol} if (atol, rtol) != (1e-4, 1e-3) else {}  # else the preset's own
+    result = io.optimize_decoder(model, level=level, verify=not no_verify, providers=providers_from(provider),
+                                 skip=tuple(skip) if skip else None, seed=seed, **given)
+    io.save(result.model, output)
+    if as_json:
+        out.print_json({**result.to_dict(), "preset": preset, "output": str(output),
+                        "output_bytes": output.stat().st_size})
         return
     _show(result.report, model.stat().st_size, output.stat().st_size, str(output))
 

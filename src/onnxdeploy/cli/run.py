@@ -62,13 +62,25 @@ def run(
         Optional[Path],
         typer.Option("--reference", help="With --backend on a converted artefact: the ONNX it came from."),
     ] = None,
+    precision: Annotated[
+        Optional[str],
+        typer.Option("--precision", help="Precision to build: fp32, bf16, fp16 or int8, with --backend. An .onnx model is built "
+                     "at that precision for the engine first; a converted artefact runs at the precision it records. "
+                     "Parity is judged by the precision's metric."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a model on onnxruntime (missing inputs are synthesized, seeded) and show its outputs."""
     import numpy as np
 
     if backend is not None or model.suffix.lower() in (".xml", ".ort", ".engine", ".plan", ".om"):
-        return _run_on_backend(model, backend, reference, input, inputs, dim, shape, seed, atol, rtol, as_json)
+        return _run_on_backend(model, backend, reference, input, inputs, dim, shape, seed, atol, rtol, as_json,
+                               precision)
+    if precision is not None and precision.lower() not in ("fp32", "float32"):
+        from onnxdeploy.errors import UserInputError
+
+        raise UserInputError(f"--precision {precision} needs --backend: onnxruntime runs the model as it is",
+                             hint="add --backend openvino (or another engine), or convert with --precision first")
 
     from onnxdeploy.cli import output
     from onnxdeploy.cli.common import inputs_from, providers_from
@@ -108,7 +120,8 @@ def run(
         )
 
 
-def _run_on_backend(model, backend, reference, input, inputs, dim, shape, seed, atol, rtol, as_json) -> None:
+def _run_on_backend(model, backend, reference, input, inputs, dim, shape, seed, atol, rtol, as_json,
+                    precision=None) -> None:
     from onnxdeploy import targets
     from onnxdeploy.cli import output
     from onnxdeploy.cli.common import inputs_from
@@ -116,12 +129,13 @@ def _run_on_backend(model, backend, reference, input, inputs, dim, shape, seed, 
     given = inputs_from(input, inputs, dim, shape, seed)
     result = targets.run_on_backend(
         model, backend, reference=reference, atol=atol, rtol=rtol, input_files=dict(given.files), npz=given.npz,
-        dims=dict(given.dims), shapes=given.shape_dims(), seed=given.seed,
+        dims=dict(given.dims), shapes=given.shape_dims(), seed=given.seed, precision=precision,
     )
     if as_json:
         output.print_json(result)
         return
-    _render(result, output, caption=f"{result.target} run")
+    _render(result, output, caption=f"{result.target} run" + (f" ({result.precision})" if result.precision != "fp32"
+                                                               else ""))
     if result.parity is not None:
         _render_comparison(result.parity, output, title="Parity with onnxruntime")
 

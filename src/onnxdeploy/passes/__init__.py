@@ -14,9 +14,11 @@ from onnxdeploy.passes.gemm_reshape import ReshapeGemmToMatMulPass
 from onnxdeploy.passes.matmul_add_gemm import MatMulAddToGemmPass
 from onnxdeploy.passes.merge_matmul import MergeParallelMatMulPass
 from onnxdeploy.passes.redundant_chains import RemoveRedundantChainsPass
+from onnxdeploy.passes.shape_folding import FoldPartialShapesPass
 
 __all__ = [
     "CountedResult",
+    "FoldPartialShapesPass",
     "FoldRemainingConstantsPass",
     "FuseConvActivationPass",
     "FuseConvBatchNormPass",

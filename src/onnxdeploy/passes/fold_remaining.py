@@ -116,16 +116,31 @@ def _is_control_flow(node: ir.Node) -> bool:
     return any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values())
 
 
+# ops whose output holds exactly their data input's elements: folding one whose input nothing else reads adds nothing
+_SIZE_PRESERVING = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"}
+
+
+def _frees_its_input(node: ir.Node) -> bool:
+    """A layout op (Transpose of a weight, ...) whose data input is a constant only it reads: the folded result
+    replaces that constant (onnxscript's folder stores it only when the net size does not grow)."""
+    if node.op_type not in _SIZE_PRESERVING or node.domain not in ("", "ai.onnx") or not node.inputs:
+        return False
+    data = node.inputs[0]
+    return (data is not None and data.const_value is not None and not data.is_graph_output()
+            and len(data.uses()) == 1)
+
+
 def fold_guard(limit_elements: int):
     """A ``should_fold`` for onnxscript's ``FoldConstantsPass``: never evaluate control flow (Loop, If, Scan: a Loop
     with a huge or unknown trip count would run for ever), never produce a tensor of more than ``limit_elements``
-    elements, and never evaluate a tensor-generating op whose output size is unknown. None: the folder's own rules."""
+    elements (unless it replaces the only reader's input: the Transpose of a weight in a dynamo export without its
+    optimizer), and never evaluate a tensor-generating op whose output size is unknown. None: the folder's own rules."""
 
     def should_fold(node: ir.Node) -> bool | None:
         if _is_control_flow(node):
             return False
         size = predicted_elements(node)
-        if size is not None and size > limit_elements:
+        if size is not None and size > limit_elements and not _frees_its_input(node):
             return False
         if size is None and node.op_type in _GENERATORS and node.domain in ("", "ai.onnx"):
             return False

@@ -60,7 +60,7 @@ class AscendTarget(Target):
         return (f"atc --model={model_path} --framework=5 --output={stem} "
                 f"--soc_version={self.soc_version}{shape}")
 
-    def convert(self, model_path: Path, output: Path):
+    def convert(self, model_path: Path, output: Path, *, precision: str = "fp32", calibration=None):
         from onnxdeploy import _io as io
         from onnxdeploy._run import input_specs
 

@@ -98,10 +98,27 @@ class ConvertReport:
     parity: object | None = None  # numerics.Comparison against onnxruntime on the ONNX input
     command: str | None = None  # the command to run elsewhere (ascend, tensorrt without GPU)
     notes: list[str] = field(default_factory=list)
+    precision: str = "fp32"  # what the artefact computes in; parity was judged with this precision's metric
+
+    def metric_values(self) -> str:
+        """The measured figures of the precision's metric, worst over the input sets: ``cosine 0.99999, rel L2
+        0.0021, top-1 100%`` (bf16/fp16/int8) or ``max abs 1.7e-06, max rel 3e-05`` (fp32); "" when not verified."""
+        comps = list(getattr(self.parity, "comparisons", None) or [])
+        if not comps:
+            return ""
+        if self.precision == "fp32":
+            return (f"max abs {max(c.max_abs for c in comps):.3g}, max rel {max(c.max_rel for c in comps):.3g}")
+        cos = [c.min_cosine for c in comps if c.min_cosine is not None]
+        l2 = [c.max_rel_l2 for c in comps if c.max_rel_l2 is not None]
+        top1 = [c.min_top1 for c in comps if c.min_top1 is not None]
+        parts = ([f"cosine {min(cos):.6f}"] if cos else []) + ([f"rel L2 {max(l2):.3g}"] if l2 else [])
+        return ", ".join(parts + ([f"top-1 {100 * min(top1):.1f}%"] if top1 else []))
 
     def to_dict(self) -> dict:
         return {
             "target": self.target,
+            "precision": self.precision,
+            "metric_values": self.metric_values(),
             "output": self.output,
             "files": self.files,
             "converted": self.converted,
@@ -121,6 +138,9 @@ class Target:
     dtypes: frozenset[str] = frozenset(ALL_DTYPES)
     suffix = ".onnx"
     source = ""  # where the operator list comes from
+    # The precisions ``convert`` can build on this machine (a subset of PRECISIONS), fp32 first. A target that builds
+    # more overrides this (class attribute, or a property when it depends on the machine or installed packages).
+    precisions: tuple[str, ...] = ("fp32",)
 
     # ------------------------------------------------------------------ support
     def supported_ops(self) -> set[tuple[str, str]] | None:
@@ -143,12 +163,28 @@ class Target:
         out = Path(output)
         return out if out.suffix == self.suffix else out.with_suffix(self.suffix)
 
-    def convert(self, model_path: Path, output: Path) -> tuple[list[Path], list[str], str | None]:
-        """Write the artefact for the ONNX file ``model_path``; return (files, notes, command)."""
+    def convert(self, model_path: Path, output: Path, *, precision: str = "fp32",
+                calibration: Sequence[Mapping[str, np.ndarray]] | None = None
+                ) -> tuple[list[Path], list[str], str | None]:
+        """Write the artefact for the ONNX file ``model_path``; return (files, notes, command).
+
+        ``precision`` is one of :attr:`precisions` (``targets.convert`` refuses others before calling this);
+        ``calibration`` is a list of feed dicts (input name -> array) for int8 builds, or None (then the target
+        synthesizes what it needs, or refuses int8 with a hint to pass ``--calibration``).
+        """
         raise UnsupportedError(f"target {self.name!r} cannot convert models")
 
     def run(self, artifact: Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise UnsupportedError(f"target {self.name!r} cannot run artefacts on this machine")
+
+    def artifact_precision(self, artifact: Path) -> str | None:
+        """The precision ``artifact`` was built at when the artefact records it (OpenVINO's rt_info), else None."""
+        return None
+
+    def runner(self, artifact: Path, *, threads: int | None = 1):
+        """A callable ``feeds -> outputs`` over ``artifact`` loaded (compiled) once, for verifying and timing many
+        runs (``deploy --precision auto``). Default: :meth:`run` per call; override to load once."""
+        return lambda feeds: self.run(Path(artifact), feeds)
 
     def info(self) -> dict:
         ok, why = self.available()
@@ -160,10 +196,45 @@ class Target:
             "dtypes": sorted(self.dtypes),
             "operators": None if ops is None else len(ops),
             "artifact": self.suffix,
+            "precisions": list(self.precisions),
             "available_here": ok,
             "why_not": why,
             "source": self.source,
         }
+
+
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+"""Every precision ``--precision`` names (``auto`` picks among a target's :attr:`Target.precisions`)."""
+PRECISION_CHOICES = PRECISIONS + ("auto",)
+
+
+def normalize_precision(precision: str | None) -> str:
+    """``"FP16"``/``"float16"``/``"half"`` -> ``"fp16"``, ``None`` -> ``"fp32"``; an unknown name is an error naming the
+    closest ones."""
+    if precision is None:
+        return "fp32"
+    aliases = {"float32": "fp32", "f32": "fp32", "float": "fp32", "float16": "fp16", "f16": "fp16", "half": "fp16",
+               "bfloat16": "bf16", "qint8": "int8", "i8": "int8", "u8": "int8", "uint8": "int8"}
+    key = str(precision).strip().lower()
+    key = aliases.get(key, key)
+    if key not in PRECISION_CHOICES:
+        raise UserInputError(f"unknown precision {precision!r}",
+                             hint=did_you_mean(str(precision), PRECISION_CHOICES, what="precisions"))
+    return key
+
+
+def check_precision(target: "Target", precision: str | None) -> str:
+    """``precision`` normalized, or one line naming the precisions ``target`` builds here."""
+    p = normalize_precision(precision)
+    if p == "auto":
+        raise UserInputError("precision 'auto' picks among several artefacts; convert builds one",
+                             hint="use `onnxdeploy deploy --precision auto`, or one of "
+                                  + ", ".join(target.precisions))
+    if p not in target.precisions:
+        raise UnsupportedError(f"target {target.name} cannot build {p} here; it builds "
+                               + ", ".join(target.precisions),
+                               hint=f"use --precision {' or --precision '.join(target.precisions)}")
+    return p
 
 
 def onnx_ops(opset: int, domain: str = "") -> set[tuple[str, str]]:
@@ -194,17 +265,23 @@ def first_names(names: Sequence[str], n: int = 8) -> list[str]:
 
 # ---------------------------------------------------------------- the one table of target names
 
-TARGET_NAMES = ("onnxruntime", "openvino", "ort-mobile", "tensorrt", "ascend")
+TARGET_NAMES = ("onnxruntime", "openvino", "ort-mobile", "tensorrt", "ascend", "mnn", "ncnn", "tflite", "executorch", "triton")
 _CLASSES = {
     "onnxruntime": ("onnxdeploy.targets.onnxruntime", "OnnxRuntimeTarget"),
     "openvino": ("onnxdeploy.targets.openvino", "OpenVINOTarget"),
     "ort-mobile": ("onnxdeploy.targets.ort_mobile", "OrtMobileTarget"),
     "tensorrt": ("onnxdeploy.targets.tensorrt", "TensorRTTarget"),
     "ascend": ("onnxdeploy.targets.ascend", "AscendTarget"),
+    "mnn": ("onnxdeploy.targets.mnn", "MNNTarget"),
+    "ncnn": ("onnxdeploy.targets.ncnn", "NcnnTarget"),
+    "tflite": ("onnxdeploy.targets.tflite", "TFLiteTarget"),
+    "executorch": ("onnxdeploy.targets.executorch", "ExecuTorchTarget"),
+    "triton": ("onnxdeploy.targets.triton", "TritonTarget"),  # a model repository folder (no suffix)
 }
 TARGETS = TARGET_NAMES  # the names `--target` accepts
 SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino", ".ort": "ort-mobile", ".engine": "tensorrt",
-            ".plan": "tensorrt", ".om": "ascend"}
+            ".plan": "tensorrt", ".om": "ascend", ".mnn": "mnn", ".param": "ncnn",
+            ".tflite": "tflite", ".pte": "executorch"}
 
 
 def get_target(name: str | Target) -> Target:

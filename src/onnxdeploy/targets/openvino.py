@@ -81,7 +81,8 @@ class OpenVINOTarget(Target):
             try:
                 supported = ov.Core().query_model(partial, "CPU")
             except RuntimeError as err:  # e.g. the CPU plugin's int8 (LPT) passes on a QDQ graph read as is
-                converted = ov.convert_model(str(model_path))  # what `convert` writes: more graph transformations
+                with offline():  # no telemetry (ovc sends it otherwise)
+                    converted = ov.convert_model(str(model_path))  # what `convert` writes: more transformations
                 supported = ov.Core().query_model(converted, "CPU")  # raises when this fails as well
                 partial = converted
                 OpenVINOTarget._last_warning = (
@@ -91,24 +92,181 @@ class OpenVINOTarget(Target):
                        if op.get_friendly_name() not in supported]
         return missing, refused
 
-    def convert(self, model_path: Path, output: Path):
+    @property
+    def precisions(self) -> tuple[str, ...]:  # type: ignore[override]
+        """fp32 always; bf16/fp16 where the CPU plugin computes them (AMX/AVX512-BF16, AVX512-FP16); int8 with NNCF."""
+        caps = cpu_capabilities()
+        out = ["fp32"] + [p for p, cap in (("bf16", "BF16"), ("fp16", "FP16")) if cap in caps]
+        if _has_nncf():
+            out.append("int8")
+        return tuple(out)
+
+    def convert(self, model_path: Path, output: Path, *, precision: str = "fp32", calibration=None):
         ov = require("openvino", extra="openvino", purpose="converting to OpenVINO IR")
-        try:
-            model = ov.convert_model(str(model_path))
-        except Exception as err:  # noqa: BLE001 - OpenVINO raises OpConversionFailure and plain RuntimeError
-            first = str(err).strip().splitlines()
-            raise UnsupportedError(f"OpenVINO could not convert the model: {first[0] if first else err}",
-                                   hint="run `onnxdeploy check MODEL --target openvino` for the operators") from err
+        notes: list[str] = []
+        with offline():
+            try:
+                model = ov.convert_model(str(model_path))
+            except Exception as err:  # noqa: BLE001 - OpenVINO raises OpConversionFailure and plain RuntimeError
+                first = str(err).strip().splitlines()
+                raise UnsupportedError(f"OpenVINO could not convert the model: {first[0] if first else err}",
+                                       hint="run `onnxdeploy check MODEL --target openvino` for the operators") from err
+            if precision == "int8":
+                model = nncf_int8(model, model_path, calibration, notes)
+        hint = INFERENCE_HINTS[precision]
+        if precision == "int8":  # what is not quantized runs at the CPU's best float precision (OpenVINO's default)
+            hint = "bf16" if "BF16" in cpu_capabilities() else "f32"
+        model.set_rt_info(hint, ["runtime_options", "INFERENCE_PRECISION_HINT"])
+        model.set_rt_info(precision, ["onnxdeploy", "precision"])
+        notes.append(f"precision {precision}: INFERENCE_PRECISION_HINT {hint} stored in the IR's rt_info "
+                     "(runtime_options), used by `onnxdeploy run` and OpenVINO's compile_model")
         xml = self.artifact_path(output)  # inside convert()'s private staging folder: published from there
         ov.save_model(model, str(xml), compress_to_fp16=False)
-        return [xml, xml.with_suffix(".bin")], ["weights kept in fp32 (compress_to_fp16=False)"], None
+        notes.append("weights kept in fp32 (compress_to_fp16=False)" if precision != "int8"
+                     else f"int8 (NNCF post-training quantization); the rest runs at {hint}")
+        return [xml, xml.with_suffix(".bin")], notes, None
 
     def run(self, artifact: Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ov = require("openvino", extra="openvino", purpose="running an OpenVINO IR model")
-        core = ov.Core()
-        compiled = core.compile_model(str(artifact), "CPU", {"INFERENCE_NUM_THREADS": 1,
-                                                             "INFERENCE_PRECISION_HINT": "f32"})
-        return run_compiled(compiled, feeds)
+        return run_compiled(compile_artifact(artifact, threads=1), feeds)
+
+    def artifact_precision(self, artifact: Path) -> str | None:
+        return artifact_precision(Path(artifact))[0]
+
+    def runner(self, artifact: Path, *, threads: int | None = 1):
+        compiled = compile_artifact(artifact, threads=threads)
+        return lambda feeds: run_compiled(compiled, feeds)
+
+
+INFERENCE_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+
+
+def offline():
+    """A context in which OpenVINO's converter and NNCF send no telemetry: both check ``disable_in_ci`` through the
+    ``CI`` variable (openvino_telemetry) and NNCF reads ``NNCF_CI`` when imported. Restored on exit."""
+    import contextlib
+    import os
+
+    @contextlib.contextmanager
+    def guard():
+        saved = {k: os.environ.get(k) for k in ("CI", "NNCF_CI")}
+        os.environ["CI"], os.environ["NNCF_CI"] = "true", "1"
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    return guard()
+
+
+def cpu_capabilities() -> tuple[str, ...]:
+    """The CPU plugin's OPTIMIZATION_CAPABILITIES (``BF16``, ``FP16``, ``INT8``, ...); empty without OpenVINO."""
+    global _CAPS
+    if _CAPS is None:
+        try:
+            import openvino as ov
+
+            _CAPS = tuple(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        except Exception:  # noqa: BLE001 - no openvino, or no CPU plugin: fp32 only
+            _CAPS = ()
+    return _CAPS
+
+
+_CAPS: tuple[str, ...] | None = None
+
+
+def _has_nncf() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("nncf") is not None
+
+
+def artifact_precision(artifact: Path) -> tuple[str, str]:
+    """(precision, INFERENCE_PRECISION_HINT) an IR was built with (its rt_info); ("fp32", "f32") when it says none."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(artifact))
+    hint, precision = "f32", "fp32"
+    if model.has_rt_info(["runtime_options", "INFERENCE_PRECISION_HINT"]):
+        hint = _rt_str(model, ["runtime_options", "INFERENCE_PRECISION_HINT"])
+    if model.has_rt_info(["onnxdeploy", "precision"]):
+        precision = _rt_str(model, ["onnxdeploy", "precision"])
+    return precision, hint
+
+
+def _rt_str(model, path: list[str]) -> str:
+    value = model.get_rt_info(path)
+    return str(value.astype(str) if hasattr(value, "astype") else value)
+
+
+def compile_artifact(artifact, *, threads: int | None = 1, hint: str | None = None):
+    """The IR compiled on the CPU plugin with the precision hint it was built with (``hint`` overrides it)."""
+    ov = require("openvino", extra="openvino", purpose="running an OpenVINO IR model")
+    core = ov.Core()
+    model = core.read_model(str(artifact))
+    if hint is None:
+        hint = "f32"
+        if model.has_rt_info(["runtime_options", "INFERENCE_PRECISION_HINT"]):
+            hint = _rt_str(model, ["runtime_options", "INFERENCE_PRECISION_HINT"])
+    config = {"INFERENCE_PRECISION_HINT": hint}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return core.compile_model(model, "CPU", config)
+
+
+def nncf_int8(model, model_path: Path, calibration, notes: list[str]):
+    """NNCF post-training int8 of the OpenVINO ``model`` on ``calibration`` (feed dicts; synthesized when None),
+    with ``ModelType.TRANSFORMER`` for transformer models."""
+    import logging
+
+    require("nncf", extra="openvino", purpose="int8 quantization for OpenVINO (NNCF)")
+    import nncf
+
+    from onnxdeploy._run import synthesize_inputs
+
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    if not calibration:
+        calibration = [synthesize_inputs(str(model_path), seed=i) for i in range(8)]
+        notes.append("int8 calibrated on 8 synthesized inputs: pass --calibration with real inputs for real accuracy")
+    samples = [_by_port(model, feeds) for feeds in calibration]
+    kind = _model_kind(model_path)
+    options = {"model_type": nncf.ModelType.TRANSFORMER} if kind == "transformer" else {}
+    import contextlib
+    import io
+
+    try:  # NNCF draws rich progress bars on stdout: kept off our output (and --json)
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples), **options)
+    except Exception as err:  # noqa: BLE001 - NNCF raises many kinds
+        first = str(err).strip().splitlines()
+        raise UnsupportedError(f"NNCF could not quantize the model: {first[0] if first else type(err).__name__}",
+                               hint="try --precision bf16, or onnxruntime int8 (--target onnxruntime)") from err
+    notes.append(f"int8: nncf.quantize on {len(samples)} calibration sample(s)"
+                 + (", model_type TRANSFORMER" if options else f" (model kind {kind})"))
+    return quantized
+
+
+def _by_port(model, feeds: Mapping[str, np.ndarray]) -> dict:
+    out = {}
+    for port in model.inputs:
+        name = next((n for n in port.get_names() if n in feeds), None)
+        if name is not None:
+            out[port.get_any_name()] = np.asarray(feeds[name])
+    return out
+
+
+def _model_kind(model_path: Path) -> str:
+    from onnxdeploy import _io as io
+    from onnxdeploy._quantize import model_kind
+
+    proto = io.load_proto(model_path)
+    ops = {n.op_type for n in proto.graph.node}
+    if "Softmax" in ops and ({"LayerNormalization", "ReduceMean"} & ops) and "MatMul" in ops:
+        return "transformer"  # attention: Softmax over MatMul scores, layer norms
+    return model_kind(proto)
 
 
 def _engine_reason(stderr: str) -> str:
@@ -144,6 +302,7 @@ if __name__ == "__main__":  # the subprocess of OpenVINOTarget.query
     import json
     import sys
 
-    missing, refused = OpenVINOTarget.query_in_process(Path(sys.argv[1]))
+    with offline():
+        missing, refused = OpenVINOTarget.query_in_process(Path(sys.argv[1]))
     sys.stdout.write(json.dumps({"missing": missing, "refused": refused,
                                  "warning": getattr(OpenVINOTarget, "_last_warning", None)}))

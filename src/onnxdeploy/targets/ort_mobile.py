@@ -22,7 +22,7 @@ class OrtMobileTarget(OnnxRuntimeTarget):
     suffix = ".ort"
     source = "CPU kernels of the installed onnxruntime (a minimal build keeps the subset in the operator config)"
 
-    def convert(self, model_path: Path, output: Path):
+    def convert(self, model_path: Path, output: Path, *, precision: str = "fp32", calibration=None):
         import logging
         import os
         import shutil
@@ -35,7 +35,13 @@ class OrtMobileTarget(OnnxRuntimeTarget):
         ort_path = self.artifact_path(output)
         config = ort_path.with_name(ort_path.stem + ".required_operators.config")
         tmp_dir = Path(tempfile.mkdtemp(prefix=".onnxdeploy-ort-", dir=ort_path.parent))
+        notes: list[str] = []
         try:
+            if precision != "fp32":  # the int8/fp16 ONNX model of the onnxruntime target, then its .ort form
+                reduced = tmp_dir / f"model-{precision}.onnx"
+                _, notes, _ = OnnxRuntimeTarget().convert(model_path, reduced, precision=precision,
+                                                          calibration=calibration)
+                model_path = reduced
             so = ort.SessionOptions()
             so.log_severity_level = 3
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # portable, no NCHWc
@@ -49,19 +55,23 @@ class OrtMobileTarget(OnnxRuntimeTarget):
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         ops = [line for line in config.read_text().splitlines() if line and not line.startswith("#")]
-        notes = [f"reduced operator config: {'; '.join(ops)}"]
+        notes = [*notes, f"reduced operator config: {'; '.join(ops)}"]
         command = f"./build.sh --minimal_build --include_ops_by_config {config}"
         return [ort_path, config], notes, command
 
     def run(self, artifact: Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.runner(artifact, threads=1)(feeds)
+
+    def runner(self, artifact: Path, *, threads: int | None = 1):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
         so.log_severity_level = 3
-        so.intra_op_num_threads = 1
+        if threads:
+            so.intra_op_num_threads = int(threads)
         sess = ort.InferenceSession(str(artifact), sess_options=so, providers=["CPUExecutionProvider"])
         names = [o.name for o in sess.get_outputs()]
-        return dict(zip(names, sess.run(names, dict(feeds))))
+        return lambda feeds: dict(zip(names, sess.run(names, dict(feeds))))
 
 
 def _without_initializer_inputs(model_path: Path, tmp_dir: Path) -> Path:

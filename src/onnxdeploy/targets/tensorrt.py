@@ -62,16 +62,22 @@ class TensorRTTarget(Target):
     def command(self, model_path: Path, output: Path) -> str:
         return f"trtexec --onnx={model_path} --saveEngine={self.artifact_path(output)}"
 
-    def convert(self, model_path: Path, output: Path):
+    def convert(self, model_path: Path, output: Path, *, precision: str = "fp32", calibration=None):
         ok, why = self.available()
         if not ok:
             raise UnsupportedError(why, hint=f"on a machine with a GPU run: {self.command(model_path, output)}")
         from polygraphy.backend.trt import CreateConfig, engine_from_network, network_from_onnx_path, save_engine
 
-        engine = engine_from_network(network_from_onnx_path(str(model_path)), config=CreateConfig())
+        engine = engine_from_network(network_from_onnx_path(str(model_path)),
+                                     config=CreateConfig(fp16=precision == "fp16"))
         path = self.artifact_path(output)
         save_engine(engine, str(path))
-        return [path], ["built with TensorRT through Polygraphy, fp32"], self.command(model_path, output)
+        return [path], [f"built with TensorRT through Polygraphy, {precision}"], self.command(model_path, output)
+
+    @property
+    def precisions(self) -> tuple[str, ...]:  # type: ignore[override]
+        """fp32, and fp16 (TensorRT's --fp16 builder flag) where an engine can be built here."""
+        return ("fp32", "fp16") if self.available()[0] else ("fp32",)
 
     def run(self, artifact: Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok, why = self.available()
