@@ -226,8 +226,13 @@ def fmt_mb(n) -> str:
 
 
 def render(rows: list[dict], args, seconds: float) -> str:
+    try:
+        import onnxsim  # noqa: F401 - for its version in the machine line
+    except ImportError:
+        sys.path.insert(0, str(ROOT / "build" / "peer-onnxsim"))
+    peers = ", ".join(t for t in args.tools.split(",") if not t.startswith("onnxdeploy")) or "nothing"
     lines = [
-        "# `onnxdeploy optimize` vs onnxsim, onnxslim, onnxruntime offline optimizer",
+        f"# `onnxdeploy optimize` vs {peers}" + (" (wide corpus, issue 19)" if args.wide else ""),
         "",
         f"Command: `.venv/bin/python benchmarks/optimize.py {' '.join(args.argv)}` ({seconds / 60:.1f} min).",
         f"Machine: {machine('onnx', 'onnx-ir', 'onnxscript', 'onnxruntime', 'onnxsim', 'onnxslim')}. Shared with other jobs while it ran, so timings are noisy.",

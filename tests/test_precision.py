@@ -226,3 +226,59 @@ def test_deploy_precision_auto_cli_writes_the_table_the_pareto_chart_and_why(cnn
     html = (out / "report.html").read_text()
     assert 'aria-label="Pareto chart of the candidates"' in html and "<script" not in html
     assert "Why:" in html and "fastest of" in html
+
+
+# ---------------------------------------------------------------- OpenVINO compile config and shapes
+
+
+def test_openvino_artefact_records_the_compile_config_it_is_compiled_with(cnn, tmp_path):
+    import openvino as ov
+
+    from onnxdeploy.targets.openvino import artifact_precision, compile_artifact, recorded_compile_config
+
+    rep = targets.convert(cnn, "openvino", tmp_path / "q.xml", precision="int8",
+                          calibration=_samples((1, 3, 16, 16), 4, seed=5))
+    config = recorded_compile_config(ov.Core().read_model(str(tmp_path / "q.xml")))
+    hint = "bf16" if "BF16" in _caps() else "f32"  # int8: the float remainder at bf16 where the CPU has it
+    assert config == {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
+                      "ENABLE_CPU_PINNING": "NO"}
+    assert artifact_precision(tmp_path / "q.xml") == ("int8", hint)
+    said = f"precision int8: compiled with INFERENCE_PRECISION_HINT {hint}, PERFORMANCE_HINT LATENCY, NUM_STREAMS 1, "
+    assert any(n.startswith(said + "ENABLE_CPU_PINNING NO") for n in rep.notes), rep.notes
+    compiled = compile_artifact(tmp_path / "q.xml", threads=1)  # what run/bench/deploy time
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False
+    assert compiled.get_property("NUM_STREAMS") == 1 and compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    assert str(compiled.get_property("PERFORMANCE_HINT")).endswith("LATENCY")
+    assert compiled.get_property("INFERENCE_PRECISION_HINT") == (ov.Type.bf16 if hint == "bf16" else ov.Type.f32)
+
+
+def test_openvino_runner_reuses_one_request_and_returns_copies(cnn, tmp_path):
+    from onnxdeploy.targets.openvino import OpenVINOTarget
+
+    targets.convert(cnn, "openvino", tmp_path / "m.xml")
+    run = OpenVINOTarget().runner(tmp_path / "m.xml", threads=1)
+    a, b = _samples((1, 3, 16, 16), 2, seed=7)
+    first = run(a)["logits"]
+    kept = first.copy()
+    second = run(b)["logits"]
+    np.testing.assert_array_equal(first, kept)  # the second run did not overwrite the first result
+    assert not np.allclose(first, second)
+
+
+def test_openvino_keeps_dynamic_dims_unless_they_were_fixed(tmp_path):
+    import openvino as ov
+
+    from onnxdeploy import examples, optimize, save
+
+    dynamic = tmp_path / "dyn.onnx"
+    onnx.save(examples.conv_bn_silu(), dynamic)
+    dims = {"batch": 1, "height": 8, "width": 8}
+    rep = targets.convert(dynamic, "openvino", tmp_path / "dyn.xml", dims=dims)  # dims to verify at only
+    assert ov.Core().read_model(str(tmp_path / "dyn.xml")).inputs[0].get_partial_shape().is_dynamic
+    assert any("keep dynamic dims as the ONNX model declares them" in n and "--fix-dims" in n for n in rep.notes)
+    fixed = tmp_path / "fixed.onnx"
+    save(optimize(dynamic, dims=dims, fix_dims=True).model, fixed)  # what `deploy --fix-dims` runs first
+    rep = targets.convert(fixed, "openvino", tmp_path / "fixed.xml")
+    shape = ov.Core().read_model(str(tmp_path / "fixed.xml")).inputs[0].get_partial_shape()
+    assert shape.is_static and list(shape.to_shape()) == [1, 3, 8, 8]
+    assert any(n.startswith("input shapes static:") for n in rep.notes), rep.notes

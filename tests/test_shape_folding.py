@@ -171,7 +171,7 @@ def tiny_exports(tmp_path_factory):
 def test_tiny_transformers_dynamo_export_loses_its_shape_chains(tiny_exports, arch):
     shape_ops = ("Shape", "Slice", "Concat")
     path = tiny_exports(arch)
-    before = optimize(path, skip=("fold-shapes",))
+    before = optimize(path, skip=("fold-shapes",), verify=False)
     after = optimize(path)
     assert after.report.verified and len(after.report.verification) == 2
     count = lambda r: sum(r.report.after.ops.get(op, 0) for op in shape_ops)  # noqa: E731

@@ -253,10 +253,10 @@ def engine_runner(path: str, engine: str) -> Callable[[Mapping[str, np.ndarray]]
     if engine == "openvino":
         import openvino as ov
 
-        from onnxdeploy.targets.openvino import compile_artifact, run_compiled
+        from onnxdeploy.targets.openvino import compile_artifact, compiled_runner
 
-        compiled = compile_artifact(path, threads=1)  # at the precision hint the IR was built with (f32 by default)
-        return lambda feeds: run_compiled(compiled, feeds)
+        compiled = compile_artifact(path, threads=1)  # with the compile config the IR was built with (f32 by default)
+        return compiled_runner(compiled)  # one infer request, reused
     if engine == "onnxruntime":
         return onnx_runner(path)
     if engine == "ort-mobile":  # an .ort flatbuffer: onnxruntime reads it, onnx cannot

@@ -1018,7 +1018,8 @@ def _check_text_generation(onnx_model, wrapper, info, names, out_names, with_pas
     batch, prompt = LLM_CHECK
     prefill = {k: v.numpy() for k, v in _llm.torch_feeds(info, batch=batch, past=0, sequence=prompt, seed=seed + 1,
                                                          with_past=with_past).items()}
-    sets = [(f"prefill (batch={batch}, past_sequence=0, sequence={prompt})", prefill)]
+    sets = [(f"prefill (batch={batch}, past_sequence=0, sequence={prompt})" if with_past
+             else f"prompt (batch={batch}, sequence={prompt})", prefill)]
     if with_past:
         presents = reference(prefill)
         step = {k: v.numpy() for k, v in _llm.torch_feeds(info, batch=batch, past=prompt, sequence=1, seed=seed + 2,

@@ -176,12 +176,6 @@ def cache_layout(specs: Sequence[Any]) -> CacheLayout | None:
     )
 
 
-def fit_dims(specs: Sequence[Any], dims: Mapping[str, int]) -> dict[str, int]:
-    """``dims`` made consistent for a KV-cache model (total = past + sequence); unchanged for any other model."""
-    layout = cache_layout(specs)
-    return layout.fit(dims) if layout is not None else dict(dims)
-
-
 # ---------------------------------------------------------------- the PyTorch side
 
 
@@ -374,5 +368,5 @@ def torch_runner(module, input_names: Sequence[str], output_names: Sequence[str]
 
 __all__ = ["ATTENTION_MASK", "BATCH", "CacheInfo", "CacheLayout", "DEFAULT_PAST", "INPUT_IDS", "LOGITS",
            "PAST_SEQUENCE", "POSITION_IDS", "SEQUENCE", "TASKS", "TOTAL_SEQUENCE", "cache_layout", "cache_module",
-           "check_task", "dynamic_dims", "fit_dims", "io_names", "past_name", "present_name", "probe_cache",
+           "check_task", "dynamic_dims", "io_names", "past_name", "present_name", "probe_cache",
            "torch_feeds", "torch_runner"]

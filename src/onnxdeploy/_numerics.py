@@ -293,7 +293,8 @@ def resolve_tolerance(tolerance: Tolerance | None, atol: float | None = None, rt
 
 def _kind(dtype: np.dtype) -> str:
     """numpy's kind letter, with ml_dtypes' floats (bfloat16, float8_*) as ``f`` and int4/uint4 as ``i``."""
-    if dtype.kind != "V" or not type(dtype).__module__.startswith("ml_dtypes"):
+    # ml_dtypes >= 0.6 has its own dtype classes; older ones register plain numpy dtypes of its scalar types
+    if dtype.kind != "V" or "ml_dtypes" not in (type(dtype).__module__ + getattr(dtype.type, "__module__", "")):
         return dtype.kind
     return "f" if "float" in dtype.name else "i"
 

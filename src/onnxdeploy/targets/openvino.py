@@ -111,15 +111,18 @@ class OpenVINOTarget(Target):
                 first = str(err).strip().splitlines()
                 raise UnsupportedError(f"OpenVINO could not convert the model: {first[0] if first else err}",
                                        hint="run `onnxdeploy check MODEL --target openvino` for the operators") from err
+            shape_note = shapes_note(model)
             if precision == "int8":
                 model = nncf_int8(model, model_path, calibration, notes)
         hint = INFERENCE_HINTS[precision]
-        if precision == "int8":  # what is not quantized runs at the CPU's best float precision (OpenVINO's default)
+        if precision == "int8":  # what NNCF left in float runs at the CPU's best float precision (OpenVINO's default)
             hint = "bf16" if "BF16" in cpu_capabilities() else "f32"
-        model.set_rt_info(hint, ["runtime_options", "INFERENCE_PRECISION_HINT"])
+        config = record_compile_config(model, hint)
         model.set_rt_info(precision, ["onnxdeploy", "precision"])
-        notes.append(f"precision {precision}: INFERENCE_PRECISION_HINT {hint} stored in the IR's rt_info "
-                     "(runtime_options), used by `onnxdeploy run` and OpenVINO's compile_model")
+        notes.append(f"precision {precision}: compiled with " + ", ".join(f"{k} {v}" for k, v in config.items())
+                     + " (stored in the IR's rt_info, applied by `onnxdeploy run`/bench/deploy; OpenVINO's own "
+                     "compile_model does not read them: pass them as its config)")
+        notes.append(shape_note)
         xml = self.artifact_path(output)  # inside convert()'s private staging folder: published from there
         ov.save_model(model, str(xml), compress_to_fp16=False)
         notes.append("weights kept in fp32 (compress_to_fp16=False)" if precision != "int8"
@@ -133,11 +136,57 @@ class OpenVINOTarget(Target):
         return artifact_precision(Path(artifact))[0]
 
     def runner(self, artifact: Path, *, threads: int | None = 1):
-        compiled = compile_artifact(artifact, threads=threads)
-        return lambda feeds: run_compiled(compiled, feeds)
+        return compiled_runner(compile_artifact(artifact, threads=threads))
 
 
+# INFERENCE_PRECISION_HINT per precision; int8: bf16 where the CPU has it (convert), f32 otherwise. On BERT-base and
+# ResNet-50 int8 the remainder at bf16 and at f32 timed the same within the noise (AMX-INT8 convolutions / FCs are
+# 75-95% of the time), at the same cosine.
 INFERENCE_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+
+# The CPU plugin configuration every artefact is compiled with (recorded in the IR's rt_info at build time, see
+# record_compile_config; INFERENCE_NUM_THREADS is the runner's choice). LATENCY / one stream: one request at a time,
+# all threads on it. Pinning off: on a machine shared with other processes a pinned thread waits for its core while
+# another one is free (BERT-base int8 at 2 threads on a loaded 2-core machine: 0.095x vs 0.125x onnxruntime fp32).
+COMPILE_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "ENABLE_CPU_PINNING": "NO"}
+COMPILE_KEYS = ("INFERENCE_PRECISION_HINT", *COMPILE_CONFIG)
+
+
+def record_compile_config(model, hint: str) -> dict[str, str]:
+    """Store the configuration ``model`` is to be compiled with (``hint`` + :data:`COMPILE_CONFIG`) in its rt_info
+    (``onnxdeploy/compile/KEY``; the hint also under ``runtime_options``); returns it."""
+    config = {"INFERENCE_PRECISION_HINT": hint, **COMPILE_CONFIG}
+    for key, value in config.items():
+        model.set_rt_info(value, ["onnxdeploy", "compile", key])
+    model.set_rt_info(hint, ["runtime_options", "INFERENCE_PRECISION_HINT"])
+    return config
+
+
+def recorded_compile_config(model) -> dict[str, str]:
+    """The compile configuration an IR records (:func:`record_compile_config`); an IR of an older build records
+    only its precision hint (``runtime_options``), f32 when none."""
+    config = {}
+    for key in COMPILE_KEYS:
+        if model.has_rt_info(["onnxdeploy", "compile", key]):
+            config[key] = _rt_str(model, ["onnxdeploy", "compile", key])
+    if "INFERENCE_PRECISION_HINT" not in config:
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+        if model.has_rt_info(["runtime_options", "INFERENCE_PRECISION_HINT"]):
+            config["INFERENCE_PRECISION_HINT"] = _rt_str(model, ["runtime_options", "INFERENCE_PRECISION_HINT"])
+    return config
+
+
+def shapes_note(model) -> str:
+    """One line on the IR's input shapes: static (compiled once for them), or which inputs keep dynamic dims (as the
+    ONNX model declares them; OpenVINO then compiles shape-agnostic kernels and re-plans per shape)."""
+    dynamic = [p.get_any_name() for p in model.inputs if p.get_partial_shape().is_dynamic]
+    if not dynamic:
+        return "input shapes static: " + ", ".join(f"{p.get_any_name()} {p.get_partial_shape()}" for p in model.inputs)
+    return (f"input(s) {', '.join(dynamic)} keep dynamic dims as the ONNX model declares them: OpenVINO compiles "
+            f"shape-agnostic kernels ({DYNAMIC_COST}); `--fix-dims --dim NAME=SIZE` makes them static")
+
+
+DYNAMIC_COST = "BERT-base int8 1x128 measured ~1.1x slower than static"
 
 
 def offline():
@@ -203,18 +252,25 @@ def _rt_str(model, path: list[str]) -> str:
 
 
 def compile_artifact(artifact, *, threads: int | None = 1, hint: str | None = None):
-    """The IR compiled on the CPU plugin with the precision hint it was built with (``hint`` overrides it)."""
+    """The IR compiled on the CPU plugin with the configuration it was built with (:func:`recorded_compile_config`:
+    its precision hint, LATENCY, one stream, pinning off), ``threads`` inference threads (None: OpenVINO's
+    default); ``hint`` overrides the precision hint."""
     ov = require("openvino", extra="openvino", purpose="running an OpenVINO IR model")
     core = ov.Core()
     model = core.read_model(str(artifact))
-    if hint is None:
-        hint = "f32"
-        if model.has_rt_info(["runtime_options", "INFERENCE_PRECISION_HINT"]):
-            hint = _rt_str(model, ["runtime_options", "INFERENCE_PRECISION_HINT"])
-    config = {"INFERENCE_PRECISION_HINT": hint}
+    config: dict = recorded_compile_config(model)
+    if hint is not None:
+        config["INFERENCE_PRECISION_HINT"] = hint
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     return core.compile_model(model, "CPU", config)
+
+
+def compiled_runner(compiled):
+    """feeds -> outputs over ``compiled`` with one infer request reused across calls (a fresh request per call
+    allocates its buffers again: ResNet-50 int8 28 ms vs 24 ms); the outputs are copies."""
+    request = compiled.create_infer_request()
+    return lambda feeds: run_compiled(compiled, feeds, request=request)
 
 
 def nncf_int8(model, model_path: Path, calibration, notes: list[str]):
@@ -283,8 +339,10 @@ def _engine_reason(stderr: str) -> str:
     return last
 
 
-def run_compiled(compiled, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    request = compiled.create_infer_request()
+def run_compiled(compiled, feeds: Mapping[str, np.ndarray], *, request=None) -> dict[str, np.ndarray]:
+    """Run ``compiled`` once on ``feeds`` (by tensor name); ``request`` reuses an infer request (outputs copied out
+    of it), a fresh one otherwise."""
+    request = request if request is not None else compiled.create_infer_request()
     by_name = {}
     for port in compiled.inputs:
         for name in port.get_names():
@@ -293,8 +351,9 @@ def run_compiled(compiled, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndar
     result = request.infer(by_name)
     out = {}
     for port in compiled.outputs:
+        value = np.array(result[port])  # a copy: the request's buffers are overwritten by its next run
         for name in port.get_names() or {port.get_any_name()}:  # every tensor name the port carries
-            out[name] = np.asarray(result[port])
+            out[name] = value
     return out
 
 
