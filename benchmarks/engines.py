@@ -120,17 +120,24 @@ def legal_then_convert(case: Case, engine: str, precision: str, work: Path, **co
     """What ``deploy --target ENGINE`` does for a static ONNX file: legalize for the engine (verified), convert
     (staged, verified with the precision's metric), publish."""
     from onnxdeploy import legalize, targets
+    from onnxdeploy.errors import OutputsDisagree
 
     t = targets.get_target(engine)
     legal = work / f"{case.name}-{engine}-legal.onnx"
     res = legalize(case.onnx, engine, output=legal, inputs=case.heldout[0])
     applied = res.report.rules_applied
     out = work / f"{case.name}-{engine}-{precision}{t.suffix}"
-    rep = targets.convert(legal, engine, out, precision=precision, keep_on_mismatch=True, inputs=case.heldout[0],
-                          calibration=case.calibration if precision == "int8" else None, **convert_options)
+    notes = [f"legalize: {', '.join(f'{k} x{v}' for k, v in applied.items())}"] if applied else []
+    try:
+        rep = targets.convert(legal, engine, out, precision=precision, keep_on_mismatch=True, inputs=case.heldout[0],
+                              calibration=case.calibration if precision == "int8" else None, **convert_options)
+    except OutputsDisagree as err:  # the files are kept (keep_on_mismatch): measure them, marked FAILED
+        if not out.exists():
+            raise
+        return Built(out, target_runner(engine, out), f"FAILED: {str(err).split(': ', 1)[-1].split(' (files kept')[0][:160]}",
+                     notes)
     verified = f"{'passed' if rep.parity.passed else 'FAILED'}: {rep.metric_values()}"
-    notes = ([f"legalize: {', '.join(f'{k} x{v}' for k, v in applied.items())}"] if applied else []) + list(rep.notes)
-    return Built(out, target_runner(engine, out), verified, notes)
+    return Built(out, target_runner(engine, out), verified, notes + list(rep.notes))
 
 
 def mnn(case: Case, precision: str, work: Path) -> Built:
@@ -301,6 +308,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15.0, help="timing budget per ratio")
     ap.add_argument("--tiny", action="store_true", help="small configs (smoke run)")
     ap.add_argument("--busy-wait", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--reuse", action="store_true", help="reuse the rows of an earlier run (WORK/rows/*.json); "
+                    "delete a row's file to measure it again")
     ap.add_argument("--work", default=str(ROOT / "build" / "engines"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "engines.md"))
     ap.add_argument("--worker", nargs=3, metavar=("MODEL", "ENGINE", "PRECISION"), help=argparse.SUPPRESS)
@@ -335,7 +344,13 @@ def main() -> None:
             for precision in PRECISIONS.get(engine, ["fp32"]):
                 argv = ["--worker", model, engine, precision, "--work", str(work), "--threads", args.threads,
                         "--seconds", str(args.seconds)] + (["--tiny"] if args.tiny else [])
-                row = {"model": model, "engine": engine, "precision": precision, **child(argv)}
+                cache = work / "rows" / f"{model}-{engine}-{precision}.json"
+                if args.reuse and cache.exists():
+                    row = json.loads(cache.read_text())
+                else:
+                    row = {"model": model, "engine": engine, "precision": precision, **child(argv)}
+                    cache.parent.mkdir(parents=True, exist_ok=True)
+                    cache.write_text(json.dumps(row))
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     busy = []
@@ -360,7 +375,13 @@ def busy_wait(work: Path, args) -> list[dict]:
     for policy in ("ACTIVE", "PASSIVE"):
         argv = ["--busy-child", str(param), str(case.onnx), "--seconds", str(args.seconds)] + (
             ["--tiny"] if args.tiny else [])
-        out.append({"policy": policy, **child(argv, env={"OMP_WAIT_POLICY": policy})})
+        cache = work / "rows" / f"busy-{policy}.json"
+        if args.reuse and cache.exists():
+            out.append(json.loads(cache.read_text()))
+        else:
+            out.append({"policy": policy, **child(argv, env={"OMP_WAIT_POLICY": policy})})
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(out[-1]))
         print(json.dumps(out[-1]), flush=True)
     return out
 

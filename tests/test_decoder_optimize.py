@@ -18,10 +18,13 @@ def test_decoder_preset_fuses_and_verifies_both_steps():
     report = result.report
     ops = report.after.ops
     assert ops.get("com.microsoft.SkipSimplifiedLayerNormalization") == 4  # 2 layers x (attention + MLP) residuals
-    assert ops.get("com.microsoft.MultiHeadAttention") == 2  # one per layer
-    assert report.before.ops.get("com.microsoft.MultiHeadAttention") is None
+    # one per layer: the rotary angles rewritten (transformers 5.x's Mul -> the MatMul form the cos/sin-cache fusion
+    # knows), RotaryEmbedding forms and GroupQueryAttention consumes it, instead of MultiHeadAttention
+    assert ops.get("com.microsoft.GroupQueryAttention") == 2
+    assert "com.microsoft.MultiHeadAttention" not in ops and "com.microsoft.GroupQueryAttention" not in report.before.ops
     fired = next(n for n in report.notes if n.startswith("fusions fired:"))
-    assert "SkipSimplifiedLayerNormalization 4" in fired and "MultiHeadAttention 2" in fired
+    assert "SkipSimplifiedLayerNormalization 4" in fired and "GroupQueryAttention 2" in fired
+    assert any(n.startswith("rotary angles rewritten") for n in report.notes)
     labels = [c.label for c in report.verification]
     assert labels[0].startswith("prefill (batch=2, past_sequence=0") and labels[1].startswith("decode step")
     assert all(c.passed for c in report.verification) and report.verified
@@ -33,7 +36,7 @@ def test_decoder_preset_then_int4_keeps_fused_ops(tmp_path):
     onnxdeploy.save(onnxdeploy.optimize_decoder(tiny_decoder("llama")).model, opt)
     report = onnxdeploy.quantize_weights(opt, tmp_path / "int4.onnx", generate=False, measure=False)
     ops = {n.op_type for n in onnx.load(str(tmp_path / "int4.onnx")).graph.node}
-    assert {"MatMulNBits", "MultiHeadAttention", "SkipSimplifiedLayerNormalization"} <= ops
+    assert {"MatMulNBits", "GroupQueryAttention", "SkipSimplifiedLayerNormalization"} <= ops
     assert report.verification.passed
 
 
@@ -43,12 +46,29 @@ def test_cli_preset_decoder(tmp_path, capsys):
     captured = capsys.readouterr()
     text = captured.out + captured.err  # the table, then the notes
     assert rc == 0 and out.exists()
-    assert "fusions fired: SkipSimplifiedLayerNormalization 4, MultiHeadAttention 2" in text
+    assert "fusions fired: SkipSimplifiedLayerNormalization 4, GroupQueryAttention 2" in text
     assert "verified prefill" in text and "verified decode step" in text
     rc = main(["optimize", tiny_decoder("llama"), "-o", str(tmp_path / "x.onnx"), "--preset", "decodr"])
     err = capsys.readouterr().err
     assert rc != 0 and "--preset decodr: no such preset; did you mean decoder?" in err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_rotary_rewrite_is_exact_and_generation_unchanged(tmp_path):
+    """The rotary-angle rewrite changes no value: the fused model (GroupQueryAttention with its cos/sin cache)
+    greedy-generates the fp32 export's tokens, logits within 1e-5."""
+    import onnx_ir as ir
+
+    from onnxdeploy._decoder_optimize import canonical_rotary_freqs
+
+    model = ir.load(tiny_decoder("llama"))
+    assert canonical_rotary_freqs(model) == 1  # one angle computation shared by every layer
+    assert not [n for n in model.graph if n.op_type == "Mul" and "inv_freq" in " ".join(
+        v.name or "" for v in n.inputs if v is not None)]
+    opt = tmp_path / "opt.onnx"
+    onnxdeploy.save(onnxdeploy.optimize_decoder(tiny_decoder("llama")).model, opt)
+    gen = onnxdeploy.generate(opt, [1, 2, 3], max_new_tokens=24, reference=tiny_decoder("llama"))
+    assert gen.passed and gen.max_abs < 1e-5
 
 
 def test_a_model_without_a_cache_is_refused(tmp_path):
@@ -63,7 +83,7 @@ def test_a_model_without_a_cache_is_refused(tmp_path):
 @pytest.mark.slow
 def test_qwen2_fuses_and_quantizes(tmp_path):
     result = onnxdeploy.optimize_decoder(tiny_decoder("qwen2"))
-    assert result.report.after.ops.get("com.microsoft.MultiHeadAttention") == 2
+    assert result.report.after.ops.get("com.microsoft.GroupQueryAttention") == 2
     onnxdeploy.save(result.model, tmp_path / "q.onnx")
     report = onnxdeploy.quantize_weights(tmp_path / "q.onnx", tmp_path / "q4.onnx", new_tokens=16)
     assert report.verification.passed and len(report.generation.steps) == 16

@@ -122,8 +122,8 @@ def test_legalize_step_fails_clearly_on_an_op_the_target_lacks(tmp_path):
 
 
 def test_unknown_quantize_mode_is_refused(tmp_path, conv_bn_silu_path):
-    with pytest.raises(ValueError, match="--quantize must be static or dynamic"):
-        deploy(conv_bn_silu_path, output_dir=tmp_path / "o", quantize="int4")
+    with pytest.raises(ValueError, match="--quantize must be static, dynamic, int4 or int8"):
+        deploy(conv_bn_silu_path, output_dir=tmp_path / "o", quantize="int3")
 
 
 def test_cli_deploy_json(conv_bn_silu_path, tmp_path, capsys):

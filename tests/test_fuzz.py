@@ -91,7 +91,13 @@ def test_the_runner_finds_a_process_left_behind(tmp_path: Path):
     env = {**os.environ, runner.MARKER: "fuzz-self-test"}
     child = subprocess.Popen(["sleep", "30"], env=env, start_new_session=True)
     try:
+        import time
+
+        deadline = time.monotonic() + 10  # the child carries the marker once it has exec'd `sleep` (slow under load)
         found = runner._marked_processes("fuzz-self-test", str(tmp_path))
+        while not found and time.monotonic() < deadline:
+            time.sleep(0.05)
+            found = runner._marked_processes("fuzz-self-test", str(tmp_path))
         assert [p.pid for p in found] == [child.pid]
     finally:
         child.kill()

@@ -95,3 +95,48 @@ def test_generate_with_a_plain_module_reference(llama):
 
     report = onnxdeploy.generate(llama, [3, 1], max_new_tokens=6, reference=Plain())
     assert report.tokens == report.reference_tokens and report.max_abs < 1e-4
+
+
+def test_onnx_reference_and_teacher_forcing_after_a_difference(llama):
+    """Another ONNX decoder as the reference (what quantize --weights compares to); after the first differing token
+    the model is teacher-forced, so every step still has a logits comparison and an agreement vote."""
+    same = onnxdeploy.compare_generation(llama, llama, prompt=[5, 6], new_tokens=6)
+    assert same.reference_kind == "onnx" and same.tokens == same.reference_tokens and same.token_agreement == 1.0
+    assert same.max_abs == 0.0 and same.first_divergence is None
+    other = onnxdeploy.generate(llama, [1, 2, 3], max_new_tokens=8, reference=LLAMA + "&seed=1")
+    assert other.first_divergence is not None and other.reference_kind == "pytorch"
+    after = other.steps[other.first_divergence + 1:]
+    assert after and all(s.teacher_forced and s.cosine is not None and s.forced_token is not None for s in after)
+    assert 0.0 <= other.token_agreement < 1.0
+
+
+def test_deploy_decoder_hf_source_int4(tmp_path, capsys):
+    """deploy of a hf: decoder: export with the cache, --preset decoder fusions, int4 weights, then greedy generation
+    per model against PyTorch (tokens/s, time to first token, agreement per step) in the table, deploy.json and HTML."""
+    out = tmp_path / "o"
+    rc = main(["deploy", LLAMA, "--task", "text-generation", "--quantize", "int4", "--max-new-tokens", "12",
+               "-o", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    data = json.loads((out / "deploy.json").read_text())
+    assert data["passed"] and [s["status"] for s in data["steps"]].count("passed") >= 6
+    optimize = next(s for s in data["steps"] if s["name"] == "optimize")
+    assert any("GroupQueryAttention 2" in n for n in optimize["notes"])
+    gen = data["generation"]
+    assert gen["reference_kind"] == "pytorch" and len(gen["reference_tokens"]) == 12
+    rows = {r["model"]: r for r in gen["rows"]}
+    assert set(rows) == {"reference", "optimized", "int4 weights"}
+    assert rows["reference"]["identical"] and rows["optimized"]["identical"]  # fp32: PyTorch's greedy tokens
+    assert rows["int4 weights"]["weights"] == "int4" and rows["int4 weights"]["min_cosine"] > 0.9
+    assert all(r["decode_tokens_per_s"] > 0 and r["ttft_ms"] > 0 and len(r["steps"]) == 12 for r in rows.values())
+    for words in ("generation (greedy, 12 new tokens", "decode tok/s", "token agreement per step", "int4 weights"):
+        assert words in text, words
+    html = (out / "report.html").read_text()
+    assert "<h2>Generation</h2>" in html and "Token agreement per step" in html
+
+
+def test_deploy_onnx_decoder_source_is_recognized(llama, tmp_path):
+    report = onnxdeploy.deploy(llama, output_dir=tmp_path / "o", skip=["optimize"], max_new_tokens=4)
+    assert report.passed and report.generation["reference_kind"] == "onnx"
+    assert [r["model"] for r in report.generation["rows"]] == ["reference"]
+    assert report.generation["rows"][0]["identical"]

@@ -19,9 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 # kserve is imported by the server process only: its protobuf messages share the names of tritonclient.grpc's
 if importlib.util.find_spec("kserve") is None:
@@ -31,27 +29,9 @@ grpcclient = pytest.importorskip("tritonclient.grpc", reason="the serve extra (t
 
 from onnxdeploy import serving  # noqa: E402
 from onnxdeploy.errors import UserInputError  # noqa: E402
+from serving_models import reference, tiny_model  # noqa: E402
 
 ONNXDEPLOY = str(Path(sys.executable).with_name("onnxdeploy"))
-
-
-def tiny_model(path: Path, *, batch="batch") -> Path:
-    """x[batch, 4] @ W[4, 3] -> Relu -> y[batch, 3]."""
-    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32), "W")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["m"]), helper.make_node("Relu", ["m"], ["y"])], "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    onnx.save(model, path)
-    return path
-
-
-def reference(path: Path, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
 
 @pytest.fixture(scope="module")

@@ -13,37 +13,17 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="the serve extra (tritonclient) is not installed")
 
 from onnxdeploy.errors import UserInputError  # noqa: E402
+from serving_models import reference, tiny_model  # noqa: E402
 from onnxdeploy.serving import (TritonTarget, triton_config, validate_triton_config,  # noqa: E402
                                 write_triton_repository)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRITON_VENV = Path(os.environ.get("ONNXDEPLOY_TRITON_VENV", REPO_ROOT / ".venv-triton"))
-
-
-def tiny_model(path: Path, *, batch="batch") -> Path:
-    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32), "W")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["m"]), helper.make_node("Relu", ["m"], ["y"])], "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.INT64 if batch == "i64" else TensorProto.FLOAT, [batch, 3])],
-        [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    onnx.save(model, path)
-    return path
-
-
-def reference(path: Path, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
 
 @pytest.fixture

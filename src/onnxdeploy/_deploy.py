@@ -92,6 +92,7 @@ class DeployReport:
     seconds: float = 0.0
     report_html: str | None = None
     final_artifact: str | None = None
+    generation: dict | None = None  # a decoder's greedy generation per model (tokens/s, parity per step)
 
     @property
     def failed_step(self) -> StepResult | None:
@@ -136,6 +137,7 @@ class DeployReport:
             "ops_before": self.ops_before,
             "ops_after": self.ops_after,
             "changes": self.changes,
+            "generation": self.generation,
         }
 
 
@@ -172,6 +174,8 @@ class DeployContext:
     runners: dict[tuple[str, str], Callable] = field(default_factory=dict)  # one session / compiled model per artefact
     precision: str = "fp32"  # the artefact's precision, or "auto" (onnxdeploy._precision picks by measurement)
     precision_options: dict = field(default_factory=dict)  # targets ("auto"), calibration, min_cosine, max_top1_drop
+    task: str | None = None  # "text-generation": a decoder LM with its KV cache (export, optimize, quantize, generate)
+    max_new_tokens: int = 32  # a decoder's greedy generation in the benchmark step
 
     def inputs(self, dims: Mapping[str, int]):
         """The one input description of this deploy: what the user gave, at ``dims``, with this seed."""
@@ -338,11 +342,15 @@ class Export(Step):
         if ctx.kind == "torch":
             export = _import("export", "onnxdeploy._export", "export")
             tt = ctx.loaded
-            rep = export(tt.module, tt.example_inputs if tt.example_kwargs is None else tt.example_kwargs, path,
-                         input_names=ctx.input_names, output_names=ctx.output_names, dynamic=ctx.dynamic or None,
-                         atol=ctx.atol, rtol=ctx.rtol)
-            kept = "fixed shapes (no --dynamic)" if not ctx.dynamic else "dynamic dims " + "; ".join(
-                f"{k}: {', '.join(f'{i}={n}' for i, n in v.items())}" for k, v in ctx.dynamic.items())
+            if ctx.task:  # a decoder LM: its own inputs, names and dims (the KV-cache convention)
+                rep = export(tt.module, path=path, task=ctx.task, atol=ctx.atol, rtol=ctx.rtol, seed=ctx.seed)
+            else:
+                rep = export(tt.module, tt.example_inputs if tt.example_kwargs is None else tt.example_kwargs, path,
+                             input_names=ctx.input_names, output_names=ctx.output_names, dynamic=ctx.dynamic or None,
+                             atol=ctx.atol, rtol=ctx.rtol)
+            kept = ("KV cache (prefill and decode step)" if ctx.task else "fixed shapes (no --dynamic)"
+                    if not ctx.dynamic else "dynamic dims " + "; ".join(
+                        f"{k}: {', '.join(f'{i}={n}' for i, n in v.items())}" for k, v in ctx.dynamic.items()))
             res = StepResult(self.name, artifact=str(path), details=rep.to_dict(),
                              message=f"exported with {rep.exporter} (opset {rep.opset}), {kept}, verified against "
                                      f"PyTorch at {len(rep.parity)} shape(s)")
@@ -376,12 +384,17 @@ class Optimize(Step):
     def run(self, ctx: DeployContext) -> StepResult:
         from onnxdeploy import _io as io
 
-        opt = _import("optimize", "onnxdeploy._optimize", "optimize")
         path = ctx.out / "02-optimized.onnx"
-        auto = _auto_fix_dims(ctx)
-        given = ctx.inputs(ctx.dims)
-        result = opt(str(ctx.current), dims=ctx.dims or None, fix_dims=ctx.fix_dims, verify=True, atol=ctx.atol,
-                     rtol=ctx.rtol, seed=ctx.seed, inputs=given.feeds(str(ctx.current)) if given.given else None)
+        if ctx.task:  # a decoder: onnxruntime's contrib-op fusions, verified at a prefill and a decode step
+            auto = "decoder: optimize --preset decoder (onnxruntime attention/normalization fusions)"
+            result = _import("optimize", "onnxdeploy._decoder_optimize", "optimize_decoder")(
+                str(ctx.current), seed=ctx.seed)
+        else:
+            opt = _import("optimize", "onnxdeploy._optimize", "optimize")
+            auto = _auto_fix_dims(ctx)
+            given = ctx.inputs(ctx.dims)
+            result = opt(str(ctx.current), dims=ctx.dims or None, fix_dims=ctx.fix_dims, verify=True, atol=ctx.atol,
+                         rtol=ctx.rtol, seed=ctx.seed, inputs=given.feeds(str(ctx.current)) if given.given else None)
         io.save(result.model, path)
         before, after = result.report.before, result.report.after
         res = StepResult(self.name, artifact=str(path), message=f"{before.nodes} -> {after.nodes} nodes",
@@ -444,11 +457,13 @@ class Legalize(Step):
 
 
 class Quantize(Step):
-    name, description = "quantize", "int8 (only with --quantize static|dynamic)"
+    name, description = "quantize", "int8 (--quantize static|dynamic) or int4/int8 weights (--quantize int4|int8)"
 
     def run(self, ctx: DeployContext) -> StepResult:
         if not ctx.quantize:
-            return StepResult(self.name, "skipped", message="not asked (--quantize static|dynamic)")
+            return StepResult(self.name, "skipped", message="not asked (--quantize static|dynamic|int4|int8)")
+        if ctx.quantize in WEIGHT_ONLY:
+            return _quantize_weights(ctx, self.name)
         q = _import("quantize", "onnxdeploy._quantize", "quantize")
         path = ctx.out / "04-quantized.onnx"
         rep = q(str(ctx.current), path, mode=ctx.quantize, dims=ctx.bench_dims or None, seed=ctx.seed,
@@ -459,6 +474,29 @@ class Quantize(Step):
         res.verification = ctx.verify_onnx(path, "quantized vs reference", quantized=True)
         ctx.advance(path, "quantized")
         return res
+
+
+WEIGHT_ONLY = ("int4", "int8")  # --quantize values for weight-only MatMulNBits (onnxdeploy quantize --weights)
+QUANTIZE_MODES = ("static", "dynamic", *WEIGHT_ONLY)
+
+
+def _quantize_weights(ctx: DeployContext, name: str) -> StepResult:
+    """Weight-only int4/int8 (``quantize --weights``): judged by the weight metric against the model it quantizes
+    (itself verified against the reference) at a prefill and a decode step for a decoder; generation is compared in
+    the benchmark step."""
+    qw = _import(name, "onnxdeploy._weight_quant", "quantize_weights")
+    path = ctx.out / f"04-{ctx.quantize}-weights.onnx"
+    rep = qw(str(ctx.current), path, weights=ctx.quantize, accuracy_level=4, generate=False, measure=False,
+             seed=ctx.seed)  # beyond the weight metric: OutputsDisagree, nothing written, the step fails
+    res = StepResult(name, artifact=str(path), details=rep.to_dict(),
+                     message=f"{ctx.quantize} weights (MatMulNBits {rep.quantized}/{rep.matmuls}, block "
+                             f"{rep.block_size}, accuracy level 4), logits cosine {rep.logits_cosine:.4f}, "
+                             f"size {rep.input_bytes / 1e6:.2f} -> {rep.output_bytes / 1e6:.2f} MB")
+    res.verification = rep.verification
+    res.notes.append(f"verified by the {ctx.quantize} weight metric ({rep.verification.metric}) against its input, "
+                     "the model of the previous step (itself verified against the reference)")
+    ctx.advance(path, f"{ctx.quantize} weights")
+    return res
 
 
 class Convert(Step):
@@ -526,6 +564,8 @@ class Benchmark(Step):
     name, description = "benchmark", "latency of every model on its engine, one thread"
 
     def run(self, ctx: DeployContext) -> StepResult:
+        if ctx.task:
+            return _benchmark_decoder(ctx, self.name)
         feeds = ctx.inputs(ctx.bench_dims).feeds(str(ctx.reference))
         ctx.report.bench_inputs = {k: list(v.shape) for k, v in feeds.items()}
         rows = []
@@ -541,6 +581,54 @@ class Benchmark(Step):
         return StepResult(self.name, message=f"fastest: {best['model']} p50 {best['p50_ms']:.3f} ms at {shapes}"
                           + (f"; {versus['statement']}" if versus else ""), details={"rows": rows,
                                                                                    "vs_onnxruntime": versus})
+
+
+def _benchmark_decoder(ctx: DeployContext, name: str) -> StepResult:
+    """A decoder's benchmark: greedy generation with every ONNX model (one thread): decode tokens/s, time to first
+    token, and parity per step against PyTorch (a PyTorch source) or the reference ONNX model: token agreement and
+    logits error. An fp32 model whose tokens differ from the reference's fails the step."""
+    gen = _import(name, "onnxdeploy._generate", "generate")
+    reference_generation = _import(name, "onnxdeploy._generate", "reference_generation")
+    default_prompt = _import(name, "onnxdeploy._generate", "default_prompt")
+    require_decoder = _import(name, "onnxdeploy._generate", "require_decoder")
+    prompt = default_prompt(require_decoder(str(ctx.reference)), seed=ctx.seed)
+    n = ctx.max_new_tokens
+    ref = reference_generation(ctx.loaded.module if ctx.kind == "torch" else str(ctx.reference), prompt, n, threads=1)
+    rows, failed = [], []
+    for label, path, engine in ctx.candidates:
+        if engine != "onnxruntime":
+            continue
+        gen(path, prompt, max_new_tokens=2, threads=1)  # warm-up (allocations, first-run costs)
+        g = gen(path, prompt, max_new_tokens=n, reference=ref, threads=1)
+        quantized = label.endswith("weights") or label == "quantized"
+        rows.append({"model": label, "path": path, "weights": ctx.quantize if quantized else "fp32",
+                     "decode_tokens_per_s": g.decode_tokens_per_s, "ttft_ms": g.ttft_s * 1e3,
+                     "agreement": g.agreement, "token_agreement": g.token_agreement, "identical": g.passed,
+                     "first_divergence": g.first_divergence, "max_abs": g.max_abs, "min_cosine": g.min_cosine,
+                     "tokens": g.tokens, "steps": [s.to_dict() for s in g.steps]})
+        if not quantized and not g.passed:
+            failed.append(f"{label}: tokens differ from {ref.reference_kind}'s from step {g.first_divergence}")
+    base = next((r["decode_tokens_per_s"] for r in rows if r["weights"] == "fp32"), None)
+    for r in rows:
+        r["speedup"] = r["decode_tokens_per_s"] / base if base else None
+    ctx.report.generation = {"prompt_ids": prompt, "new_tokens": n, "threads": 1, "reference": ref.model,
+                             "reference_kind": ref.reference_kind, "reference_tokens": ref.tokens,
+                             "reference_tokens_per_s": ref.decode_tokens_per_s, "rows": rows}
+    best = max(rows, key=lambda r: r["decode_tokens_per_s"])
+    msg = (f"greedy {n} tokens, 1 thread: fastest {best['model']} {best['decode_tokens_per_s']:.1f} tokens/s; "
+           + "; ".join(f"{r['model']}: {r['matching_text']}" for r in _with_matching(rows, ref.reference_kind)))
+    res = StepResult(name, message=msg, details={"generation": ctx.report.generation})
+    if failed:
+        res.status, res.message = "failed", "generation differs: " + "; ".join(failed)
+        res.details["hint"] = "compare the per-step logits error in the report; near-ties flip tokens on random weights"
+    return res
+
+
+def _with_matching(rows: list[dict], kind: str) -> list[dict]:
+    for r in rows:
+        r["matching_text"] = ("tokens = " + ("PyTorch" if kind == "pytorch" else "reference") if r["identical"]
+                              else f"{r['token_agreement']:.0%} steps agree (teacher-forced)")
+    return rows
 
 
 def engine_vs_onnxruntime(rows: list[dict], target) -> dict | None:
@@ -691,6 +779,8 @@ def deploy(
     calibration: Any = None,
     min_cosine: float | None = None,
     max_top1_drop: str | float | None = None,
+    task: str | None = None,
+    max_new_tokens: int = 32,
 ) -> DeployReport:
     """Run :data:`PIPELINE` on ``source`` (``.onnx`` path, ModelProto/ir.Model, ``pkg.mod:factory`` or None for the
     built-in example, exported with its dynamic dims batch x 3 x height x width).
@@ -703,13 +793,17 @@ def deploy(
     ``precision`` (fp32, bf16, fp16, int8: one the target builds; ``auto``: every one, the fastest within
     ``min_cosine``/``max_top1_drop`` on held-out inputs, see :mod:`onnxdeploy._precision`; ``target="auto"``: across
     the installed engines) with ``calibration`` for int8 builds.
+    ``task="text-generation"`` (implied by a ``hf:`` source and by an ONNX decoder with a KV cache): export with
+    the cache, ``optimize --preset decoder``, ``quantize`` ``int4``/``int8`` weight-only, and a benchmark of greedy
+    generation (``max_new_tokens``; tokens/s, time to first token, token agreement per step against PyTorch).
     Writes ``output_dir`` with one artefact per step, ``deploy.json`` and ``report.html``; returns the report.
     Raises :class:`DeployStepFailed` (after writing the report; ``err.report``) when a step fails.
     """
     from onnxdeploy.targets import get_target
 
-    if quantize not in (None, "static", "dynamic"):
-        raise UserInputError(f"--quantize must be static or dynamic, got {quantize!r}")
+    if quantize not in (None, *QUANTIZE_MODES):
+        raise UserInputError(f"--quantize must be static, dynamic, int4 or int8, got {quantize!r}",
+                             hint="static/dynamic: int8 activations and weights; int4/int8: weight-only (MatMulNBits)")
     skipped = check_skip([*skip, *(["optimize"] if not optimize else []), *(["benchmark"] if not benchmark else [])])
     if fix_dims and not dims:
         raise UserInputError("--fix-dims needs the sizes to fix", hint="add --dim NAME=VALUE for each dim to fix")
@@ -730,6 +824,7 @@ def deploy(
     if out.exists() and not out.is_dir():
         raise UserInputError(f"{out} is a file; deploy writes a folder")
     kind, loaded, label = _load_source(source)
+    task = _decoder_task(task, kind, loaded, source)
     if t.name == "executorch" and kind != "torch":
         from onnxdeploy.targets.executorch import NEEDS_MODULE, NEEDS_MODULE_HINT
 
@@ -746,7 +841,8 @@ def deploy(
         dynamic={k: dict(v) for k, v in (dynamic or (EXAMPLE_DYNAMIC if example else {})).items()},
         input_names=["input"] if example else None, output_names=["values"] if example else None,
         atol=atol, rtol=rtol, seed=seed, bench_seconds=bench_seconds, allowed={"dims"} if fix_dims else set(),
-        given=_given_inputs(inputs), precision=precision, precision_options=precision_options)
+        given=_given_inputs(inputs), precision=precision, precision_options=precision_options, task=task,
+        max_new_tokens=max_new_tokens)
     if target == "auto":
         ctx.report.target = "auto"
     started = time.perf_counter()
@@ -765,6 +861,26 @@ def deploy(
         err.report = report
         raise err
     return report
+
+
+def _decoder_task(task: str | None, kind: str, loaded, source) -> str | None:
+    """``text-generation`` for a decoder with its KV cache: asked for, a ``hf:`` source, or an ONNX decoder."""
+    if task is not None:
+        from onnxdeploy._llm import check_task
+
+        check_task(task)
+        if kind == "onnx" and _import("deploy", "onnxdeploy._generate", "decoder_signature")(loaded) is None:
+            _import("deploy", "onnxdeploy._generate", "require_decoder")(loaded)  # the one-line error
+        return "text-generation"
+    if kind == "torch" and isinstance(source, str) and source.startswith("hf:"):
+        return "text-generation"
+    if kind == "onnx":
+        try:
+            return "text-generation" if _import("deploy", "onnxdeploy._generate", "decoder_signature")(loaded) \
+                else None
+        except Exception:  # noqa: BLE001 - an unreadable model fails in the export step, with its own message
+            return None
+    return None
 
 
 def _given_inputs(inputs):

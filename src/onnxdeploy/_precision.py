@@ -76,11 +76,12 @@ class Budget:
 
         default = Tolerance(precision=precision)
         rel_l2 = max(default.max_rel_l2 or 0.0, 1.5 * math.sqrt(2 * (1 - self.min_cosine)))
-        top1 = 0.0 if self.max_top1_drop is None else 1.0 - self.max_top1_drop
-        tolerance = Tolerance(precision=precision, min_cosine=self.min_cosine, max_rel_l2=rel_l2 or None, min_top1=top1)
         if self.max_top1_drop is None:
-            tolerance.min_top1 = None  # not in the budget (None after construction: no precision default fills it)
-        return tolerance
+            # metrics without top-1: a Tolerance of precision "fp32" has no metric defaults, so no copy of it (the
+            # verifier takes one per output) fills in int8's default top-1 0.9 again
+            return Tolerance(min_cosine=self.min_cosine, max_rel_l2=rel_l2 or None)
+        return Tolerance(precision=precision, min_cosine=self.min_cosine, max_rel_l2=rel_l2 or None,
+                         min_top1=1.0 - self.max_top1_drop)
 
     def describe(self) -> str:
         top1 = "" if self.max_top1_drop is None else f", top-1 agreement >= {100 * (1 - self.max_top1_drop):.4g}%"
@@ -377,23 +378,36 @@ def judge(cand: Candidate, verifier, budget: Budget) -> None:
         cand.reason = (cand.accuracy.failures() or ["outside the budget"])[0][:300]
 
 
+# onnxruntime's intra-op threads keep spinning for a while after a run, and the runner that follows pays for it even
+# after time_interleaved's one settling run when its runs are short: OpenVINO int8 ResNet-50 right after onnxruntime
+# fp32 (2 threads, loaded 2-core machine) 27.7-32 ms vs 16-20 ms for the same compiled model in later turns, 20.5 ms
+# after an idle turn of 50 ms. So an idle runner (its timings discarded) follows every onnxruntime-family runner.
+SPIN_DOWN_S = 0.05
+SPINNING_ENGINES = ("onnxruntime", "ort-mobile")
+
+
 def measure(cands: Sequence[Candidate], reference, feeds: Feeds, *, seconds: float = 1.0, warmup: int = 3,
             baseline: Candidate | None = None) -> float:
     """Time ``reference`` (a runner) and every candidate's runner together with bench's one interleaved timer; fills p50/p90,
     runs and the speedup over the baseline (and the ``baseline`` candidate's figures when it is one); returns the
-    baseline's p50 (ms)."""
+    baseline's p50 (ms). An idle turn of :data:`SPIN_DOWN_S` follows the reference and every onnxruntime candidate
+    (see there), so no candidate is timed while onnxruntime's threads still spin."""
     from onnxdeploy._bench import latency_stats, ratio_of, time_interleaved
 
     feeds = dict(feeds)
-    runners = [reference, *(c.runner for c in cands)]
-    timings = time_interleaved([lambda r=r: r(feeds) for r in runners], warmup=warmup, duration=seconds)
+    runners, where = [], []  # where[i]: the index in `runners` of the reference (0) and of candidate i (1..)
+    for run, engine in [(reference, "onnxruntime"), *((c.runner, c.target) for c in cands)]:
+        where.append(len(runners))
+        runners.append(lambda r=run: r(feeds))
+        if engine in SPINNING_ENGINES:
+            runners.append(lambda: time.sleep(SPIN_DOWN_S))
+    timings = time_interleaved(runners, warmup=warmup, duration=seconds)
     while len(timings.blocks) < 5:  # enough blocks for a ratio
-        more = time_interleaved([lambda r=r: r(feeds) for r in runners], warmup=0, iterations=3)
-        timings.blocks += more.blocks
+        timings.blocks += time_interleaved(runners, warmup=0, iterations=3).blocks
     for i, c in enumerate(cands, start=1):
-        stats = latency_stats(c.label, None, timings.runs(i))
+        stats = latency_stats(c.label, None, timings.runs(where[i]))
         c.p50_ms, c.p90_ms, c.runs = stats.p50, stats.p90, stats.iterations
-        c.speedup = ratio_of(timings, 0, i).speedup
+        c.speedup = ratio_of(timings, 0, where[i]).speedup
     stats = latency_stats("baseline", None, timings.runs(0))
     if baseline is not None:
         baseline.p50_ms, baseline.p90_ms, baseline.runs, baseline.speedup = stats.p50, stats.p90, stats.iterations, 1.0

@@ -102,6 +102,42 @@ def _check_table(steps: list[Mapping]) -> list[str]:
     return out
 
 
+def _generation_section(g: Mapping | None) -> list[str]:
+    """A decoder's greedy generation per model: tokens/s, time to first token, parity; token agreement per step."""
+    if not g or not g.get("rows"):
+        return []
+    ref = "PyTorch" if g["reference_kind"] == "pytorch" else "the reference ONNX model"
+    rows = g["rows"]
+    out = [f"<h2>Generation</h2><p>Greedy, {g['new_tokens']} new tokens after a {len(g['prompt_ids'])}-token prompt "
+           f"({_e(', '.join(map(str, g['prompt_ids'])))}), batch 1, {g['threads']} onnxruntime thread; parity against "
+           f"{_e(ref)}.</p><table><tr><th>Model</th><th>Weights</th><th>Decode tokens/s</th><th>vs fp32</th>"
+           "<th>Time to first token (ms)</th><th>Tokens identical</th><th>Steps agreeing (teacher-forced)</th>"
+           "<th>Logits max abs err</th><th>Min cosine</th></tr>"]
+    for r in rows:
+        same = "yes" if r["identical"] else f"no (from step {r['first_divergence']})"
+        agree = "" if r["token_agreement"] is None else f"{100 * r['token_agreement']:.0f}%"
+        css = "ok" if r["identical"] else "failed"
+        out.append(f"<tr><td>{_e(r['model'])}</td><td>{_e(r['weights'])}</td>"
+                   f"<td class='num'>{r['decode_tokens_per_s']:.1f}</td>"
+                   f"<td class='num'>{_fmt(r.get('speedup'), '.2f')}</td><td class='num'>{r['ttft_ms']:.1f}</td>"
+                   f"<td class='{css}'>{same}</td><td class='num'>{agree}</td>"
+                   f"<td class='num'>{_fmt(r['max_abs'])}</td><td class='num'>{_fmt(r['min_cosine'], '.6f')}</td>"
+                   "</tr>")
+    out.append("</table><h3>Token agreement per step</h3><p>Each model's token (teacher-forced after a first "
+               "difference: fed the reference's tokens) and its logits cosine to the reference's.</p>"
+               "<table><tr><th>Step</th><th>" + _e(ref) + "</th>"
+               + "".join(f"<th>{_e(r['model'])}</th>" for r in rows) + "</tr>")
+    for i, token in enumerate(g["reference_tokens"]):
+        cells = []
+        for r in rows:
+            s = r["steps"][i] if i < len(r["steps"]) else {}
+            style = "" if s.get("agrees") else ' style="background:#fdecee"'
+            cells.append(f"<td{style}>{_e(s.get('forced_token'))} ({_fmt(s.get('cosine'), '.4f')})</td>")
+        out.append(f"<tr><td class='num'>{i}</td><td>{token}</td>{''.join(cells)}</tr>")
+    out.append("</table>")
+    return out
+
+
 def _dims_text(shape) -> str:
     return "x".join(map(str, shape)) or "scalar"
 
@@ -231,6 +267,7 @@ def deploy_html(d: Mapping, graph_svg: str | None = None) -> str:
     out.append("</table>")
     out += _check_table(d["steps"])
     out += _precision_section(d["steps"])
+    out += _generation_section(d.get("generation"))
     if d["latency"]:
         out += _latency_table(d["latency"], d.get("bench_inputs") or {})
         versus = next((s.get("details", {}).get("vs_onnxruntime") for s in d["steps"] if s["name"] == "benchmark"),

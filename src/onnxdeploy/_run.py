@@ -619,9 +619,11 @@ def create_session(
     threads: int | None = None,
     optimization_level: str | None = None,
     profile: bool = False,
+    config: Mapping[str, str] | None = None,
 ) -> "ort.InferenceSession":
     """An onnxruntime session for a path, a ModelProto, an ``ir.Model`` (external data resolved from its folder) or
-    the bytes of a serialized ModelProto with embedded weights (no second serialization)."""
+    the bytes of a serialized ModelProto with embedded weights (no second serialization). ``config``: session config
+    entries (``{"session.intra_op.allow_spinning": "0"}``)."""
     import onnxruntime as ort
 
     ort.set_default_logger_severity(4)  # failures surface as SessionError; don't also print ORT's own log line
@@ -638,6 +640,8 @@ def create_session(
         }[optimization_level]
     if profile:
         options.enable_profiling = True
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     provider_list = resolve_providers(providers)
     from onnxdeploy._bounds import check_loops
 

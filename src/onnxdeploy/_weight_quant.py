@@ -24,7 +24,7 @@ from onnxdeploy.errors import OutputsDisagree, UnsupportedError, UserInputError
 if TYPE_CHECKING:
     import onnx
 
-    from onnxdeploy._llm_eval import Generation, GenerationComparison
+    from onnxdeploy._generate import GenerationReport
     from onnxdeploy._numerics import Tolerance
     from onnxdeploy._verify import Verification
 
@@ -56,9 +56,9 @@ class WeightQuantReport:
     input_bytes: int
     output_bytes: int
     verification: "Verification | None"
-    generation: "GenerationComparison | None" = None
-    fp32_speed: "Generation | None" = None
-    quantized_speed: "Generation | None" = None
+    generation: "GenerationReport | None" = None  # the quantized model's greedy run, the fp32 one as reference
+    fp32_speed: "GenerationReport | None" = None
+    quantized_speed: "GenerationReport | None" = None
     output: str | None = None
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
@@ -126,6 +126,20 @@ def _constant_matmuls(proto: "onnx.ModelProto") -> int:
                and len(n.input) > 1 and n.input[1] in consts)
 
 
+def _short_k_matmuls(proto: "onnx.ModelProto", block_size: int) -> list[str]:
+    """Names of the MatMuls whose constant weight has fewer input rows (K) than one block: padded to a block and
+    given one scale, their values would be crushed (e.g. the rotary cos/sin cache's ``positions @ inv_freq``, K=1,
+    whose frequencies span 1 to 1e-4). Unnamed ones get a name here (``proto`` is the quantizer's copy)."""
+    dims = {t.name: list(t.dims) for t in proto.graph.initializer}
+    names = []
+    for i, node in enumerate(proto.graph.node):
+        if node.op_type == "MatMul" and len(node.input) > 1 and len(dims.get(node.input[1], [])) == 2 \
+                and dims[node.input[1]][0] < block_size:
+            node.name = node.name or f"matmul_short_k_{i}"
+            names.append(node.name)
+    return names
+
+
 def _run_quantizer(proto: "onnx.ModelProto", bits: int, block_size: int, symmetric: bool,
                    accuracy_level: int | None, exclude_nodes: Sequence[str]) -> "onnx.ModelProto":
     import onnx
@@ -133,6 +147,7 @@ def _run_quantizer(proto: "onnx.ModelProto", bits: int, block_size: int, symmetr
 
     work = onnx.ModelProto()
     work.CopyFrom(proto)  # the quantizer edits the proto it is given in place
+    exclude_nodes = [*exclude_nodes, *_short_k_matmuls(work, block_size)]
     ort_log = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
     level = ort_log.level
     ort_log.setLevel(logging.WARNING)  # one INFO line per MatMul otherwise
@@ -160,7 +175,7 @@ def weight_tolerance(weights: str, signature=None, *, min_cosine: float | None =
 
 def _verify(original: Any, quantized: Any, *, seed: int, signature, tolerance) -> "Verification":
     """The verifier's verdict: at a prefill and a decode step for a decoder, else at two synthesized shapes."""
-    from onnxdeploy._llm_eval import verification_sets
+    from onnxdeploy._generate import verification_sets
     from onnxdeploy._verify import Inputs, verify
 
     if signature is None:
@@ -208,7 +223,7 @@ def quantize_weights(
     started = time.perf_counter()
     bits = _check_options(weights, block_size, accuracy_level)
     from onnxdeploy._io import check_output_path, save
-    from onnxdeploy._llm_eval import decoder_signature
+    from onnxdeploy._generate import decoder_signature
 
     if output is not None:
         check_output_path(output)
@@ -227,8 +242,9 @@ def quantize_weights(
     report = WeightQuantReport(weights, block_size, symmetric, accuracy_level, count, matmuls, input_bytes,
                                quantized.ByteSize(), None)
     if count < matmuls:
-        report.warnings.append(f"{matmuls - count} of {matmuls} MatMuls kept in fp32 (excluded, or K not a "
-                               "multiple the kernel takes)")
+        report.warnings.append(f"{matmuls - count} of {matmuls} MatMuls kept in fp32 (excluded, K below one "
+                               "block such as the rotary cache's positions @ inv_freq, or K not a multiple the "
+                               "kernel takes)")
     tolerance = weight_tolerance(weights, signature, min_cosine=min_cosine)
     report.verification = _verify(proto, quantized, seed=seed, signature=signature, tolerance=tolerance)
     if verify and not report.verification.passed:
@@ -246,14 +262,16 @@ def quantize_weights(
 
 def _generation(report: WeightQuantReport, proto, quantized, signature, *, new_tokens: int, prompt_ids,
                 threads: int | None, generate: bool, measure: bool, seed: int) -> None:
-    from onnxdeploy._llm_eval import compare_generation, decode_session, decode_speed, default_prompt
+    """Greedy generations of both models through :func:`onnxdeploy._generate.generate` (the fp32 model as the
+    reference: token agreement per step, teacher-forced after a first difference, logits cosine per step) and the
+    decode tokens/s of both."""
+    from onnxdeploy._generate import Decoder, decode_speed, default_prompt, generate as generate_tokens
 
     prompt = list(prompt_ids) if prompt_ids else default_prompt(signature, seed=seed)
-    reference = decode_session(proto, threads=threads)
-    candidate = decode_session(quantized, threads=threads)
+    reference = Decoder(proto, threads=threads, signature=signature)
+    candidate = Decoder(quantized, threads=threads, signature=signature)
     if generate:
-        report.generation = compare_generation(reference, candidate, signature, prompt=prompt,
-                                               new_tokens=new_tokens)
+        report.generation = generate_tokens(candidate, prompt, max_new_tokens=new_tokens, reference=reference)
     if measure:
-        report.fp32_speed = decode_speed(reference, signature, prompt=prompt, new_tokens=max(new_tokens, 8))
-        report.quantized_speed = decode_speed(candidate, signature, prompt=prompt, new_tokens=max(new_tokens, 8))
+        report.fp32_speed = decode_speed(reference, prompt=prompt, new_tokens=max(new_tokens, 8))
+        report.quantized_speed = decode_speed(candidate, prompt=prompt, new_tokens=max(new_tokens, 8))

@@ -38,7 +38,9 @@ EXAMPLES = """[b]Examples[/b]
 
   onnxdeploy deploy model.onnx -t openvino --precision auto --min-cosine 0.999 -o out   [dim](fastest within the budget)[/dim]
 
-  onnxdeploy deploy model.onnx -t auto --precision auto --max-top1-drop 0.5% -c calib.npz -o out"""
+  onnxdeploy deploy model.onnx -t auto --precision auto --max-top1-drop 0.5% -c calib.npz -o out
+
+  onnxdeploy deploy "hf:llama?hidden_size=64&num_hidden_layers=2" --task text-generation --quantize int4 -o out   [dim](decoder LM: KV cache, fusions, int4 weights, tokens/s and token agreement)[/dim]"""
 
 PrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="Precision to build: fp32, bf16, fp16, int8 (what the target builds here), or auto: build every one, judge "
@@ -65,7 +67,13 @@ def deploy(
     target: TargetOpt = DEFAULT_TARGET,
     output_dir: Annotated[Path, typer.Option("--output", "-o", help="Folder for artefacts and the report.")]
     = Path("deploy-out"),
-    quantize: Annotated[Optional[str], typer.Option("--quantize", help="static or dynamic int8.")] = None,
+    quantize: Annotated[Optional[str], typer.Option(
+        "--quantize", help="static or dynamic int8; int4 or int8 weight-only (MatMulNBits, for decoder LMs).")] = None,
+    task: Annotated[Optional[str], typer.Option(
+        "--task", help="text-generation: a decoder LM with its KV cache (implied by a hf: source or an ONNX decoder): "
+        "export with the cache, optimize --preset decoder, greedy generation against PyTorch.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(
+        "--max-new-tokens", help="Decoder: new tokens of the greedy generation benchmarked and compared.")] = 32,
     dynamic: DynamicOpt = None,
     input: InputOpt = None,
     inputs: InputsOpt = None,
@@ -104,7 +112,8 @@ def deploy(
                         fix_dims=fix_dims, dynamic=parse_dynamic(dynamic), skip=steps, bench_seconds=bench_seconds,
                         seed=seed, atol=atol, rtol=rtol, inputs=given if given.given or given.shapes else None,
                         quiet=as_json, as_json=as_json, precision=precision, min_cosine=min_cosine,
-                        max_top1_drop=max_top1_drop, calibration=calibration_from(calibration, seed=seed))
+                        max_top1_drop=max_top1_drop, calibration=calibration_from(calibration, seed=seed), task=task,
+                        max_new_tokens=max_new_tokens)
     if as_json:
         out.print_json(report)
     else:
@@ -156,6 +165,7 @@ def show_report(report) -> None:
     out.show(out.table(f"deploy {report.source} -> {report.target}",
                        ["step", "status", "s", "verified", "shapes", "max abs", "message"], rows))
     show_precision_choice(report)
+    show_generation(report)
     if report.latency:
         shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in report.bench_inputs.items())
         out.show(out.table(f"latency (1 thread, {shapes})", ["model", "engine", "p50 ms", "p90 ms", "runs"],
@@ -165,6 +175,31 @@ def show_report(report) -> None:
     out.show(f"inputs:   {inputs}")
     out.show(f"artefact: {report.final_artifact}")
     out.show(f"report:   {report.report_html}  ({report.seconds:.1f} s)")
+
+
+def show_generation(report) -> None:
+    """A decoder's greedy generation per model: tokens/s, time to first token, parity; then agreement per step."""
+    from onnxdeploy.cli import output as out
+
+    g = report.generation
+    if not g or not g["rows"]:
+        return
+    ref = "PyTorch" if g["reference_kind"] == "pytorch" else "reference ONNX"
+    out.show(out.table(
+        f"generation (greedy, {g['new_tokens']} new tokens after {len(g['prompt_ids'])}, {g['threads']} thread; "
+        f"parity vs {ref})",
+        ["model", "weights", "decode tok/s", "vs fp32", "first token ms", f"tokens = {ref}", "steps agree",
+         "logits max abs", "min cosine"],
+        [[r["model"], r["weights"], f"{r['decode_tokens_per_s']:.1f}", _f(r["speedup"], ".2f", "x"),
+          f"{r['ttft_ms']:.1f}", "yes" if r["identical"] else f"no (from step {r['first_divergence']})",
+          _f(r["token_agreement"] and 100 * r["token_agreement"], ".0f", "%"), _f(r["max_abs"], ".3g"),
+          _f(r["min_cosine"], ".6f")] for r in g["rows"]]))
+    steps = [[str(i), str(t)] + [f"{r['steps'][i]['forced_token']}{'' if r['steps'][i]['agrees'] else ' x'} "
+                                 f"({_f(r['steps'][i]['cosine'], '.4f')})" for r in g["rows"]]
+             for i, t in enumerate(g["reference_tokens"])]
+    out.show(out.table(f"token agreement per step ({ref} token; each model's token, teacher-forced after a first "
+                       "difference, x = differs, (logits cosine))", ["step", ref, *[r["model"] for r in g["rows"]]],
+                       steps))
 
 
 def show_precision_choice(report) -> None:

@@ -160,7 +160,7 @@ def _weight_rows(report, out) -> list[list]:
     ]
     if gen is not None:
         div = "identical" if gen.first_divergence is None else f"first differs at step {gen.first_divergence + 1}"
-        rows += [["greedy tokens", f"{len(gen.reference.tokens)} new tokens, {div}"],
+        rows += [["greedy tokens", f"{len(gen.reference_tokens)} new tokens, {div}"],
                  ["token agreement", f"{gen.token_agreement:.1%} of steps (teacher-forced), logits cosine per step "
                                      f"min {gen.min_cosine:.4f} mean {gen.mean_cosine:.4f}"]]
     fp32 = report.fp32_speed and report.fp32_speed.decode_tokens_per_s

@@ -94,11 +94,11 @@ class Engine:
             raise UserInputError(f"unknown serving backend {backend!r}", hint="use onnxruntime or openvino")
 
     def _openvino(self, threads: int | None) -> Callable:
-        from onnxdeploy.errors import require
+        from onnxdeploy.targets.openvino import compile_artifact
 
-        ov = require("openvino", extra="openvino", purpose="serving an OpenVINO model")
-        config = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
-        compiled = ov.Core().compile_model(str(self.path), "CPU", config)
+        # an IR runs at the precision and settings it was built and verified with; an .onnx at f32, as verified
+        compiled = compile_artifact(self.path, threads=threads,
+                                    hint=None if str(self.path).endswith(".xml") else "f32")
         self.inputs, self.outputs = _openvino_specs(compiled)
         local = threading.local()
 

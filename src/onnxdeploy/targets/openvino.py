@@ -115,8 +115,6 @@ class OpenVINOTarget(Target):
             if precision == "int8":
                 model = nncf_int8(model, model_path, calibration, notes)
         hint = INFERENCE_HINTS[precision]
-        if precision == "int8":  # what NNCF left in float runs at the CPU's best float precision (OpenVINO's default)
-            hint = "bf16" if "BF16" in cpu_capabilities() else "f32"
         config = record_compile_config(model, hint)
         model.set_rt_info(precision, ["onnxdeploy", "precision"])
         notes.append(f"precision {precision}: compiled with " + ", ".join(f"{k} {v}" for k, v in config.items())
@@ -139,16 +137,18 @@ class OpenVINOTarget(Target):
         return compiled_runner(compile_artifact(artifact, threads=threads))
 
 
-# INFERENCE_PRECISION_HINT per precision; int8: bf16 where the CPU has it (convert), f32 otherwise. On BERT-base and
-# ResNet-50 int8 the remainder at bf16 and at f32 timed the same within the noise (AMX-INT8 convolutions / FCs are
-# 75-95% of the time), at the same cosine.
+# INFERENCE_PRECISION_HINT per precision. int8: what NNCF leaves in float (LayerNorm, Softmax, GELU, the attention
+# subgraph) runs at f32, not at bf16 (OpenVINO's default on this CPU): BERT-base int8 1x128 ran ~10% faster so (the
+# same compiled models in both orders of one interleaved run, 2 threads), ResNet-50 int8 the same within the noise
+# (AMX-INT8 convolutions are ~95% of its time), and f32 is the closer of the two.
 INFERENCE_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 
-# The CPU plugin configuration every artefact is compiled with (recorded in the IR's rt_info at build time, see
-# record_compile_config; INFERENCE_NUM_THREADS is the runner's choice). LATENCY / one stream: one request at a time,
-# all threads on it. Pinning off: on a machine shared with other processes a pinned thread waits for its core while
-# another one is free (BERT-base int8 at 2 threads on a loaded 2-core machine: 0.095x vs 0.125x onnxruntime fp32).
-COMPILE_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "ENABLE_CPU_PINNING": "NO"}
+# The CPU plugin configuration every artefact is compiled with, recorded in the IR's rt_info at build time
+# (record_compile_config) so the artefact runs the same wherever onnxdeploy compiles it, whatever OpenVINO's defaults
+# of the day; INFERENCE_NUM_THREADS is the runner's choice. LATENCY with one stream: one request at a time with every
+# thread on it. Pinning stays on (OpenVINO's default): off measured the same within the noise on the loaded 2-core
+# machine (BERT-base and ResNet-50 int8, both orders in one interleaved run).
+COMPILE_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "ENABLE_CPU_PINNING": "YES"}
 COMPILE_KEYS = ("INFERENCE_PRECISION_HINT", *COMPILE_CONFIG)
 
 
@@ -182,8 +182,9 @@ def shapes_note(model) -> str:
     dynamic = [p.get_any_name() for p in model.inputs if p.get_partial_shape().is_dynamic]
     if not dynamic:
         return "input shapes static: " + ", ".join(f"{p.get_any_name()} {p.get_partial_shape()}" for p in model.inputs)
-    return (f"input(s) {', '.join(dynamic)} keep dynamic dims as the ONNX model declares them: OpenVINO compiles "
-            f"shape-agnostic kernels ({DYNAMIC_COST}); `--fix-dims --dim NAME=SIZE` makes them static")
+    return (f"dynamic dims kept as the ONNX model declares them ({', '.join(dynamic)}): OpenVINO compiles "
+            f"shape-agnostic kernels ({DYNAMIC_COST}); `deploy`/`optimize` with `--fix-dims --dim NAME=SIZE` make "
+            "them static")
 
 
 DYNAMIC_COST = "BERT-base int8 1x128 measured ~1.1x slower than static"
@@ -267,8 +268,9 @@ def compile_artifact(artifact, *, threads: int | None = 1, hint: str | None = No
 
 
 def compiled_runner(compiled):
-    """feeds -> outputs over ``compiled`` with one infer request reused across calls (a fresh request per call
-    allocates its buffers again: ResNet-50 int8 28 ms vs 24 ms); the outputs are copies."""
+    """feeds -> outputs over ``compiled`` with one infer request reused across calls (OpenVINO's pattern: no request
+    and buffers set up per call; on ResNet-50 int8 the saving is within the noise of a loaded machine); the outputs
+    are copies."""
     request = compiled.create_infer_request()
     return lambda feeds: run_compiled(compiled, feeds, request=request)
 
