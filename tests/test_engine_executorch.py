@@ -116,7 +116,6 @@ def test_bert_fp32(tmp_path):
         fp32 = convert_module(module, example, tmp_path / "bert.pte", reference=onnx_path)
     assert attempts == []
     assert fp32.parity.passed and fp32.parity.max_abs < 1e-4
-    # int8 of this BERT fails in PT2E: the prepared graph indexes with a float arange (the attention mask)
 
 
 @needs_executorch
@@ -130,3 +129,53 @@ def test_deploy_pytorch_target_to_executorch(tmp_path):
     assert rep.passed and rep.final_artifact.endswith(".pte")
     convert = next(s for s in rep.steps if s.name == "convert")
     assert convert.verification.passed and "vs PyTorch" in convert.verification.label
+
+
+def _indexed_by_arange():
+    """A Linear plus transformers-style mask indexing: ``mask[:, arange(n) + offset]`` (the pattern that broke PT2E)."""
+    import torch
+
+    torch.manual_seed(0)
+
+    class Masked(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(8, 8)
+
+        def forward(self, x, mask):
+            keep = mask.to(torch.bool)[:, torch.arange(x.shape[1]) + 0]
+            return self.fc(x) * keep.unsqueeze(-1).to(x.dtype)
+
+    return Masked().eval(), (torch.randn(1, 6, 8), torch.tensor([[1, 1, 1, 1, 0, 0]]))
+
+
+@needs_executorch
+def test_int8_dynamic_keeps_integer_index_arithmetic(tmp_path):
+    # XNNPACKQuantizer turns the scalar of `arange + 0` into a float constant: the prepared graph then indexed with a
+    # float tensor (IndexError), which blocked ExecuTorch int8 of every transformers BERT
+    from onnxdeploy.targets.executorch import convert_module
+
+    module, example = _indexed_by_arange()
+    rep = convert_module(module, example, tmp_path / "m.pte", precision="int8", input_names=["x", "mask"])
+    assert rep.parity.passed and "cosine" in rep.parity.metric
+    assert any("int8 dynamic" in n for n in rep.notes)
+    out = targets.get_target("executorch").run(tmp_path / "m.pte", {"x": example[0].numpy(), "mask": example[1].numpy()})
+    assert np.all(list(out.values())[0][0, 4:] == 0)  # the mask still masks
+
+
+@needs_executorch
+@pytest.mark.slow
+def test_bert_int8_dynamic(tmp_path):
+    pytest.importorskip("transformers")
+    import onnxdeploy
+    from engine_models import _bert
+    from onnxdeploy.targets.executorch import convert_module
+
+    module, example, names = _bert(False)
+    onnx_path = tmp_path / "bert.onnx"
+    onnxdeploy.export(module, example, onnx_path, input_names=names, output_names=["last_hidden_state"])
+    with no_network() as attempts:
+        rep = convert_module(module, example, tmp_path / "bert8.pte", reference=onnx_path, precision="int8")
+    assert attempts == []
+    assert rep.parity.passed and "cosine" in rep.parity.metric and rep.parity.max_abs > 1e-5
+    assert any("int8 dynamic" in n for n in rep.notes)

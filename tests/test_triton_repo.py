@@ -110,6 +110,19 @@ def test_convert_writes_a_verified_repository_and_a_manifest(model_path, tmp_pat
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".onnxdeploy-tmp")] == []
 
 
+def test_the_served_interface_is_read_back_from_config_pbtxt(model_path, tmp_path):
+    """The verifier's interface check sees what Triton will serve: a hand-edited dtype is an interface change."""
+    from onnxdeploy import interface_changes
+
+    write_triton_repository(model_path, tmp_path / "repo", measure=False)
+    target = TritonTarget()
+    assert interface_changes(str(model_path), target.interface(tmp_path / "repo", str(model_path))) == []
+    config = tmp_path / "repo" / "tiny" / "config.pbtxt"
+    config.write_text(config.read_text().replace("TYPE_FP32", "TYPE_FP16", 1))
+    changes = interface_changes(str(model_path), target.interface(tmp_path / "repo", str(model_path)))
+    assert len(changes) == 1 and "x" in changes[0] and "float16" in changes[0]
+
+
 def test_convert_refuses_an_existing_folder_and_leaves_it_alone(model_path, tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()

@@ -249,6 +249,9 @@ def _usable(t) -> tuple[bool, str]:
         return False, f"{type(err).__name__}: {err}"
     if ok and t.name == "ascend":
         return False, "its artefact cannot run here (no CANN), so it cannot be measured"
+    if ok and not getattr(t, "converts_onnx", True):
+        return False, (f"{t.name} builds from the PyTorch module, not from ONNX: "
+                       f"`onnxdeploy deploy pkg.mod:factory --target {t.name} --precision ...`")
     return ok, why
 
 

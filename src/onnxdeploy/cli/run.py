@@ -56,7 +56,8 @@ def run(
     backend: Annotated[
         Optional[str],
         typer.Option("--backend", "-b", help="Run on a target's engine instead (openvino, ort-mobile, ...); "
-                     "a converted artefact (.xml, .ort) picks its own. Parity with onnxruntime is reported."),
+                     "a converted artefact (.xml, .ort, .mnn, .param, .tflite, .pte) picks its own. Parity with "
+                     "onnxruntime is reported."),
     ] = None,
     reference: Annotated[
         Optional[Path],
@@ -73,7 +74,9 @@ def run(
     """Run a model on onnxruntime (missing inputs are synthesized, seeded) and show its outputs."""
     import numpy as np
 
-    if backend is not None or model.suffix.lower() in (".xml", ".ort", ".engine", ".plan", ".om"):
+    from onnxdeploy.targets import SUFFIXES
+
+    if backend is not None or (model.suffix.lower() in SUFFIXES and model.suffix.lower() != ".onnx"):
         return _run_on_backend(model, backend, reference, input, inputs, dim, shape, seed, atol, rtol, as_json,
                                precision)
     if precision is not None and precision.lower() not in ("fp32", "float32"):

@@ -138,6 +138,7 @@ class Target:
     dtypes: frozenset[str] = frozenset(ALL_DTYPES)
     suffix = ".onnx"
     source = ""  # where the operator list comes from
+    converts_onnx = True  # False: builds from the PyTorch module (ExecuTorch), so `--target auto` on ONNX skips it
     # The precisions ``convert`` can build on this machine (a subset of PRECISIONS), fp32 first. A target that builds
     # more overrides this (class attribute, or a property when it depends on the machine or installed packages).
     precisions: tuple[str, ...] = ("fp32",)

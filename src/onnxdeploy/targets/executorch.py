@@ -40,6 +40,7 @@ class ExecuTorchTarget(Target):
     dtypes = frozenset({"float32", "float16", "bfloat16", "int8", "uint8", "int16", "int32", "int64", "bool"})
     source = "torch.export + executorch.exir (XnnpackPartitioner); runs on executorch.runtime"
     precisions = ("fp32", "int8")
+    converts_onnx = False
 
     def available(self) -> tuple[bool, str]:
         import importlib.util
@@ -157,11 +158,15 @@ def _quantize(module, args: tuple, kwargs: dict, names: Sequence[str], calibrati
                                                                          get_symmetric_quantization_config)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+    class Quantizer(XNNPACKQuantizer):
+        def transform_for_annotation(self, model):
+            return integer_scalars_kept(super().transform_for_annotation(model))
+
     dynamic = not calibration
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
     # dynamic int8 is for the Linear layers only: quantizing globally also observes index tensors (attention masks)
-    quantizer = (XNNPACKQuantizer().set_module_type(torch.nn.Linear, config) if dynamic
-                 else XNNPACKQuantizer().set_global(config))
+    quantizer = (Quantizer().set_module_type(torch.nn.Linear, config) if dynamic
+                 else Quantizer().set_global(config))
     captured = torch.export.export(module, args, kwargs or None, strict=False).module()
     prepared = prepare_pt2e(captured, quantizer)
     if dynamic:
@@ -176,6 +181,38 @@ def _quantize(module, args: tuple, kwargs: dict, names: Sequence[str], calibrati
         _feed_call(prepared, names, bool(kwargs), sample)
     return convert_pt2e(prepared), (f"int8 static: int8 weights and activations (XNNPACK quantizer, per-channel), "
                                     f"calibrated on {len(calibration)} sample(s)")
+
+
+def integer_scalars_kept(model):
+    """Undo the XNNPACK quantizer's scalar -> float constant rewrite on integer arithmetic.
+
+    ``XNNPACKQuantizer.transform_for_annotation`` turns every scalar operand of ``aten.add``/``aten.mul`` into a
+    ``torch.tensor(float(x))`` buffer, also when the other operand is an integer tensor: transformers' mask code
+    (``arange(seq) + past_length`` used as an index) then yields a float index and the prepared graph fails with
+    "IndexError: tensors used as indices must be long, int, byte or bool tensors". Such constants get the dtype
+    of the integer result back (the value is an integer scalar, so the cast is exact)."""
+    import torch
+
+    changed = False
+    for node in model.graph.nodes:
+        val = node.meta.get("val")
+        if node.op != "call_function" or node.target not in (torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor) \
+                or not isinstance(val, torch.Tensor) or val.dtype.is_floating_point:
+            continue
+        for arg in node.args:
+            if not (isinstance(arg, torch.fx.Node) and arg.op == "get_attr"
+                    and str(arg.target).startswith("_tensor_constant_")):
+                continue
+            const = getattr(model, arg.target)
+            if const.dtype.is_floating_point and const.dim() == 0:
+                fixed = const.to(val.dtype)
+                setattr(model, arg.target, fixed)
+                if "val" in arg.meta:
+                    arg.meta["val"] = arg.meta["val"].fake_mode.from_tensor(fixed, static_shapes=True)
+                changed = True
+    if changed:
+        model.recompile()
+    return model
 
 
 def torch_runner(module, names: Sequence[str], output_names: Sequence[str] | None, *, kwargs: bool = False):

@@ -254,7 +254,7 @@ def _rt_str(model, path: list[str]) -> str:
 
 def compile_artifact(artifact, *, threads: int | None = 1, hint: str | None = None):
     """The IR compiled on the CPU plugin with the configuration it was built with (:func:`recorded_compile_config`:
-    its precision hint, LATENCY, one stream, pinning off), ``threads`` inference threads (None: OpenVINO's
+    its precision hint, LATENCY, one stream, pinning on), ``threads`` inference threads (None: OpenVINO's
     default); ``hint`` overrides the precision hint."""
     ov = require("openvino", extra="openvino", purpose="running an OpenVINO IR model")
     core = ov.Core()

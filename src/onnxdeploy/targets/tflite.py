@@ -147,7 +147,7 @@ def _child_spec(model_path: Path, work: Path, kind: str, erf: bool, calibration,
 
     rng = np.random.default_rng(0)
     np.save(work / CALIBRATION_SAMPLE, rng.random((20, 128, 128, 3), dtype=np.float32))  # never downloaded
-    spec = {"model": str(model_path), "out": str(work / "out"), "erf": erf, "kind": kind,
+    spec = {"model": str(Path(model_path).resolve()), "out": str(work / "out"), "erf": erf, "kind": kind,
             "dynamic_range": kind == "int8-dynamic", "integer": kind == "int8-full", "calibration": None}
     if kind == "int8-full":
         specs = input_specs(proto)

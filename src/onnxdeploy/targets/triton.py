@@ -446,6 +446,38 @@ class TritonTarget(Target):
                                        max_batch=self.max_batch, name=self.model_name or model_name_for(model_path))
         return [Path(repo.root)], [*repo.notes, f"KServe manifest: {Path(repo.manifest).name} (set storageUri)"], None
 
+    def interface(self, artifact: Path, reference):
+        """What Triton will serve, read back from the written ``config.pbtxt`` (names, dtypes, dims; the batch dim
+        implied by ``max_batch_size > 0`` counts as dynamic), as a header-only ModelProto."""
+        import onnx
+        from onnx import helper
+
+        from onnxdeploy._run import model_structure
+
+        folder = find_model_folder(Path(artifact))
+        config = validate_triton_config((folder / "config.pbtxt").read_text(), source=str(folder / "config.pbtxt"))
+        pb2 = sys.modules["tritonclient.grpc.model_config_pb2"]  # imported by validate_triton_config
+        onnx_types = {name[len("TYPE_"):]: value for name, value in pb2.DataType.items()}
+        by_name = {"FP32": "FLOAT", "FP16": "FLOAT16", "FP64": "DOUBLE", "BF16": "BFLOAT16", "STRING": "STRING"}
+
+        def value(t):
+            kind = pb2.DataType.Name(t.data_type)[len("TYPE_"):]
+            dtype = getattr(onnx.TensorProto, by_name.get(kind, kind), 0) if kind in onnx_types else 0
+            dims = (["dynamic"] if config.max_batch_size > 0 else []) + [d if d > 0 else "dynamic" for d in t.dims]
+            return helper.make_tensor_value_info(t.name, dtype, dims)
+
+        graph = onnx.GraphProto(name="triton")
+        graph.input.extend(value(t) for t in config.input)
+        graph.output.extend(value(t) for t in config.output)
+        return onnx.ModelProto(ir_version=model_structure(reference).ir_version or 8, graph=graph)
+
+    def runner(self, artifact: Path, *, threads: int | None = 1):
+        """The repository's model loaded once on the engine its backend names (the python backend runs onnxruntime)."""
+        from onnxdeploy.targets.base import get_target
+
+        model, engine = repository_model(artifact)
+        return get_target(engine).runner(model, threads=threads)
+
     def run(self, artifact: Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         folder = find_model_folder(Path(artifact))
         version = folder / "1"
