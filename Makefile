@@ -21,7 +21,7 @@ install: $(STAMP)
 
 # The heavy optional extras CI tests too: engines (MNN, ncnn, TFLite, ExecuTorch), serving (KServe, tritonclient),
 # image calibration, and PyTriton's tritonserver in its own venv (it needs numpy<2). Their tests skip without them.
-EXTRAS ?= mnn,ncnn,tflite,executorch,serve,images,peers
+EXTRAS ?= mnn,ncnn,tflite,executorch,serve,images,llm,peers
 EXTRAS_STAMP := $(VENV)/.extras-installed
 $(EXTRAS_STAMP): $(STAMP) pyproject.toml scripts/install-triton.sh
 	$(BIN)/pip install --quiet "torch==2.13.0" -e ".[dev,$(EXTRAS)]"

@@ -48,6 +48,8 @@ MEANINGS = {
     "--target": r"^deployment target: onnxruntime, openvino",
     "--provider": r"^onnxruntime execution provider",
     "--precision": r"^precision to build: fp32, bf16, fp16",
+    "--task": r"^text-generation: a decoder LM with its KV cache",
+    "--max-new-tokens": r"^new tokens to generate",
     "--min-cosine": r"^accuracy budget: .*lowest cosine",
     "--provider-b": r"^onnxruntime execution provider for CANDIDATE",
     "--opt-level": r"^onnxruntime graph optimizations: disable, basic, extended, all",

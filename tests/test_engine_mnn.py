@@ -73,8 +73,15 @@ def test_converter_is_not_the_console_script():
 def test_unconvertible_model_is_one_line_error(tmp_path):
     from onnxdeploy.errors import UnsupportedError
 
-    bad = tmp_path / "bad.onnx"
-    bad.write_bytes(b"not a model")
+    import onnx
+    from onnx import TensorProto, helper
+
+    bad = tmp_path / "bad.onnx"  # an operator of a domain MNN does not know
+    graph = helper.make_graph([helper.make_node("Frobnicate", ["x"], ["y"], domain="com.example")], "bad",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                      helper.make_opsetid("com.example", 1)]), bad)
     with pytest.raises(Exception) as err:
         targets.get_target("mnn").convert(bad, tmp_path / "bad.mnn")
     assert isinstance(err.value, UnsupportedError) and "MNN could not convert" in str(err.value)
@@ -85,3 +92,43 @@ def test_tiny_bert_converts_and_verifies(tiny_bert, tmp_path):
     with no_network() as attempts:
         rep = targets.convert(tiny_bert, "mnn", tmp_path / "bert.mnn")
     assert attempts == [] and rep.parity.passed
+
+
+@pytest.fixture(scope="module")
+def gelu_model(tmp_path_factory):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Gelu", ["h"], ["y"])], "gelu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 600, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 600, 8])], [w])
+    path = tmp_path_factory.mktemp("mnn") / "gelu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), path)
+    return path
+
+
+def test_exact_gelu_stays_exact(gelu_model, tmp_path):
+    # MNN's GELU kernel is off by up to 4.7e-4 from the exact GELU (what put BERT-base 1.06e-3 off onnxruntime):
+    # fp32 converts the erf form with --useGeluApproximation 0 instead
+    x = np.linspace(-6, 6, 4800, dtype=np.float32).reshape(1, 600, 8) @ np.linalg.pinv(
+        np.random.default_rng(0).standard_normal((8, 8))).astype(np.float32)
+    rep = targets.convert(gelu_model, "mnn", tmp_path / "g.mnn", inputs={"x": x}, atol=1e-5, rtol=0)
+    assert rep.parity.passed and rep.parity.max_abs < 1e-5
+    assert any("GELU x1" in n and "useGeluApproximation 0" in n for n in rep.notes)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["g.mnn"]
+
+
+def test_exact_gelu_rewrite_is_exact_on_onnxruntime(gelu_model, tmp_path):
+    import onnxruntime as ort
+
+    from onnxdeploy.targets.mnn import exact_gelu
+
+    rewritten, count = exact_gelu(gelu_model, tmp_path)
+    assert count == 1 and rewritten != gelu_model
+    x = {"x": np.random.default_rng(2).standard_normal((1, 600, 8)).astype(np.float32) * 3}
+    a, b = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, x)[0]
+            for p in (gelu_model, rewritten))
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert exact_gelu(rewritten, tmp_path / "again") == (rewritten, 0)  # no Gelu left: the input path itself

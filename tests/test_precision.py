@@ -121,6 +121,7 @@ def test_openvino_bf16_is_built_verified_by_cosine_and_run_at_bf16(cnn, tmp_path
 
 
 def test_openvino_int8_by_nncf_touches_no_network_and_leaves_the_environment(cnn, tmp_path):
+    pytest.importorskip("nncf", reason="OpenVINO int8 needs nncf: pip install 'onnxdeploy[openvino]'")
     before = {k: os.environ.get(k) for k in ("CI", "NNCF_CI")}
     with no_network() as attempts:
         rep = targets.convert(cnn, "openvino", tmp_path / "q.xml", precision="int8",
@@ -257,6 +258,7 @@ def test_deploy_precision_auto_cli_writes_the_table_the_pareto_chart_and_why(cnn
 
 
 def test_openvino_artefact_records_the_compile_config_it_is_compiled_with(cnn, tmp_path):
+    pytest.importorskip("nncf", reason="OpenVINO int8 needs nncf: pip install 'onnxdeploy[openvino]'")
     import openvino as ov
 
     from onnxdeploy.targets.openvino import artifact_precision, compile_artifact, recorded_compile_config

@@ -156,6 +156,12 @@ def hf_config(spec: str):
 def load_hf_model(spec: str, *, seed: int = 0):
     """The causal LM a ``hf:`` target names: random weights from the spec's ``seed=`` field, else ``seed`` (a folder
     with weights: those), eval mode."""
+    import logging
+
+    # transformers imports torchao when it is installed (ExecuTorch brings it): its CUDA-only kernels and pytree
+    # registrations log one line each on a CPU machine, none of which concerns the user
+    for noisy in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     import torch
     import transformers
 

@@ -73,7 +73,7 @@ def deploy(
         "--task", help="text-generation: a decoder LM with its KV cache (implied by a hf: source or an ONNX decoder): "
         "export with the cache, optimize --preset decoder, greedy generation against PyTorch.")] = None,
     max_new_tokens: Annotated[int, typer.Option(
-        "--max-new-tokens", help="Decoder: new tokens of the greedy generation benchmarked and compared.")] = 32,
+        "--max-new-tokens", help="New tokens to generate (decoders): greedy, benchmarked and compared with PyTorch.")] = 32,
     dynamic: DynamicOpt = None,
     input: InputOpt = None,
     inputs: InputsOpt = None,

@@ -181,24 +181,37 @@ def _run_onnx2tf(spec: dict, work: Path) -> Path:
     proc = run_child([sys.executable, "-m", "onnxdeploy.targets.tflite", str(work / "spec.json")], cwd=work,
                      env=env, timeout=CONVERT_TIMEOUT_S, what="onnx2tf (TFLite conversion)")
     if proc.returncode != 0:
-        raise UnsupportedError(f"onnx2tf could not convert the model: {_reason(proc.stdout + proc.stderr)}",
+        raise UnsupportedError(f"onnx2tf could not convert the model: {_reason(proc.stdout + proc.stderr, proc)}",
                                hint="run `onnxdeploy convert MODEL --target tflite --debug`; onnxdeploy legalize "
                                     "--target tflite may rewrite the blocking operator")
     suffix = _FILES[spec["kind"]]
     built = Path(spec["out"]) / (Path(spec["model"]).stem + suffix)  # onnx2tf names files after the model
     if not built.exists():
-        raise UnsupportedError(f"onnx2tf wrote no {built.name}: {_reason(proc.stdout + proc.stderr)}")
+        raise UnsupportedError(f"onnx2tf wrote no {built.name}: {_reason(proc.stdout + proc.stderr, proc)}")
     return built
 
 
-def _reason(text: str) -> str:
-    """The informative line of onnx2tf's (colored, verbose) output."""
+def _reason(text: str, proc=None) -> str:
+    """Why onnx2tf failed, from its (colored, info-level) output: its error line, else the stage it was in and how
+    the process ended (a signal, with its peak memory: the kernel's OOM killer leaves no output at all)."""
     import re
+    import resource
+    import signal
 
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in text.splitlines()]
     lines = [ln for ln in lines if ln and not ln.startswith(("W0000", "I0000", "WARNING: All log"))]
-    flagged = [ln for ln in lines if "Error" in ln or "ERROR" in ln]
-    return (flagged or lines or ["no output"])[-1][:400]
+    flagged = [ln for ln in lines if ln.startswith("ERROR") or "Error:" in ln or "Error(" in ln]
+    stages = [ln.split(" started")[0] for ln in lines if re.search(r" started\s*=+$", ln)]
+    where = f" during onnx2tf's {stages[-1]!r} stage" if stages else ""
+    code = getattr(proc, "returncode", None)
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # GiB (ru_maxrss is in KiB)
+        why = " (most likely out of memory: the kernel's OOM killer)" if -code == signal.SIGKILL else ""
+        return f"the converter was killed by {name}{why}{where}, peak memory {peak:.1f} GiB"
+    if flagged:
+        return flagged[-1][:400] + where
+    return f"exit code {code}{where}: {(lines or ['no output'])[-1][:300]}"
 
 
 def _child_main(spec_path: str) -> None:
@@ -210,8 +223,14 @@ def _child_main(spec_path: str) -> None:
     import onnx2tf
 
     calibration = [[name, path, 0.0, 1.0] for name, path in (spec["calibration"] or [])] or None
-    onnx2tf.convert(
-        input_onnx_file_path=spec["model"], output_folder_path=spec["out"], non_verbose=True, verbosity="error",
+    if not spec["integer"]:
+        # onnx2tf builds fp32/fp16/dynamic-range .tflite files from the concrete function; only full-integer reads
+        # back the saved_model it writes first. Writing it took minutes and 13+ GiB for BERT-base: skip it
+        import tensorflow as tf
+
+        tf.saved_model.save = lambda *args, **kwargs: None
+    onnx2tf.convert(  # info level: its stage lines tell the parent where a failed conversion stopped
+        input_onnx_file_path=spec["model"], output_folder_path=spec["out"], non_verbose=False, verbosity="info",
         output_dynamic_range_quantized_tflite=spec["dynamic_range"], output_integer_quantized_tflite=spec["integer"],
         custom_input_op_name_np_data_path=calibration, quant_type="per-channel",
         replace_to_pseudo_operators=["erf"] if spec["erf"] else None)
