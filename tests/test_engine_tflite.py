@@ -121,3 +121,30 @@ def test_bert_after_mask_rewrite_fp32_and_dynamic_int8(tiny_bert_static, tmp_pat
 
 
 from engine_models import tiny_bert_static  # noqa: E402,F401 - fixture
+
+
+def test_converter_killed_by_the_oom_killer_is_named():
+    # BERT-base: the kernel's OOM killer stopped onnx2tf (20 GiB) with no output; the error said only "no output"
+    import signal
+    import subprocess
+
+    from onnxdeploy.targets.tflite import _reason
+
+    log = ("\x1b[07mModel conversion started\x1b[0m ======\nINFO: 380 / 380\n"
+           "\x1b[07msaved_model output started\x1b[0m ==========\n")
+    proc = subprocess.CompletedProcess([], -signal.SIGKILL, log, "")
+    why = _reason(log, proc)
+    assert why.startswith("the converter was killed by SIGKILL (most likely out of memory")
+    assert "during onnx2tf's 'saved_model output' stage" in why and "peak memory" in why
+
+
+def test_converter_error_line_and_exit_code_are_reported():
+    import subprocess
+
+    from onnxdeploy.targets.tflite import _reason
+
+    log = "\x1b[07mModel conversion started\x1b[0m ===\nINFO: onnx_op_type: Erf\nERROR: Erf is not supported\n"
+    assert _reason(log, subprocess.CompletedProcess([], 1, log, "")) == (
+        "ERROR: Erf is not supported during onnx2tf's 'Model conversion' stage")
+    assert _reason("", subprocess.CompletedProcess([], 2, "", "")) == "exit code 2: no output"
+

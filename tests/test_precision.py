@@ -309,3 +309,11 @@ def test_openvino_keeps_dynamic_dims_unless_they_were_fixed(tmp_path):
     shape = ov.Core().read_model(str(tmp_path / "fixed.xml")).inputs[0].get_partial_shape()
     assert shape.is_static and list(shape.to_shape()) == [1, 3, 8, 8]
     assert any(n.startswith("input shapes static:") for n in rep.notes), rep.notes
+
+
+def test_deploy_refuses_a_bad_budget_before_any_step_runs(cnn, tmp_path, capsys):
+    from onnxdeploy.cli.main import main
+
+    rc = main(["deploy", str(cnn), "--precision", "auto", "--max-top1-drop", "200%", "-o", str(tmp_path / "out")])
+    assert rc == 1 and "--max-top1-drop '200%': must be between 0% and 100%" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -245,3 +245,13 @@ def test_loadtest_measures_tritonserver(tritonserver):
     assert report.errors == 0 and report.requests == 80 and report.p50_ms > 0
     stats = json.loads(urllib.request.urlopen(f"http://{tritonserver['http']}/v2/models/tiny/stats").read())
     assert stats["model_stats"][0]["inference_count"] >= 80
+
+
+def test_convert_to_an_existing_folder_says_so_in_one_line(model_path, tmp_path, capsys):
+    from onnxdeploy.cli.main import main
+
+    (tmp_path / "repo").mkdir()
+    rc = main(["convert", str(model_path), "--target", "triton", "-o", str(tmp_path / "repo")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "repo already exists; triton writes a new folder" in err and "Traceback" not in err
+    assert list((tmp_path / "repo").iterdir()) == []

@@ -813,6 +813,10 @@ def deploy(
                          "targets": "auto" if target == "auto" else None}
     t = get_target("onnxruntime" if target == "auto" else target)  # auto: legalized for onnxruntime, then each engine
     precision = normalize_precision(precision)
+    if precision == "auto":
+        from onnxdeploy._precision import Budget
+
+        Budget(*([min_cosine] if min_cosine is not None else []), max_top1_drop=max_top1_drop)  # refused up front
     if precision != "auto" and target != "auto":
         check_precision(t, precision)
         if calibration is not None and precision == "int8":

@@ -156,6 +156,9 @@ def convert(
     t = get_target(target)
     precision = check_precision(t, precision)
     out = Path(output)
+    if out.is_dir() and not t.suffix:  # the artefact is a folder (a Triton repository): written whole, never merged
+        raise UserInputError(f"{out} already exists; {t.name} writes a new folder",
+                             hint=f"choose a folder that does not exist yet, e.g. {out}-{t.name}")
     if out.is_dir():
         raise UserInputError(f"{out} is a folder; give a file name such as {out / ('model' + t.suffix)}")
     if not (out.parent if str(out.parent) else Path(".")).exists():
