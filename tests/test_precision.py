@@ -182,9 +182,9 @@ def test_auto_keeps_the_fastest_within_the_budget_by_measurement(cnn, tmp_path):
 
     run = OnnxRuntimeTarget().runner(cnn, threads=1)
 
-    def slower(feeds):  # same outputs, 3 ms later
+    def slower(feeds):  # same outputs, 20 ms later (a margin no load on a shared CI machine closes)
         out = run(feeds)
-        time.sleep(0.003)
+        time.sleep(0.02)
         return out
 
     def inaccurate(feeds):  # fastest of all, but far from fp32
@@ -195,7 +195,7 @@ def test_auto_keeps_the_fastest_within_the_budget_by_measurement(cnn, tmp_path):
                               extra_candidates=fakes, bench_seconds=0.3)
     by = {c.label: c for c in choice.candidates}
     assert by["fake fp16"].status == "rejected" and by["fake fp16"].reason.startswith("cosine")
-    assert by["fake int8"].status == "ok" and by["fake int8"].p50_ms > by["onnxruntime fp32"].p50_ms + 2.0
+    assert by["fake int8"].status == "ok" and by["fake int8"].p50_ms > by["onnxruntime fp32"].p50_ms + 10.0
     assert choice.winner is by["onnxruntime fp32"]
     assert choice.why.startswith("onnxruntime fp32 is the fastest of 2 candidate(s) within the budget")
     assert "outside the budget: fake fp16 (cosine" in choice.why
