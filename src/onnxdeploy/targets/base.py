@@ -8,6 +8,7 @@ the range of default-domain opsets it reads. ``convert`` writes the engine's art
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -236,6 +237,30 @@ def check_precision(target: "Target", precision: str | None) -> str:
                                + ", ".join(target.precisions),
                                hint=f"use --precision {' or --precision '.join(target.precisions)}")
     return p
+
+
+class ArtifactCache:
+    """Engine objects (interpreters, loaded programs) built once per artefact file version (path, mtime, size), for
+    engines that load slowly; at most ``size`` kept. Thread-safe."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._items: dict[tuple, object] = {}
+        self._lock = threading.Lock()
+
+    def get(self, path: str | os.PathLike, load):
+        """``load(path)``'s result for this version of the file, built on first use; a missing file is one line."""
+        path = Path(path)
+        if not path.exists():
+            raise UserInputError(f"{path}: no such file")
+        st = path.stat()
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if key not in self._items:
+                if len(self._items) >= self.size:
+                    self._items.clear()
+                self._items[key] = load(path)
+            return self._items[key]
 
 
 def onnx_ops(opset: int, domain: str = "") -> set[tuple[str, str]]:

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from onnxdeploy.errors import OutputsDisagree, UnsupportedError, UserInputError, require
-from onnxdeploy.targets.base import ConvertReport, Target
+from onnxdeploy.targets.base import ArtifactCache, ConvertReport, Target
 
 SIDECAR_FORMAT = "onnxdeploy-executorch-io/1"
 NEEDS_MODULE = "ExecuTorch converts from the PyTorch module, not from an ONNX file"
@@ -315,25 +315,19 @@ def _example_feeds(names: Sequence[str], args: tuple | None, kwargs: dict | None
 # ---------------------------------------------------------------- loading
 
 
-_CACHE: dict[tuple, tuple] = {}
-_CACHE_LOCK = threading.Lock()
+_PROGRAMS = ArtifactCache()
+
+
+def _load_method(path: Path) -> tuple:
+    runtime = require("executorch.runtime", extra="executorch", purpose="running an ExecuTorch program")
+    program = runtime.Runtime.get().load_program(str(path))
+    side = sidecar_path(path)
+    io = json.loads(side.read_text()) if side.exists() else {}
+    io = io if io.get("format") == SIDECAR_FORMAT else {}
+    return program.load_method("forward"), threading.Lock(), io, program  # the program outlives its method
 
 
 def _method(path: Path):
     """(forward method, lock, names) of a .pte, loaded once per file version."""
-    if not path.exists():
-        raise UserInputError(f"{path}: no such file")
-    st = path.stat()
-    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            runtime = require("executorch.runtime", extra="executorch", purpose="running an ExecuTorch program")
-            program = runtime.Runtime.get().load_program(str(path))
-            side = sidecar_path(path)
-            io = json.loads(side.read_text()) if side.exists() else {}
-            io = io if io.get("format") == SIDECAR_FORMAT else {}
-            if len(_CACHE) > 8:
-                _CACHE.clear()
-            _CACHE[key] = (program.load_method("forward"), threading.Lock(), io, program)
-        method, lock, io, _ = _CACHE[key]
-        return method, lock, io
+    method, lock, io, _ = _PROGRAMS.get(path, _load_method)
+    return method, lock, io

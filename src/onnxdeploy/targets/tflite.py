@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from onnxdeploy.errors import MissingDependencyError, UnsupportedError, UserInputError, require
-from onnxdeploy.targets.base import Target
+from onnxdeploy.targets.base import ArtifactCache, Target
 
 CONVERT_TIMEOUT_S = 1800.0
 # the sample file onnx2tf downloads for 3-channel image inputs unless it is in the working folder
@@ -321,8 +321,7 @@ def _match_outputs(ref: dict, got: dict[int, np.ndarray], names: dict[int, str])
     return outputs
 
 
-_CACHE: dict[tuple, tuple] = {}
-_CACHE_LOCK = threading.Lock()
+_INTERPRETERS = ArtifactCache()
 
 
 def _load_interpreter(path: Path):
@@ -336,16 +335,7 @@ def _load_interpreter(path: Path):
 
 def _interpreter(path: Path):
     """One interpreter per artefact file (reused while the file is unchanged), with a lock for its tensors."""
-    if not path.exists():
-        raise UserInputError(f"{path}: no such file")
-    st = path.stat()
-    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            if len(_CACHE) > 8:
-                _CACHE.clear()
-            _CACHE[key] = (_load_interpreter(path), threading.Lock())
-        return _CACHE[key]
+    return _INTERPRETERS.get(path, lambda p: (_load_interpreter(p), threading.Lock()))
 
 
 def _invoke(interp, layout: dict | None, feeds: Mapping[str, np.ndarray], raw: bool = False) -> dict:
