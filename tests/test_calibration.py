@@ -16,7 +16,11 @@ from onnxdeploy import Calibration, load_calibration, quantize, split_holdout
 from onnxdeploy.cli.main import main
 from onnxdeploy.errors import MissingDependencyError, UserInputError
 
-Image = pytest.importorskip("PIL.Image", reason="Pillow (the [images] extra) is not installed")
+
+
+def _pil_image():
+    """PIL.Image; the image tests skip without Pillow (the [images] extra), the array ones run."""
+    return pytest.importorskip("PIL.Image", reason="Pillow (the [images] extra) is not installed")
 
 
 def _conv(shape, dtype=TensorProto.FLOAT, name="x", channels_last=False) -> onnx.ModelProto:
@@ -61,7 +65,7 @@ def _images(folder: Path, count: int, colour=None, size=(20, 30)) -> Path:
     for k in range(count):
         pixels = (np.full((*size, 3), colour, np.uint8) if colour is not None
                   else rng.integers(0, 256, (*size, 3), dtype=np.uint8))
-        Image.fromarray(pixels).save(folder / f"img{k}.{'png' if k % 2 else 'bmp'}")
+        _pil_image().fromarray(pixels).save(folder / f"img{k}.{'png' if k % 2 else 'bmp'}")
     return folder
 
 
