@@ -20,16 +20,15 @@ consistent feeds a prefill and a decode step are verified at (``optimize --prese
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
+from onnxdeploy._llm import cache_layout, past_name, present_name
 from onnxdeploy.errors import UserInputError
 
-_PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 DEFAULT_PROMPT_LENGTH = 8
 DEFAULT_NEW_TOKENS = 16
 
@@ -51,10 +50,10 @@ class DecoderSignature:
     input_ids_dtype: np.dtype
 
     def past_names(self) -> list[str]:
-        return [f"past_key_values.{i}.{kind}" for i in range(self.layers) for kind in ("key", "value")]
+        return [past_name(i, kind) for i in range(self.layers) for kind in ("key", "value")]
 
     def present_names(self) -> list[str]:
-        return [f"present.{i}.{kind}" for i in range(self.layers) for kind in ("key", "value")]
+        return [present_name(i, kind) for i in range(self.layers) for kind in ("key", "value")]
 
 
 def _interface(model: Any) -> tuple[dict[str, tuple], dict[str, tuple]]:
@@ -80,15 +79,19 @@ def _interface(model: Any) -> tuple[dict[str, tuple], dict[str, tuple]]:
 
 def decoder_signature(model: Any) -> DecoderSignature | None:
     """The cache convention of ``model`` (path, ModelProto, ir.Model), or None when it does not follow it."""
+    from types import SimpleNamespace
+
     ins, outs = _interface(model)
-    past = {(int(m.group(1)), m.group(2)): ins[n] for n in ins if (m := _PAST.match(n))}
-    if "input_ids" not in ins or "logits" not in outs or not past:
+    # the inputs' side of the convention is _llm's (the one that input synthesis follows); outputs are checked here
+    layout = cache_layout([SimpleNamespace(name=n, dtype=d, shape=s) for n, (d, s) in ins.items()])
+    if layout is None or "input_ids" not in ins or "logits" not in outs:
         return None
-    layers = 1 + max(i for i, _ in past)
-    if any((i, k) not in past or f"present.{i}.{k}" not in outs for i in range(layers) for k in ("key", "value")):
+    layers = layout.layers
+    names = [(past_name(i, k), present_name(i, k)) for i in range(layers) for k in ("key", "value")]
+    if any(p not in ins or q not in outs for p, q in names):
         return None
-    dtype, shape = past[(0, "key")]
-    if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in (shape[1], shape[3])):
+    dtype, shape = ins[past_name(0, "key")]
+    if not all(isinstance(d, int) for d in (shape[1], shape[3])):
         return None
     logits = outs["logits"][1]
     vocab = logits[-1] if logits and isinstance(logits[-1], int) else None

@@ -21,7 +21,6 @@ import os
 import re
 import sys
 import tempfile
-import time
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,20 +118,15 @@ def model_name_for(path: str | os.PathLike) -> str:
 
 
 def _measure_ms(model_path: Path, feeds: Mapping[str, np.ndarray], seconds: float = 0.5) -> float | None:
-    """Median latency of one onnxruntime call (one thread), or None when the model does not run here."""
+    """p50 latency (ms) of one onnxruntime call (one thread) by bench's one timer, or None when the model does not
+    run here."""
+    from onnxdeploy._bench import latency_stats, time_interleaved
     from onnxdeploy._run import create_session
 
     try:
-        session = create_session(str(model_path), threads=1)
-        session.run(None, dict(feeds))
-        times, stop = [], time.perf_counter() + seconds
-        while time.perf_counter() < stop or len(times) < 3:
-            t0 = time.perf_counter()
-            session.run(None, dict(feeds))
-            times.append(time.perf_counter() - t0)
-            if len(times) >= 50:
-                break
-        return float(np.median(times) * 1e3)
+        session, feeds = create_session(str(model_path), threads=1), dict(feeds)
+        timings = time_interleaved([lambda: session.run(None, feeds)], warmup=1, duration=seconds)
+        return latency_stats(model_path.name, None, timings.runs(0)).p50
     except Exception:  # noqa: BLE001 - the config is still written, with defaults
         return None
 
