@@ -101,17 +101,25 @@ def test_pte_without_reference_is_refused(tmp_path):
     assert "--reference" in err.value.hint
 
 
-@needs_executorch
-@pytest.mark.slow
-def test_bert_fp32(tmp_path):
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    """A tiny BERT module, its example inputs and its ONNX export (the reference both BERT tests verify against)."""
     pytest.importorskip("transformers")
     import onnxdeploy
     from engine_models import _bert
-    from onnxdeploy.targets.executorch import convert_module
 
     module, example, names = _bert(False)
-    onnx_path = tmp_path / "bert.onnx"
+    onnx_path = tmp_path_factory.mktemp("bert") / "bert.onnx"
     onnxdeploy.export(module, example, onnx_path, input_names=names, output_names=["last_hidden_state"])
+    return module, example, onnx_path
+
+
+@needs_executorch
+@pytest.mark.slow
+def test_bert_fp32(bert, tmp_path):
+    from onnxdeploy.targets.executorch import convert_module
+
+    module, example, onnx_path = bert
     with no_network() as attempts:
         fp32 = convert_module(module, example, tmp_path / "bert.pte", reference=onnx_path)
     assert attempts == []
@@ -165,15 +173,10 @@ def test_int8_dynamic_keeps_integer_index_arithmetic(tmp_path):
 
 @needs_executorch
 @pytest.mark.slow
-def test_bert_int8_dynamic(tmp_path):
-    pytest.importorskip("transformers")
-    import onnxdeploy
-    from engine_models import _bert
+def test_bert_int8_dynamic(bert, tmp_path):
     from onnxdeploy.targets.executorch import convert_module
 
-    module, example, names = _bert(False)
-    onnx_path = tmp_path / "bert.onnx"
-    onnxdeploy.export(module, example, onnx_path, input_names=names, output_names=["last_hidden_state"])
+    module, example, onnx_path = bert
     with no_network() as attempts:
         rep = convert_module(module, example, tmp_path / "bert8.pte", reference=onnx_path, precision="int8")
     assert attempts == []
