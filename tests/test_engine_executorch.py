@@ -96,7 +96,9 @@ def test_deploy_of_onnx_source_is_refused_before_any_step(cnn_onnx, tmp_path):
 
 def test_pte_without_reference_is_refused(tmp_path):
     (tmp_path / "m.pte").write_bytes(b"x")
-    with pytest.raises(Exception, match="carries no ONNX input description") as err:
+    from onnxdeploy.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="carries no ONNX input description") as err:
         targets.run_on_backend(tmp_path / "m.pte", "executorch")
     assert "--reference" in err.value.hint
 
